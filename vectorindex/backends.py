@@ -1,0 +1,43 @@
+"""What differs between database backends, kept in one place.
+
+The exact path reads a whole table's keys and vectors in one pass. Django's
+MySQL backend uses mysqlclient's default cursor, which buffers the entire result
+in client memory before the first row is returned; an unbuffered server-side
+cursor (``SSCursor``) keeps the pass within one chunk of memory. SQLite's cursor
+already steps through the result lazily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+
+def stream_rows(
+    connection: Any, sql: str, params: Any, chunk_size: int
+) -> Iterator[list[tuple]]:
+    """Run *sql* on *connection* and yield its rows in lists of *chunk_size*.
+
+    The query runs in the connection's current transaction, so it sees that
+    transaction's own uncommitted writes.
+    """
+    cursor = _streaming_cursor(connection)
+    try:
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(chunk_size):
+            yield rows
+    finally:
+        cursor.close()
+
+
+def _streaming_cursor(connection: Any) -> Any:
+    if connection.vendor != "mysql":
+        return connection.cursor()
+    from MySQLdb.cursors import SSCursor
+
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        raw = connection.connection.cursor(SSCursor)
+    if connection.queries_logged:
+        return connection.make_debug_cursor(raw)
+    return connection.make_cursor(raw)

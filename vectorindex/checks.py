@@ -1,0 +1,69 @@
+"""System checks for what can be known at start-up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps
+from django.core import checks
+
+from .fields import VectorField
+from .query import VectorQuerySet
+
+
+def _vector_models() -> list[Any]:
+    return [
+        model
+        for model in apps.get_models()
+        if any(isinstance(field, VectorField) for field in model._meta.concrete_fields)
+    ]
+
+
+@checks.register(checks.Tags.models)
+def check_managers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """A model with a VectorField needs a VectorQuerySet manager for distances."""
+    messages = []
+    for model in _vector_models():
+        if app_configs is not None and model._meta.app_config not in app_configs:
+            continue
+        manager = model._default_manager
+        if not isinstance(manager.get_queryset(), VectorQuerySet):
+            messages.append(
+                checks.Warning(
+                    f"{model._meta.label} has a VectorField, but its default manager "
+                    f"'{manager.name}' does not return a VectorQuerySet, so distance "
+                    "expressions (L2Distance, …) cannot be evaluated through it.",
+                    hint="Add `objects = VectorManager()` (from vectorindex) to the model, "
+                    "or base its QuerySet on vectorindex.VectorQuerySet.",
+                    obj=model,
+                    id="vectorindex.W001",
+                )
+            )
+    return messages
+
+
+@checks.register(checks.Tags.admin)
+def check_admin(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Admins of models with vector fields should show vectors compactly."""
+    if not apps.is_installed("django.contrib.admin"):
+        return []
+    from django.contrib import admin
+
+    from .admin import VectorAdminMixin
+
+    messages = []
+    for model, model_admin in admin.site._registry.items():
+        if app_configs is not None and model._meta.app_config not in app_configs:
+            continue
+        if model in _vector_models() and not isinstance(model_admin, VectorAdminMixin):
+            messages.append(
+                checks.Warning(
+                    f"The admin of {model._meta.label} does not use VectorAdminMixin: "
+                    "its vector fields cannot be shown read-only or in list_display.",
+                    hint="Register it with vectorindex.admin.VectorModelAdmin, or add "
+                    "VectorAdminMixin to its ModelAdmin's bases.",
+                    obj=model_admin.__class__,
+                    id="vectorindex.W002",
+                )
+            )
+    return messages

@@ -1,0 +1,82 @@
+"""The app's settings: one object over the ``VECTORINDEX`` dict in Django settings.
+
+Modelled on Django REST framework's ``api_settings``: defaults live here, a project
+overrides any of them in ``settings.VECTORINDEX = {...}``, values are read lazily
+and re-read when a test changes the setting. Unknown keys are an error, so that a
+typo does not silently leave a default in force.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+
+DEFAULTS: dict[str, Any] = {
+    # Rows read per round trip when a query is answered exactly (in numpy).
+    # Bounds the memory of an exact scan: about CHUNK_SIZE × dimensions × 12
+    # bytes at a time, whatever the size of the table.
+    "EXACT_CHUNK_SIZE": 10_000,
+    # Rows fetched per query when the rows chosen by an exact scan are loaded
+    # as model instances (the scan itself reads only keys and vectors).
+    "RESULT_BATCH_SIZE": 1_000,
+    # How many leading values the admin shows of a vector before "…".
+    "ADMIN_PREVIEW_VALUES": 5,
+}
+
+POSITIVE_INTEGERS = ("EXACT_CHUNK_SIZE", "RESULT_BATCH_SIZE", "ADMIN_PREVIEW_VALUES")
+
+
+class VectorIndexSettings:
+    """Attribute access to the ``VECTORINDEX`` settings with their defaults."""
+
+    def __init__(self, defaults: dict[str, Any] | None = None) -> None:
+        self.defaults = defaults or DEFAULTS
+        self._cache: dict[str, Any] | None = None
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        value = getattr(settings, "VECTORINDEX", {})
+        if not isinstance(value, dict):
+            raise ImproperlyConfigured("settings.VECTORINDEX must be a dict.")
+        return value
+
+    def _load(self) -> dict[str, Any]:
+        user = self.user_settings
+        unknown = sorted(set(user) - set(self.defaults))
+        if unknown:
+            raise ImproperlyConfigured(
+                f"Unknown VECTORINDEX setting(s): {', '.join(unknown)}. "
+                f"Known settings: {', '.join(sorted(self.defaults))}."
+            )
+        merged = {**self.defaults, **user}
+        for name in POSITIVE_INTEGERS:
+            value = merged[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ImproperlyConfigured(
+                    f"VECTORINDEX['{name}'] must be a positive integer, got {value!r}."
+                )
+        return merged
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self.defaults:
+            raise AttributeError(f"Invalid VECTORINDEX setting: {name!r}")
+        if self._cache is None:
+            self._cache = self._load()
+        return self._cache[name]
+
+    def reload(self) -> None:
+        self._cache = None
+
+
+vectorindex_settings = VectorIndexSettings(DEFAULTS)
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "VECTORINDEX":
+        vectorindex_settings.reload()
+
+
+setting_changed.connect(_reload)

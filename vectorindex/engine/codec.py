@@ -1,0 +1,180 @@
+"""Turning user input into float32 vectors, and vectors into bytes and text.
+
+A vector is stored as a little-endian float32 blob of exactly ``4 * dimensions``
+bytes. :func:`coerce` is the single gate every value passes through before it is
+stored, compared or searched: it either returns a C-contiguous float32 array of the
+expected length with only finite values, or raises :class:`InvalidVector` saying
+what was expected and what was received.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+from typing import Any
+
+import numpy as np
+
+MAX_DIMENSIONS = 16_383
+STORAGE_DTYPE = np.dtype("<f4")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class InvalidVector(ValueError):
+    """A value that cannot be read as a vector of the expected dimensions."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _describe(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def parse_text(text: str) -> Any:
+    """Parse ``"[1, 2, 3]"`` (the text form of a vector) into a list of numbers."""
+    stripped = text.strip()
+    if not (stripped.startswith("[") and stripped.endswith("]")):
+        raise InvalidVector(
+            "invalid_text",
+            f"expected a vector written as [1.0, 2.0, …], got the string {_describe(text)}",
+        )
+    try:
+        return json.loads(stripped)
+    except ValueError:
+        raise InvalidVector(
+            "invalid_text",
+            f"expected a vector written as [1.0, 2.0, …], got the string {_describe(text)}",
+        ) from None
+
+
+def coerce(value: Any, dimensions: int | None) -> np.ndarray:
+    """Return *value* as a float32 vector of *dimensions* values, or raise InvalidVector.
+
+    Accepts a list, a tuple or a numpy array of any real dtype (booleans are not
+    numbers here), and the text form ``"[1, 2, 3]"``. ``dimensions=None`` accepts
+    any length of at least one.
+    """
+    if isinstance(value, str):
+        value = parse_text(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise InvalidVector(
+            "not_a_sequence",
+            f"expected a sequence of numbers, got a {type(value).__name__} value",
+        )
+    if isinstance(value, np.ndarray):
+        array = value
+    elif isinstance(value, (list, tuple)):
+        array = _from_sequence(value)
+    else:
+        raise InvalidVector(
+            "not_a_sequence",
+            f"expected a sequence of numbers, got {_describe(value)} "
+            f"({type(value).__name__})",
+        )
+    if array.ndim == 0:
+        raise InvalidVector(
+            "not_a_sequence",
+            f"expected a sequence of numbers, got a 0-d array {_describe(value)}",
+        )
+    if array.ndim > 1:
+        raise InvalidVector(
+            "nested",
+            "expected a flat sequence of numbers, got a nested sequence of shape "
+            f"{array.shape}",
+        )
+    if array.dtype.kind not in "iuf":
+        raise InvalidVector(
+            "not_numbers",
+            f"expected real numbers, got an array of dtype {array.dtype}",
+        )
+    if dimensions is not None and array.shape[0] != dimensions:
+        raise InvalidVector(
+            "dimensions",
+            f"expected {dimensions} dimensions, got {array.shape[0]}",
+        )
+    if array.shape[0] == 0:
+        raise InvalidVector("dimensions", "expected at least 1 dimension, got 0")
+    if array.dtype.kind == "f":
+        finite = np.isfinite(array)
+        if not finite.all():
+            position = int(np.argmin(finite))
+            raise InvalidVector(
+                "not_finite",
+                f"expected finite numbers, got {array[position]} at position {position}",
+            )
+    if array.dtype.kind == "f" and array.dtype.itemsize > 4:
+        magnitude = np.abs(array)
+        position = int(np.argmax(magnitude))
+        if float(magnitude[position]) <= FLOAT32_MAX:
+            return np.ascontiguousarray(array, dtype=np.float32)
+        raise InvalidVector(
+            "out_of_range",
+            f"expected numbers within float32 range (±{FLOAT32_MAX:.7g}), "
+            f"got {array[position]} at position {position}",
+        )
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _from_sequence(values: list | tuple) -> np.ndarray:
+    for position, item in enumerate(values):
+        if isinstance(item, (list, tuple, np.ndarray)):
+            raise InvalidVector(
+                "nested",
+                f"expected a flat sequence of numbers, got a nested sequence "
+                f"at position {position}",
+            )
+        if isinstance(item, (bool, np.bool_)) or not isinstance(item, numbers.Real):
+            raise InvalidVector(
+                "not_numbers",
+                f"expected numbers, got {_describe(item)} at position {position}",
+            )
+    # float64 first, so that values beyond float32's range are caught, not
+    # silently turned into infinities.
+    return np.asarray([float(item) for item in values], dtype=np.float64)
+
+
+def to_bytes(vector: np.ndarray) -> bytes:
+    """The storage form: little-endian float32, 4 bytes per dimension."""
+    return vector.astype(STORAGE_DTYPE, copy=False).tobytes()
+
+
+def from_bytes(data: bytes | bytearray | memoryview) -> np.ndarray:
+    """One stored blob back into a (writable, native float32) vector."""
+    if len(data) % 4:
+        raise InvalidVector(
+            "corrupt", f"expected a multiple of 4 bytes, got {len(data)} bytes"
+        )
+    return np.frombuffer(data, dtype=STORAGE_DTYPE).astype(np.float32)
+
+
+def stack_bytes(blobs: list[bytes], dimensions: int) -> np.ndarray:
+    """Many stored blobs of one dimension as an ``(n, dimensions)`` float32 matrix.
+
+    One ``join`` and one ``frombuffer``: no Python work per element.
+    """
+    data = b"".join(blobs)
+    if len(data) != len(blobs) * dimensions * 4:
+        raise InvalidVector(
+            "corrupt",
+            f"expected {len(blobs)} vectors of {dimensions} dimensions "
+            f"({len(blobs) * dimensions * 4} bytes), got {len(data)} bytes",
+        )
+    matrix = np.frombuffer(data, dtype=STORAGE_DTYPE).reshape(len(blobs), dimensions)
+    return matrix.astype(np.float32, copy=False)
+
+
+def to_text(vector: np.ndarray) -> str:
+    """``"[0.1, 2.0, …]"`` with the shortest text that reads back to the same float32."""
+    return "[" + ", ".join(str(value) for value in vector.astype(np.float32)) + "]"
+
+
+def preview(vector: np.ndarray, values: int = 5) -> str:
+    """A short human summary: ``"384 dimensions: [0.0123, -0.0456, …]"``."""
+    shown = ", ".join(f"{value:.4g}" for value in vector[:values].tolist())
+    more = ", …" if vector.shape[0] > values else ""
+    noun = "dimension" if vector.shape[0] == 1 else "dimensions"
+    return f"{vector.shape[0]} {noun}: [{shown}{more}]"

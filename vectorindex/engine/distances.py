@@ -1,0 +1,58 @@
+"""Exact distances between one query vector and a block of stored vectors.
+
+The meanings are pgvector's: ``l2`` is the Euclidean distance (not squared),
+``cosine`` is 1 − cosine similarity, ``ip`` is the *negative* inner product (so
+that smaller is nearer for every metric) and ``l1`` is the taxicab distance.
+
+Vectors are stored as float32; these kernels compute in float64 so that the
+exact path is an oracle the approximate index can be measured against, not a
+second approximation. A cosine distance that is undefined (a zero vector has no
+direction) is NaN here; the query layer turns it into ``None``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+Kernel = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def l2(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+    diff = matrix.astype(np.float64) - query.astype(np.float64)
+    return np.sqrt(np.einsum("ij,ij->i", diff, diff))
+
+
+def cosine(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+    block = matrix.astype(np.float64)
+    q = query.astype(np.float64)
+    norms = np.linalg.norm(block, axis=1) * np.linalg.norm(q)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        similarity = (block @ q) / norms
+    # Rounding can push |similarity| a hair past 1; pgvector clamps the same way.
+    np.clip(similarity, -1.0, 1.0, out=similarity)
+    return 1.0 - similarity
+
+
+def inner_product(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+    return -(matrix.astype(np.float64) @ query.astype(np.float64))
+
+
+def l1(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+    return np.abs(matrix.astype(np.float64) - query.astype(np.float64)).sum(axis=1)
+
+
+KERNELS: dict[str, Kernel] = {
+    "l2": l2,
+    "cosine": cosine,
+    "ip": inner_product,
+    "l1": l1,
+}
+
+
+def distances(metric: str, matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Distances from *query* to each row of *matrix*, as float64 (NaN: undefined)."""
+    if matrix.shape[0] == 0:
+        return np.empty(0, dtype=np.float64)
+    return KERNELS[metric](matrix, query)

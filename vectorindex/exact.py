@@ -1,0 +1,263 @@
+"""The exact path: distances computed in numpy over a streamed scan.
+
+Neither SQLite nor MariaDB can compute a vector distance, so a query that needs
+one is answered in two steps:
+
+1. **scan** — the query's ordinary (SQL) conditions select the rows; only their
+   primary keys and vectors are read, in chunks of ``EXACT_CHUNK_SIZE`` rows
+   through a streaming cursor, and each chunk's distances are computed at once
+   in numpy. Conditions on distances are applied to each chunk; when the result
+   is ordered by distance and sliced (``[:k]``), only the best ``k`` rows seen so
+   far are kept, so memory stays bounded on any table size.
+2. **fetch** — the chosen rows are loaded by primary key, with their distances
+   and their rank passed back into SQL as constants (``CASE pk WHEN … THEN …``),
+   so that everything else Django does (``values()``, ``select_related()``,
+   ``only()``, ``prefetch_related()``, …) works unchanged.
+
+This path is exact: it is the oracle that the index's recall is measured against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.core.exceptions import EmptyResultSet
+from django.db import connections
+from django.db.models import Case, FloatField, IntegerField, Value, When
+from django.db.models.sql.where import WhereNode
+
+from .backends import stream_rows
+from .conf import vectorindex_settings
+from .engine import codec
+from .exceptions import CorruptVector
+from .planner import DistancePlan, evaluate
+
+
+@dataclass
+class Chunk:
+    """Rows of one scan chunk that passed every condition."""
+
+    pks: np.ndarray
+    values: list[np.ndarray]  # per plan term: distances, NaN for NULL
+    vectors: dict[str, tuple[np.ndarray, np.ndarray]]  # path -> (present mask, matrix)
+
+    def __len__(self) -> int:
+        return self.pks.shape[0]
+
+
+def sql_queryset(queryset: Any, plan: DistancePlan) -> Any:
+    """*queryset* without its distances: the rows SQL selects, in the scan's order."""
+    qs = queryset._chain()
+    query = qs.query
+    names = set(plan.annotations)
+    query.annotations = {
+        name: annotation
+        for name, annotation in query.annotations.items()
+        if name not in names
+    }
+    if query.annotation_select_mask is not None:
+        query.set_annotation_mask(set(query.annotation_select_mask) - names)
+    query.where = plan.where_sql.clone() if plan.where_sql is not None else WhereNode()
+    query.clear_limits()
+    query.select_for_update = False
+    if plan.order_keys:
+        # Ordinary ordering terms after a distance break its ties: scanning in
+        # their order and then sorting stably by distance gives the whole order.
+        query.clear_ordering(force=True)
+        query.add_ordering(*plan.order_tail, "pk")
+    qs._prefetch_related_lookups = ()
+    return qs
+
+
+def scan(
+    queryset: Any,
+    plan: DistancePlan,
+    *,
+    terms: bool = True,
+    vectors: tuple[str, ...] = (),
+) -> Iterator[Chunk]:
+    """Chunks of (primary key, distances, vectors) of the rows *queryset* selects.
+
+    ``terms=False`` skips the distances that no condition needs (``count()``);
+    *vectors* names fields whose raw vectors are wanted (``aggregate()``).
+    """
+    model = queryset.model
+    needed = range(len(plan.terms)) if terms else sorted(set(plan.lookup_terms.values()))
+    paths = sorted({plan.terms[index].field_path for index in needed} | set(vectors))
+    base = sql_queryset(queryset, plan).values_list("pk", *paths)
+    connection = connections[base.db]
+    compiler = base.query.get_compiler(using=base.db)
+    try:
+        sql, params = compiler.as_sql()
+    except EmptyResultSet:
+        return
+    pk_converters = compiler.get_converters([compiler.select[0][0]])
+    dimensions = {path: _field(model, path).dimensions for path in paths}
+    size = vectorindex_settings.EXACT_CHUNK_SIZE
+    for rows in stream_rows(connection, sql, params, size):
+        columns = list(zip(*rows))
+        if pk_converters:
+            rows_of_pk = compiler.apply_converters(([pk] for pk in columns[0]), pk_converters)
+            pks = [row[0] for row in rows_of_pk]
+        else:
+            pks = columns[0]
+        matrices = {
+            path: _matrix(columns[position + 1], dimensions[path], model, path)
+            for position, path in enumerate(paths)
+        }
+        values = [np.full(len(rows), np.nan) for _ in plan.terms]
+        for index in needed:
+            term = plan.terms[index]
+            present, matrix = matrices[term.field_path]
+            values[index][present] = term.compute(matrix)
+        chunk = Chunk(np.asarray(pks), values, {p: matrices[p] for p in vectors})
+        if plan.where_numpy is not None:
+            keep, _ = evaluate(plan.where_numpy, values, plan)
+            chunk = _take(chunk, keep)
+        if len(chunk):
+            yield chunk
+
+
+def _field(model: Any, path: str) -> Any:
+    opts = model._meta
+    *relations, name = path.split("__")
+    for relation in relations:
+        opts = opts.get_field(relation).related_model._meta
+    return opts.get_field(name)
+
+
+def _matrix(
+    blobs: tuple, dimensions: int, model: Any, path: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(present mask, matrix of the present rows) of one chunk's vector column."""
+    if None in blobs:
+        present = np.fromiter((blob is not None for blob in blobs), bool, len(blobs))
+        blobs = tuple(blob for blob in blobs if blob is not None)
+    else:
+        present = np.ones(len(blobs), bool)
+    try:
+        return present, codec.stack_bytes(list(blobs), dimensions)
+    except codec.InvalidVector as error:
+        raise CorruptVector(f"{model._meta.label}.{path}: {error.message}.") from None
+
+
+def _take(chunk: Chunk, keep: np.ndarray) -> Chunk:
+    vectors = {}
+    for path, (present, matrix) in chunk.vectors.items():
+        vectors[path] = (present[keep], matrix[keep[present]])
+    return Chunk(chunk.pks[keep], [v[keep] for v in chunk.values], vectors)
+
+
+# Selecting ---------------------------------------------------------------------
+
+
+def _order(values: list[np.ndarray], keys: list[tuple[int, bool, bool]], position: np.ndarray) -> np.ndarray:
+    """Indices that sort rows by the distance keys, then by scan position."""
+    sort_keys = [position]
+    for term, descending, nulls_first in reversed(keys):
+        column = values[term]
+        null = np.isnan(column)
+        sort_keys.append(np.where(null, 0.0, -column if descending else column))
+        sort_keys.append((~null if nulls_first else null).astype(np.int8))
+    return np.lexsort(sort_keys)
+
+
+def select(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]]:
+    """The primary keys of the result, in order and sliced, and their distances."""
+    keys = plan.order_keys_effective()
+    wanted = plan.high  # rows needed from the start of the order, None = all
+    pks: list[np.ndarray] = []
+    values: list[list[np.ndarray]] = [[] for _ in plan.terms]
+    positions: list[np.ndarray] = []
+    seen = buffered = 0
+    for chunk in scan(queryset, plan):
+        pks.append(chunk.pks)
+        for column, chunk_values in zip(values, chunk.values):
+            column.append(chunk_values)
+        positions.append(np.arange(seen, seen + len(chunk)))
+        seen += len(chunk)
+        buffered += len(chunk)
+        if wanted is None:
+            continue
+        if not keys:
+            if seen >= wanted:
+                break  # scan order is the result order: the first rows suffice
+        elif buffered > 2 * wanted:
+            pks, values, positions = _best(pks, values, positions, keys, wanted)
+            buffered = wanted
+    if not pks:
+        return [], [np.empty(0) for _ in plan.terms]
+    all_pks = np.concatenate(pks)
+    all_values = [np.concatenate(column) for column in values]
+    if keys:
+        order = _order(all_values, keys, np.concatenate(positions))
+        all_pks = all_pks[order]
+        all_values = [column[order] for column in all_values]
+    end = plan.high if plan.high is not None else len(all_pks)
+    result = slice(plan.low, end)
+    return all_pks[result].tolist(), [column[result] for column in all_values]
+
+
+def _best(pks, values, positions, keys, wanted):
+    all_pks = np.concatenate(pks)
+    all_values = [np.concatenate(column) for column in values]
+    all_positions = np.concatenate(positions)
+    order = _order(all_values, keys, all_positions)[:wanted]
+    return (
+        [all_pks[order]],
+        [[column[order]] for column in all_values],
+        [all_positions[order]],
+    )
+
+
+def count(queryset: Any, plan: DistancePlan) -> int:
+    """How many rows the query returns, slice included."""
+    if plan.where_numpy is None:
+        total = sql_queryset(queryset, plan).count()
+    else:
+        total = sum(len(chunk) for chunk in scan(queryset, plan, terms=False))
+    total = max(0, total - plan.low)
+    if plan.high is not None:
+        total = min(total, plan.high - plan.low)
+    return total
+
+
+# Fetching -----------------------------------------------------------------------
+
+
+def fetch_batches(queryset: Any, plan: DistancePlan) -> Iterator[Any]:
+    """Querysets that load the selected rows, in order, a batch at a time."""
+    pks, values = select(queryset, plan)
+    size = vectorindex_settings.RESULT_BATCH_SIZE
+    for start in range(0, len(pks), size):
+        yield _fetch(queryset, plan, pks[start : start + size], [v[start : start + size] for v in values])
+
+
+def _fetch(queryset: Any, plan: DistancePlan, pks: list, values: list[np.ndarray]) -> Any:
+    qs = queryset._chain()
+    query = qs.query
+    query.clear_limits()
+    for name, term in plan.annotations.items():
+        constants = Case(
+            *[
+                When(pk=pk, then=Value(None if np.isnan(value) else float(value)))
+                for pk, value in zip(pks, values[term].tolist())
+            ],
+            default=Value(None),
+            output_field=FloatField(),
+        )
+        query.annotations[name] = constants.resolve_expression(query, allow_joins=True)
+    query._annotation_select_cache = None
+    query.where = plan.where_sql.clone() if plan.where_sql is not None else WhereNode()
+    # The scan fixed the order; pass it on as each row's rank.
+    rank = Case(
+        *[When(pk=pk, then=Value(index)) for index, pk in enumerate(pks)],
+        output_field=IntegerField(),
+    )
+    query.clear_ordering(force=True)
+    query.standard_ordering = True
+    query.add_ordering(rank.asc())
+    return qs.filter(pk__in=pks)

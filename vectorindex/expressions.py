@@ -1,0 +1,123 @@
+"""Distance expressions with pgvector's names and meanings.
+
+``L2Distance``, ``CosineDistance``, ``MaxInnerProduct`` and ``L1Distance`` take a
+vector field's name and a query vector. Neither SQLite nor MariaDB can compute
+them in SQL, so they are never compiled: a :class:`~vectorindex.query.VectorQuerySet`
+sees them in ``annotate()``, ``alias()``, ``filter()`` and ``order_by()`` and answers
+the query by computing the distances in numpy (see :mod:`vectorindex.exact`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from django.core.exceptions import FieldError
+from django.db import NotSupportedError
+from django.db.models import F, FloatField, Func
+
+from .engine import codec, distances
+
+__all__ = ["CosineDistance", "Distance", "L1Distance", "L2Distance", "MaxInnerProduct"]
+
+
+class Distance(Func):
+    """The distance from a ``VectorField`` to a constant query vector."""
+
+    metric: ClassVar[str]
+    output_field = FloatField()
+
+    def __init__(self, expression: str | F, vector: Any, **extra: Any) -> None:
+        name = type(self).__name__
+        if isinstance(expression, str):
+            expression = F(expression)
+        if not isinstance(expression, F):
+            raise TypeError(
+                f"{name}: the first argument must be a field name or F(), "
+                f"got {expression!r}."
+            )
+        self.field_path: str = expression.name
+        try:
+            self.vector: np.ndarray | None = (
+                None if vector is None else codec.coerce(vector, None)
+            )
+        except codec.InvalidVector as error:
+            raise ValueError(f"{name}: query vector: {error.message}.") from None
+        super().__init__(expression, output_field=FloatField(), **extra)
+
+    def resolve_expression(self, *args: Any, **kwargs: Any) -> Distance:
+        from .fields import VectorField
+
+        resolved = super().resolve_expression(*args, **kwargs)
+        field = resolved.source_expressions[0].output_field
+        name = type(self).__name__
+        if not isinstance(field, VectorField):
+            raise FieldError(
+                f"{name}: '{self.field_path}' is a {type(field).__name__}, "
+                "not a VectorField."
+            )
+        if self.vector is not None and self.vector.shape[0] != field.dimensions:
+            raise ValueError(
+                f"{name}: the query vector has {self.vector.shape[0]} dimensions, "
+                f"but '{self.field_path}' has {field.dimensions}."
+            )
+        resolved.dimensions = field.dimensions
+        return resolved
+
+    @property
+    def key(self) -> tuple[str, str, bytes | None]:
+        """Two distances with the same key always have the same value."""
+        vector = None if self.vector is None else self.vector.tobytes()
+        return (self.metric, self.field_path, vector)
+
+    def compute(self, matrix: np.ndarray) -> np.ndarray:
+        """Distances from each row of *matrix*; NaN where there is none (None)."""
+        if self.vector is None:
+            return np.full(matrix.shape[0], np.nan)
+        return distances.distances(self.metric, matrix, self.vector)
+
+    def as_sql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
+        model = compiler.query.model
+        raise NotSupportedError(
+            f"{type(self).__name__} is computed in numpy, not in SQL. Query it "
+            f"through a VectorQuerySet (for example `objects = VectorManager()` on "
+            f"{model.__name__ if model else 'the model'}), and not inside a "
+            "subquery, a union or an aggregation."
+        )
+
+
+class L2Distance(Distance):
+    """Euclidean distance (not squared), as pgvector's ``<->``."""
+
+    metric = "l2"
+
+
+class CosineDistance(Distance):
+    """1 − cosine similarity, as pgvector's ``<=>``; None for a zero vector."""
+
+    metric = "cosine"
+
+
+class MaxInnerProduct(Distance):
+    """The negative inner product, as pgvector's ``<#>`` (smaller is nearer)."""
+
+    metric = "ip"
+
+
+class L1Distance(Distance):
+    """Taxicab distance, as pgvector's ``<+>``."""
+
+    metric = "l1"
+
+
+def contains_distance(expression: Any) -> bool:
+    """Whether a distance appears anywhere inside *expression* (or a where tree)."""
+    if isinstance(expression, Distance):
+        return True
+    source = getattr(expression, "source", None)  # a Ref to an annotation
+    if source is not None and contains_distance(source):
+        return True
+    get_sources = getattr(expression, "get_source_expressions", None)
+    if get_sources is None:
+        return False
+    return any(contains_distance(child) for child in get_sources() if child is not None)

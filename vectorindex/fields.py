@@ -1,0 +1,147 @@
+"""``VectorField``: one float32 vector per row, on databases with no vector type.
+
+The column is a BLOB (``LONGBLOB`` on MariaDB/MySQL, ``BLOB`` on SQLite) holding
+the vector as little-endian float32. Values come back as numpy float32 arrays.
+Every value is checked by :func:`vectorindex.engine.codec.coerce` before it can
+reach the database, so a bad vector raises ``ValidationError`` and writes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from django.core import checks
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from .engine import codec
+from .exceptions import CorruptVector
+
+__all__ = ["VectorField"]
+
+
+class _EmptyValues(list):
+    """Django's ``value in field.empty_values`` without comparing arrays.
+
+    ``array in [None, "", [], (), {}]`` asks numpy for an element-wise ``==`` and
+    then for its truth value, which raises for any array of more than one value:
+    model validation and the admin both do that test.
+    """
+
+    def __contains__(self, value: object) -> bool:
+        if value is None:
+            return True
+        if isinstance(value, np.ndarray):
+            return value.size == 0
+        if isinstance(value, (str, list, tuple, dict)):
+            return len(value) == 0
+        return False
+
+
+class VectorField(models.Field):
+    """A fixed-length vector of float32 values, stored as a little-endian BLOB."""
+
+    description = "Vector of %(dimensions)s float32 values"
+    empty_strings_allowed = False
+    empty_values = _EmptyValues([None, "", [], (), {}])
+    # Only these make sense on a vector; the rest (lt, contains, …) would
+    # compare raw bytes.
+    allowed_lookups = frozenset({"exact", "in", "isnull"})
+
+    def __init__(self, *args: Any, dimensions: int | None = None, **kwargs: Any) -> None:
+        if (
+            isinstance(dimensions, bool)
+            or not isinstance(dimensions, int)
+            or not 1 <= dimensions <= codec.MAX_DIMENSIONS
+        ):
+            raise ValueError(
+                "VectorField.dimensions must be an integer from 1 to "
+                f"{codec.MAX_DIMENSIONS}, got {dimensions!r}."
+            )
+        self.dimensions = dimensions
+        super().__init__(*args, **kwargs)
+
+    def deconstruct(self) -> tuple[str, str, list, dict]:
+        name, path, args, kwargs = super().deconstruct()
+        if path == "vectorindex.fields.VectorField":
+            path = "vectorindex.VectorField"
+        kwargs["dimensions"] = self.dimensions
+        return name, path, args, kwargs
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        errors = super().check(**kwargs)
+        if self.primary_key or self.unique:
+            errors.append(
+                checks.Error(
+                    "A VectorField cannot be a primary key or unique.",
+                    obj=self,
+                    id="vectorindex.E001",
+                )
+            )
+        return errors
+
+    def get_internal_type(self) -> str:
+        # The storage is a binary column: LONGBLOB on MySQL, BLOB on SQLite.
+        return "BinaryField"
+
+    def get_lookup(self, lookup_name: str):
+        if lookup_name not in self.allowed_lookups:
+            return None
+        return super().get_lookup(lookup_name)
+
+    def get_transform(self, name: str):
+        return None
+
+    # Conversions -----------------------------------------------------------
+
+    def _coerce(self, value: Any) -> np.ndarray:
+        try:
+            return codec.coerce(value, self.dimensions)
+        except codec.InvalidVector as error:
+            raise ValidationError(
+                "%(field)s: %(problem)s.",
+                code=error.code,
+                params={"field": self.name, "problem": error.message},
+            ) from None
+
+    def to_python(self, value: Any) -> np.ndarray | None:
+        if value is None:
+            return None
+        return self._coerce(value)
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> np.ndarray | None:
+        if value is None:
+            return None
+        if len(value) != self.dimensions * 4:
+            raise CorruptVector(
+                f"{self.model._meta.label}.{self.name}: stored value has {len(value)} "
+                f"bytes, expected {self.dimensions * 4} ({self.dimensions} float32 values)."
+            )
+        return codec.from_bytes(value)
+
+    def get_prep_value(self, value: Any) -> np.ndarray | None:
+        value = super().get_prep_value(value)
+        if value is None:
+            return None
+        return self._coerce(value)
+
+    def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
+        if not prepared:
+            value = self.get_prep_value(value)
+        if value is None:
+            return None
+        return connection.Database.Binary(codec.to_bytes(value))
+
+    def value_to_string(self, obj: models.Model) -> str | None:
+        value = self.value_from_object(obj)
+        if value is None:
+            return None
+        return codec.to_text(self._coerce(value))
+
+    def formfield(self, **kwargs: Any):
+        from .forms import VectorFormField
+
+        return super().formfield(
+            **{"form_class": VectorFormField, "dimensions": self.dimensions, **kwargs}
+        )

@@ -1,0 +1,211 @@
+"""``VectorQuerySet`` and ``VectorManager``: where distances meet the ORM.
+
+A queryset that mentions a distance is answered by the exact path
+(:mod:`vectorindex.exact`); one that does not is plain Django. The manager is
+also where writes are checked before they reach the database and, with an index
+declared, where the index takes part in them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+from django.db import NotSupportedError, models, transaction
+from django.db.models import Avg, F, Sum
+
+from . import exact
+from .fields import VectorField
+from .planner import plan_query
+
+__all__ = ["VectorManager", "VectorQuerySet"]
+
+VECTOR_AGGREGATES = (Avg, Sum)
+
+
+class VectorQuerySet(models.QuerySet):
+    """A QuerySet that understands distance expressions and vector aggregates."""
+
+    # Evaluation --------------------------------------------------------------
+
+    def _fetch_all(self) -> None:
+        if self._result_cache is None:
+            plan = plan_query(self.query)
+            if plan is not None:
+                self._result_cache = [
+                    row for batch in exact.fetch_batches(self, plan) for row in batch
+                ]
+        super()._fetch_all()
+
+    def iterator(self, chunk_size: int | None = None) -> Iterator[Any]:
+        plan = plan_query(self.query)
+        if plan is None:
+            return super().iterator(chunk_size=chunk_size)
+        return self._exact_iterator(plan, chunk_size)
+
+    def _exact_iterator(self, plan: Any, chunk_size: int | None) -> Iterator[Any]:
+        for batch in exact.fetch_batches(self, plan):
+            if chunk_size is None and batch._prefetch_related_lookups:
+                yield from batch
+            else:
+                yield from batch.iterator(chunk_size=chunk_size)
+
+    def count(self) -> int:
+        if self._result_cache is not None:
+            return len(self._result_cache)
+        plan = plan_query(self.query)
+        if plan is None:
+            return super().count()
+        return exact.count(self, plan)
+
+    def exists(self) -> bool:
+        if self._result_cache is not None:
+            return bool(self._result_cache)
+        plan = plan_query(self.query)
+        if plan is None:
+            return super().exists()
+        return exact.count(self, plan) > 0
+
+    # Aggregates ----------------------------------------------------------------
+
+    def aggregate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Django's aggregate(), plus ``Avg`` and ``Sum`` of a vector field.
+
+        ``Item.objects.aggregate(Avg("embedding"))`` is the element-wise mean of
+        the non-NULL vectors (a float32 array, or None when there are none),
+        computed in numpy over a streamed scan, like pgvector's ``avg(vector)``.
+        """
+        for arg in args:
+            try:
+                kwargs[arg.default_alias] = arg
+            except (AttributeError, TypeError):
+                raise TypeError("Complex aggregates require an alias") from None
+        vector_aggregates = {
+            alias: aggregate
+            for alias, aggregate in kwargs.items()
+            if self._vector_aggregate_path(aggregate) is not None
+        }
+        others = {alias: a for alias, a in kwargs.items() if alias not in vector_aggregates}
+        plan = plan_query(self.query)
+        result: dict[str, Any] = {}
+        if others:
+            if plan is not None:
+                raise NotSupportedError(
+                    "aggregate() over ordinary fields cannot be combined with "
+                    "distances in the queryset; only Avg() and Sum() of vector fields can."
+                )
+            result.update(super().aggregate(**others))
+        if vector_aggregates:
+            result.update(self._aggregate_vectors(vector_aggregates, plan))
+        return {alias: result[alias] for alias in kwargs}
+
+    def _vector_aggregate_path(self, aggregate: Any) -> str | None:
+        if not isinstance(aggregate, VECTOR_AGGREGATES):
+            return None
+        sources = aggregate.source_expressions  # without filter= and order_by=
+        if len(sources) != 1 or not isinstance(sources[0], F):
+            return None
+        path = sources[0].name
+        try:
+            field = exact._field(self.model, path)
+        except Exception:
+            return None
+        if not isinstance(field, VectorField):
+            return None
+        if aggregate.filter is not None or aggregate.distinct:
+            raise NotSupportedError(
+                f"{type(aggregate).__name__}('{path}'): filter= and distinct= are not "
+                "supported on vector aggregates; filter the queryset instead."
+            )
+        return path
+
+    def _aggregate_vectors(self, aggregates: dict[str, Any], plan: Any) -> dict[str, Any]:
+        from .planner import DistancePlan
+
+        paths = tuple(sorted({self._vector_aggregate_path(a) for a in aggregates.values()}))
+        sums = {path: None for path in paths}
+        counts = dict.fromkeys(paths, 0)
+        for chunk in exact.scan(self, plan or DistancePlan(), terms=False, vectors=paths):
+            for path in paths:
+                _, matrix = chunk.vectors[path]
+                if matrix.shape[0]:
+                    total = matrix.sum(axis=0, dtype=np.float64)
+                    sums[path] = total if sums[path] is None else sums[path] + total
+                    counts[path] += matrix.shape[0]
+        result = {}
+        for alias, aggregate in aggregates.items():
+            path = self._vector_aggregate_path(aggregate)
+            total = sums[path]
+            if total is None:
+                result[alias] = None
+            elif isinstance(aggregate, Avg):
+                result[alias] = (total / counts[path]).astype(np.float32)
+            else:
+                result[alias] = total.astype(np.float32)
+        return result
+
+    # Writes ----------------------------------------------------------------------
+
+    def _vector_fields(self) -> list[VectorField]:
+        return [f for f in self.model._meta.concrete_fields if isinstance(f, VectorField)]
+
+    def _check_vectors(self, objs: Iterable[models.Model], fields: Iterable[VectorField]) -> None:
+        """Refuse every bad vector before the first row is written."""
+        for obj in objs:
+            for field in fields:
+                field.get_prep_value(getattr(obj, field.attname))
+
+    def bulk_create(self, objs: Iterable[models.Model], *args: Any, **kwargs: Any) -> list:
+        objs = list(objs)
+        self._check_vectors(objs, self._vector_fields())
+        return super().bulk_create(objs, *args, **kwargs)
+
+    def bulk_update(self, objs: Iterable[models.Model], fields: Iterable[str], *args: Any, **kwargs: Any) -> int:
+        objs = list(objs)
+        fields = list(fields)
+        names = set(fields)
+        self._check_vectors(objs, [f for f in self._vector_fields() if f.name in names])
+        return super().bulk_update(objs, fields, *args, **kwargs)
+
+    def _by_primary_keys(self) -> Iterator[VectorQuerySet]:
+        """The rows of a distance-filtered queryset, as plain pk__in querysets."""
+        plan = plan_query(self.query)
+        pks, _ = exact.select(self, plan)
+        size = 1000
+        for start in range(0, len(pks), size):
+            yield type(self)(self.model, using=self.db).filter(pk__in=pks[start : start + size])
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        if plan_query(self.query) is None:
+            return super().delete()
+        if self.query.is_sliced:
+            raise TypeError("Cannot use 'limit' or 'offset' with delete().")
+        total, per_model = 0, Counter()
+        with transaction.atomic(using=self.db, savepoint=False):
+            for batch in list(self._by_primary_keys()):
+                deleted, counts = batch.delete()
+                total += deleted
+                per_model.update(counts)
+        self._result_cache = None
+        return total, dict(per_model)
+
+    delete.alters_data = True
+    delete.queryset_only = True
+
+    def update(self, **kwargs: Any) -> int:
+        if plan_query(self.query) is None:
+            return super().update(**kwargs)
+        if self.query.is_sliced:
+            raise TypeError("Cannot update a query once a slice has been taken.")
+        with transaction.atomic(using=self.db, savepoint=False):
+            updated = sum(batch.update(**kwargs) for batch in list(self._by_primary_keys()))
+        self._result_cache = None
+        return updated
+
+    update.alters_data = True
+
+
+class VectorManager(models.Manager.from_queryset(VectorQuerySet)):
+    """The manager for models with vector fields: ``objects = VectorManager()``."""
