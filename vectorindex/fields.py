@@ -120,18 +120,20 @@ class VectorField(models.Field):
             )
         return codec.from_bytes(value)
 
-    def get_prep_value(self, value: Any) -> np.ndarray | None:
+    def get_prep_value(self, value: Any) -> bytes | None:
+        # The prepared form is the stored bytes, not an array: Django compares
+        # prepared lookup values with "" and None, which an array cannot answer.
         value = super().get_prep_value(value)
         if value is None:
             return None
-        return self._coerce(value)
+        return codec.to_bytes(self._coerce(value))
 
     def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
         if not prepared:
             value = self.get_prep_value(value)
         if value is None:
             return None
-        return connection.Database.Binary(codec.to_bytes(value))
+        return connection.Database.Binary(value)
 
     def value_to_string(self, obj: models.Model) -> str | None:
         value = self.value_from_object(obj)

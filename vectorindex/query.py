@@ -127,7 +127,8 @@ class VectorQuerySet(models.QuerySet):
         paths = tuple(sorted({self._vector_aggregate_path(a) for a in aggregates.values()}))
         sums = {path: None for path in paths}
         counts = dict.fromkeys(paths, 0)
-        for chunk in exact.scan(self, plan or DistancePlan(), terms=False, vectors=paths):
+        plan = plan or DistancePlan(where_sql=self.query.where)
+        for chunk in exact.scan(self, plan, terms=False, vectors=paths):
             for path in paths:
                 _, matrix = chunk.vectors[path]
                 if matrix.shape[0]:

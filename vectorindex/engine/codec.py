@@ -106,17 +106,18 @@ def coerce(value: Any, dimensions: int | None) -> np.ndarray:
                 "not_finite",
                 f"expected finite numbers, got {array[position]} at position {position}",
             )
+    with np.errstate(over="ignore"):
+        vector = np.ascontiguousarray(array, dtype=np.float32)
     if array.dtype.kind == "f" and array.dtype.itemsize > 4:
-        magnitude = np.abs(array)
-        position = int(np.argmax(magnitude))
-        if float(magnitude[position]) <= FLOAT32_MAX:
-            return np.ascontiguousarray(array, dtype=np.float32)
-        raise InvalidVector(
-            "out_of_range",
-            f"expected numbers within float32 range (±{FLOAT32_MAX:.7g}), "
-            f"got {array[position]} at position {position}",
-        )
-    return np.ascontiguousarray(array, dtype=np.float32)
+        overflow = np.isinf(vector)
+        if overflow.any():
+            position = int(np.argmax(overflow))
+            raise InvalidVector(
+                "out_of_range",
+                f"expected numbers within float32 range (±{FLOAT32_MAX:.7g}), "
+                f"got {array[position]} at position {position}",
+            )
+    return vector
 
 
 def _from_sequence(values: list | tuple) -> np.ndarray:

@@ -1,0 +1,103 @@
+"""The codec that every vector passes through, without Django."""
+
+import numpy as np
+import pytest
+
+from vectorindex.engine import codec
+
+
+def test_accepts_lists_tuples_and_arrays_of_any_real_dtype():
+    expected = np.array([1, 2, 3], dtype=np.float32)
+    for value in (
+        [1, 2, 3],
+        (1.0, 2.0, 3.0),
+        np.array([1, 2, 3], dtype=np.int8),
+        np.array([1, 2, 3], dtype=np.uint64),
+        np.array([1, 2, 3], dtype=np.float16),
+        np.array([1, 2, 3], dtype=np.float64),
+        [np.float32(1), np.int64(2), 3.0],
+        "[1, 2, 3]",
+        " [1.0,2,3e0] ",
+    ):
+        result = codec.coerce(value, 3)
+        assert result.dtype == np.float32
+        assert result.flags.c_contiguous
+        np.testing.assert_array_equal(result, expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "code", "message"),
+    [
+        ([1, 2], "dimensions", "expected 3 dimensions, got 2"),
+        ([float("nan"), 1, 2], "not_finite", "expected finite numbers, got nan at position 0"),
+        ([1, float("inf"), 2], "not_finite", "expected finite numbers, got inf at position 1"),
+        (np.array([1, 2, -np.inf]), "not_finite", "expected finite numbers, got -inf at position 2"),
+        ([1, "a", 2], "not_numbers", "expected numbers, got 'a' at position 1"),
+        ([1, None, 2], "not_numbers", "expected numbers, got None at position 1"),
+        ([True, 1, 2], "not_numbers", "expected numbers, got True at position 0"),
+        ([1, 2, 3j], "not_numbers", "expected numbers, got 3j at position 2"),
+        (np.array([1, 2, 3], dtype=complex), "not_numbers", "expected real numbers, got an array of dtype complex128"),
+        (np.array([True, False, True]), "not_numbers", "expected real numbers, got an array of dtype bool"),
+        ([[1, 2, 3]], "nested", "expected a flat sequence of numbers, got a nested sequence at position 0"),
+        (np.ones((1, 3)), "nested", "expected a flat sequence of numbers, got a nested sequence of shape (1, 3)"),
+        (np.float64(1.0), "not_a_sequence", "expected a sequence of numbers, got np.float64(1.0) (float64)"),
+        (np.array(1.0), "not_a_sequence", "expected a sequence of numbers, got a 0-d array array(1.)"),
+        (5, "not_a_sequence", "expected a sequence of numbers, got 5 (int)"),
+        ({1, 2, 3}, "not_a_sequence", "expected a sequence of numbers, got {1, 2, 3} (set)"),
+        (b"\x00\x00\x80?", "not_a_sequence", "expected a sequence of numbers, got a bytes value"),
+        ("1, 2, 3", "invalid_text", "expected a vector written as [1.0, 2.0, …], got the string '1, 2, 3'"),
+        ("[1, 2,", "invalid_text", "expected a vector written as [1.0, 2.0, …], got the string '[1, 2,'"),
+        ("[1, 2, NaN]", "not_finite", "expected finite numbers, got nan at position 2"),
+        ('["1", 2, 3]', "not_numbers", "expected numbers, got '1' at position 0"),
+        ([1e39, 0, 0], "out_of_range", "expected numbers within float32 range (±3.402823e+38), got 1e+39 at position 0"),
+        ([], "dimensions", "expected 3 dimensions, got 0"),
+    ],
+)
+def test_refuses_bad_values_with_a_message_and_code(value, code, message):
+    with pytest.raises(codec.InvalidVector) as caught:
+        codec.coerce(value, 3)
+    assert caught.value.code == code
+    assert caught.value.message == message
+
+
+def test_any_length_when_dimensions_is_none_but_not_empty():
+    assert codec.coerce([1] * 7, None).shape == (7,)
+    with pytest.raises(codec.InvalidVector, match="expected at least 1 dimension, got 0"):
+        codec.coerce([], None)
+
+
+def test_bytes_round_trip_is_little_endian_float32():
+    vector = np.array([1.5, -2.25, 3.0e-7], dtype=np.float32)
+    data = codec.to_bytes(vector)
+    assert data == np.array(vector, dtype="<f4").tobytes()
+    assert len(data) == 12
+    back = codec.from_bytes(data)
+    np.testing.assert_array_equal(back, vector)
+    back[0] = 9  # writable, not a view of the bytes
+    with pytest.raises(codec.InvalidVector, match="expected a multiple of 4 bytes, got 5 bytes"):
+        codec.from_bytes(b"12345")
+
+
+def test_stack_bytes_builds_a_matrix_and_checks_lengths():
+    rows = np.arange(12, dtype=np.float32).reshape(4, 3)
+    matrix = codec.stack_bytes([codec.to_bytes(row) for row in rows], 3)
+    np.testing.assert_array_equal(matrix, rows)
+    with pytest.raises(codec.InvalidVector, match="expected 2 vectors of 3 dimensions"):
+        codec.stack_bytes([codec.to_bytes(rows[0]), b"\x00" * 8], 3)
+
+
+def test_text_round_trips_every_float32_exactly():
+    rng = np.random.default_rng(1)
+    vector = np.concatenate(
+        [rng.normal(size=200), [1e-38, 3.4028235e38, -0.0, 0.1, 1 / 3]]
+    ).astype(np.float32)
+    text = codec.to_text(vector)
+    assert text.startswith("[") and text.endswith("]")
+    np.testing.assert_array_equal(codec.coerce(text, vector.shape[0]), vector)
+    assert codec.to_text(np.array([0.1, 2], dtype=np.float32)) == "[0.1, 2.0]"
+
+
+def test_preview_is_short():
+    vector = np.arange(384, dtype=np.float32) / 7
+    assert codec.preview(vector, 3) == "384 dimensions: [0, 0.1429, 0.2857, …]"
+    assert codec.preview(np.array([2.5], dtype=np.float32)) == "1 dimension: [2.5]"

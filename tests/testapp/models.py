@@ -1,0 +1,37 @@
+"""Models the test suite runs against."""
+
+from django.db import models
+
+from vectorindex import VectorField, VectorManager
+
+
+class Category(models.Model):
+    name = models.CharField(max_length=50)
+
+
+class Item(models.Model):
+    name = models.CharField(max_length=100, blank=True)
+    group = models.IntegerField(default=0)
+    category = models.ForeignKey(Category, null=True, blank=True, on_delete=models.SET_NULL)
+    embedding = VectorField(dimensions=8)
+
+    objects = VectorManager()
+
+    def __str__(self) -> str:
+        return self.name or f"Item {self.pk}"
+
+
+class Document(models.Model):
+    """Two vector fields, one of them nullable."""
+
+    title = models.CharField(max_length=100, blank=True)
+    embedding = VectorField(dimensions=3, null=True, blank=True)
+    summary_embedding = VectorField(dimensions=3, null=True, blank=True)
+
+    objects = VectorManager()
+
+
+class Plain(models.Model):
+    """A vector field on a model whose manager is Django's own."""
+
+    embedding = VectorField(dimensions=2)
