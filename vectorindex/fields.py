@@ -21,7 +21,7 @@ from .exceptions import CorruptVector
 __all__ = ["VectorField"]
 
 
-class _EmptyValues(list):
+class EmptyValues(list):
     """Django's ``value in field.empty_values`` without comparing arrays.
 
     ``array in [None, "", [], (), {}]`` asks numpy for an element-wise ``==`` and
@@ -44,7 +44,7 @@ class VectorField(models.Field):
 
     description = "Vector of %(dimensions)s float32 values"
     empty_strings_allowed = False
-    empty_values = _EmptyValues([None, "", [], (), {}])
+    empty_values = EmptyValues([None, "", [], (), {}])
     # Only these make sense on a vector; the rest (lt, contains, …) would
     # compare raw bytes.
     allowed_lookups = frozenset({"exact", "in", "isnull"})

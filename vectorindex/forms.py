@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 
 from .conf import vectorindex_settings
 from .engine import codec
+from .fields import EmptyValues
 
 __all__ = ["VectorFormField", "VectorWidget"]
 
@@ -56,7 +57,9 @@ class VectorWidget(forms.Textarea):
             if vector is not None
             else ("empty" if _is_blank(value) else "not a valid vector")
         )
-        context["widget"]["open"] = vector is None and not _is_blank(value)
+        # Open when there is something to fix: an unreadable value or an error.
+        invalid = context["widget"]["attrs"].get("aria-invalid") == "true"
+        context["widget"]["open"] = invalid or (vector is None and not _is_blank(value))
         return context
 
 
@@ -64,6 +67,7 @@ class VectorFormField(forms.Field):
     """Reads ``[1, 2, 3]`` text into a float32 vector of fixed dimensions."""
 
     widget = VectorWidget
+    empty_values = EmptyValues([None, "", [], (), {}])
     default_error_messages = {"invalid": "%(problem)s."}
 
     def __init__(self, *, dimensions: int | None = None, **kwargs: Any) -> None:

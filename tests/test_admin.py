@@ -1,0 +1,86 @@
+"""The admin shows vectors compactly: editable, read-only, view-only and in lists."""
+
+import numpy as np
+import pytest
+from django.contrib import admin as django_admin
+from django.contrib.auth.models import Permission, User
+from django.urls import reverse
+
+from tests.testapp.models import Document, Item
+
+VECTOR = (np.arange(8, dtype=np.float32) + 1) / 4
+SUMMARY = "8 dimensions: [0.25, 0.5, 0.75, 1, 1.25, …]"
+
+
+@pytest.fixture
+def item(db):
+    return Item.objects.create(name="thing", embedding=VECTOR)
+
+
+@pytest.fixture
+def superuser_client(client, db):
+    client.force_login(User.objects.create_superuser("admin", "a@example.com", "pw"))
+    return client
+
+
+def test_changelist_shows_a_preview(superuser_client, item):
+    response = superuser_client.get(reverse("admin:testapp_item_changelist"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert SUMMARY in html
+    assert "[0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]" not in html
+
+
+def test_change_page_edits_through_the_compact_widget(superuser_client, item):
+    url = reverse("admin:testapp_item_change", args=[item.pk])
+    html = superuser_client.get(url).content.decode()
+    assert f"<summary>{SUMMARY}</summary>" in html
+    assert "[0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]</textarea>" in html
+    response = superuser_client.post(
+        url, {"name": "renamed", "group": 0, "category": "", "embedding": "[1, 1, 1, 1, 1, 1, 1, 1]"}
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    np.testing.assert_array_equal(Item.objects.get(pk=item.pk).embedding, np.ones(8))
+    bad = superuser_client.post(url, {"name": "x", "group": 0, "category": "", "embedding": "[1, 2]"})
+    assert bad.status_code == 200
+    assert "expected 8 dimensions, got 2." in bad.content.decode()
+    np.testing.assert_array_equal(Item.objects.get(pk=item.pk).embedding, np.ones(8))
+
+
+def test_read_only_vector_field(superuser_client, db):
+    document = Document.objects.create(title="d", embedding=[1, 2, 3], summary_embedding=[4, 5, 6])
+    url = reverse("admin:testapp_document_change", args=[document.pk])
+    response = superuser_client.get(url)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<summary>3 dimensions: [4, 5, 6]</summary>" in html
+    assert "[4.0, 5.0, 6.0]</code>" in html
+    # Saving the form leaves the read-only vector as it was.
+    response = superuser_client.post(url, {"title": "d2", "embedding": "[1, 2, 3]"})
+    assert response.status_code == 302
+    np.testing.assert_array_equal(Document.objects.get().summary_embedding, [4, 5, 6])
+
+
+def test_view_only_user_sees_previews(client, item):
+    user = User.objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_item"))
+    client.force_login(user)
+    response = client.get(reverse("admin:testapp_item_change", args=[item.pk]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert f"<summary>{SUMMARY}</summary>" in html
+    assert "<textarea" not in html
+
+
+def test_add_page(superuser_client):
+    response = superuser_client.get(reverse("admin:testapp_item_add"))
+    assert response.status_code == 200
+    assert "<summary>empty</summary>" in response.content.decode()
+
+
+def test_mixin_leaves_other_attributes_alone():
+    model_admin = django_admin.site._registry[Item]
+    with pytest.raises(AttributeError):
+        model_admin.no_such_attribute
+    with pytest.raises(AttributeError):
+        getattr(model_admin, "vector_preview__name")

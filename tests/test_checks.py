@@ -1,0 +1,42 @@
+"""System checks."""
+
+from django.core import checks
+from django.db import models
+
+from tests.testapp.models import Plain
+from vectorindex import VectorField
+
+
+def ids(messages):
+    return [message.id for message in messages]
+
+
+def test_default_manager_without_vector_queryset_warns():
+    messages = checks.run_checks(tags=[checks.Tags.models])
+    warning = next(m for m in messages if m.id == "vectorindex.W001")
+    assert warning.obj is Plain
+    assert "testapp.Plain has a VectorField" in warning.msg
+    assert "objects = VectorManager()" in warning.hint
+
+
+def test_admin_without_the_mixin_warns():
+    from django.contrib import admin
+
+    site_registry = dict(admin.site._registry)
+    try:
+        admin.site.register(Plain)
+        messages = checks.run_checks(tags=[checks.Tags.admin])
+        assert "vectorindex.W002" in ids(messages)
+    finally:
+        admin.site._registry = site_registry
+    assert "vectorindex.W002" not in ids(checks.run_checks(tags=[checks.Tags.admin]))
+
+
+def test_vector_field_cannot_be_unique():
+    class Unique(models.Model):
+        embedding = VectorField(dimensions=2, unique=True)
+
+        class Meta:
+            app_label = "testapp"
+
+    assert "vectorindex.E001" in ids(Unique._meta.get_field("embedding").check())

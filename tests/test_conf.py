@@ -1,0 +1,28 @@
+"""The VECTORINDEX settings object."""
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from vectorindex.conf import DEFAULTS, vectorindex_settings
+
+
+def test_defaults():
+    assert vectorindex_settings.EXACT_CHUNK_SIZE == DEFAULTS["EXACT_CHUNK_SIZE"]
+
+
+def test_override_is_read_and_reloaded(settings):
+    settings.VECTORINDEX = {"EXACT_CHUNK_SIZE": 5}
+    assert vectorindex_settings.EXACT_CHUNK_SIZE == 5
+    settings.VECTORINDEX = {}
+    assert vectorindex_settings.EXACT_CHUNK_SIZE == DEFAULTS["EXACT_CHUNK_SIZE"]
+
+
+def test_unknown_and_bad_values_are_refused(settings):
+    settings.VECTORINDEX = {"EXACT_CHUNK_SIZ": 5}
+    with pytest.raises(ImproperlyConfigured, match="Unknown VECTORINDEX setting\\(s\\): EXACT_CHUNK_SIZ"):
+        vectorindex_settings.EXACT_CHUNK_SIZE
+    settings.VECTORINDEX = {"RESULT_BATCH_SIZE": 0}
+    with pytest.raises(ImproperlyConfigured, match="VECTORINDEX\\['RESULT_BATCH_SIZE'\\] must be a positive integer, got 0."):
+        vectorindex_settings.RESULT_BATCH_SIZE
+    with pytest.raises(AttributeError):
+        vectorindex_settings.NOT_A_SETTING
