@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "vectorindex",
     "tests.testapp",
+    "demo_project.packages",
 ]
 
 MIDDLEWARE = [

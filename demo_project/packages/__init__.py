@@ -1,0 +1,1 @@
+"""The demo app: PyPI packages with a sentence embedding of their summary."""
