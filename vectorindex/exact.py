@@ -9,16 +9,20 @@ one is answered in two steps:
    in numpy. Conditions on distances are applied to each chunk; when the result
    is ordered by distance and sliced (``[:k]``), only the best ``k`` rows seen so
    far are kept, so memory stays bounded on any table size.
-2. **fetch** — the chosen rows are loaded by primary key, with their distances
-   and their rank passed back into SQL as constants (``CASE pk WHEN … THEN …``),
-   so that everything else Django does (``values()``, ``select_related()``,
-   ``only()``, ``prefetch_related()``, …) works unchanged.
+2. **fetch** — the chosen rows are loaded by primary key, a batch at a time,
+   through the same queryset minus its distances, so that everything else
+   Django does (``select_related()``, ``only()``, ``prefetch_related()``, …)
+   works unchanged. Model instances are put in order and given their distances
+   in Python; for ``values()`` and ``values_list()`` rows, which may not carry
+   the key, the distances and the rank go into SQL as constants
+   (``CASE WHEN pk = … THEN …``).
 
 This path is exact: it is the oracle that the index's recall is measured against.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +30,8 @@ from typing import Any
 import numpy as np
 from django.core.exceptions import EmptyResultSet
 from django.db import connections
-from django.db.models import Case, FloatField, IntegerField, Value, When
+from django.db.models import Case, FloatField, IntegerField, Value, When, prefetch_related_objects
+from django.db.models.query import ModelIterable
 from django.db.models.sql.where import WhereNode
 
 from .backends import stream_rows
@@ -48,7 +53,7 @@ class Chunk:
         return self.pks.shape[0]
 
 
-def sql_queryset(queryset: Any, plan: DistancePlan) -> Any:
+def sql_queryset(queryset: Any, plan: DistancePlan, *, for_scan: bool = True) -> Any:
     """*queryset* without its distances: the rows SQL selects, in the scan's order."""
     qs = queryset._chain()
     query = qs.query
@@ -62,7 +67,8 @@ def sql_queryset(queryset: Any, plan: DistancePlan) -> Any:
         query.set_annotation_mask(set(query.annotation_select_mask) - names)
     query.where = plan.where_sql.clone() if plan.where_sql is not None else WhereNode()
     query.clear_limits()
-    query.select_for_update = False
+    if for_scan:
+        query.select_for_update = False
     if plan.order_keys:
         # Ordinary ordering terms after a distance break its ties: scanning in
         # their order and then sorting stably by distance gives the whole order.
@@ -228,22 +234,59 @@ def count(queryset: Any, plan: DistancePlan) -> int:
 # Fetching -----------------------------------------------------------------------
 
 
-def fetch_batches(queryset: Any, plan: DistancePlan) -> Iterator[Any]:
-    """Querysets that load the selected rows, in order, a batch at a time."""
+def fetch(queryset: Any, plan: DistancePlan, *, prefetch: bool = False) -> Iterator[Any]:
+    """The rows of the result, in order: model instances, dicts or tuples.
+
+    *prefetch* runs the queryset's ``prefetch_related()`` lookups batch by batch
+    (for ``iterator()``; ``list()`` runs them once over the whole result).
+    """
     pks, values = select(queryset, plan)
     size = vectorindex_settings.RESULT_BATCH_SIZE
+    instances = queryset._iterable_class is ModelIterable
+    lookups = queryset._prefetch_related_lookups
     for start in range(0, len(pks), size):
-        yield _fetch(queryset, plan, pks[start : start + size], [v[start : start + size] for v in values])
+        batch_pks = pks[start : start + size]
+        batch_values = [column[start : start + size] for column in values]
+        if instances:
+            rows = _fetch_instances(queryset, plan, batch_pks, batch_values)
+            if prefetch and lookups:
+                prefetch_related_objects(rows, *lookups)
+            yield from rows
+        else:
+            yield from _fetch_rows(queryset, plan, batch_pks, batch_values)
 
 
-def _fetch(queryset: Any, plan: DistancePlan, pks: list, values: list[np.ndarray]) -> Any:
+def _fetch_instances(queryset: Any, plan: DistancePlan, pks: list, values: list[np.ndarray]) -> list:
+    """Model instances by primary key, put in order and given their distances here."""
+    qs = sql_queryset(queryset, plan, for_scan=False)
+    qs.query.clear_ordering(force=True)
+    found = {obj.pk: obj for obj in qs.filter(pk__in=pks)}
+    selected = [
+        (name, values[term].tolist())
+        for name, term in plan.annotations.items()
+        if name in queryset.query.annotation_select
+    ]
+    rows = []
+    for position, pk in enumerate(pks):
+        obj = found.get(pk)
+        if obj is None:  # deleted by another transaction since the scan
+            continue
+        for name, column in selected:
+            value = column[position]
+            setattr(obj, name, None if math.isnan(value) else value)
+        rows.append(obj)
+    return rows
+
+
+def _fetch_rows(queryset: Any, plan: DistancePlan, pks: list, values: list[np.ndarray]) -> Any:
+    """values() / values_list() rows: distances and rank go into SQL as constants."""
     qs = queryset._chain()
     query = qs.query
     query.clear_limits()
     for name, term in plan.annotations.items():
         constants = Case(
             *[
-                When(pk=pk, then=Value(None if np.isnan(value) else float(value)))
+                When(pk=pk, then=Value(None if math.isnan(value) else value))
                 for pk, value in zip(pks, values[term].tolist())
             ],
             default=Value(None),
@@ -260,4 +303,5 @@ def _fetch(queryset: Any, plan: DistancePlan, pks: list, values: list[np.ndarray
     query.clear_ordering(force=True)
     query.standard_ordering = True
     query.add_ordering(rank.asc())
+    qs._prefetch_related_lookups = ()
     return qs.filter(pk__in=pks)

@@ -34,23 +34,16 @@ class VectorQuerySet(models.QuerySet):
         if self._result_cache is None:
             plan = plan_query(self.query)
             if plan is not None:
-                self._result_cache = [
-                    row for batch in exact.fetch_batches(self, plan) for row in batch
-                ]
+                self._result_cache = list(exact.fetch(self, plan))
         super()._fetch_all()
 
     def iterator(self, chunk_size: int | None = None) -> Iterator[Any]:
         plan = plan_query(self.query)
         if plan is None:
             return super().iterator(chunk_size=chunk_size)
-        return self._exact_iterator(plan, chunk_size)
-
-    def _exact_iterator(self, plan: Any, chunk_size: int | None) -> Iterator[Any]:
-        for batch in exact.fetch_batches(self, plan):
-            if chunk_size is None and batch._prefetch_related_lookups:
-                yield from batch
-            else:
-                yield from batch.iterator(chunk_size=chunk_size)
+        # The scan reads in EXACT_CHUNK_SIZE chunks and the rows are loaded in
+        # RESULT_BATCH_SIZE batches; chunk_size has nothing left to tune here.
+        return exact.fetch(self, plan, prefetch=True)
 
     def count(self) -> int:
         if self._result_cache is not None:

@@ -19,15 +19,22 @@ import numpy as np
 Kernel = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
+def _widen(matrix: np.ndarray) -> np.ndarray:
+    # A float64 copy of our own, so that the kernels can work on it in place
+    # instead of allocating another block-sized temporary.
+    return matrix.astype(np.float64)
+
+
 def l2(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
-    diff = matrix.astype(np.float64) - query.astype(np.float64)
-    return np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    block = _widen(matrix)
+    block -= query.astype(np.float64)
+    return np.sqrt(np.einsum("ij,ij->i", block, block))
 
 
 def cosine(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
-    block = matrix.astype(np.float64)
+    block = _widen(matrix)
     q = query.astype(np.float64)
-    norms = np.linalg.norm(block, axis=1) * np.linalg.norm(q)
+    norms = np.sqrt(np.einsum("ij,ij->i", block, block)) * np.sqrt(q @ q)
     with np.errstate(divide="ignore", invalid="ignore"):
         similarity = (block @ q) / norms
     # Rounding can push |similarity| a hair past 1; pgvector clamps the same way.
@@ -36,11 +43,14 @@ def cosine(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
 
 
 def inner_product(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
-    return -(matrix.astype(np.float64) @ query.astype(np.float64))
+    return -(_widen(matrix) @ query.astype(np.float64))
 
 
 def l1(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
-    return np.abs(matrix.astype(np.float64) - query.astype(np.float64)).sum(axis=1)
+    block = _widen(matrix)
+    block -= query.astype(np.float64)
+    np.abs(block, out=block)
+    return block.sum(axis=1)
 
 
 KERNELS: dict[str, Kernel] = {
