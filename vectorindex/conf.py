@@ -16,7 +16,7 @@ from django.core.signals import setting_changed
 
 DEFAULTS: dict[str, Any] = {
     # Rows read per round trip when a query is answered exactly (in numpy).
-    # Bounds the memory of an exact scan: about CHUNK_SIZE × dimensions × 12
+    # Bounds the memory of an exact scan: about CHUNK_SIZE × dimensions × 16
     # bytes at a time, whatever the size of the table.
     "EXACT_CHUNK_SIZE": 10_000,
     # Rows fetched per query when the rows chosen by an exact scan are loaded
