@@ -13,10 +13,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
+from django.core.exceptions import FieldDoesNotExist
 from django.db import NotSupportedError, models, transaction
 from django.db.models import Avg, F, Sum
 
 from . import exact
+from .conf import vectorindex_settings
 from .fields import VectorField
 from .planner import plan_query
 
@@ -103,7 +105,7 @@ class VectorQuerySet(models.QuerySet):
         path = sources[0].name
         try:
             field = exact._field(self.model, path)
-        except Exception:
+        except (FieldDoesNotExist, AttributeError):  # not a field path: not ours
             return None
         if not isinstance(field, VectorField):
             return None
@@ -167,7 +169,7 @@ class VectorQuerySet(models.QuerySet):
         """The rows of a distance-filtered queryset, as plain pk__in querysets."""
         plan = plan_query(self.query)
         pks, _ = exact.select(self, plan)
-        size = 1000
+        size = vectorindex_settings.RESULT_BATCH_SIZE
         for start in range(0, len(pks), size):
             yield type(self)(self.model, using=self.db).filter(pk__in=pks[start : start + size])
 
