@@ -9,11 +9,17 @@ The public API::
         objects = VectorManager()
 
     Item.objects.order_by(L2Distance("embedding", query))[:10]
+
+With ``VectorIndex(fields=["embedding"], name=..., distance="l2")`` in the model's
+``Meta.indexes`` and ``manage.py vectorindex build``, that query is answered by
+the approximate index; without one, exactly.
 """
 
+from . import hooks  # noqa: F401  (wires saves of indexed models to their index)
 from .expressions import CosineDistance, Distance, L1Distance, L2Distance, MaxInnerProduct
 from .fields import VectorField
 from .forms import VectorFormField, VectorWidget
+from .indexes import VectorIndex
 from .query import VectorManager, VectorQuerySet
 
 __all__ = [
@@ -24,6 +30,7 @@ __all__ = [
     "MaxInnerProduct",
     "VectorField",
     "VectorFormField",
+    "VectorIndex",
     "VectorManager",
     "VectorQuerySet",
     "VectorWidget",

@@ -234,13 +234,21 @@ def count(queryset: Any, plan: DistancePlan) -> int:
 # Fetching -----------------------------------------------------------------------
 
 
-def fetch(queryset: Any, plan: DistancePlan, *, prefetch: bool = False) -> Iterator[Any]:
+def fetch(
+    queryset: Any,
+    plan: DistancePlan,
+    *,
+    prefetch: bool = False,
+    selected: tuple[list, list[np.ndarray]] | None = None,
+) -> Iterator[Any]:
     """The rows of the result, in order: model instances, dicts or tuples.
 
-    *prefetch* runs the queryset's ``prefetch_related()`` lookups batch by batch
-    (for ``iterator()``; ``list()`` runs them once over the whole result).
+    *selected* is (primary keys, distances) chosen by the index; without it
+    the exact scan chooses. *prefetch* runs the queryset's
+    ``prefetch_related()`` lookups batch by batch (for ``iterator()``;
+    ``list()`` runs them once over the whole result).
     """
-    pks, values = select(queryset, plan)
+    pks, values = selected if selected is not None else select(queryset, plan)
     size = vectorindex_settings.RESULT_BATCH_SIZE
     instances = queryset._iterable_class is ModelIterable
     lookups = queryset._prefetch_related_lookups

@@ -12,3 +12,15 @@ class VectorIndexError(Exception):
 
 class CorruptVector(VectorIndexError):
     """A stored vector blob does not have the length its field declares."""
+
+
+class HeadIndexError(VectorIndexError):
+    """The in-memory head index (hnswlib) refused an operation."""
+
+
+class IndexNotReady(VectorIndexError):
+    """The index has not been built yet; run ``manage.py vectorindex build``."""
+
+
+class SnapshotError(VectorIndexError):
+    """A stored head-index snapshot is missing, incomplete or does not verify."""

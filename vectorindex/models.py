@@ -1,5 +1,129 @@
-"""The app's own tables.
+"""The index's storage: its own tables, in the same database as the indexed model.
 
-None yet: the index's storage (heads, posting lists, versions, WAL, snapshots)
-arrives with ``VectorIndex``. User models declare ``VectorField`` themselves.
+Layout (DESIGN §2): posting lists are many rows under the composite primary key
+``(index_id, head_id, seq)``, so that an append is one INSERT that never reads
+or rewrites an existing blob, and reading a posting list is one range scan of
+the clustered primary key on InnoDB. On MySQL/MariaDB ``seq`` is an
+``AUTO_INCREMENT`` column with a key of its own (no counter row held for the
+length of a transaction); SQLite serialises writers, so there ``seq`` is the
+list's largest plus one.
+
+The engine reads and writes these tables with plain SQL through
+:mod:`vectorindex.storage`; the models exist for migrations, the admin and
+inspection.
 """
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class IndexState(models.Model):
+    """One row per VectorIndex: what it indexes, its status, and its WAL position.
+
+    Jobs that change the set of heads lock this row exclusively, which
+    serialises head changes per index and makes WAL LSNs commit in order.
+    """
+
+    class Status(models.TextChoices):
+        EMPTY = "empty", "not built"
+        BUILDING = "building", "building"
+        READY = "ready", "ready"
+
+    name = models.CharField(max_length=100, unique=True)
+    model_label = models.CharField(max_length=200)
+    field_name = models.CharField(max_length=100)
+    distance = models.CharField(max_length=10)
+    dimensions = models.PositiveIntegerField()
+    options = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.EMPTY)
+    # A random token drawn by every build: a process whose head index is of
+    # another generation reloads it from the snapshot instead of replaying the
+    # WAL. Random, not a counter, so that a rolled-back build's number is
+    # never seen again.
+    generation = models.BigIntegerField(default=0)
+    wal_lsn = models.BigIntegerField(default=0)
+    built_at = models.DateTimeField(null=True, blank=True)
+    declared = models.BooleanField(
+        default=True, help_text="False once no model declares this index any more."
+    )
+
+    class Meta:
+        verbose_name = "vector index"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Head(models.Model):
+    """A centroid: its id is its label in the in-memory HNSW head index."""
+
+    index = models.ForeignKey(IndexState, on_delete=models.CASCADE, related_name="heads")
+    vector = models.BinaryField()
+    alive = models.BooleanField(default=True)
+    created_lsn = models.BigIntegerField(default=0)
+    retired_lsn = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["index", "alive"], name="vectorindex_head_alive")]
+
+
+class Posting(models.Model):
+    """A packed run of posting-list entries: ``(vector_id, version, vector)``."""
+
+    pk = models.CompositePrimaryKey("index_id", "head_id", "seq")
+    index_id = models.BigIntegerField()
+    head_id = models.BigIntegerField()
+    seq = models.BigIntegerField()
+    count = models.PositiveIntegerField()
+    payload = models.BinaryField()
+
+
+class Version(models.Model):
+    """The current version of each indexed vector, and whether its row is gone."""
+
+    pk = models.CompositePrimaryKey("index_id", "vector_id")
+    index_id = models.BigIntegerField()
+    vector_id = models.BigIntegerField()
+    version = models.PositiveIntegerField(default=1)
+    deleted = models.BooleanField(default=False)
+
+
+class WalEntry(models.Model):
+    """One head-index change, written in the transaction that made it."""
+
+    class Op(models.IntegerChoices):
+        ADD = 1, "add head"
+        REMOVE = 2, "remove head"
+
+    pk = models.CompositePrimaryKey("index_id", "lsn")
+    index_id = models.BigIntegerField()
+    lsn = models.BigIntegerField()
+    op = models.PositiveSmallIntegerField(choices=Op.choices)
+    head_id = models.BigIntegerField()
+    vector = models.BinaryField(null=True)
+
+
+class Snapshot(models.Model):
+    """The serialised head index (hnswlib's own format, never pickle) at an LSN."""
+
+    index = models.ForeignKey(IndexState, on_delete=models.CASCADE, related_name="snapshots")
+    generation = models.BigIntegerField()
+    lsn = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    size = models.BigIntegerField()
+    chunks = models.PositiveIntegerField()
+    heads = models.PositiveIntegerField()
+    checksum = models.CharField(max_length=64)
+
+    class Meta:
+        get_latest_by = "lsn"
+
+
+class SnapshotChunk(models.Model):
+    """Up to 1 MiB of a snapshot, well under MariaDB's max_allowed_packet."""
+
+    pk = models.CompositePrimaryKey("snapshot_id", "number")
+    snapshot_id = models.BigIntegerField()
+    number = models.PositiveIntegerField()
+    data = models.BinaryField()

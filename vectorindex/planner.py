@@ -33,6 +33,15 @@ NUMERIC_LOOKUPS = {"exact", "lt", "lte", "gt", "gte", "range", "in", "isnull"}
 
 
 @dataclass
+class SearchOptions:
+    """How a queryset wants its distance ordering answered (``approximate()``, ``exact()``)."""
+
+    probes: int | None = None
+    epsilon: float | None = None
+    exact: bool = False
+
+
+@dataclass
 class OrderKey:
     """One distance term of the ORDER BY, in the direction the user wrote it."""
 

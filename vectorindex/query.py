@@ -8,19 +8,21 @@ declared, where the index takes part in them.
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from django.core.exceptions import FieldDoesNotExist
-from django.db import NotSupportedError, models, transaction
+from django.db import NotSupportedError, connections, models, transaction
 from django.db.models import Avg, F, Sum
 
 from . import exact
 from .conf import vectorindex_settings
 from .fields import VectorField
-from .planner import plan_query
+from .planner import SearchOptions, plan_query
 
 __all__ = ["VectorManager", "VectorQuerySet"]
 
@@ -30,13 +32,51 @@ VECTOR_AGGREGATES = (Avg, Sum)
 class VectorQuerySet(models.QuerySet):
     """A QuerySet that understands distance expressions and vector aggregates."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._vector_search = SearchOptions()
+
+    def _clone(self) -> VectorQuerySet:
+        clone = super()._clone()
+        clone._vector_search = replace(self._vector_search)
+        return clone
+
+    # Choosing how a query is answered -------------------------------------------
+
+    def approximate(self, *, probes: int | None = None, epsilon: float | None = None) -> VectorQuerySet:
+        """Trade recall for speed on this query: how many heads the index probes.
+
+        ``probes`` heads are read at first (more only if too few rows pass the
+        query's filters); ``epsilon`` skips heads farther than ``(1 + epsilon)``
+        times the nearest one. Defaults come from the VectorIndex declaration.
+        Where no index serves the query, these change nothing.
+        """
+        if probes is not None and (isinstance(probes, bool) or not isinstance(probes, int) or probes < 1):
+            raise ValueError(f"approximate(probes=...) must be a positive integer, got {probes!r}.")
+        if epsilon is not None and (isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or epsilon < 0):
+            raise ValueError(f"approximate(epsilon=...) must be a number of at least 0, got {epsilon!r}.")
+        clone = self._chain()
+        clone._vector_search = replace(self._vector_search, probes=probes, epsilon=epsilon, exact=False)
+        return clone
+
+    def exact(self) -> VectorQuerySet:
+        """Answer this query by the exact scan even where an index could serve it."""
+        clone = self._chain()
+        clone._vector_search = replace(self._vector_search, exact=True)
+        return clone
+
     # Evaluation --------------------------------------------------------------
+
+    def _selected(self, plan: Any) -> Any:
+        from . import search
+
+        return search.answer(self, plan)
 
     def _fetch_all(self) -> None:
         if self._result_cache is None:
             plan = plan_query(self.query)
             if plan is not None:
-                self._result_cache = list(exact.fetch(self, plan))
+                self._result_cache = list(exact.fetch(self, plan, selected=self._selected(plan)))
         super()._fetch_all()
 
     def iterator(self, chunk_size: int | None = None) -> Iterator[Any]:
@@ -45,7 +85,7 @@ class VectorQuerySet(models.QuerySet):
             return super().iterator(chunk_size=chunk_size)
         # The scan reads in EXACT_CHUNK_SIZE chunks and the rows are loaded in
         # RESULT_BATCH_SIZE batches; chunk_size has nothing left to tune here.
-        return exact.fetch(self, plan, prefetch=True)
+        return exact.fetch(self, plan, prefetch=True, selected=self._selected(plan))
 
     def count(self) -> int:
         if self._result_cache is not None:
@@ -153,17 +193,60 @@ class VectorQuerySet(models.QuerySet):
             for field in fields:
                 field.get_prep_value(getattr(obj, field.attname))
 
+    def _indexes(self, names: Iterable[str] | None = None) -> list[Any]:
+        """The VectorIndexes over this model, or those over the named fields."""
+        from .registry import indexes_of
+
+        found = indexes_of(self.model)
+        if names is None:
+            return found
+        names = set(names)
+        return [d for d in found if d.field.name in names or d.field.attname in names]
+
     def bulk_create(self, objs: Iterable[models.Model], *args: Any, **kwargs: Any) -> list:
         objs = list(objs)
         self._check_vectors(objs, self._vector_fields())
-        return super().bulk_create(objs, *args, **kwargs)
+        indexes = self._indexes()
+        if not indexes:
+            return super().bulk_create(objs, *args, **kwargs)
+        options = inspect.signature(models.QuerySet.bulk_create).bind(self, objs, *args, **kwargs).arguments
+        if options.get("ignore_conflicts") or options.get("update_conflicts"):
+            raise NotSupportedError(
+                "bulk_create() with ignore_conflicts or update_conflicts cannot keep a "
+                "VectorIndex current (the rows written are not known); save the rows "
+                "another way or rebuild the index afterwards."
+            )
+        from . import writes
+
+        with transaction.atomic(using=self.db, savepoint=False):
+            created = super().bulk_create(objs, *args, **kwargs)
+            for declared in indexes:
+                attname = declared.field.attname
+                writes.index_vectors(declared, self.db, [(obj.pk, getattr(obj, attname)) for obj in created])
+        for obj in created:
+            writes.remember_loaded(obj)
+        return created
 
     def bulk_update(self, objs: Iterable[models.Model], fields: Iterable[str], *args: Any, **kwargs: Any) -> int:
         objs = list(objs)
         fields = list(fields)
         names = set(fields)
         self._check_vectors(objs, [f for f in self._vector_fields() if f.name in names])
-        return super().bulk_update(objs, fields, *args, **kwargs)
+        indexes = self._indexes(names)
+        if not indexes:
+            return super().bulk_update(objs, fields, *args, **kwargs)
+        from . import writes
+
+        with transaction.atomic(using=self.db, savepoint=False):
+            updated = super().bulk_update(objs, fields, *args, **kwargs)
+            for declared in indexes:
+                rows = []
+                for obj in objs:
+                    rows.extend(writes.changed_rows(obj, declared, False, names))
+                writes.index_vectors(declared, self.db, rows)
+        for obj in objs:
+            writes.remember_loaded(obj)
+        return updated
 
     def _by_primary_keys(self) -> Iterator[VectorQuerySet]:
         """The rows of a distance-filtered queryset, as plain pk__in querysets."""
@@ -175,7 +258,14 @@ class VectorQuerySet(models.QuerySet):
 
     def delete(self) -> tuple[int, dict[str, int]]:
         if plan_query(self.query) is None:
-            return super().delete()
+            if not self._indexes():
+                return super().delete()
+            from . import writes
+
+            # One transaction for the rows and the index; the deleted rows'
+            # version flips are gathered and written together.
+            with transaction.atomic(using=self.db, savepoint=False), writes.bulk_deleting():
+                return super().delete()
         if self.query.is_sliced:
             raise TypeError("Cannot use 'limit' or 'offset' with delete().")
         total, per_model = 0, Counter()
@@ -191,13 +281,27 @@ class VectorQuerySet(models.QuerySet):
     delete.queryset_only = True
 
     def update(self, **kwargs: Any) -> int:
-        if plan_query(self.query) is None:
+        if plan_query(self.query) is not None:
+            if self.query.is_sliced:
+                raise TypeError("Cannot update a query once a slice has been taken.")
+            with transaction.atomic(using=self.db, savepoint=False):
+                updated = sum(batch.update(**kwargs) for batch in list(self._by_primary_keys()))
+            self._result_cache = None
+            return updated
+        indexes = self._indexes(kwargs)
+        if not indexes:
             return super().update(**kwargs)
-        if self.query.is_sliced:
-            raise TypeError("Cannot update a query once a slice has been taken.")
+        from . import writes
+
         with transaction.atomic(using=self.db, savepoint=False):
-            updated = sum(batch.update(**kwargs) for batch in list(self._by_primary_keys()))
-        self._result_cache = None
+            rows = self.select_for_update() if connections[self.db].features.has_select_for_update else self
+            pks = list(rows.values_list("pk", flat=True))
+            updated = super().update(**kwargs)
+            for declared in indexes:
+                for start in range(0, len(pks), 1_000):
+                    batch = pks[start : start + 1_000]
+                    changed = self.model._base_manager.using(self.db).filter(pk__in=batch)
+                    writes.index_vectors(declared, self.db, list(changed.values_list("pk", declared.field.attname)))
         return updated
 
     update.alters_data = True

@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from vectorindex import VectorField, VectorManager
+from vectorindex import VectorField, VectorIndex, VectorManager
 
 
 class Category(models.Model):
@@ -35,3 +35,27 @@ class Plain(models.Model):
     """A vector field on a model whose manager is Django's own."""
 
     embedding = VectorField(dimensions=2)
+
+
+class Point(models.Model):
+    """An indexed model (L2) for the index's tests."""
+
+    group = models.IntegerField(default=0, db_index=True)
+    embedding = VectorField(dimensions=16, null=True)
+
+    objects = VectorManager()
+
+    class Meta:
+        indexes = [VectorIndex(fields=["embedding"], name="point_embedding")]
+
+
+class Passage(models.Model):
+    """An indexed model (cosine, 384-d) for real embeddings."""
+
+    name = models.CharField(max_length=200)
+    embedding = VectorField(dimensions=384)
+
+    objects = VectorManager()
+
+    class Meta:
+        indexes = [VectorIndex(fields=["embedding"], name="passage_embedding", distance="cosine")]

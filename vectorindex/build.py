@@ -1,0 +1,147 @@
+"""Building an index from the rows that exist: ``manage.py vectorindex build``.
+
+1. Heads are a random sample of the vectors (``head_fraction`` of them).
+2. An HNSW graph over the heads is the head index.
+3. Every vector goes to its nearest head and up to ``replicas`` heads in all
+   (SPANN's rules, :mod:`vectorindex.engine.routing`); posting lists are written
+   as packed rows, a version row per vector, and a snapshot of the head index.
+
+The build is one transaction that holds the index's state row exclusively, so
+the rows it reads are all the rows there are: a writer that finds the index
+not ready share-locks the state row and waits for the build to commit, and then
+finds it ready. A rebuild of a ready index also locks every head, which waits
+for appends in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from .engine import postings, routing
+from .models import IndexState
+from .registry import Declared, runtime
+from .storage import Storage
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class BuildReport:
+    name: str
+    vectors: int
+    heads: int
+    entries: int
+    seconds: float
+
+    @property
+    def vectors_per_second(self) -> float:
+        return self.vectors / self.seconds if self.seconds else float("inf")
+
+
+def _read_vectors(declared: Declared, using: str, progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
+    """(pks, vectors) of every row whose vector is not NULL, streamed in chunks."""
+    from . import exact
+    from .planner import DistancePlan
+
+    model = declared.model
+    queryset = model._base_manager.using(using).filter(**{f"{declared.field.name}__isnull": False})
+    total = queryset.count()
+    pks, blocks = [], []
+    done = 0
+    plan = DistancePlan(where_sql=queryset.query.where)
+    for chunk in exact.scan(queryset, plan, terms=False, vectors=(declared.field.name,)):
+        _present, matrix = chunk.vectors[declared.field.name]
+        pks.append(chunk.pks.astype(np.int64))
+        blocks.append(matrix)
+        done += len(chunk)
+        if progress:
+            progress("read", done, total)
+    if not pks:
+        return np.empty(0, np.int64), np.empty((0, declared.field.dimensions), np.float32)
+    return np.concatenate(pks), np.concatenate(blocks)
+
+
+def build(declared: Declared, using: str = "default", *, progress: Progress | None = None, seed: int | None = None) -> BuildReport:
+    started = time.perf_counter()
+    options = declared.options
+    rt = runtime(declared, using)
+    storage, (previous_status, _generation, _lsn) = rt.open()
+    with transaction.atomic(using=using):
+        # Committed at once: writers that see "building" wait on the state row.
+        storage.set_state(status=IndexState.Status.BUILDING)
+    try:
+        report = _build(declared, using, rt, storage, options, progress, seed)
+    except BaseException:
+        with transaction.atomic(using=using):
+            storage.set_state(status=previous_status)
+        raise
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport:
+    with transaction.atomic(using=using):
+        storage.lock_state(exclusive=True)
+        storage.lock_all_heads()
+        storage.clear()
+        pks, vectors = _read_vectors(declared, using, progress)
+        rng = np.random.default_rng(seed)
+        generation = secrets.randbits(62)
+        count = len(pks)
+        head_count = min(count, max(1, int(round(count * options["head_fraction"]))))
+        chosen = np.sort(rng.choice(count, size=head_count, replace=False)) if count else np.empty(0, int)
+        head_ids = storage.insert_heads(vectors[chosen], lsn=0)
+        head = rt.empty_head(capacity=head_count)
+        head.add(head_ids, vectors[chosen])
+        head.generation = generation
+        head.lsn = 0
+        if progress:
+            progress("heads", head_count, head_count)
+
+        entries = 0
+        if count:
+            rows, owners = routing.assign(head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"])
+            order = np.argsort(owners, kind="stable")
+            rows, owners = rows[order], owners[order]
+            boundaries = np.flatnonzero(np.diff(owners)) + 1
+            versions = np.ones(count, dtype=np.uint32)
+            batch: list[tuple[int, int, bytes]] = []
+            written = 0
+            for run in np.split(np.arange(len(rows)), boundaries):
+                members = rows[run]
+                head_id = int(owners[run[0]])
+                for entry_count, payload in postings.pack(pks[members], versions[members], vectors[members]):
+                    batch.append((head_id, entry_count, payload))
+                written += len(run)
+                if len(batch) >= 200:
+                    storage.append(batch)
+                    batch = []
+                    if progress:
+                        progress("postings", written, len(rows))
+            storage.append(batch)
+            if progress:
+                progress("postings", len(rows), len(rows))
+            entries = len(rows)
+            for start in range(0, count, 10_000):
+                storage.insert_versions(pks[start : start + 10_000])
+        storage.write_snapshot(generation, 0, head.to_bytes(), len(head))
+        storage.set_state(
+            status=IndexState.Status.READY,
+            generation=generation,
+            wal_lsn=0,
+            built_at=timezone.now(),
+            options=json.dumps(options),
+        )
+        # This process may use the new head index at once; others load the
+        # snapshot. A rollback leaves a generation no state row will name.
+        with rt.lock:
+            rt.head = head
+    return BuildReport(declared.name, count, head_count, entries, 0.0)

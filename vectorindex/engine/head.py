@@ -1,0 +1,162 @@
+"""The in-memory head index: an HNSW graph (hnswlib) over the centroid vectors.
+
+hnswlib's edges, which this class hides:
+
+* ``'l2'`` returns *squared* distances and ``'ip'`` returns ``1 - dot``; the head
+  index only ranks heads, so these are used as they are (cosine indexes store
+  unit vectors and search with ``'ip'``).
+* ``add_items`` and ``resize_index`` are not safe while ``knn_query`` runs in
+  another thread, so one lock guards every call: a threaded web server may share
+  one HeadIndex between its threads.
+* Every failure is a bare ``RuntimeError``; these become :class:`HeadIndexError`.
+* Its native format is the only serialisation used (never pickle): a snapshot
+  read back from the database is parsed by hnswlib, not executed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+
+import hnswlib
+import numpy as np
+
+from ..exceptions import HeadIndexError
+
+SPACES = {"l2": "l2", "cosine": "ip", "ip": "ip"}
+MAGIC = b"VIHEAD1\n"
+
+
+def prepare(vectors: np.ndarray, metric: str) -> np.ndarray:
+    """Vectors as the head index stores them: unit length for cosine."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if metric != "cosine":
+        return vectors
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.where(norms == 0, 1, norms)
+
+
+class HeadIndex:
+    """Heads by id, searchable by nearest neighbour; thread-safe."""
+
+    def __init__(self, dimensions: int, metric: str, *, m: int = 16, ef_construction: int = 200, capacity: int = 1024) -> None:
+        self.dimensions = dimensions
+        self.metric = metric
+        self.m = m
+        self.ef_construction = ef_construction
+        self._lock = threading.Lock()
+        self._index = hnswlib.Index(space=SPACES[metric], dim=dimensions)
+        self._index.init_index(max_elements=max(capacity, 16), ef_construction=ef_construction, M=m)
+        self.alive: set[int] = set()
+        # What this copy has applied: (generation, LSN) of the index state.
+        self.generation = 0
+        self.lsn = 0
+
+    def __len__(self) -> int:
+        return len(self.alive)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        if not len(ids):
+            return
+        data = prepare(vectors.reshape(len(ids), self.dimensions), self.metric)
+        with self._lock:
+            try:
+                needed = self._index.element_count + len(ids)
+                if needed > self._index.max_elements:
+                    self._index.resize_index(max(needed, 2 * self._index.max_elements))
+                self._index.add_items(data, ids)
+            except RuntimeError as error:
+                raise HeadIndexError(f"adding {len(ids)} heads failed: {error}") from error
+            self.alive.update(int(i) for i in ids)
+
+    def remove(self, ids: np.ndarray) -> None:
+        with self._lock:
+            for head_id in (int(i) for i in ids):
+                if head_id in self.alive:
+                    self._index.mark_deleted(head_id)
+                    self.alive.discard(head_id)
+
+    def search(self, queries: np.ndarray, k: int, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The *k* nearest alive heads of each query: (ids, hnswlib distances)."""
+        queries = prepare(np.atleast_2d(queries), self.metric)
+        with self._lock:
+            k = min(k, len(self.alive))
+            if k == 0:
+                empty = np.empty((len(queries), 0))
+                return empty.astype(np.int64), empty
+            self._index.set_ef(max(ef or 0, k, 16))
+            try:
+                labels, distances = self._index.knn_query(queries, k=k)
+            except RuntimeError as error:
+                raise HeadIndexError(f"searching {k} heads failed: {error}") from error
+        return labels.astype(np.int64), distances
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored (prepared) vectors of these heads."""
+        with self._lock:
+            return np.asarray(self._index.get_items(np.asarray(ids, dtype=np.int64)), dtype=np.float32)
+
+    def nbytes(self) -> int:
+        """Memory the graph and its vectors take, as hnswlib lays them out."""
+        with self._lock:
+            capacity = self._index.max_elements
+        # Level-0 links (2·M ids of 4 bytes, plus a count), the vector and the
+        # label per element; upper levels add about 1/M of that again.
+        per_element = (2 * self.m * 4 + 4) + self.dimensions * 4 + 8
+        return int(capacity * per_element * (1 + 1 / self.m))
+
+    def to_bytes(self) -> bytes:
+        """``MAGIC, n, n alive ids (int64), hnswlib's saved index``.
+
+        hnswlib keeps deleted elements (marked) and cannot list which they are,
+        so the alive ids travel alongside.
+        """
+        with self._lock:
+            handle, path = tempfile.mkstemp(suffix=".hnsw")
+            os.close(handle)
+            try:
+                self._index.save_index(path)
+                with open(path, "rb") as file:
+                    graph = file.read()
+            finally:
+                os.unlink(path)
+            alive = np.array(sorted(self.alive), dtype="<i8")
+        return MAGIC + np.array([len(alive)], dtype="<u8").tobytes() + alive.tobytes() + graph
+
+    @classmethod
+    def from_bytes(cls, data: bytes, dimensions: int, metric: str, *, m: int = 16, ef_construction: int = 200) -> HeadIndex:
+        if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 8:
+            raise HeadIndexError("the snapshot does not start like a head index")
+        offset = len(MAGIC)
+        count = int(np.frombuffer(data, dtype="<u8", count=1, offset=offset)[0])
+        offset += 8
+        if len(data) < offset + 8 * count:
+            raise HeadIndexError("the snapshot is truncated")
+        alive = np.frombuffer(data, dtype="<i8", count=count, offset=offset)
+        graph = data[offset + 8 * count :]
+        head = cls(dimensions, metric, m=m, ef_construction=ef_construction, capacity=16)
+        handle, path = tempfile.mkstemp(suffix=".hnsw")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(graph)
+            index = hnswlib.Index(space=SPACES[metric], dim=dimensions)
+            try:
+                index.load_index(path, max_elements=0)
+            except RuntimeError as error:
+                raise HeadIndexError(f"the snapshot is not a readable head index: {error}") from error
+        finally:
+            os.unlink(path)
+        if index.dim != dimensions:
+            raise HeadIndexError(f"the snapshot has {index.dim} dimensions, expected {dimensions}")
+        head._index = index
+        head.alive = {int(i) for i in alive}
+        if not head.alive <= head.labels():
+            raise HeadIndexError("the snapshot lists alive heads that its graph does not hold")
+        return head
+
+    def labels(self) -> set[int]:
+        """Ids of every element, alive or marked deleted."""
+        with self._lock:
+            return {int(i) for i in self._index.get_ids_list()}

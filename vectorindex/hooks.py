@@ -1,0 +1,79 @@
+"""Making saves and deletes of indexed models change the index in their transaction.
+
+``post_save`` is sent after ``save()``'s own transaction has ended (in autocommit
+mode the row is already committed by then), so a signal cannot put the index
+change in the same transaction. Instead, when a model class with a
+``VectorIndex`` is prepared, its ``save_base`` is wrapped: the row write and
+the index write run in one ``atomic`` block (the caller's transaction when there
+is one). ``from_db`` is wrapped to remember the stored vector, so that a save
+that leaves the vector alone does no index work.
+
+Deletes need no wrapping: Django's deletion collector sends ``post_delete``
+inside its transaction, for cascades as well as direct deletes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import router, transaction
+from django.db.models.signals import class_prepared, post_delete
+
+from .indexes import VectorIndex
+
+MARK = "_vectorindex_wrapped"
+
+
+def has_vector_index(model: Any) -> bool:
+    return any(isinstance(index, VectorIndex) for index in model._meta.indexes)
+
+
+def _wrap(model: Any) -> None:
+    if getattr(model.__dict__.get("save_base"), MARK, False):
+        return
+    original_save_base = model.save_base
+    original_from_db = model.from_db.__func__
+
+    def save_base(self, raw=False, force_insert=False, force_update=False, using=None, update_fields=None):
+        from . import writes
+
+        using = using or router.db_for_write(self.__class__, instance=self)
+        adding = self._state.adding
+        with transaction.atomic(using=using, savepoint=False):
+            original_save_base(
+                self,
+                raw=raw,
+                force_insert=force_insert,
+                force_update=force_update,
+                using=using,
+                update_fields=update_fields,
+            )
+            writes.after_save(self, using, adding, update_fields)
+
+    def from_db(cls, db, field_names, values, **kwargs):
+        from . import writes
+
+        instance = original_from_db(cls, db, field_names, values, **kwargs)
+        writes.remember_loaded(instance)
+        return instance
+
+    setattr(save_base, MARK, True)
+    save_base.__doc__ = original_save_base.__doc__
+    model.save_base = save_base
+    model.from_db = classmethod(from_db)
+
+
+def _on_class_prepared(sender: Any, **kwargs: Any) -> None:
+    if not sender._meta.abstract and has_vector_index(sender._meta.concrete_model):
+        _wrap(sender._meta.concrete_model)
+
+
+def _on_post_delete(sender: Any, instance: Any, using: str, **kwargs: Any) -> None:
+    if has_vector_index(sender._meta.concrete_model):
+        from . import writes
+
+        writes.on_post_delete(sender, instance, using)
+
+
+class_prepared.connect(_on_class_prepared, dispatch_uid="vectorindex.hooks.class_prepared")
+post_delete.connect(_on_post_delete, dispatch_uid="vectorindex.hooks.post_delete")

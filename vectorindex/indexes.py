@@ -1,0 +1,122 @@
+"""``VectorIndex``: the declaration of an approximate nearest-neighbour index.
+
+Declared like any other index, in ``Meta.indexes``::
+
+    class Meta:
+        indexes = [VectorIndex(fields=["embedding"], name="item_embedding", distance="cosine")]
+
+The migration that adds it runs real DDL (a plain B-tree index on the primary key,
+named after the VectorIndex, valid on every backend) and, at the end of
+``migrate``, registers the index in the app's index-state table. Its contents —
+heads, posting lists, versions, head WAL and snapshots — live in the app's own
+tables (:mod:`vectorindex.models`) and are filled by ``manage.py vectorindex
+build`` and then kept current by every write.
+
+Tuning values are checked by system checks (``vectorindex.E1xx``) and again when
+the index is used, so that a typo in one option does not stop a project from
+loading its models.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Index
+
+__all__ = ["DISTANCES", "VectorIndex"]
+
+# distance name -> the Distance expression's metric that the index serves.
+DISTANCES = {"l2": "l2", "cosine": "cosine", "ip": "ip"}
+
+# name: (default, kind, low, high) — kind "int" or "float"; bounds inclusive,
+# except that a float's low bound of 0.0 for head_fraction is exclusive.
+TUNING: dict[str, tuple[Any, str, float, float]] = {
+    "head_fraction": (0.05, "float", 0.0, 1.0),
+    "replicas": (4, "int", 1, 8),
+    "replica_epsilon": (0.25, "float", 0.0, 10.0),
+    "posting_limit": (512, "int", 16, 100_000),
+    "probes": (32, "int", 1, 10_000),
+    "probe_epsilon": (2.0, "float", 0.0, 1_000.0),
+    "m": (16, "int", 2, 128),
+    "ef_construction": (200, "int", 10, 4_000),
+}
+
+
+class VectorIndex(Index):
+    """An approximate nearest-neighbour index over one ``VectorField``.
+
+    ``distance`` is the distance it answers: ``"l2"`` (``L2Distance``),
+    ``"cosine"`` (``CosineDistance``) or ``"ip"`` (``MaxInnerProduct``). The
+    tuning options are described in the README; their defaults suit most data.
+    """
+
+    suffix = "vec"
+
+    def __init__(self, *, fields: Any = (), name: str | None = None, distance: str = "l2", **tuning: Any) -> None:
+        unknown = sorted(set(tuning) - set(TUNING))
+        if unknown:
+            raise TypeError(
+                f"VectorIndex got unknown option(s) {', '.join(unknown)}; "
+                f"the options are distance, {', '.join(TUNING)}."
+            )
+        self.distance = distance
+        self.tuning = {key: tuning[key] for key in TUNING if key in tuning}
+        super().__init__(fields=fields, name=name)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Every tuning option, defaults filled in."""
+        return {key: self.tuning.get(key, default) for key, (default, *_rest) in TUNING.items()}
+
+    @property
+    def field_name(self) -> str:
+        return self.fields[0].removeprefix("-") if self.fields else ""
+
+    def problems(self) -> list[str]:
+        """What is wrong with this declaration's options, in words."""
+        messages = []
+        if len(self.fields) != 1 or self.fields[0].startswith("-"):
+            messages.append("VectorIndex.fields must name exactly one VectorField, with no ordering.")
+        if self.distance not in DISTANCES:
+            messages.append(
+                f"VectorIndex.distance must be one of {', '.join(repr(d) for d in DISTANCES)}, "
+                f"got {self.distance!r}."
+            )
+        for key, value in self.tuning.items():
+            _default, kind, low, high = TUNING[key]
+            if kind == "int":
+                ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+                wanted = f"an integer from {low} to {high}"
+            else:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+                if key == "head_fraction":
+                    ok = ok and value > 0
+                    wanted = f"a number greater than 0 and at most {high}"
+                else:
+                    wanted = f"a number from {low} to {high}"
+            if not ok:
+                messages.append(f"VectorIndex.{key} must be {wanted}, got {value!r}.")
+        return messages
+
+    def deconstruct(self) -> tuple[str, tuple, dict]:
+        path, args, kwargs = super().deconstruct()
+        path = "vectorindex.VectorIndex"
+        if self.distance != "l2":
+            kwargs["distance"] = self.distance
+        for key, value in self.tuning.items():
+            if value != TUNING[key][0]:
+                kwargs[key] = value
+        return path, args, kwargs
+
+    # The DDL: a plain index on the primary key under this index's name. It is
+    # valid on every backend (a BLOB column cannot be indexed on MySQL without a
+    # prefix), it shows the index in the database's catalogue, and dropping the
+    # VectorIndex drops it. The index's contents live in vectorindex's tables.
+
+    def create_sql(self, model: Any, schema_editor: Any, using: str = "", **kwargs: Any) -> Any:
+        return schema_editor._create_index_sql(
+            model, fields=[model._meta.pk], name=self.name, using=using
+        )
+
+    def remove_sql(self, model: Any, schema_editor: Any, **kwargs: Any) -> Any:
+        return schema_editor._delete_index_sql(model, self.name)

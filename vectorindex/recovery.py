@@ -1,0 +1,205 @@
+"""Snapshots, recovery, invariant checks and status (DESIGN §5–§6).
+
+After a crash there is nothing to repair: the database's own recovery already
+made postings, heads, versions and WAL agree, and any process rebuilds its head
+index from the newest snapshot and the WAL. ``recover`` does that explicitly,
+verifies the result against the heads table, and rebuilds the head index from
+the heads table when a snapshot is missing or does not verify.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from .engine.head import HeadIndex, prepare
+from .exceptions import HeadIndexError, IndexNotReady, SnapshotError
+from .models import Head, IndexState, Snapshot
+from .registry import Declared, load, rebuild_from_heads, runtime
+
+
+def _ready(declared: Declared, using: str):
+    rt = runtime(declared, using)
+    storage, state = rt.open()
+    if state[0] != IndexState.Status.READY:
+        raise IndexNotReady(f"{declared.name} is not built; run `manage.py vectorindex build {declared.name}`.")
+    return rt, storage, state
+
+
+def take_snapshot(declared: Declared, using: str = "default") -> Snapshot:
+    """Write the head index at the current LSN, then drop older snapshots and the WAL up to it.
+
+    Holds the state row exclusively, which pauses head-changing jobs; user
+    reads and writes go on.
+    """
+    rt, storage, _state = _ready(declared, using)
+    with transaction.atomic(using=using):
+        state = storage.lock_state(exclusive=True)
+        head = rt.current(storage, state)
+        snapshot = storage.write_snapshot(state[1], state[2], head.to_bytes(), len(head))
+        storage.delete_snapshots(keep=snapshot.pk)
+        storage.truncate_wal(state[2])
+    return snapshot
+
+
+def verify(head: HeadIndex, storage: Any) -> list[str]:
+    """Differences between a head index and the heads table."""
+    problems = []
+    ids, vectors = storage.alive_heads()
+    alive = {int(i) for i in ids}
+    missing = alive - head.alive
+    extra = head.alive - alive
+    if missing:
+        problems.append(f"{len(missing)} alive heads are not in the head index (e.g. {sorted(missing)[:5]})")
+    if extra:
+        problems.append(f"{len(extra)} heads in the head index are retired or unknown (e.g. {sorted(extra)[:5]})")
+    common = np.array(sorted(alive & head.alive), dtype=np.int64)
+    if len(common):
+        stored = prepare(vectors[np.searchsorted(ids, common)], head.metric)
+        held = head.vectors(common)
+        if not np.allclose(stored, held, rtol=1e-5, atol=1e-6):
+            problems.append("head vectors in the head index differ from the heads table")
+    return problems
+
+
+@dataclass
+class RecoveryReport:
+    name: str
+    source: str  # "snapshot" or "heads table"
+    heads: int
+    lsn: int
+    problems: list[str] = field(default_factory=list)
+
+
+def recover(declared: Declared, using: str = "default") -> RecoveryReport:
+    rt, storage, state = _ready(declared, using)
+    _status, generation, lsn = state
+    problems: list[str] = []
+    try:
+        head = load(rt, storage, generation)
+        problems = verify(head, storage)
+    except (SnapshotError, HeadIndexError) as error:
+        problems = [str(error)]
+        head = None
+    if head is not None and not problems:
+        with rt.lock:
+            rt.head = head
+        return RecoveryReport(declared.name, "snapshot", len(head), head.lsn)
+    with transaction.atomic(using=using):
+        state = storage.lock_state(exclusive=True)
+        head = rebuild_from_heads(rt, storage, state[1], state[2])
+        snapshot = storage.write_snapshot(state[1], state[2], head.to_bytes(), len(head))
+        storage.delete_snapshots(keep=snapshot.pk)
+        storage.truncate_wal(state[2])
+    with rt.lock:
+        rt.head = head
+    return RecoveryReport(declared.name, "heads table", len(head), head.lsn, problems)
+
+
+def check(declared: Declared, using: str = "default") -> tuple[list[str], list[str]]:
+    """(violations, warnings) of the index's invariants."""
+    rt, storage, state = _ready(declared, using)
+    violations: list[str] = []
+    warnings: list[str] = []
+    options = declared.options
+
+    # Every alive head is in the head index (loaded afresh from snapshot and
+    # WAL, as a new process would); no retired head is.
+    try:
+        violations.extend(verify(load(rt, storage, state[1]), storage))
+    except (SnapshotError, HeadIndexError) as error:
+        violations.append(f"the head index cannot be loaded: {error}")
+
+    alive_heads = set(
+        Head.objects.using(using).filter(index_id=storage.index_id, alive=True).values_list("pk", flat=True)
+    )
+    found: set[tuple[int, int]] = set()
+    for owners, entries in storage.iter_postings():
+        keep = np.isin(owners, np.fromiter(alive_heads, np.int64, len(alive_heads)))
+        found.update(zip(entries["id"][keep].tolist(), entries["version"][keep].tolist()))
+
+    versions = storage.all_versions()
+    rows = set(
+        declared.model._base_manager.using(using)
+        .filter(**{f"{declared.field.name}__isnull": False})
+        .values_list("pk", flat=True)
+    )
+    unversioned = [pk for pk in rows if pk not in versions or versions[pk][1]]
+    if unversioned:
+        violations.append(f"{len(unversioned)} rows have no live version row (e.g. {sorted(unversioned)[:5]})")
+    lost = [pk for pk in rows if pk in versions and not versions[pk][1] and (pk, versions[pk][0]) not in found]
+    if lost:
+        violations.append(
+            f"{len(lost)} rows are in no posting list of an alive head at their current version "
+            f"(e.g. {sorted(lost)[:5]})"
+        )
+    ghosts = [vid for vid, (_v, deleted) in versions.items() if not deleted and vid not in rows]
+    if ghosts:
+        violations.append(f"{len(ghosts)} live version rows belong to no row with a vector (e.g. {sorted(ghosts)[:5]})")
+
+    limit = options["posting_limit"]
+    sizes = storage.posting_sizes()
+    oversized = [h for h, (entries, _rows) in sizes.items() if h in alive_heads and entries > limit]
+    if oversized:
+        warnings.append(
+            f"{len(oversized)} posting lists are over the limit of {limit} entries "
+            f"(largest {max(sizes[h][0] for h in oversized)}); splitting them is maintenance's job"
+        )
+    return violations, warnings
+
+
+def status(declared: Declared, using: str = "default") -> dict[str, Any]:
+    rt = runtime(declared, using)
+    storage, state = rt.open()
+    report: dict[str, Any] = {
+        "name": declared.name,
+        "model": declared.model._meta.label,
+        "field": declared.field.name,
+        "distance": declared.metric,
+        "dimensions": declared.field.dimensions,
+        "status": state[0],
+        "wal_lsn": state[2],
+    }
+    if state[0] != IndexState.Status.READY:
+        return report
+    head = rt.current(storage, state)
+    heads = Head.objects.using(using).filter(index_id=storage.index_id)
+    alive = heads.filter(alive=True).count()
+    sizes = storage.posting_sizes()
+    entries = np.array([sizes.get(h, (0, 0))[0] for h in heads.filter(alive=True).values_list("pk", flat=True)])
+    rows_per_list = np.array([v[1] for v in sizes.values()]) if sizes else np.zeros(1)
+    versions = storage.all_versions()
+    live = sum(1 for _v, deleted in versions.values() if not deleted)
+    snapshot = Snapshot.objects.using(using).filter(index_id=storage.index_id).order_by("-lsn", "-pk").first()
+    raw_bytes = live * declared.field.dimensions * 4
+    report.update(
+        {
+            "heads": alive,
+            "retired_heads": heads.count() - alive,
+            "posting_lists": len(sizes),
+            "posting_entries": int(entries.sum()) if len(entries) else 0,
+            "posting_sizes": _distribution(entries),
+            "posting_rows_per_list": _distribution(rows_per_list),
+            "vectors": live,
+            "deleted_versions": len(versions) - live,
+            "wal_entries": storage.wal_length(),
+            "snapshot_lsn": snapshot.lsn if snapshot else None,
+            "snapshot_age_s": (timezone.now() - snapshot.created_at).total_seconds() if snapshot else None,
+            "snapshot_bytes": snapshot.size if snapshot else None,
+            "head_index_bytes": head.nbytes(),
+            "raw_vector_bytes": raw_bytes,
+            "head_index_share": head.nbytes() / raw_bytes if raw_bytes else None,
+        }
+    )
+    return report
+
+
+def _distribution(values: np.ndarray) -> dict[str, float]:
+    if not len(values):
+        return {}
+    q = np.percentile(values, [0, 50, 90, 99, 100])
+    return {"min": float(q[0]), "p50": float(q[1]), "p90": float(q[2]), "p99": float(q[3]), "max": float(q[4]), "mean": float(values.mean())}

@@ -1,0 +1,258 @@
+"""Where declared indexes meet their state: declarations, state rows, head indexes.
+
+Each process keeps one :class:`~vectorindex.engine.head.HeadIndex` per index and
+database alias. Before using it, a query or a write reads the index's state row
+(one primary-key read): a new *generation* (a build happened) reloads the head
+index from the newest snapshot and replays the WAL after it; a larger
+*wal_lsn* replays just the new WAL entries. So a second process sees the head
+changes made by the first.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections, models
+
+from .engine import codec
+from .engine.head import HeadIndex
+from .exceptions import SnapshotError
+from .fields import VectorField
+from .indexes import VectorIndex
+from .models import IndexState, WalEntry
+from .storage import Storage
+
+
+@dataclass(frozen=True)
+class Declared:
+    """A VectorIndex as declared on a model."""
+
+    model: type[models.Model]
+    field: VectorField
+    index: VectorIndex
+
+    @property
+    def name(self) -> str:
+        return self.index.name
+
+    @property
+    def metric(self) -> str:
+        return self.index.distance
+
+    @property
+    def options(self) -> dict[str, Any]:
+        problems = self.index.problems()
+        if problems:
+            raise ImproperlyConfigured(f"{self.model._meta.label}: {' '.join(problems)}")
+        return self.index.options
+
+
+_declared_cache: tuple[Any, dict[str, Declared]] | None = None
+
+
+def declared_indexes() -> dict[str, Declared]:
+    """Every VectorIndex of every installed concrete model, by name.
+
+    Cached until the app registry's model list changes (Django caches
+    ``get_models()`` and drops that cache whenever a model is registered).
+    """
+    global _declared_cache
+    models_now = apps.get_models()
+    if _declared_cache is not None and _declared_cache[0] is models_now:
+        return _declared_cache[1]
+    found = {}
+    for model in models_now:
+        if model._meta.proxy:
+            continue
+        for index in model._meta.indexes:
+            if isinstance(index, VectorIndex) and not index.problems():
+                field = model._meta.get_field(index.field_name)
+                if isinstance(field, VectorField):
+                    found[index.name] = Declared(model, field, index)
+    _declared_cache = (models_now, found)
+    return found
+
+
+def indexes_of(model: type[models.Model]) -> list[Declared]:
+    """The indexes over *model*'s rows: its own and its concrete parents'."""
+    model = model._meta.concrete_model
+    lineage = {model, *model._meta.get_parent_list()}
+    return [d for d in declared_indexes().values() if d.model in lineage]
+
+
+def index_for(model: type[models.Model], field_name: str, metric: str) -> Declared | None:
+    for declared in indexes_of(model):
+        if declared.field.name == field_name and declared.metric == metric:
+            return declared
+    return None
+
+
+def get_declared(name: str) -> Declared:
+    try:
+        return declared_indexes()[name]
+    except KeyError:
+        known = ", ".join(sorted(declared_indexes())) or "none"
+        raise LookupError(f"No VectorIndex named {name!r}; declared: {known}.") from None
+
+
+def sync_states(using: str = "default") -> list[IndexState]:
+    """Register every declared index in the state table (run after migrate)."""
+    states = []
+    declared = declared_indexes()
+    for name, item in declared.items():
+        state, _ = IndexState.objects.using(using).update_or_create(
+            name=name,
+            defaults={
+                "model_label": item.model._meta.label,
+                "field_name": item.field.name,
+                "distance": item.metric,
+                "dimensions": item.field.dimensions,
+                "options": item.index.options,
+                "declared": True,
+            },
+        )
+        states.append(state)
+    IndexState.objects.using(using).exclude(name__in=list(declared)).update(declared=False)
+    return states
+
+
+# Per-process runtime ----------------------------------------------------------
+
+
+class Runtime:
+    """One index on one database alias, as this process sees it."""
+
+    def __init__(self, declared: Declared, using: str) -> None:
+        self.declared = declared
+        self.using = using
+        self.lock = threading.Lock()
+        self.head: HeadIndex | None = None
+
+    @property
+    def connection(self) -> Any:
+        return connections[self.using]
+
+    def open(self) -> tuple[Storage, tuple[str, int, int]]:
+        """This index's storage on the alias, and its state: (status, generation, LSN).
+
+        The state row is found by name each time (one unique-key read), so a
+        state table that was flushed and refilled, as between tests, is no trap.
+        """
+        table = self.connection.ops.quote_name(IndexState._meta.db_table)
+        for _attempt in range(2):
+            with self.connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT id, status, generation, wal_lsn FROM {table} WHERE name = %s",
+                    [self.declared.name],
+                )
+                row = cursor.fetchone()
+            if row is not None:
+                storage = Storage(self.connection, row[0], self.declared.field.dimensions)
+                return storage, (row[1], row[2], row[3])
+            sync_states(self.using)
+        raise ImproperlyConfigured(f"The vector index {self.declared.name!r} could not be registered.")
+
+    def empty_head(self, capacity: int = 1024) -> HeadIndex:
+        options = self.declared.options
+        return HeadIndex(
+            self.declared.field.dimensions,
+            self.declared.metric,
+            m=options["m"],
+            ef_construction=options["ef_construction"],
+            capacity=capacity,
+        )
+
+    def current(self, storage: Storage, state: tuple[str, int, int]) -> HeadIndex:
+        """The head index, brought up to the state row's generation and LSN."""
+        _status, generation, lsn = state
+        with self.lock:
+            head = self.head
+            if head is None or head.generation != generation:
+                head = load(self, storage, generation)
+            if head.lsn < lsn:
+                replay(head, storage)
+            self.head = head
+            return head
+
+    def forget(self) -> None:
+        with self.lock:
+            self.head = None
+
+
+_runtimes: dict[tuple[str, str], Runtime] = {}
+_runtimes_lock = threading.Lock()
+
+
+def runtime(declared: Declared, using: str) -> Runtime:
+    key = (using, declared.name)
+    with _runtimes_lock:
+        found = _runtimes.get(key)
+        if found is None or found.declared != declared:
+            found = _runtimes[key] = Runtime(declared, using)
+        return found
+
+
+def reset_runtimes() -> None:
+    """Forget every cached head index (tests, and after a database is swapped)."""
+    with _runtimes_lock:
+        _runtimes.clear()
+
+
+def load(rt: Runtime, storage: Storage, generation: int) -> HeadIndex:
+    """The head index of *generation*: newest snapshot, then the WAL after it."""
+    options = rt.declared.options
+    snapshot, data = storage.latest_snapshot(generation)
+    head = HeadIndex.from_bytes(
+        data,
+        rt.declared.field.dimensions,
+        rt.declared.metric,
+        m=options["m"],
+        ef_construction=options["ef_construction"],
+    )
+    head.generation = generation
+    head.lsn = snapshot.lsn
+    replay(head, storage)
+    return head
+
+
+def replay(head: HeadIndex, storage: Storage) -> None:
+    """Apply the WAL entries after the head index's LSN."""
+    for lsn, op, head_id, vector in storage.read_wal(head.lsn):
+        if op == WalEntry.Op.ADD:
+            if head_id not in head.alive:
+                head.add(np.array([head_id]), codec.from_bytes(bytes(vector))[None, :])
+        elif op == WalEntry.Op.REMOVE:
+            head.remove(np.array([head_id]))
+        head.lsn = lsn
+
+
+def rebuild_from_heads(rt: Runtime, storage: Storage, generation: int, lsn: int) -> HeadIndex:
+    """A head index built from the heads table alone (recovery's last resort)."""
+    ids, vectors = storage.alive_heads()
+    head = rt.empty_head(capacity=len(ids))
+    head.add(ids, vectors)
+    head.generation = generation
+    head.lsn = lsn
+    return head
+
+
+__all__ = [
+    "Declared",
+    "Runtime",
+    "SnapshotError",
+    "declared_indexes",
+    "get_declared",
+    "index_for",
+    "indexes_of",
+    "load",
+    "rebuild_from_heads",
+    "replay",
+    "reset_runtimes",
+    "runtime",
+    "sync_states",
+]

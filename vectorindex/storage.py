@@ -1,0 +1,327 @@
+"""The narrow interface between the engine and the database.
+
+Plain SQL on a Django connection, inside whatever transaction that connection is
+in: the caller's, for user writes and queries; the job's, for builds and
+maintenance. Locks, per backend:
+
+* MySQL/MariaDB: ``SELECT … FOR UPDATE`` and ``SELECT … LOCK IN SHARE MODE``
+  (MariaDB 10.11 rejects MySQL 8's ``FOR SHARE``).
+* SQLite has one writer at a time: taking a lock means starting to write, which
+  an exclusive lock does with a no-op UPDATE; shared row locks are not needed,
+  since no other writer can run until this transaction ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .engine import codec, postings
+from .exceptions import SnapshotError
+from .models import Head, IndexState, Posting, Snapshot, SnapshotChunk, Version, WalEntry
+
+IN_BATCH = 5_000  # ids per IN (...) list
+SNAPSHOT_CHUNK = 1 << 20
+
+
+def _batches(items: Sequence, size: int = IN_BATCH) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Storage:
+    """One index's rows, through one database connection."""
+
+    def __init__(self, connection: Any, index_id: int, dimensions: int) -> None:
+        self.connection = connection
+        self.index_id = index_id
+        self.dimensions = dimensions
+        self.mysql = connection.vendor == "mysql"
+        quote = connection.ops.quote_name
+        self.state_table = quote(IndexState._meta.db_table)
+        self.head_table = quote(Head._meta.db_table)
+        self.posting_table = quote(Posting._meta.db_table)
+        self.version_table = quote(Version._meta.db_table)
+        self.wal_table = quote(WalEntry._meta.db_table)
+
+    def _execute(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        with self.connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+
+    def _executemany(self, sql: str, rows: Sequence[Sequence]) -> None:
+        if rows:
+            with self.connection.cursor() as cursor:
+                cursor.executemany(sql, rows)
+
+    @staticmethod
+    def _marks(count: int) -> str:
+        return ", ".join(["%s"] * count)
+
+    def _binary(self, data: bytes) -> Any:
+        return self.connection.Database.Binary(data)
+
+    # The state row -------------------------------------------------------------
+
+    def read_state(self) -> tuple[str, int, int]:
+        """(status, generation, wal_lsn): one primary-key read, no lock."""
+        rows = self._execute(
+            f"SELECT status, generation, wal_lsn FROM {self.state_table} WHERE id = %s",
+            [self.index_id],
+        )
+        return rows[0]
+
+    def lock_state(self, exclusive: bool) -> tuple[str, int, int]:
+        """Lock the state row and read it (exclusive: head-changing jobs and builds)."""
+        if self.mysql:
+            mode = "FOR UPDATE" if exclusive else "LOCK IN SHARE MODE"
+            rows = self._execute(
+                f"SELECT status, generation, wal_lsn FROM {self.state_table} WHERE id = %s {mode}",
+                [self.index_id],
+            )
+            return rows[0]
+        if exclusive:
+            self._execute(f"UPDATE {self.state_table} SET wal_lsn = wal_lsn WHERE id = %s", [self.index_id])
+        return self.read_state()
+
+    def set_state(self, **values: Any) -> None:
+        columns = ", ".join(f"{self.connection.ops.quote_name(k)} = %s" for k in values)
+        self._execute(
+            f"UPDATE {self.state_table} SET {columns} WHERE id = %s",
+            [*values.values(), self.index_id],
+        )
+
+    # Heads ---------------------------------------------------------------------
+
+    def insert_heads(self, vectors: np.ndarray, lsn: int) -> np.ndarray:
+        heads = Head.objects.using(self.connection.alias).bulk_create(
+            [Head(index_id=self.index_id, vector=codec.to_bytes(v), created_lsn=lsn) for v in vectors],
+            batch_size=1_000,
+        )
+        return np.array([head.pk for head in heads], dtype=np.int64)
+
+    def lock_heads_shared(self, head_ids: Iterable[int]) -> set[int]:
+        """Share-lock these heads' rows; return those still alive (DESIGN §3)."""
+        ids = sorted({int(i) for i in head_ids})
+        alive: set[int] = set()
+        suffix = " LOCK IN SHARE MODE" if self.mysql else ""
+        for batch in _batches(ids):
+            rows = self._execute(
+                f"SELECT id FROM {self.head_table} WHERE id IN ({self._marks(len(batch))}) "
+                f"AND alive = %s{suffix}",
+                [*batch, True],
+            )
+            alive.update(row[0] for row in rows)
+        return alive
+
+    def lock_all_heads(self) -> None:
+        """Exclusively lock every alive head (a rebuild waits for in-flight appends)."""
+        if self.mysql:
+            self._execute(
+                f"SELECT id FROM {self.head_table} WHERE index_id = %s AND alive = %s FOR UPDATE",
+                [self.index_id, True],
+            )
+
+    def alive_heads(self) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._execute(
+            f"SELECT id, vector FROM {self.head_table} WHERE index_id = %s AND alive = %s ORDER BY id",
+            [self.index_id, True],
+        )
+        if not rows:
+            return np.empty(0, np.int64), np.empty((0, self.dimensions), np.float32)
+        ids, blobs = zip(*rows)
+        return np.array(ids, dtype=np.int64), codec.stack_bytes([bytes(b) for b in blobs], self.dimensions)
+
+    # Postings ------------------------------------------------------------------
+
+    def append(self, rows: Sequence[tuple[int, int, bytes]]) -> None:
+        """Append (head_id, count, payload) rows: INSERTs only, never a read of old rows."""
+        if self.mysql:
+            self._executemany(
+                f"INSERT INTO {self.posting_table} (index_id, head_id, count, payload) VALUES (%s, %s, %s, %s)",
+                [(self.index_id, head, count, self._binary(payload)) for head, count, payload in rows],
+            )
+            return
+        # SQLite: this transaction is the only writer; the list's next seq is
+        # its largest plus one (a primary-key range lookup).
+        next_seq: dict[int, int] = {}
+        values = []
+        for head, count, payload in rows:
+            if head not in next_seq:
+                (last,) = self._execute(
+                    f"SELECT COALESCE(MAX(seq), 0) FROM {self.posting_table} WHERE index_id = %s AND head_id = %s",
+                    [self.index_id, head],
+                )[0]
+                next_seq[head] = last + 1
+            values.append((self.index_id, head, next_seq[head], count, self._binary(payload)))
+            next_seq[head] += 1
+        self._executemany(
+            f"INSERT INTO {self.posting_table} (index_id, head_id, seq, count, payload) VALUES (%s, %s, %s, %s, %s)",
+            values,
+        )
+
+    def read_postings(self, head_ids: Sequence[int]) -> np.ndarray:
+        """Every entry of these posting lists, decoded."""
+        payloads: list[bytes] = []
+        for batch in _batches([int(h) for h in head_ids], 500):
+            rows = self._execute(
+                f"SELECT payload FROM {self.posting_table} WHERE index_id = %s AND head_id IN ({self._marks(len(batch))})",
+                [self.index_id, *batch],
+            )
+            payloads.extend(bytes(row[0]) for row in rows)
+        return postings.decode(payloads, self.dimensions)
+
+    def posting_sizes(self) -> dict[int, tuple[int, int]]:
+        """head id -> (entries, rows) for every posting list."""
+        rows = self._execute(
+            f"SELECT head_id, SUM(count), COUNT(*) FROM {self.posting_table} WHERE index_id = %s GROUP BY head_id",
+            [self.index_id],
+        )
+        return {head: (int(entries), int(count)) for head, entries, count in rows}
+
+    def iter_postings(self, batch_heads: int = 200) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        """(head id per entry, entries) for all postings, a few heads at a time."""
+        heads = [row[0] for row in self._execute(
+            f"SELECT DISTINCT head_id FROM {self.posting_table} WHERE index_id = %s", [self.index_id]
+        )]
+        for batch in _batches(sorted(heads), batch_heads):
+            rows = self._execute(
+                f"SELECT head_id, payload FROM {self.posting_table} WHERE index_id = %s AND head_id IN ({self._marks(len(batch))})",
+                [self.index_id, *batch],
+            )
+            size = postings.entry_dtype(self.dimensions).itemsize
+            owners = np.concatenate([np.full(len(p) // size, h, dtype=np.int64) for h, p in rows]) if rows else np.empty(0, np.int64)
+            yield owners, postings.decode([bytes(p) for _, p in rows], self.dimensions)
+
+    # Versions ------------------------------------------------------------------
+
+    def next_versions(self, vector_ids: Sequence[int]) -> np.ndarray:
+        """Give each vector a new current version (1 when new) and return it."""
+        ids = [int(i) for i in vector_ids]
+        if self.mysql:
+            upsert = (
+                f"INSERT INTO {self.version_table} (index_id, vector_id, version, deleted) VALUES (%s, %s, 1, %s) "
+                "ON DUPLICATE KEY UPDATE version = version + 1, deleted = VALUES(deleted)"
+            )
+        else:
+            upsert = (
+                f"INSERT INTO {self.version_table} (index_id, vector_id, version, deleted) VALUES (%s, %s, 1, %s) "
+                "ON CONFLICT (index_id, vector_id) DO UPDATE SET version = version + 1, deleted = excluded.deleted"
+            )
+        self._executemany(upsert, [(self.index_id, i, False) for i in ids])
+        versions = self.current_versions(ids)
+        return np.array([versions[i] for i in ids], dtype=np.uint32)
+
+    def insert_versions(self, vector_ids: Sequence[int]) -> None:
+        self._executemany(
+            f"INSERT INTO {self.version_table} (index_id, vector_id, version, deleted) VALUES (%s, %s, 1, %s)",
+            [(self.index_id, int(i), False) for i in vector_ids],
+        )
+
+    def delete_versions(self, vector_ids: Sequence[int]) -> None:
+        for batch in _batches([int(i) for i in vector_ids]):
+            self._execute(
+                f"UPDATE {self.version_table} SET deleted = %s WHERE index_id = %s AND vector_id IN ({self._marks(len(batch))})",
+                [True, self.index_id, *batch],
+            )
+
+    def current_versions(self, vector_ids: Sequence[int]) -> dict[int, int]:
+        """vector id -> current version, for the ids whose rows are not deleted."""
+        result: dict[int, int] = {}
+        for batch in _batches([int(i) for i in vector_ids]):
+            rows = self._execute(
+                f"SELECT vector_id, version FROM {self.version_table} WHERE index_id = %s "
+                f"AND deleted = %s AND vector_id IN ({self._marks(len(batch))})",
+                [self.index_id, False, *batch],
+            )
+            result.update(rows)
+        return result
+
+    def all_versions(self) -> dict[int, tuple[int, bool]]:
+        rows = self._execute(
+            f"SELECT vector_id, version, deleted FROM {self.version_table} WHERE index_id = %s",
+            [self.index_id],
+        )
+        return {vid: (version, bool(deleted)) for vid, version, deleted in rows}
+
+    # WAL -----------------------------------------------------------------------
+
+    def append_wal(self, lsn: int, op: int, head_id: int, vector: np.ndarray | None) -> None:
+        self._execute(
+            f"INSERT INTO {self.wal_table} (index_id, lsn, op, head_id, vector) VALUES (%s, %s, %s, %s, %s)",
+            [self.index_id, lsn, op, head_id, None if vector is None else self._binary(codec.to_bytes(vector))],
+        )
+
+    def read_wal(self, after_lsn: int) -> list[tuple[int, int, int, bytes | None]]:
+        return self._execute(
+            f"SELECT lsn, op, head_id, vector FROM {self.wal_table} WHERE index_id = %s AND lsn > %s ORDER BY lsn",
+            [self.index_id, after_lsn],
+        )
+
+    def wal_length(self) -> int:
+        return self._execute(f"SELECT COUNT(*) FROM {self.wal_table} WHERE index_id = %s", [self.index_id])[0][0]
+
+    def truncate_wal(self, up_to_lsn: int) -> None:
+        self._execute(f"DELETE FROM {self.wal_table} WHERE index_id = %s AND lsn <= %s", [self.index_id, up_to_lsn])
+
+    # Snapshots -----------------------------------------------------------------
+
+    def write_snapshot(self, generation: int, lsn: int, data: bytes, heads: int) -> Snapshot:
+        alias = self.connection.alias
+        snapshot = Snapshot.objects.using(alias).create(
+            index_id=self.index_id,
+            generation=generation,
+            lsn=lsn,
+            size=len(data),
+            chunks=(len(data) + SNAPSHOT_CHUNK - 1) // SNAPSHOT_CHUNK,
+            heads=heads,
+            checksum=hashlib.sha256(data).hexdigest(),
+        )
+        for number, start in enumerate(range(0, len(data), SNAPSHOT_CHUNK)):
+            SnapshotChunk.objects.using(alias).create(
+                snapshot_id=snapshot.pk, number=number, data=data[start : start + SNAPSHOT_CHUNK]
+            )
+        return snapshot
+
+    def latest_snapshot(self, generation: int) -> tuple[Snapshot, bytes]:
+        """The newest snapshot of this generation, its bytes checked against its checksum."""
+        alias = self.connection.alias
+        snapshot = (
+            Snapshot.objects.using(alias)
+            .filter(index_id=self.index_id, generation=generation)
+            .order_by("-lsn", "-pk")
+            .first()
+        )
+        if snapshot is None:
+            raise SnapshotError(f"no snapshot of generation {generation}")
+        chunks = list(
+            SnapshotChunk.objects.using(alias).filter(snapshot_id=snapshot.pk).order_by("number").values_list("data", flat=True)
+        )
+        data = b"".join(bytes(chunk) for chunk in chunks)
+        if len(chunks) != snapshot.chunks or hashlib.sha256(data).hexdigest() != snapshot.checksum:
+            raise SnapshotError(
+                f"snapshot {snapshot.pk} (LSN {snapshot.lsn}) is incomplete or damaged: "
+                f"{len(chunks)} of {snapshot.chunks} chunks, checksum mismatch"
+            )
+        return snapshot, data
+
+    def delete_snapshots(self, keep: int | None = None) -> None:
+        alias = self.connection.alias
+        old = Snapshot.objects.using(alias).filter(index_id=self.index_id)
+        if keep is not None:
+            old = old.exclude(pk=keep)
+        ids = list(old.values_list("pk", flat=True))
+        SnapshotChunk.objects.using(alias).filter(snapshot_id__in=ids).delete()
+        Snapshot.objects.using(alias).filter(pk__in=ids).delete()
+
+    # Everything ----------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Delete all of the index's contents (a rebuild starts from nothing)."""
+        for table in (self.posting_table, self.version_table, self.wal_table):
+            self._execute(f"DELETE FROM {table} WHERE index_id = %s", [self.index_id])
+        self.delete_snapshots()
+        self._execute(f"DELETE FROM {self.head_table} WHERE index_id = %s", [self.index_id])

@@ -1,0 +1,168 @@
+"""The write path: index changes inside the caller's transaction (DESIGN §3).
+
+* insert — route the vector to its heads (the head index is only read),
+  share-lock those heads' rows and check they are alive, append one entry per
+  head, and give the vector a version row;
+* update of the vector — a new version and a new entry; the old copies become
+  stale and are skipped by searches (an update that leaves the vector alone
+  does nothing here);
+* delete — the version row's deleted flag; no posting list is touched.
+
+Nothing is queued for later or kept in process memory: when the caller's
+transaction rolls back, so does all of this. Lock order, the same as a
+build's: state row (only while the index is not ready), heads, versions.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from .engine import codec, postings, routing
+from .exceptions import VectorIndexError
+from .models import IndexState
+from .registry import Declared, indexes_of, runtime
+
+ROUTE_ATTEMPTS = 5
+_local = threading.local()
+
+
+class IndexWriteError(VectorIndexError):
+    """The index could not take a write (its heads kept changing under it)."""
+
+
+def _ready_storage(declared: Declared, using: str):
+    """(runtime, storage, state) when the index takes writes now, else None.
+
+    An index that is not ready has nothing to append to: its build will read
+    the row. While a build runs, the shared lock makes this writer wait for it
+    (and then find the index ready), so that no row slips between the two.
+    """
+    rt = runtime(declared, using)
+    storage, state = rt.open()
+    if state[0] != IndexState.Status.READY:
+        state = storage.lock_state(exclusive=False)
+        if state[0] != IndexState.Status.READY:
+            return None
+    return rt, storage, state
+
+
+def index_vectors(declared: Declared, using: str, rows: Sequence[tuple[Any, Any]]) -> None:
+    """Index new or changed vectors: ``rows`` of (primary key, vector or None)."""
+    if not rows:
+        return
+    ready = _ready_storage(declared, using)
+    if ready is None:
+        return
+    rt, storage, state = ready
+    present = [(pk, value) for pk, value in rows if value is not None]
+    absent = [pk for pk, value in rows if value is None]
+    if absent:
+        storage.delete_versions(absent)  # a vector set to NULL leaves the index
+    if not present:
+        return
+    pks = np.array([pk for pk, _ in present], dtype=np.int64)
+    vectors = np.stack([codec.coerce(value, declared.field.dimensions) for _, value in present])
+    options = declared.options
+    head = rt.current(storage, state)
+    for _attempt in range(ROUTE_ATTEMPTS):
+        members, owners = routing.assign(
+            head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"]
+        )
+        alive = storage.lock_heads_shared(owners)
+        if len(alive) == len(set(owners.tolist())):
+            break
+        # A head was retired since this process last looked: catch up, route again.
+        head = rt.current(storage, storage.read_state())
+    else:
+        raise IndexWriteError(f"{declared.name}: heads kept changing while routing {len(pks)} vectors")
+    versions = storage.next_versions(pks)
+    order = np.argsort(owners, kind="stable")
+    members, owners = members[order], owners[order]
+    rows_out: list[tuple[int, int, bytes]] = []
+    for run in np.split(np.arange(len(members)), np.flatnonzero(np.diff(owners)) + 1):
+        chosen = members[run]
+        for count, payload in postings.pack(pks[chosen], versions[chosen], vectors[chosen]):
+            rows_out.append((int(owners[run[0]]), count, payload))
+    storage.append(rows_out)
+
+
+def unindex(declared: Declared, using: str, pks: Iterable[Any]) -> None:
+    pks = list(pks)
+    if not pks:
+        return
+    ready = _ready_storage(declared, using)
+    if ready is not None:
+        ready[1].delete_versions(pks)
+
+
+# Model hooks ------------------------------------------------------------------
+
+LOADED = "_vectorindex_loaded"
+
+
+def remember_loaded(instance: Any) -> None:
+    """Note the stored bytes of each indexed vector, to spot real changes later."""
+    loaded = {}
+    deferred = instance.get_deferred_fields()
+    for declared in indexes_of(type(instance)):
+        attname = declared.field.attname
+        if attname not in deferred:
+            value = instance.__dict__.get(attname)
+            loaded[attname] = None if value is None else codec.to_bytes(codec.coerce(value, None))
+    instance.__dict__[LOADED] = loaded
+
+
+def changed_rows(instance: Any, declared: Declared, adding: bool, update_fields: Any) -> list[tuple[Any, Any]]:
+    field = declared.field
+    if update_fields is not None and field.name not in update_fields and field.attname not in update_fields:
+        return []
+    if field.attname in instance.get_deferred_fields():
+        return []
+    value = getattr(instance, field.attname)
+    loaded = instance.__dict__.get(LOADED, {})
+    if not adding and field.attname in loaded:
+        current = None if value is None else codec.to_bytes(codec.coerce(value, field.dimensions))
+        if current == loaded[field.attname]:
+            return []
+    return [(instance.pk, value)]
+
+
+def after_save(instance: Any, using: str, adding: bool, update_fields: Any) -> None:
+    for declared in indexes_of(type(instance)):
+        index_vectors(declared, using, changed_rows(instance, declared, adding, update_fields))
+    remember_loaded(instance)
+
+
+@contextmanager
+def bulk_deleting():
+    """Gather the deletes of a queryset's ``delete()`` and unindex them at once.
+
+    The collector sends ``post_delete`` per instance, cascades included; inside
+    this block those are gathered per model and unindexed in a few statements
+    when the delete is done, still inside its transaction.
+    """
+    outer = getattr(_local, "pending", None)
+    pending: dict[tuple[str, Any], list] = defaultdict(list)
+    _local.pending = pending
+    try:
+        yield
+        for (using, model), pks in pending.items():
+            for declared in indexes_of(model):
+                unindex(declared, using, pks)
+    finally:
+        _local.pending = outer
+
+
+def on_post_delete(sender: Any, instance: Any, using: str) -> None:
+    pending = getattr(_local, "pending", None)
+    if pending is not None:
+        pending[(using, sender._meta.concrete_model)].append(instance.pk)
+        return
+    for declared in indexes_of(sender):
+        unindex(declared, using, [instance.pk])
