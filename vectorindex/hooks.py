@@ -5,8 +5,8 @@ mode the row is already committed by then), so a signal cannot put the index
 change in the same transaction. Instead, when a model class with a
 ``VectorIndex`` is prepared, its ``save_base`` is wrapped: the row write and
 the index write run in one ``atomic`` block (the caller's transaction when there
-is one). ``from_db`` is wrapped to remember the stored vector, so that a save
-that leaves the vector alone does no index work.
+is one). ``from_db`` and ``refresh_from_db`` are wrapped to remember the stored
+vector, so that a save that leaves the vector alone does no index work.
 
 Deletes need no wrapping: Django's deletion collector sends ``post_delete``
 inside its transaction, for cascades as well as direct deletes.
@@ -57,10 +57,20 @@ def _wrap(model: Any) -> None:
         writes.remember_loaded(instance)
         return instance
 
+    original_refresh = model.refresh_from_db
+
+    def refresh_from_db(self, *args, **kwargs):
+        from . import writes
+
+        original_refresh(self, *args, **kwargs)
+        writes.remember_loaded(self)
+
     setattr(save_base, MARK, True)
     save_base.__doc__ = original_save_base.__doc__
+    refresh_from_db.__doc__ = original_refresh.__doc__
     model.save_base = save_base
     model.from_db = classmethod(from_db)
+    model.refresh_from_db = refresh_from_db
 
 
 def _on_class_prepared(sender: Any, **kwargs: Any) -> None:

@@ -238,7 +238,8 @@ class VectorQuerySet(models.QuerySet):
         from . import writes
 
         with transaction.atomic(using=self.db, savepoint=False):
-            updated = super().bulk_update(objs, fields, *args, **kwargs)
+            with writes.handled_by_caller():
+                updated = super().bulk_update(objs, fields, *args, **kwargs)
             for declared in indexes:
                 rows = []
                 for obj in objs:
@@ -288,10 +289,11 @@ class VectorQuerySet(models.QuerySet):
                 updated = sum(batch.update(**kwargs) for batch in list(self._by_primary_keys()))
             self._result_cache = None
             return updated
-        indexes = self._indexes(kwargs)
-        if not indexes:
-            return super().update(**kwargs)
         from . import writes
+
+        indexes = self._indexes(kwargs)
+        if not indexes or writes.caller_indexes():
+            return super().update(**kwargs)
 
         with transaction.atomic(using=self.db, savepoint=False):
             rows = self.select_for_update() if connections[self.db].features.has_select_for_update else self

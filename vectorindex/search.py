@@ -31,14 +31,35 @@ from .registry import Declared, index_for, runtime
 
 @dataclass
 class _Pool:
-    """Candidates found so far: one entry per vector, at its current version."""
+    """Entries read so far, scored; validated lazily, best first."""
 
-    ids: list[np.ndarray] = field(default_factory=list)
-    vectors: list[np.ndarray] = field(default_factory=list)
-    # Vectors settled: found at their current version, or known to be deleted
-    # or excluded by the query's SQL conditions. A vector met only in a stale
-    # copy is not settled: its current copy may be in a head not read yet.
-    settled: set[int] = field(default_factory=set)
+    ids: np.ndarray
+    versions: np.ndarray
+    values: list[np.ndarray]  # per plan term
+    passing: np.ndarray  # the distance conditions hold
+    # vector id -> its current version, or -1: deleted, or excluded by the
+    # query's SQL conditions. Asked only for the best candidates.
+    known: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, terms: int) -> _Pool:
+        return cls(
+            np.empty(0, np.int64),
+            np.empty(0, np.uint32),
+            [np.empty(0) for _ in range(terms)],
+            np.empty(0, bool),
+        )
+
+    def add(self, entries: np.ndarray, plan: DistancePlan) -> None:
+        vectors = np.ascontiguousarray(entries["vector"])
+        values = [term.compute(vectors) for term in plan.terms]
+        passing = ~np.isnan(values[plan.order_keys[0].term])
+        if plan.where_numpy is not None:
+            passing &= evaluate(plan.where_numpy, values, plan)[0]
+        self.ids = np.concatenate([self.ids, entries["id"].astype(np.int64)])
+        self.versions = np.concatenate([self.versions, entries["version"]])
+        self.values = [np.concatenate([old, new]) for old, new in zip(self.values, values)]
+        self.passing = np.concatenate([self.passing, passing])
 
 
 def usable_index(queryset: Any, plan: DistancePlan) -> Declared | None:
@@ -81,7 +102,7 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
     need = plan.high
 
     sql_filter = _sql_filter(queryset, plan)
-    pool = _Pool()
+    pool = _Pool.empty(len(plan.terms))
     read: set[int] = set()
     heads = routing.probe(head, query, min(probes, len(head)), epsilon)
     count = probes
@@ -89,17 +110,19 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
         fresh = [int(h) for h in heads if int(h) not in read]
         read.update(fresh)
         if fresh:
-            _gather(storage, pool, fresh, sql_filter)
-        found = _rank(pool, plan, need)
-        if found is not None or len(read) >= len(head):
+            entries = storage.read_postings(fresh)
+            if len(entries):
+                pool.add(entries, plan)
+        chosen = _best(pool, plan, need, storage, sql_filter)
+        if chosen is not None or len(read) >= len(head):
             break
         count = min(2 * count, len(head))
         heads = routing.ranked_heads(head, query, count)
-    if found is None:
+    if chosen is None:
         return None  # the index ran out before k rows: the exact path decides
-    ids, values = found
-    end = plan.high
-    return ids[plan.low : end].tolist(), [v[plan.low : end] for v in values]
+    ids = pool.ids[chosen]
+    values = [column[chosen] for column in pool.values]
+    return ids[plan.low :].tolist(), [column[plan.low :] for column in values]
 
 
 def _sql_filter(queryset: Any, plan: DistancePlan) -> Any:
@@ -113,48 +136,39 @@ def _sql_filter(queryset: Any, plan: DistancePlan) -> Any:
     return base
 
 
-def _gather(storage: Any, pool: _Pool, head_ids: list[int], sql_filter: Any) -> None:
-    entries = storage.read_postings(head_ids)
-    if pool.settled and len(entries):
-        settled = np.fromiter(pool.settled, np.int64, len(pool.settled))
-        entries = entries[~np.isin(entries["id"], settled)]
-    if not len(entries):
-        return
-    unique_ids = np.unique(entries["id"])
-    current = storage.current_versions(unique_ids.tolist())
+def _best(pool: _Pool, plan: DistancePlan, need: int, storage: Any, sql_filter: Any) -> np.ndarray | None:
+    """Pool positions of the best *need* valid entries, best first; None if too few.
+
+    Walks the passing entries in distance order (ties by id) and asks the
+    database about their vectors a window at a time: the current version (a
+    stale copy or a deleted row drops out) and, with SQL conditions, whether
+    the row matches them. One entry per vector (replicas are identical).
+    """
+    candidates = np.flatnonzero(pool.passing)
+    order = candidates[np.lexsort((pool.ids[candidates], pool.values[plan.order_keys[0].term][candidates]))]
+    chosen: list[int] = []
+    taken: set[int] = set()
+    window = max(4 * need, 64)
+    for start in range(0, len(order), window):
+        positions = order[start : start + window]
+        unknown = sorted({int(i) for i in pool.ids[positions]} - pool.known.keys())
+        if unknown:
+            _resolve(pool, unknown, storage, sql_filter)
+        for position in positions.tolist():
+            vector_id = int(pool.ids[position])
+            if vector_id in taken or pool.known[vector_id] != int(pool.versions[position]):
+                continue
+            chosen.append(position)
+            taken.add(vector_id)
+            if len(chosen) == need:
+                return np.array(chosen, dtype=np.int64)
+    return None
+
+
+def _resolve(pool: _Pool, vector_ids: list[int], storage: Any, sql_filter: Any) -> None:
+    current = storage.current_versions(vector_ids)
     if sql_filter is not None and current:
         allowed = set(sql_filter.filter(pk__in=list(current)).values_list("pk", flat=True))
         current = {vid: version for vid, version in current.items() if vid in allowed}
-    pool.settled.update(int(i) for i in unique_ids if int(i) not in current)
-    if not current:
-        return
-    known = np.array(sorted(current.items()), dtype=np.int64)
-    position = np.searchsorted(known[:, 0], entries["id"])
-    position[position >= len(known)] = 0
-    matches = (known[position, 0] == entries["id"]) & (known[position, 1] == entries["version"])
-    entries = entries[matches]
-    # Replicas of one vector carry the same version and vector: keep one.
-    _, first = np.unique(entries["id"], return_index=True)
-    entries = entries[first]
-    pool.settled.update(int(i) for i in entries["id"])
-    pool.ids.append(entries["id"].astype(np.int64))
-    pool.vectors.append(np.ascontiguousarray(entries["vector"]))
-
-
-def _rank(pool: _Pool, plan: DistancePlan, need: int) -> tuple[np.ndarray, list[np.ndarray]] | None:
-    """The best *need* candidates with every distance, or None when too few pass."""
-    if not pool.ids:
-        return None
-    ids = np.concatenate(pool.ids)
-    vectors = np.concatenate(pool.vectors)
-    values = [term.compute(vectors) for term in plan.terms]
-    keep = ~np.isnan(values[plan.order_keys[0].term])
-    if plan.where_numpy is not None:
-        true, _ = evaluate(plan.where_numpy, values, plan)
-        keep &= true
-    if keep.sum() < need:
-        return None
-    ids = ids[keep]
-    values = [v[keep] for v in values]
-    order = np.lexsort((ids, values[plan.order_keys[0].term]))[:need]
-    return ids[order], [v[order] for v in values]
+    for vector_id in vector_ids:
+        pool.known[vector_id] = current.get(vector_id, -1)

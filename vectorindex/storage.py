@@ -103,6 +103,12 @@ class Storage:
         )
         return np.array([head.pk for head in heads], dtype=np.int64)
 
+    def retire_head(self, head_id: int, lsn: int) -> None:
+        self._execute(
+            f"UPDATE {self.head_table} SET alive = %s, retired_lsn = %s WHERE id = %s AND index_id = %s",
+            [False, lsn, head_id, self.index_id],
+        )
+
     def lock_heads_shared(self, head_ids: Iterable[int]) -> set[int]:
         """Share-lock these heads' rows; return those still alive (DESIGN §3)."""
         ids = sorted({int(i) for i in head_ids})

@@ -140,6 +140,25 @@ def after_save(instance: Any, using: str, adding: bool, update_fields: Any) -> N
 
 
 @contextmanager
+def handled_by_caller():
+    """Inside, ``QuerySet.update()`` leaves the index to the caller.
+
+    ``bulk_update()`` is built on ``update()``; it indexes exactly the objects
+    whose vectors changed, once, itself.
+    """
+    previous = getattr(_local, "caller_indexes", False)
+    _local.caller_indexes = True
+    try:
+        yield
+    finally:
+        _local.caller_indexes = previous
+
+
+def caller_indexes() -> bool:
+    return getattr(_local, "caller_indexes", False)
+
+
+@contextmanager
 def bulk_deleting():
     """Gather the deletes of a queryset's ``delete()`` and unindex them at once.
 

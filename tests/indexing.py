@@ -1,0 +1,72 @@
+"""Helpers shared by the index tests: data, building, recall, other processes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from django.core.management import call_command
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASET = ROOT.parent / "shared" / "data" / "pypi-minilm-384"
+
+
+def clustered(n: int, dimensions: int = 16, centers: int = 50, seed: int = 0) -> np.ndarray:
+    """Gaussian blobs: the shape real embeddings have, at a size tests can afford."""
+    rng = np.random.default_rng(seed)
+    middle = rng.normal(size=(centers, dimensions)) * 4
+    return (middle[rng.integers(0, centers, n)] + rng.normal(size=(n, dimensions))).astype(np.float32)
+
+
+def build(name: str) -> str:
+    out = io.StringIO()
+    call_command("vectorindex", "build", name, "--seed", "1", stdout=out)
+    return out.getvalue()
+
+
+def check(name: str) -> str:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("vectorindex", "check", name, stdout=out, stderr=err)
+    return out.getvalue() + err.getvalue()
+
+
+def recall(found: list[list[int]], truth: list[list[int]]) -> float:
+    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
+
+
+def database_url() -> str:
+    """The URL of the database the tests run on (the test database)."""
+    settings = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{Path(settings['NAME']).resolve()}"
+    user = settings["USER"] or "root"
+    password = f":{settings['PASSWORD']}" if settings["PASSWORD"] else ""
+    host = settings["HOST"] or "127.0.0.1"
+    port = settings["PORT"] or 3306
+    return f"mysql://{user}{password}@{host}:{port}/{settings['NAME']}"
+
+
+def worker(*args: str) -> subprocess.Popen:
+    """``python -m tests.worker ARGS`` against the test database, stdout piped."""
+    env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.worker", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_worker(*args: str, timeout: float = 120) -> dict:
+    process = worker(*args)
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])

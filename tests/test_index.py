@@ -1,0 +1,200 @@
+"""VectorIndex: declaration, build, and answering queries from the index."""
+
+import numpy as np
+import pytest
+from django.core import checks
+from django.db import connection, models
+from django.test.utils import CaptureQueriesContext
+
+from tests.indexing import DATASET, build, check, clustered, recall
+from tests.testapp.models import Passage, Point
+from vectorindex import CosineDistance, L2Distance, VectorField, VectorIndex, VectorManager
+from vectorindex.models import IndexState, Posting
+
+N = 4000
+
+
+@pytest.fixture
+def points(db):
+    vectors = clustered(N)
+    created = Point.objects.bulk_create(Point(group=i % 20, embedding=v) for i, v in enumerate(vectors))
+    build("point_embedding")
+    return vectors, np.array([p.pk for p in created])
+
+
+def exact_top(vectors, pks, query, k=10, mask=None):
+    distances = np.linalg.norm(vectors.astype(np.float64) - query.astype(np.float64), axis=1)
+    if mask is not None:
+        distances = np.where(mask, distances, np.inf)
+    return pks[np.lexsort((pks, distances))[:k]].tolist()
+
+
+def uses_index(queries) -> bool:
+    return any(Posting._meta.db_table in q["sql"] for q in queries)
+
+
+# Declaration ----------------------------------------------------------------------
+
+
+def test_deconstruct_emits_only_non_defaults():
+    index = VectorIndex(fields=["embedding"], name="x_embedding", distance="cosine", probes=64)
+    path, args, kwargs = index.deconstruct()
+    assert path == "vectorindex.VectorIndex"
+    assert kwargs == {"fields": ["embedding"], "name": "x_embedding", "distance": "cosine", "probes": 64}
+    assert index == VectorIndex(**kwargs)
+
+
+def test_unknown_option_is_refused_at_once():
+    with pytest.raises(TypeError, match="VectorIndex got unknown option\\(s\\) probs"):
+        VectorIndex(fields=["embedding"], name="x", probs=3)
+
+
+def test_system_checks_catch_bad_declarations():
+    class Bad(models.Model):
+        title = models.CharField(max_length=10)
+        embedding = VectorField(dimensions=4)
+
+        class Meta:
+            app_label = "testapp"
+            indexes = [
+                VectorIndex(fields=["title"], name="bad_title", distance="manhattan", replicas=0, head_fraction=0),
+            ]
+
+    from vectorindex.checks import check_vector_indexes
+
+    try:
+        messages = [m for m in check_vector_indexes() if m.obj is Bad]
+    finally:
+        from django.apps import apps
+
+        del apps.all_models["testapp"]["bad"]
+        apps.clear_cache()
+    texts = [m.msg for m in messages]
+    ids = {m.id for m in messages}
+    assert ids == {"vectorindex.E101", "vectorindex.E102", "vectorindex.E104"}
+    assert "testapp.Bad: VectorIndex 'bad_title': VectorIndex.distance must be one of 'l2', 'cosine', 'ip', got 'manhattan'." in texts
+    assert "testapp.Bad: VectorIndex 'bad_title': VectorIndex.replicas must be an integer from 1 to 8, got 0." in texts
+    assert "testapp.Bad: VectorIndex 'bad_title': VectorIndex.head_fraction must be a number greater than 0 and at most 1.0, got 0." in texts
+    assert "testapp.Bad: VectorIndex 'bad_title' is on 'title', which is a CharField, not a VectorField." in texts
+
+
+def test_declared_indexes_pass_the_checks():
+    messages = checks.run_checks(tags=[checks.Tags.models])
+    assert not [m for m in messages if m.id.startswith("vectorindex.E")]
+
+
+@pytest.mark.django_db
+def test_migrate_registers_the_index():
+    state = IndexState.objects.get(name="point_embedding")
+    assert (state.model_label, state.field_name, state.distance, state.dimensions) == ("testapp.Point", "embedding", "l2", 16)
+    assert state.status == "empty"
+    assert state.options["replicas"] == 4
+
+
+# Queries ----------------------------------------------------------------------------
+
+
+def test_recall_on_clustered_data_at_default_settings(points):
+    vectors, pks = points
+    queries = clustered(100, seed=7)
+    with CaptureQueriesContext(connection) as captured:
+        found = [[p.pk for p in Point.objects.order_by(L2Distance("embedding", q))[:10]] for q in queries]
+    assert uses_index(captured.captured_queries)
+    truth = [exact_top(vectors, pks, q) for q in queries]
+    assert recall(found, truth) >= 0.90
+    # The exact path through the same queryset is exact.
+    exact = [[p.pk for p in Point.objects.order_by(L2Distance("embedding", q)).exact()[:10]] for q in queries[:10]]
+    assert exact == truth[:10]
+
+
+def test_distances_from_the_index_are_exact_values(points):
+    vectors, pks = points
+    query = clustered(1, seed=9)[0]
+    rows = list(Point.objects.annotate(d=L2Distance("embedding", query)).order_by("d")[:5])
+    by_pk = dict(zip(pks.tolist(), vectors))
+    for row in rows:
+        assert row.d == pytest.approx(float(np.linalg.norm(by_pk[row.pk].astype(np.float64) - query)), rel=1e-12)
+    assert [r.d for r in rows] == sorted(r.d for r in rows)
+
+
+def test_more_probes_do_not_lower_recall(points):
+    vectors, pks = points
+    queries = clustered(40, seed=11)
+    truth = [exact_top(vectors, pks, q) for q in queries]
+
+    def at(probes):
+        qs = Point.objects.approximate(probes=probes)
+        return recall([[p.pk for p in qs.order_by(L2Distance("embedding", q))[:10]] for q in queries], truth)
+
+    low, high = at(1), at(200)
+    assert high >= low and high >= 0.99
+    with pytest.raises(ValueError, match="approximate\\(probes=...\\) must be a positive integer, got 0"):
+        Point.objects.approximate(probes=0)
+
+
+def test_filtered_query_returns_k_rows(points):
+    vectors, pks = points
+    groups = np.arange(N) % 20  # group 3 is 5% of the rows
+    queries = clustered(20, seed=3)
+    found, truth = [], []
+    for q in queries:
+        rows = [p.pk for p in Point.objects.filter(group=3).order_by(L2Distance("embedding", q))[:10]]
+        assert len(rows) == 10
+        found.append(rows)
+        truth.append(exact_top(vectors, pks, q, mask=groups == 3))
+    assert recall(found, truth) >= 0.90
+    # A filter matching fewer than k rows returns all of them.
+    few = pks[:3].tolist()
+    assert sorted(p.pk for p in Point.objects.filter(pk__in=few).order_by(L2Distance("embedding", queries[0]))[:10]) == sorted(few)
+
+
+def test_distance_conditions_and_slices_with_the_index(points):
+    vectors, pks = points
+    query = clustered(1, seed=5)[0]
+    truth = exact_top(vectors, pks, query, k=30)
+    rows = list(Point.objects.alias(d=L2Distance("embedding", query)).filter(d__gt=0).order_by("d")[10:20])
+    assert len(rows) == 10
+    assert len(set(r.pk for r in rows) & set(truth[5:25])) >= 8
+
+
+def test_queries_the_index_cannot_answer_go_exact(points):
+    vectors, pks = points
+    query = clustered(1, seed=5)[0]
+    for qs in [
+        Point.objects.order_by(L2Distance("embedding", query).desc())[:5],  # farthest first
+        Point.objects.order_by(CosineDistance("embedding", query))[:5],  # no cosine index on Point
+        Point.objects.order_by(L2Distance("embedding", query)),  # no slice
+    ]:
+        with CaptureQueriesContext(connection) as captured:
+            list(qs)
+        assert not uses_index(captured.captured_queries)
+
+
+def test_unbuilt_index_answers_exactly(db):
+    vectors = clustered(50)
+    Point.objects.bulk_create(Point(embedding=v) for v in vectors)
+    query = vectors[7]
+    with CaptureQueriesContext(connection) as captured:
+        first = Point.objects.order_by(L2Distance("embedding", query)).first()
+    assert not uses_index(captured.captured_queries)
+    assert np.array_equal(first.embedding, query)
+
+
+@pytest.mark.skipif(not (DATASET / "base.f16.npy").exists(), reason="the pypi-minilm-384 data set is not beside the project")
+@pytest.mark.django_db
+def test_recall_on_real_embeddings():
+    """20,000 real sentence embeddings (cosine), the data set's own held-out queries."""
+    base = np.load(DATASET / "base.f16.npy", mmap_mode="r")[:20_000].astype(np.float32)
+    queries = np.load(DATASET / "queries.f32.npy")[:100]
+    created = []
+    for start in range(0, len(base), 5_000):
+        created += Passage.objects.bulk_create(
+            Passage(name=str(i), embedding=base[i]) for i in range(start, start + 5_000)
+        )
+    pks = np.array([p.pk for p in created])
+    build("passage_embedding")
+    unit = base / np.linalg.norm(base, axis=1, keepdims=True)
+    truth = [pks[np.argsort(-(unit @ (q / np.linalg.norm(q))), kind="stable")[:10]].tolist() for q in queries]
+    found = [[p.pk for p in Passage.objects.order_by(CosineDistance("embedding", q))[:10]] for q in queries]
+    assert recall(found, truth) >= 0.90
+    assert check("passage_embedding").strip().endswith("passage_embedding: ok")

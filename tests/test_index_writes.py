@@ -1,0 +1,177 @@
+"""Writes change the index inside the same transaction as the rows (DESIGN §3)."""
+
+import threading
+
+import numpy as np
+import pytest
+from django.db import connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
+
+from tests.indexing import build, check, clustered
+from tests.testapp.models import Point
+from vectorindex import L2Distance
+from vectorindex.models import Posting, Version, WalEntry
+
+
+def nearest(vector, qs=None):
+    qs = qs if qs is not None else Point.objects.all()
+    found = qs.order_by(L2Distance("embedding", vector)).first()
+    return None if found is None else found.pk
+
+
+def index_rows():
+    return Posting.objects.count(), Version.objects.count(), WalEntry.objects.count()
+
+
+@pytest.fixture
+def built(db):
+    vectors = clustered(2000)
+    Point.objects.bulk_create(Point(group=i % 20, embedding=v) for i, v in enumerate(vectors))
+    build("point_embedding")
+    return vectors
+
+
+def index_sql(queries):
+    tables = (Posting._meta.db_table, Version._meta.db_table)
+    return [q["sql"] for q in queries if any(t in q["sql"] for t in tables)]
+
+
+def test_save_is_found_and_update_moves_it(built):
+    new = clustered(2, seed=99)
+    point = Point.objects.create(embedding=new[0])
+    assert nearest(new[0]) == point.pk
+    point.embedding = new[1]
+    point.save()
+    assert nearest(new[1]) == point.pk
+    assert nearest(new[0]) != point.pk  # the stale copy is never returned
+    assert Version.objects.get(vector_id=point.pk).version == 2
+    assert "point_embedding: ok" in check("point_embedding")
+
+
+def test_a_save_that_leaves_the_vector_alone_does_no_index_work(built):
+    point = Point.objects.order_by("pk").first()
+    point.group = 99
+    with CaptureQueriesContext(connection) as captured:
+        point.save()
+    assert index_sql(captured.captured_queries) == []
+    with CaptureQueriesContext(connection) as captured:
+        Point.objects.filter(pk=point.pk).update(group=98)
+    assert index_sql(captured.captured_queries) == []
+    point.embedding = point.embedding + 1
+    with CaptureQueriesContext(connection) as captured:
+        point.save(update_fields=["group"])  # the vector is not among the saved fields
+    assert index_sql(captured.captured_queries) == []
+
+
+def test_queryset_update_and_bulk_update_reindex(built):
+    fresh = clustered(3, seed=42)
+    first, second = Point.objects.order_by("pk")[:2]
+    Point.objects.filter(pk=first.pk).update(embedding=fresh[0])
+    assert nearest(fresh[0]) == first.pk
+    first.refresh_from_db()
+    second.embedding = fresh[1]
+    first.group = 5  # changed, but not its vector: no index work for it
+    Point.objects.bulk_update([first, second], ["group", "embedding"])
+    assert nearest(fresh[1]) == second.pk
+    assert Version.objects.get(vector_id=first.pk).version == 2
+    assert Version.objects.get(vector_id=second.pk).version == 2
+    assert "point_embedding: ok" in check("point_embedding")
+
+
+def test_committed_delete_is_never_returned(built):
+    vectors = built
+    target = Point.objects.order_by("pk")[10]
+    target.delete()
+    assert nearest(vectors[10]) != target.pk
+    ids = list(Point.objects.filter(group=4).values_list("pk", flat=True))
+    Point.objects.filter(group=4).delete()
+    found = {p.pk for q in vectors[4::20][:20] for p in Point.objects.order_by(L2Distance("embedding", q))[:10]}
+    assert not found & set(ids)
+    assert Version.objects.filter(vector_id__in=ids, deleted=True).count() == len(ids)
+    assert "point_embedding: ok" in check("point_embedding")
+
+
+def test_setting_a_vector_to_null_removes_it(built):
+    point = Point.objects.order_by("pk")[3]
+    vector = point.embedding
+    point.embedding = None
+    point.save()
+    assert nearest(vector) != point.pk
+    assert Version.objects.get(vector_id=point.pk).deleted
+
+
+def test_bulk_create_of_ten_thousand_keeps_the_index_complete(built):
+    vectors = clustered(10_000, seed=5)
+    created = Point.objects.bulk_create(Point(embedding=v) for v in vectors)
+    assert Version.objects.filter(vector_id__in=[p.pk for p in created[:500]]).count() == 500
+    output = check("point_embedding")
+    assert "point_embedding: ok" in output
+    for i in (0, 4_999, 9_999):
+        assert nearest(vectors[i]) == created[i].pk
+
+
+def test_single_row_saves_keep_the_index_complete(built):
+    vectors = clustered(300, seed=6)
+    created = [Point.objects.create(embedding=v) for v in vectors]
+    assert "point_embedding: ok" in check("point_embedding")
+    assert all(nearest(v) == p.pk for v, p in zip(vectors[::30], created[::30]))
+
+
+def test_bulk_create_with_ignore_conflicts_is_refused(built):
+    from django.db import NotSupportedError
+
+    with pytest.raises(NotSupportedError, match="ignore_conflicts or update_conflicts cannot keep a VectorIndex current"):
+        Point.objects.bulk_create([Point(embedding=clustered(1)[0])], ignore_conflicts=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rolled_back_thousand_leave_no_trace():
+    vectors = clustered(1000)
+    Point.objects.bulk_create(Point(embedding=v) for v in clustered(500, seed=1))
+    build("point_embedding")
+    before = index_rows()
+    fresh = clustered(1000, seed=77) + 50  # far from everything else
+    with pytest.raises(RuntimeError):
+        with transaction.atomic():
+            for v in fresh:
+                Point.objects.create(embedding=v)
+            assert nearest(fresh[0]) is not None
+            raise RuntimeError("roll back")
+    assert index_rows() == before
+    assert Point.objects.count() == 500
+    found = {p for q in fresh[::50] for p in Point.objects.order_by(L2Distance("embedding", q)).values_list("pk", flat=True)[:10]}
+    assert len(found) and Point.objects.filter(pk__in=found).count() == len(found)
+    assert "point_embedding: ok" in check("point_embedding")
+    del vectors
+
+
+@pytest.mark.django_db(transaction=True)
+def test_uncommitted_vectors_are_seen_only_by_their_own_transaction():
+    Point.objects.bulk_create(Point(embedding=v) for v in clustered(500, seed=2))
+    build("point_embedding")
+    fresh = clustered(20, seed=88) + 50
+    seen_elsewhere = {}
+    inside, after = threading.Event(), threading.Event()
+
+    def other_connection():
+        try:
+            inside.wait(30)
+            seen_elsewhere["during"] = [nearest(v) for v in fresh[:5]]
+            after.wait(30)
+            seen_elsewhere["after"] = [nearest(v) for v in fresh[:5]]
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other_connection)
+    thread.start()
+    with transaction.atomic():
+        points = [Point.objects.create(embedding=v) for v in fresh]
+        assert [nearest(v) for v in fresh[:5]] == [p.pk for p in points[:5]]
+        inside.set()
+        while "during" not in seen_elsewhere and thread.is_alive():
+            thread.join(0.05)
+    after.set()
+    thread.join(30)
+    mine = {p.pk for p in points}
+    assert not set(seen_elsewhere["during"]) & mine
+    assert seen_elsewhere["after"] == [p.pk for p in points[:5]]

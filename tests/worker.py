@@ -1,0 +1,51 @@
+"""A separate process for the index tests: ``python -m tests.worker MODE ...``.
+
+Runs against the database in DATABASE_URL (the test database). Modes:
+
+* ``write N SEED commit|hold`` — save N points inside one transaction; with
+  ``commit`` print their keys after COMMIT and then wait; with ``hold`` print
+  "written" before COMMIT and wait. Either way the test kills it (SIGKILL).
+* ``query NAME SEED`` — answer a fixed query set from a freshly loaded index and
+  print the keys found.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import django
+
+
+def main() -> None:
+    django.setup()
+    import numpy as np
+    from django.db import transaction
+
+    from tests.indexing import clustered
+    from tests.testapp.models import Point
+    from vectorindex import L2Distance
+
+    mode, *args = sys.argv[1:]
+    if mode == "write":
+        count, seed, how = int(args[0]), int(args[1]), args[2]
+        vectors = clustered(count, seed=seed)
+        with transaction.atomic():
+            points = [Point.objects.create(group=seed, embedding=v) for v in vectors]
+            if how == "hold":
+                print(json.dumps({"written": [p.pk for p in points]}), flush=True)
+                time.sleep(600)
+        print(json.dumps({"committed": [p.pk for p in points]}), flush=True)
+        time.sleep(600)
+    elif mode == "query":
+        seed = int(args[1])
+        queries = clustered(30, seed=seed)
+        found = [[p.pk for p in Point.objects.order_by(L2Distance("embedding", q))[:10]] for q in queries]
+        print(json.dumps({"found": found}), flush=True)
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main()
