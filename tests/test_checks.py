@@ -2,6 +2,7 @@
 
 from django.core import checks
 from django.db import models
+from django.test.utils import isolate_apps
 
 from tests.testapp.models import Plain
 from vectorindex import VectorField
@@ -32,6 +33,7 @@ def test_admin_without_the_mixin_warns():
     assert "vectorindex.W002" not in ids(checks.run_checks(tags=[checks.Tags.admin]))
 
 
+@isolate_apps("tests.testapp")
 def test_vector_field_cannot_be_unique():
     class Unique(models.Model):
         embedding = VectorField(dimensions=2, unique=True)

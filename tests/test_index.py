@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from django.core import checks
 from django.db import connection, models
-from django.test.utils import CaptureQueriesContext
+from django.test.utils import CaptureQueriesContext, isolate_apps
 
 from tests.indexing import DATASET, build, check, clustered, recall
 from tests.testapp.models import Passage, Point
@@ -49,6 +49,7 @@ def test_unknown_option_is_refused_at_once():
         VectorIndex(fields=["embedding"], name="x", probs=3)
 
 
+@isolate_apps("tests.testapp")
 def test_system_checks_catch_bad_declarations():
     class Bad(models.Model):
         title = models.CharField(max_length=10)
@@ -60,15 +61,9 @@ def test_system_checks_catch_bad_declarations():
                 VectorIndex(fields=["title"], name="bad_title", distance="manhattan", replicas=0, head_fraction=0),
             ]
 
-    from vectorindex.checks import check_vector_indexes
+    from vectorindex.checks import check_model_vector_indexes
 
-    try:
-        messages = [m for m in check_vector_indexes() if m.obj is Bad]
-    finally:
-        from django.apps import apps
-
-        del apps.all_models["testapp"]["bad"]
-        apps.clear_cache()
+    messages = check_model_vector_indexes(Bad)
     texts = [m.msg for m in messages]
     ids = {m.id for m in messages}
     assert ids == {"vectorindex.E101", "vectorindex.E102", "vectorindex.E104"}

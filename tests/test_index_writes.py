@@ -175,3 +175,45 @@ def test_uncommitted_vectors_are_seen_only_by_their_own_transaction():
     mine = {p.pk for p in points}
     assert not set(seen_elsewhere["during"]) & mine
     assert seen_elsewhere["after"] == [p.pk for p in points[:5]]
+
+
+def test_a_writer_never_appends_to_a_retired_head(built, monkeypatch):
+    """A process whose head index is a moment old routes to a retired head:
+    the head-row check catches it, and it routes again on the current heads."""
+    from vectorindex.models import Head
+    from vectorindex.registry import Runtime, get_declared, runtime
+    from vectorindex.wal import change_heads
+
+    declared = get_declared("point_embedding")
+    rt = runtime(declared, "default")
+    storage, state = rt.open()
+    stale = rt.current(storage, state)
+    vector = clustered(1, seed=404)[0]
+    target = int(stale.search(vector, 1)[0][0, 0])
+    stale_copy = type(stale).from_bytes(stale.to_bytes(), 16, "l2")
+    stale_copy.generation, stale_copy.lsn = stale.generation, stale.lsn
+    with transaction.atomic():
+        state = storage.lock_state(exclusive=True)
+        change_heads(storage, state[2], retire=[target])
+
+    real_current = Runtime.current
+    calls = []
+
+    def current(self, storage, state):
+        calls.append(state)
+        return stale_copy if len(calls) == 1 else real_current(self, storage, state)
+
+    monkeypatch.setattr(Runtime, "current", current)
+    point = Point.objects.create(embedding=vector)
+    assert len(calls) >= 2  # routed, found the head retired, caught up, routed again
+    owners = set(Posting.objects.filter(index_id=storage.index_id, seq__gte=0).values_list("head_id", flat=True))
+    assert target in owners  # the retired head still holds its old rows ...
+    from vectorindex.engine import postings
+
+    appended_to = {
+        row.head_id
+        for row in Posting.objects.filter(index_id=storage.index_id)
+        if point.pk in postings.decode([bytes(row.payload)], 16)["id"]
+    }
+    assert appended_to and target not in appended_to  # ... but got nothing new
+    assert not Head.objects.get(pk=target).alive

@@ -20,7 +20,6 @@ import django
 
 def main() -> None:
     django.setup()
-    import numpy as np
     from django.db import transaction
 
     from tests.indexing import clustered

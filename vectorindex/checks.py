@@ -6,6 +6,7 @@ from typing import Any
 
 from django.apps import apps
 from django.core import checks
+from django.core.exceptions import FieldDoesNotExist
 
 from .fields import VectorField
 from .query import VectorQuerySet
@@ -72,53 +73,58 @@ def check_admin(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
 @checks.register(checks.Tags.models)
 def check_vector_indexes(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """VectorIndex declarations: options, field, primary key, manager."""
+    messages: list[checks.CheckMessage] = []
+    for model in apps.get_models():
+        if app_configs is None or model._meta.app_config in app_configs:
+            messages.extend(check_model_vector_indexes(model))
+    return messages
+
+
+def check_model_vector_indexes(model: Any) -> list[checks.CheckMessage]:
     from django.db import models
 
     from .indexes import VectorIndex
 
     messages: list[checks.CheckMessage] = []
-    for model in apps.get_models():
-        if app_configs is not None and model._meta.app_config not in app_configs:
+    for index in model._meta.indexes:
+        if not isinstance(index, VectorIndex):
             continue
-        for index in model._meta.indexes:
-            if not isinstance(index, VectorIndex):
-                continue
-            label = f"{model._meta.label}: VectorIndex {index.name!r}"
-            for problem in index.problems():
-                messages.append(checks.Error(f"{label}: {problem}", obj=model, id="vectorindex.E101"))
-            if len(index.fields) == 1:
-                try:
-                    field = model._meta.get_field(index.field_name)
-                except Exception:
-                    field = None
-                if not isinstance(field, VectorField):
-                    kind = "no field" if field is None else f"a {type(field).__name__}"
-                    messages.append(
-                        checks.Error(
-                            f"{label} is on {index.field_name!r}, which is {kind}, not a VectorField.",
-                            obj=model,
-                            id="vectorindex.E102",
-                        )
-                    )
-            if not isinstance(model._meta.pk, (models.AutoField, models.BigAutoField, models.IntegerField, models.OneToOneField)):
+        label = f"{model._meta.label}: VectorIndex {index.name!r}"
+        for problem in index.problems():
+            messages.append(checks.Error(f"{label}: {problem}", obj=model, id="vectorindex.E101"))
+        if len(index.fields) == 1:
+            try:
+                field = model._meta.get_field(index.field_name)
+            except FieldDoesNotExist:
+                field = None
+            if not isinstance(field, VectorField):
+                kind = "no field" if field is None else f"a {type(field).__name__}"
                 messages.append(
                     checks.Error(
-                        f"{label} needs an integer primary key; {model._meta.label}'s is a "
-                        f"{type(model._meta.pk).__name__}.",
-                        hint="Posting lists store the primary key as a 64-bit integer.",
+                        f"{label} is on {index.field_name!r}, which is {kind}, not a VectorField.",
                         obj=model,
-                        id="vectorindex.E103",
+                        id="vectorindex.E102",
                     )
                 )
-            if not isinstance(model._default_manager.get_queryset(), VectorQuerySet):
-                messages.append(
-                    checks.Error(
-                        f"{label} needs a VectorQuerySet default manager: bulk_create(), "
-                        "update() and bulk_update() through any other manager would leave "
-                        "the index behind.",
-                        hint="Add `objects = VectorManager()` to the model.",
-                        obj=model,
-                        id="vectorindex.E104",
-                    )
+        if not isinstance(model._meta.pk, (models.AutoField, models.BigAutoField, models.IntegerField, models.OneToOneField)):
+            messages.append(
+                checks.Error(
+                    f"{label} needs an integer primary key; {model._meta.label}'s is a "
+                    f"{type(model._meta.pk).__name__}.",
+                    hint="Posting lists store the primary key as a 64-bit integer.",
+                    obj=model,
+                    id="vectorindex.E103",
                 )
+            )
+        if not isinstance(model._default_manager.get_queryset(), VectorQuerySet):
+            messages.append(
+                checks.Error(
+                    f"{label} needs a VectorQuerySet default manager: bulk_create(), "
+                    "update() and bulk_update() through any other manager would leave "
+                    "the index behind.",
+                    hint="Add `objects = VectorManager()` to the model.",
+                    obj=model,
+                    id="vectorindex.E104",
+                )
+            )
     return messages

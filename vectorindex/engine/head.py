@@ -25,7 +25,7 @@ import numpy as np
 from ..exceptions import HeadIndexError
 
 SPACES = {"l2": "l2", "cosine": "ip", "ip": "ip"}
-MAGIC = b"VIHEAD1\n"
+MAGIC = b"VIHEAD2\n"
 
 
 def prepare(vectors: np.ndarray, metric: str) -> np.ndarray:
@@ -108,7 +108,7 @@ class HeadIndex:
         return int(capacity * per_element * (1 + 1 / self.m))
 
     def to_bytes(self) -> bytes:
-        """``MAGIC, n, n alive ids (int64), hnswlib's saved index``.
+        """``MAGIC, dimensions, n, n alive ids (int64), hnswlib's saved index``.
 
         hnswlib keeps deleted elements (marked) and cannot list which they are,
         so the alive ids travel alongside.
@@ -123,15 +123,19 @@ class HeadIndex:
             finally:
                 os.unlink(path)
             alive = np.array(sorted(self.alive), dtype="<i8")
-        return MAGIC + np.array([len(alive)], dtype="<u8").tobytes() + alive.tobytes() + graph
+        header = np.array([self.dimensions, len(alive)], dtype="<u8").tobytes()
+        return MAGIC + header + alive.tobytes() + graph
 
     @classmethod
     def from_bytes(cls, data: bytes, dimensions: int, metric: str, *, m: int = 16, ef_construction: int = 200) -> HeadIndex:
-        if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 8:
+        if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 16:
             raise HeadIndexError("the snapshot does not start like a head index")
         offset = len(MAGIC)
-        count = int(np.frombuffer(data, dtype="<u8", count=1, offset=offset)[0])
-        offset += 8
+        stored_dimensions, count = (int(v) for v in np.frombuffer(data, dtype="<u8", count=2, offset=offset))
+        offset += 16
+        if stored_dimensions != dimensions:
+            # Checked before hnswlib reads a byte: it trusts the caller's size.
+            raise HeadIndexError(f"the snapshot has {stored_dimensions} dimensions, expected {dimensions}")
         if len(data) < offset + 8 * count:
             raise HeadIndexError("the snapshot is truncated")
         alive = np.frombuffer(data, dtype="<i8", count=count, offset=offset)
@@ -148,8 +152,6 @@ class HeadIndex:
                 raise HeadIndexError(f"the snapshot is not a readable head index: {error}") from error
         finally:
             os.unlink(path)
-        if index.dim != dimensions:
-            raise HeadIndexError(f"the snapshot has {index.dim} dimensions, expected {dimensions}")
         head._index = index
         head.alive = {int(i) for i in alive}
         if not head.alive <= head.labels():

@@ -1,0 +1,87 @@
+"""The head index: hnswlib behind a lock, with its own serialisation."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from vectorindex.engine.head import HeadIndex, prepare
+from vectorindex.exceptions import HeadIndexError
+
+
+def make(metric="l2", n=200, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, d)).astype(np.float32)
+    head = HeadIndex(d, metric, capacity=16)  # grows as heads are added
+    head.add(np.arange(n) + 1000, vectors)
+    return head, vectors
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_search_finds_the_nearest_heads(metric):
+    head, vectors = make(metric)
+    labels, _ = head.search(vectors[:20], 1, ef=200)
+    if metric == "ip":  # the nearest by inner product need not be the vector itself
+        expected = np.argmax(vectors[:20] @ vectors.T, axis=1) + 1000
+    else:
+        expected = np.arange(20) + 1000
+    assert labels[:, 0].tolist() == expected.tolist()
+
+
+def test_removed_heads_are_never_returned_and_round_trip():
+    head, vectors = make("cosine")
+    head.remove(np.arange(1000, 1100))
+    labels, _ = head.search(vectors[:100], 5, ef=200)
+    assert labels.min() >= 1100
+    copy = HeadIndex.from_bytes(head.to_bytes(), 8, "cosine")
+    assert copy.alive == head.alive and len(copy) == 100
+    assert np.array_equal(copy.search(vectors[:50], 5, ef=200)[0], head.search(vectors[:50], 5, ef=200)[0])
+    copy.add(np.array([5]), vectors[:1])  # a loaded index still grows
+    assert 5 in copy.alive
+
+
+def test_bad_snapshots_are_refused():
+    head, _ = make()
+    data = head.to_bytes()
+    with pytest.raises(HeadIndexError, match="does not start like a head index"):
+        HeadIndex.from_bytes(b"pickle" + data, 8, "l2")
+    with pytest.raises(HeadIndexError, match="snapshot has 8 dimensions, expected 9"):
+        HeadIndex.from_bytes(data, 9, "l2")
+    with pytest.raises(HeadIndexError):
+        HeadIndex.from_bytes(data[:200], 8, "l2")
+
+
+def test_cosine_heads_are_stored_as_unit_vectors():
+    head, vectors = make("cosine")
+    np.testing.assert_allclose(head.vectors([1000, 1001]), prepare(vectors[:2], "cosine"), rtol=1e-6)
+
+
+def test_searches_and_additions_from_many_threads():
+    head, vectors = make(n=50)
+    rng = np.random.default_rng(1)
+    errors = []
+
+    def search():
+        try:
+            for _ in range(300):
+                labels, _ = head.search(rng.normal(size=(4, 8)).astype(np.float32), 5)
+                assert labels.shape == (4, 5)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    def add(offset):
+        try:
+            for i in range(200):
+                head.add(np.array([offset + i]), rng.normal(size=(1, 8)).astype(np.float32))
+        except Exception as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=search) for _ in range(3)] + [
+        threading.Thread(target=add, args=(10_000 * (i + 1),)) for i in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(head) == 50 + 400

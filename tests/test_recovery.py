@@ -1,0 +1,162 @@
+"""Snapshots, WAL replay, recovery, crashes, and the vectorindex command."""
+
+import io
+import json
+import signal
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection, transaction
+
+from tests.indexing import build, check, clustered, run_worker, worker
+from tests.testapp.models import Point
+from vectorindex import L2Distance
+from vectorindex.models import Head, IndexState, Snapshot, SnapshotChunk, WalEntry
+from vectorindex.registry import get_declared, reset_runtimes, runtime
+from vectorindex.wal import change_heads
+
+
+def found_for(queries):
+    return [[p.pk for p in Point.objects.order_by(L2Distance("embedding", q))[:10]] for q in queries]
+
+
+@pytest.fixture
+def built(db):
+    Point.objects.bulk_create(Point(group=i % 20, embedding=v) for i, v in enumerate(clustered(3000)))
+    build("point_embedding")
+
+
+def command(*args):
+    out = io.StringIO()
+    call_command("vectorindex", *args, stdout=out, stderr=out)
+    return out.getvalue()
+
+
+def test_status_reports_the_numbers(built):
+    report = json.loads(command("status", "point_embedding", "--json"))
+    assert report["status"] == "ready"
+    assert report["vectors"] == 3000
+    assert report["heads"] == 150  # 5% of 3,000
+    assert report["posting_lists"] == 150
+    assert report["posting_entries"] >= 3000
+    assert report["wal_entries"] == 0 and report["snapshot_lsn"] == 0
+    assert report["head_index_bytes"] > 0 and report["raw_vector_bytes"] == 3000 * 16 * 4
+    text = command("status", "point_embedding")
+    assert "3,000" in text and "150 alive" in text and "raw vector bytes" in text
+
+
+def test_commands_refuse_unknown_names_and_unbuilt_indexes(db):
+    with pytest.raises(CommandError, match="No VectorIndex named 'nope'; declared: passage_embedding, point_embedding."):
+        command("check", "nope")
+    with pytest.raises(CommandError, match="point_embedding: point_embedding is not built"):
+        command("check", "point_embedding")
+    with pytest.raises(CommandError, match="Name one or more indexes, or --all"):
+        command("status")
+
+
+def test_check_finds_a_lost_vector(built):
+    point = Point.objects.order_by("pk")[5]
+    declared = get_declared("point_embedding")
+    storage, _state = runtime(declared, "default").open()
+    with connection.cursor() as cursor:  # damage the index behind its back
+        cursor.execute(
+            f"UPDATE vectorindex_version SET version = version + 7 WHERE index_id = %s AND vector_id = %s",
+            [storage.index_id, point.pk],
+        )
+    with pytest.raises(CommandError, match="Invariants violated in: point_embedding"):
+        command("check", "point_embedding")
+    assert "1 rows are in no posting list of an alive head at their current version" in check_output()
+
+
+def check_output():
+    out = io.StringIO()
+    try:
+        call_command("vectorindex", "check", "point_embedding", stdout=out, stderr=out)
+    except CommandError:
+        pass
+    return out.getvalue()
+
+
+def test_head_changes_go_through_the_wal_and_are_replayed(built):
+    declared = get_declared("point_embedding")
+    rt = runtime(declared, "default")
+    extra = clustered(5, seed=123) + 40
+    with transaction.atomic():
+        storage, _ = rt.open()
+        state = storage.lock_state(exclusive=True)
+        new_ids, lsn = change_heads(storage, state[2], add=extra)
+    assert lsn == 5 and WalEntry.objects.count() == 5
+    # This process replays the WAL on its next query; so would a new one.
+    storage, state = rt.open()
+    assert set(new_ids.tolist()) <= rt.current(storage, state).alive
+    reset_runtimes()
+    storage, state = runtime(declared, "default").open()
+    head = runtime(declared, "default").current(storage, state)
+    assert set(new_ids.tolist()) <= head.alive and head.lsn == 5
+    # Retiring a head removes it everywhere.
+    with transaction.atomic():
+        state = storage.lock_state(exclusive=True)
+        change_heads(storage, state[2], retire=[int(new_ids[0])])
+    storage, state = rt.open()
+    assert int(new_ids[0]) not in rt.current(storage, state).alive
+    assert "point_embedding: ok" in check("point_embedding")
+    # A snapshot covers the WAL and truncates it.
+    assert "snapshot at LSN 6" in command("snapshot", "point_embedding")
+    assert WalEntry.objects.count() == 0 and Snapshot.objects.count() == 1
+    assert "point_embedding: ok" in check("point_embedding")
+
+
+def test_recover_rebuilds_a_damaged_snapshot_from_the_heads_table(built):
+    queries = clustered(20, seed=8)
+    before = found_for(queries)
+    assert "head index from the snapshot" in command("recover", "point_embedding")
+    SnapshotChunk.objects.update(data=b"garbage")
+    reset_runtimes()
+    with pytest.raises(CommandError):
+        command("check", "point_embedding")
+    output = command("recover", "point_embedding")
+    assert "is incomplete or damaged" in output and "head index from the heads table, 150 heads" in output
+    assert "point_embedding: ok" in check("point_embedding")
+    reset_runtimes()
+    assert found_for(queries) == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fresh_process_answers_like_the_builder():
+    Point.objects.bulk_create(Point(embedding=v) for v in clustered(3000))
+    build("point_embedding")
+    declared = get_declared("point_embedding")
+    storage, state = runtime(declared, "default").open()
+    with transaction.atomic():
+        state = storage.lock_state(exclusive=True)
+        change_heads(storage, state[2], add=clustered(10, seed=31) + 1)  # WAL entries to replay
+    queries = clustered(30, seed=5)
+    assert run_worker("query", "point_embedding", "5")["found"] == found_for(queries)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("moment", ["hold", "commit"])
+def test_a_writer_killed_mid_transaction_or_after_commit_loses_nothing(moment):
+    Point.objects.bulk_create(Point(embedding=v) for v in clustered(2000))
+    build("point_embedding")
+    process = worker("write", "200", "61", moment)
+    line = process.stdout.readline()
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    assert line, process.stderr.read()
+    report = json.loads(line)
+    written = clustered(200, seed=61)
+    if moment == "hold":
+        assert Point.objects.filter(group=61).count() == 0
+        assert not Point.objects.filter(pk__in=report["written"]).exists()
+        # Nothing uncommitted is found: each vector's nearest row is an old one.
+        assert not {p for v in written[::20] for p in [Point.objects.order_by(L2Distance("embedding", v)).first().pk]} & set(report["written"])
+    else:
+        pks = report["committed"]
+        assert Point.objects.filter(pk__in=pks).count() == 200
+        for vector, pk in zip(written, pks):
+            assert Point.objects.order_by(L2Distance("embedding", vector)).first().pk == pk
+    assert "point_embedding: ok" in check("point_embedding")
+    assert IndexState.objects.get(name="point_embedding").status == "ready"
+    assert Head.objects.filter(alive=True).count() == 100
