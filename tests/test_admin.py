@@ -84,3 +84,32 @@ def test_mixin_leaves_other_attributes_alone():
         model_admin.no_such_attribute
     with pytest.raises(AttributeError):
         getattr(model_admin, "vector_preview__name")
+
+
+def test_index_health_page_and_actions(superuser_client):
+    from tests.indexing import build, clustered
+    from tests.testapp.models import Point
+    from vectorindex.models import IndexState
+
+    Point.objects.bulk_create(Point(embedding=v) for v in clustered(300))
+    build("point_embedding")
+    response = superuser_client.get(reverse("admin:vectorindex_indexstate_changelist"))
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "point_embedding" in html and "ready" in html
+    state = IndexState.objects.get(name="point_embedding")
+    for action, expected in [("take_snapshot", "Point_embedding: snapshot at LSN 0"), ("check_invariants", "Point_embedding: ok")]:
+        response = superuser_client.post(
+            reverse("admin:vectorindex_indexstate_changelist"),
+            {"action": action, "_selected_action": [state.pk], "index": 0},
+            follow=True,
+        )
+        assert expected in response.content.decode()
+    empty = IndexState.objects.get(name="passage_embedding")
+    response = superuser_client.post(
+        reverse("admin:vectorindex_indexstate_changelist"),
+        {"action": "check_invariants", "_selected_action": [empty.pk], "index": 0},
+        follow=True,
+    )
+    assert "passage_embedding is not built" in response.content.decode()
+    assert superuser_client.get(reverse("admin:vectorindex_indexstate_change", args=[state.pk])).status_code == 200

@@ -14,14 +14,16 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from .conf import vectorindex_settings
 from .engine import codec
+from .exceptions import VectorIndexError
 from .fields import VectorField
+from .models import Head, IndexState, Version
 
-__all__ = ["VectorAdminMixin", "VectorModelAdmin"]
+__all__ = ["IndexStateAdmin", "VectorAdminMixin", "VectorModelAdmin"]
 
 PREVIEW_PREFIX = "vector_preview__"
 
@@ -103,3 +105,64 @@ class VectorAdminMixin:
 
 class VectorModelAdmin(VectorAdminMixin, admin.ModelAdmin):
     """A ModelAdmin that shows vector fields compactly."""
+
+
+# Index health ----------------------------------------------------------------------
+
+
+@admin.register(IndexState)
+class IndexStateAdmin(admin.ModelAdmin):
+    """Each vector index at a glance: status, size, WAL; snapshot and check actions."""
+
+    list_display = ["name", "model_label", "field_name", "distance", "dimensions", "status", "heads", "vectors", "wal_lsn", "built_at"]
+    list_filter = ["status", "distance", "declared"]
+    actions = ["take_snapshot", "check_invariants"]
+
+    def get_readonly_fields(self, request: Any, obj: Any = None) -> list[str]:
+        return [field.name for field in IndexState._meta.fields]
+
+    def has_add_permission(self, request: Any) -> bool:
+        return False  # indexes are declared in models, not here
+
+    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
+        return False  # removing the VectorIndex from Meta.indexes does that
+
+    @admin.display(description="alive heads")
+    def heads(self, obj: IndexState) -> int:
+        return Head.objects.using(obj._state.db).filter(index=obj, alive=True).count()
+
+    @admin.display(description="vectors")
+    def vectors(self, obj: IndexState) -> int:
+        return Version.objects.using(obj._state.db).filter(index_id=obj.pk, deleted=False).count()
+
+    def _each(self, request: Any, queryset: Any, work: Callable[[Any, str], str]) -> None:
+        from .registry import get_declared
+
+        for state in queryset:
+            try:
+                text = work(get_declared(state.name), queryset.db)
+                self.message_user(request, f"{state.name}: {text}", messages.SUCCESS)
+            except (LookupError, VectorIndexError) as error:
+                self.message_user(request, f"{state.name}: {error}", messages.ERROR)
+
+    @admin.action(description="Take a snapshot of the selected indexes")
+    def take_snapshot(self, request: Any, queryset: Any) -> None:
+        from .recovery import take_snapshot
+
+        self._each(request, queryset, lambda declared, using: f"snapshot at LSN {take_snapshot(declared, using).lsn}")
+
+    @admin.action(description="Check the selected indexes' invariants")
+    def check_invariants(self, request: Any, queryset: Any) -> None:
+        from .recovery import check
+
+        def run(declared: Any, using: str) -> str:
+            violations, warnings = check(declared, using)
+            if violations:
+                raise _Violations("; ".join(violations))
+            return "ok" + (f" ({'; '.join(warnings)})" if warnings else "")
+
+        self._each(request, queryset, run)
+
+
+class _Violations(VectorIndexError):
+    """An invariant check found violations (shown as an error message)."""

@@ -50,6 +50,7 @@ class IndexState(models.Model):
 
     class Meta:
         verbose_name = "vector index"
+        verbose_name_plural = "vector indexes"
 
     def __str__(self) -> str:
         return self.name

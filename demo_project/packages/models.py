@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from vectorindex import VectorField, VectorManager
+from vectorindex import VectorField, VectorIndex, VectorManager
 
 
 class Package(models.Model):
@@ -13,6 +13,11 @@ class Package(models.Model):
     embedding = VectorField(dimensions=384)
 
     objects = VectorManager()
+
+    class Meta:
+        # Approximate nearest neighbours by cosine distance, kept current by
+        # every save; `manage.py vectorindex build package_embedding` fills it.
+        indexes = [VectorIndex(fields=["embedding"], name="package_embedding", distance="cosine")]
 
     def __str__(self) -> str:
         return self.name

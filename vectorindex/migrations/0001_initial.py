@@ -45,6 +45,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'verbose_name': 'vector index',
+                'verbose_name_plural': 'vector indexes',
             },
         ),
         migrations.CreateModel(

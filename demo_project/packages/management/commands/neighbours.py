@@ -87,6 +87,11 @@ class Command(BaseCommand):
             help="The distance to rank by (default: cosine).",
         )
         parser.add_argument(
+            "--exact",
+            action="store_true",
+            help="Answer by the exact scan even when the index could (default: the index, when built).",
+        )
+        parser.add_argument(
             "--width",
             type=int,
             default=None,
@@ -108,13 +113,22 @@ class Command(BaseCommand):
         width = max(width, 40)
         distance_class = DISTANCES[options["distance"]]
 
-        started = time.perf_counter()
-        neighbours = list(
+        nearest = (
             packages.exclude(pk=package.pk)
             .annotate(distance=distance_class("embedding", package.embedding))
-            .order_by("distance")[:k]
+            .order_by("distance")
         )
+        if options["exact"]:
+            nearest = nearest.exact()
+        started = time.perf_counter()
+        neighbours = list(nearest[:k])
         elapsed_ms = (time.perf_counter() - started) * 1000
+        indexed = not options["exact"] and self._index_serves(options)
+        if indexed:
+            started = time.perf_counter()
+            exact = list(nearest.exact()[:k])
+            exact_ms = (time.perf_counter() - started) * 1000
+            same = len({n.pk for n in neighbours} & {n.pk for n in exact})
 
         self.stdout.write(self.style.MIGRATE_HEADING(package.name))
         self.stdout.write(shorten(package.summary, width))
@@ -134,7 +148,21 @@ class Command(BaseCommand):
                 prefix = f"{rank:>{number_width}}. {distance}  {neighbour.name:<{name_width}}  "
                 self.stdout.write(prefix + shorten(neighbour.summary, width - len(prefix)))
         self.stdout.write("")
-        self.stdout.write(f"Query time: {elapsed_ms:.1f} ms")
+        if indexed:
+            self.stdout.write(
+                f"From the index in {elapsed_ms:.1f} ms; the exact scan took {exact_ms:.1f} ms "
+                f"and found {same} of the same {len(exact)}."
+            )
+        else:
+            self.stdout.write(f"By exact scan in {elapsed_ms:.1f} ms.")
+
+    def _index_serves(self, options: dict[str, Any]) -> bool:
+        """Whether the package index is built and answers this distance."""
+        from vectorindex.models import IndexState
+
+        return options["distance"] == "cosine" and IndexState.objects.using(options["database"]).filter(
+            name="package_embedding", status=IndexState.Status.READY
+        ).exists()
 
     def _pick(self, packages: Any, options: dict[str, Any]) -> Package:
         name = options["name"]
