@@ -49,7 +49,9 @@ def assign(
         chosen = np.zeros(labels.shape, dtype=bool)
         chosen[:, 0] = True
         if replicas > 1 and candidates > 1:
-            head_vectors = head.vectors(labels.ravel()).reshape(*labels.shape, -1)
+            # hnswlib's get_items is slow per item: fetch each head once.
+            unique, inverse = np.unique(labels, return_inverse=True)
+            head_vectors = head.vectors(unique)[inverse.reshape(labels.shape)]
             between = _pairwise(head_vectors.astype(np.float64), head.metric)
             within = _within(distances, epsilon)
             for j in range(1, candidates):
