@@ -1,5 +1,6 @@
 """System checks."""
 
+import pytest
 from django.core import checks
 from django.db import models
 from django.test.utils import isolate_apps
@@ -12,6 +13,7 @@ def ids(messages):
     return [message.id for message in messages]
 
 
+@pytest.mark.django_db  # Django 6 asks the database during model checks
 def test_default_manager_without_vector_queryset_warns():
     messages = checks.run_checks(tags=[checks.Tags.models])
     warning = next(m for m in messages if m.id == "vectorindex.W001")
