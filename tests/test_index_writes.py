@@ -217,3 +217,13 @@ def test_a_writer_never_appends_to_a_retired_head(built, monkeypatch):
     }
     assert appended_to and target not in appended_to  # ... but got nothing new
     assert not Head.objects.get(pk=target).alive
+
+
+def test_only_indexed_models_listen_for_deletes():
+    from django.db.models.signals import post_delete
+
+    from tests.testapp.models import Category, Item
+
+    assert post_delete.has_listeners(Point)
+    assert not post_delete.has_listeners(Category)  # Django's fast deletes stay on
+    assert not post_delete.has_listeners(Item)

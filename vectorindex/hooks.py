@@ -74,16 +74,23 @@ def _wrap(model: Any) -> None:
 
 
 def _on_class_prepared(sender: Any, **kwargs: Any) -> None:
-    if not sender._meta.abstract and has_vector_index(sender._meta.concrete_model):
-        _wrap(sender._meta.concrete_model)
+    if sender._meta.abstract or not has_vector_index(sender._meta.concrete_model):
+        return
+    _wrap(sender._meta.concrete_model)
+    # Connected per model (the indexed one and its proxies), not for all: a
+    # post_delete receiver turns off Django's fast deletes for its senders.
+    post_delete.connect(
+        _on_post_delete,
+        sender=sender,
+        weak=False,
+        dispatch_uid=f"vectorindex.hooks.post_delete.{sender._meta.label_lower}",
+    )
 
 
 def _on_post_delete(sender: Any, instance: Any, using: str, **kwargs: Any) -> None:
-    if has_vector_index(sender._meta.concrete_model):
-        from . import writes
+    from . import writes
 
-        writes.on_post_delete(sender, instance, using)
+    writes.on_post_delete(sender, instance, using)
 
 
 class_prepared.connect(_on_class_prepared, dispatch_uid="vectorindex.hooks.class_prepared")
-post_delete.connect(_on_post_delete, dispatch_uid="vectorindex.hooks.post_delete")

@@ -132,6 +132,7 @@ class Runtime:
         self.using = using
         self.lock = threading.Lock()
         self.head: HeadIndex | None = None
+        self.state_id: int | None = None
 
     @property
     def connection(self) -> Any:
@@ -140,18 +141,24 @@ class Runtime:
     def open(self) -> tuple[Storage, tuple[str, int, int]]:
         """This index's storage on the alias, and its state: (status, generation, LSN).
 
-        The state row is found by name each time (one unique-key read), so a
-        state table that was flushed and refilled, as between tests, is no trap.
+        One primary-key read of the state row. The row's id is remembered; a
+        state table that was emptied and refilled since (as between tests) is
+        found again by name.
         """
         table = self.connection.ops.quote_name(IndexState._meta.db_table)
+        columns = "id, status, generation, wal_lsn"
         for _attempt in range(2):
             with self.connection.cursor() as cursor:
-                cursor.execute(
-                    f"SELECT id, status, generation, wal_lsn FROM {table} WHERE name = %s",
-                    [self.declared.name],
-                )
-                row = cursor.fetchone()
+                if self.state_id is not None:
+                    cursor.execute(f"SELECT {columns} FROM {table} WHERE id = %s AND name = %s", [self.state_id, self.declared.name])
+                    row = cursor.fetchone()
+                else:
+                    row = None
+                if row is None:
+                    cursor.execute(f"SELECT {columns} FROM {table} WHERE name = %s", [self.declared.name])
+                    row = cursor.fetchone()
             if row is not None:
+                self.state_id = row[0]
                 storage = Storage(self.connection, row[0], self.declared.field.dimensions)
                 return storage, (row[1], row[2], row[3])
             sync_states(self.using)
