@@ -12,38 +12,22 @@ checks every answer against a numpy scan of the same rows.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import resource
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATASET = ROOT.parent / "shared" / "data" / "pypi-minilm-384"
+from .common import arguments, load, setup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
-    parser.add_argument("--limit", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=20)
+    parser = arguments(__doc__.split("\n\n")[0], limit=100_000, queries=20)
     parser.add_argument("--chunk-size", type=int, default=None, help="VECTORINDEX EXACT_CHUNK_SIZE")
-    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-
-    os.environ.setdefault("DATABASE_URL", f"sqlite:///{ROOT / 'bench-exact.sqlite3'}")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_project.settings")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
+    setup("bench-exact.sqlite3")
     from django.conf import settings
-    from django.core.management import call_command
     from django.db import connection
 
     from demo_project.packages.models import Package
@@ -54,21 +38,7 @@ def main() -> None:
         from vectorindex.conf import vectorindex_settings
 
         vectorindex_settings.reload()
-
-    base = np.load(args.dataset / "base.f16.npy", mmap_mode="r")[: args.limit].astype(np.float32)
-    queries = np.load(args.dataset / "queries.f32.npy")[: args.queries]
-    call_command("migrate", verbosity=0)
-    if Package.objects.count() != len(base):
-        Package.objects.all().delete()
-        started = time.perf_counter()
-        for start in range(0, len(base), 5_000):
-            Package.objects.bulk_create(
-                Package(name=f"row{i}", summary="", embedding=base[i])
-                for i in range(start, min(start + 5_000, len(base)))
-            )
-        print(f"loaded {len(base):,} rows in {time.perf_counter() - started:.1f} s")
-    pk_of_row = dict(Package.objects.values_list("name", "pk"))
-    pks = np.array([pk_of_row[f"row{i}"] for i in range(len(base))])
+    base, pks, queries = load(args.dataset, args.limit, args.queries)
 
     normed = base / np.linalg.norm(base, axis=1, keepdims=True)
     results = {"rows": len(base), "dimensions": base.shape[1], "vendor": connection.vendor}

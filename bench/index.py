@@ -13,53 +13,26 @@ through ``order_by(CosineDistance(...))[:10]`` over a sweep of
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATASET = ROOT.parent / "shared" / "data" / "pypi-minilm-384"
+from .common import arguments, load, setup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
-    parser.add_argument("--limit", type=int, default=20_000)
-    parser.add_argument("--queries", type=int, default=200)
+    parser = arguments(__doc__.split("\n\n")[0], limit=20_000, queries=200)
     parser.add_argument("--probes", default="8,16,32,64", help="comma-separated sweep")
-    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-
-    os.environ.setdefault("DATABASE_URL", f"sqlite:///{ROOT / 'bench-index.sqlite3'}")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_project.settings")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    setup("bench-index.sqlite3")
     from django.db import connection
 
     from demo_project.packages.models import Package
     from vectorindex import CosineDistance, build, recovery
     from vectorindex.registry import get_declared
 
-    base = np.load(args.dataset / "base.f16.npy", mmap_mode="r")[: args.limit].astype(np.float32)
-    queries = np.load(args.dataset / "queries.f32.npy")[: args.queries]
-    call_command("migrate", verbosity=0)
-    if Package.objects.count() != len(base):
-        Package.objects.all().delete()
-        for start in range(0, len(base), 5_000):
-            Package.objects.bulk_create(
-                Package(name=f"row{i}", summary="", embedding=base[i])
-                for i in range(start, min(start + 5_000, len(base)))
-            )
-    pk_of_row = dict(Package.objects.values_list("name", "pk"))
-    pks = np.array([pk_of_row[f"row{i}"] for i in range(len(base))])
+    base, pks, queries = load(args.dataset, args.limit, args.queries)
 
     declared = get_declared("package_embedding")
     report = build.build(declared, seed=0)

@@ -1,0 +1,55 @@
+"""What the benchmark scripts share: Django set up on the demo project, data loaded."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATASET = ROOT.parent / "shared" / "data" / "pypi-minilm-384"
+
+
+def arguments(description: str, limit: int, queries: int) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--limit", type=int, default=limit, help="rows of the data set to load")
+    parser.add_argument("--queries", type=int, default=queries)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    return parser
+
+
+def setup(scratch: str) -> None:
+    """Django on the demo project; DATABASE_URL or a scratch SQLite file."""
+    os.environ.setdefault("DATABASE_URL", f"sqlite:///{ROOT / scratch}")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_project.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def load(dataset: Path, limit: int, queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(base vectors, their Package primary keys, queries), loading the rows if needed."""
+    from demo_project.packages.models import Package
+
+    base = np.load(dataset / "base.f16.npy", mmap_mode="r")[:limit].astype(np.float32)
+    if Package.objects.count() != len(base):
+        Package.objects.all().delete()
+        started = time.perf_counter()
+        for start in range(0, len(base), 5_000):
+            Package.objects.bulk_create(
+                Package(name=f"row{i}", summary="", embedding=base[i])
+                for i in range(start, min(start + 5_000, len(base)))
+            )
+        print(f"loaded {len(base):,} rows in {time.perf_counter() - started:.1f} s")
+    pk_of_row = dict(Package.objects.values_list("name", "pk"))
+    pks = np.array([pk_of_row[f"row{i}"] for i in range(len(base))])
+    return base, pks, np.load(dataset / "queries.f32.npy")[:queries]
