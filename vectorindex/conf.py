@@ -24,9 +24,26 @@ DEFAULTS: dict[str, Any] = {
     "RESULT_BATCH_SIZE": 1_000,
     # How many leading values the admin shows of a vector before "…".
     "ADMIN_PREVIEW_VALUES": 5,
+    # Where maintenance jobs run: "celery" (queued for workers), "inline" (in
+    # the process that triggered them, right after its transaction commits),
+    # or "auto": celery when CELERY_BROKER_URL is set, inline otherwise.
+    "JOBS": "auto",
+    # The maintenance scan (Celery beat) runs this often, in seconds.
+    "SCAN_INTERVAL": 60,
+    # A snapshot is taken (and the WAL truncated) once the WAL is this long.
+    "WAL_SNAPSHOT_ENTRIES": 1_000,
+    # Seconds a retired head's posting rows stay readable before they are
+    # deleted (processes whose head index is older still route to it).
+    "RETIRED_GRACE": 300,
 }
 
-POSITIVE_INTEGERS = ("EXACT_CHUNK_SIZE", "RESULT_BATCH_SIZE", "ADMIN_PREVIEW_VALUES")
+POSITIVE_INTEGERS = (
+    "EXACT_CHUNK_SIZE",
+    "RESULT_BATCH_SIZE",
+    "ADMIN_PREVIEW_VALUES",
+    "SCAN_INTERVAL",
+    "WAL_SNAPSHOT_ENTRIES",
+)
 
 
 class VectorIndexSettings:
@@ -52,6 +69,13 @@ class VectorIndexSettings:
                 f"Known settings: {', '.join(sorted(self.defaults))}."
             )
         merged = {**self.defaults, **user}
+        if merged["JOBS"] not in ("auto", "inline", "celery"):
+            raise ImproperlyConfigured(
+                f"VECTORINDEX['JOBS'] must be 'auto', 'inline' or 'celery', got {merged['JOBS']!r}."
+            )
+        grace = merged["RETIRED_GRACE"]
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
+            raise ImproperlyConfigured(f"VECTORINDEX['RETIRED_GRACE'] must be a number of seconds ≥ 0, got {grace!r}.")
         for name in POSITIVE_INTEGERS:
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -35,6 +35,8 @@ TUNING: dict[str, tuple[Any, str, float, float]] = {
     "replicas": (4, "int", 1, 8),
     "replica_epsilon": (0.25, "float", 0.0, 10.0),
     "posting_limit": (512, "int", 16, 100_000),
+    "merge_below": (8, "int", 0, 100_000),
+    "defragment_rows": (16, "int", 2, 10_000),
     "probes": (32, "int", 1, 10_000),
     "probe_epsilon": (2.0, "float", 0.0, 1_000.0),
     "m": (16, "int", 2, 128),

@@ -64,6 +64,9 @@ class Head(models.Model):
     alive = models.BooleanField(default=True)
     created_lsn = models.BigIntegerField(default=0)
     retired_lsn = models.BigIntegerField(null=True, blank=True)
+    # A retired head's posting rows stay readable for a grace period: a process
+    # whose head index is a moment old still routes queries to it.
+    retired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["index", "alive"], name="vectorindex_head_alive")]

@@ -103,6 +103,7 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
 
     sql_filter = _sql_filter(queryset, plan)
     pool = _Pool.empty(len(plan.terms))
+    rows_per_head: dict[int, int] = {}
     read: set[int] = set()
     heads = routing.probe(head, query, min(probes, len(head)), epsilon)
     count = probes
@@ -110,7 +111,7 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
         fresh = [int(h) for h in heads if int(h) not in read]
         read.update(fresh)
         if fresh:
-            entries = storage.read_postings(fresh)
+            entries = storage.read_postings(fresh, rows_per_head)
             if len(entries):
                 pool.add(entries, plan)
         chosen = _best(pool, plan, need, storage, sql_filter)
@@ -118,6 +119,7 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
             break
         count = min(2 * count, len(head))
         heads = routing.ranked_heads(head, query, count)
+    _trigger_defragment(declared, using, rows_per_head)
     if chosen is None:
         return None  # the index ran out before k rows: the exact path decides
     ids = pool.ids[chosen]
@@ -172,3 +174,13 @@ def _resolve(pool: _Pool, vector_ids: list[int], storage: Any, sql_filter: Any) 
         current = {vid: version for vid, version in current.items() if vid in allowed}
     for vector_id in vector_ids:
         pool.known[vector_id] = current.get(vector_id, -1)
+
+
+def _trigger_defragment(declared: Declared, using: str, rows_per_head: dict[int, int]) -> None:
+    """A posting list read as many small rows gets packed (after this transaction)."""
+    from . import jobs
+
+    most = declared.options["defragment_rows"]
+    for head_id, rows in rows_per_head.items():
+        if rows > most:
+            jobs.enqueue("defragment", declared.name, using, head_id=head_id)

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from django.utils import timezone
 
 from .engine import codec, postings
 from .exceptions import SnapshotError
@@ -105,9 +106,74 @@ class Storage:
 
     def retire_head(self, head_id: int, lsn: int) -> None:
         self._execute(
-            f"UPDATE {self.head_table} SET alive = %s, retired_lsn = %s WHERE id = %s AND index_id = %s",
-            [False, lsn, head_id, self.index_id],
+            f"UPDATE {self.head_table} SET alive = %s, retired_lsn = %s, retired_at = %s "
+            "WHERE id = %s AND index_id = %s",
+            [False, lsn, timezone.now(), head_id, self.index_id],
         )
+
+    def lock_head(self, head_id: int) -> bool:
+        """Lock one head's row exclusively (appenders wait); is it alive?"""
+        if self.mysql:
+            rows = self._execute(
+                f"SELECT alive FROM {self.head_table} WHERE id = %s AND index_id = %s FOR UPDATE",
+                [head_id, self.index_id],
+            )
+        else:
+            self._execute(f"UPDATE {self.head_table} SET alive = alive WHERE id = %s", [head_id])
+            rows = self._execute(
+                f"SELECT alive FROM {self.head_table} WHERE id = %s AND index_id = %s", [head_id, self.index_id]
+            )
+        return bool(rows and rows[0][0])
+
+    def expired_heads(self, before: Any) -> list[int]:
+        """Retired heads whose grace period ended before *before*."""
+        rows = self._execute(
+            f"SELECT id FROM {self.head_table} WHERE index_id = %s AND alive = %s AND retired_at < %s",
+            [self.index_id, False, before],
+        )
+        return [row[0] for row in rows]
+
+    def delete_heads(self, head_ids: Sequence[int]) -> None:
+        """A retired head and its posting rows, gone for good."""
+        for batch in _batches([int(h) for h in head_ids], 500):
+            marks = self._marks(len(batch))
+            self._execute(
+                f"DELETE FROM {self.posting_table} WHERE index_id = %s AND head_id IN ({marks})",
+                [self.index_id, *batch],
+            )
+            self._execute(
+                f"DELETE FROM {self.head_table} WHERE index_id = %s AND alive = %s AND id IN ({marks})",
+                [self.index_id, False, *batch],
+            )
+
+    def replace_postings(self, head_id: int, rows: Sequence[tuple[int, bytes]]) -> None:
+        """Rewrite one posting list as *rows* (count, payload): defragmenting."""
+        self._execute(
+            f"DELETE FROM {self.posting_table} WHERE index_id = %s AND head_id = %s", [self.index_id, head_id]
+        )
+        self.append([(head_id, count, payload) for count, payload in rows])
+
+    def lock_versions(self, vector_ids: Sequence[int]) -> dict[int, int]:
+        """Lock these vectors' version rows; their current versions (live ones only)."""
+        if not self.mysql:
+            return self.current_versions(vector_ids)
+        result: dict[int, int] = {}
+        for batch in _batches(sorted(int(i) for i in vector_ids)):
+            rows = self._execute(
+                f"SELECT vector_id, version, deleted FROM {self.version_table} WHERE index_id = %s "
+                f"AND vector_id IN ({self._marks(len(batch))}) FOR UPDATE",
+                [self.index_id, *batch],
+            )
+            result.update((vid, version) for vid, version, deleted in rows if not deleted)
+        return result
+
+    def bump_versions(self, vector_ids: Sequence[int]) -> None:
+        for batch in _batches([int(i) for i in vector_ids]):
+            self._execute(
+                f"UPDATE {self.version_table} SET version = version + 1 "
+                f"WHERE index_id = %s AND vector_id IN ({self._marks(len(batch))})",
+                [self.index_id, *batch],
+            )
 
     def lock_heads_shared(self, head_ids: Iterable[int]) -> set[int]:
         """Share-lock these heads' rows; return those still alive (DESIGN §3)."""
@@ -130,6 +196,23 @@ class Storage:
                 f"SELECT id FROM {self.head_table} WHERE index_id = %s AND alive = %s FOR UPDATE",
                 [self.index_id, True],
             )
+
+    def alive_head_ids(self) -> set[int]:
+        rows = self._execute(
+            f"SELECT id FROM {self.head_table} WHERE index_id = %s AND alive = %s", [self.index_id, True]
+        )
+        return {row[0] for row in rows}
+
+    def alive_head_count(self) -> int:
+        return self._execute(
+            f"SELECT COUNT(*) FROM {self.head_table} WHERE index_id = %s AND alive = %s", [self.index_id, True]
+        )[0][0]
+
+    def head_vector(self, head_id: int) -> np.ndarray | None:
+        rows = self._execute(
+            f"SELECT vector FROM {self.head_table} WHERE id = %s AND index_id = %s", [head_id, self.index_id]
+        )
+        return codec.from_bytes(bytes(rows[0][0])) if rows else None
 
     def alive_heads(self) -> tuple[np.ndarray, np.ndarray]:
         rows = self._execute(
@@ -169,16 +252,48 @@ class Storage:
             values,
         )
 
-    def read_postings(self, head_ids: Sequence[int]) -> np.ndarray:
-        """Every entry of these posting lists, decoded."""
+    def read_postings(self, head_ids: Sequence[int], rows_per_head: dict[int, int] | None = None) -> np.ndarray:
+        """Every entry of these posting lists, decoded; *rows_per_head* gets row counts."""
         payloads: list[bytes] = []
         for batch in _batches([int(h) for h in head_ids], 500):
             rows = self._execute(
-                f"SELECT payload FROM {self.posting_table} WHERE index_id = %s AND head_id IN ({self._marks(len(batch))})",
+                f"SELECT head_id, payload FROM {self.posting_table} WHERE index_id = %s "
+                f"AND head_id IN ({self._marks(len(batch))})",
                 [self.index_id, *batch],
             )
-            payloads.extend(bytes(row[0]) for row in rows)
+            payloads.extend(bytes(row[1]) for row in rows)
+            if rows_per_head is not None:
+                for head_id, _payload in rows:
+                    rows_per_head[head_id] = rows_per_head.get(head_id, 0) + 1
         return postings.decode(payloads, self.dimensions)
+
+    def read_postings_with_owners(self, head_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(head id per entry, entries) of these posting lists."""
+        size = postings.entry_dtype(self.dimensions).itemsize
+        owners, payloads = [], []
+        for batch in _batches([int(h) for h in head_ids], 500):
+            rows = self._execute(
+                f"SELECT head_id, payload FROM {self.posting_table} WHERE index_id = %s "
+                f"AND head_id IN ({self._marks(len(batch))})",
+                [self.index_id, *batch],
+            )
+            for head_id, payload in rows:
+                owners.append(np.full(len(payload) // size, head_id, dtype=np.int64))
+                payloads.append(bytes(payload))
+        owner_array = np.concatenate(owners) if owners else np.empty(0, np.int64)
+        return owner_array, postings.decode(payloads, self.dimensions)
+
+    def list_sizes(self, head_ids: Sequence[int]) -> dict[int, int]:
+        """Entries (stale ones included) in each of these posting lists."""
+        ids = sorted({int(h) for h in head_ids})
+        if not ids:
+            return {}
+        rows = self._execute(
+            f"SELECT head_id, SUM(count) FROM {self.posting_table} WHERE index_id = %s "
+            f"AND head_id IN ({self._marks(len(ids))}) GROUP BY head_id",
+            [self.index_id, *ids],
+        )
+        return {head: int(total) for head, total in rows}
 
     def posting_sizes(self) -> dict[int, tuple[int, int]]:
         """head id -> (entries, rows) for every posting list."""

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from . import jobs
 from .engine import codec, postings, routing
 from .exceptions import VectorIndexError
 from .models import IndexState
@@ -89,7 +90,26 @@ def index_vectors(declared: Declared, using: str, rows: Sequence[tuple[Any, Any]
         chosen = members[run]
         for count, payload in postings.pack(pks[chosen], versions[chosen], vectors[chosen]):
             rows_out.append((int(owners[run[0]]), count, payload))
-    storage.append(rows_out)
+    append(declared, storage, rows_out, using)
+
+
+def append(declared: Declared, storage: Any, rows: Sequence[tuple[int, int, bytes]], using: str) -> None:
+    """Append posting rows; a list that grows past its limit gets a split after commit.
+
+    The split is asked for when the list crosses the limit, and again each time
+    it grows by another half limit (a split that found mostly stale entries
+    leaves the list as it was), not on every append.
+    """
+    storage.append(rows)
+    added: dict[int, int] = defaultdict(int)
+    for head_id, count, _payload in rows:
+        added[head_id] += count
+    limit = declared.options["posting_limit"]
+    step = max(1, limit // 2)
+    for head_id, size in storage.list_sizes(list(added)).items():
+        before = size - added[head_id]
+        if size > limit and (before <= limit or before // step < size // step):
+            jobs.enqueue("split", declared.name, using, head_id=head_id)
 
 
 def unindex(declared: Declared, using: str, pks: Iterable[Any]) -> None:

@@ -59,3 +59,16 @@ class Passage(models.Model):
 
     class Meta:
         indexes = [VectorIndex(fields=["embedding"], name="passage_embedding", distance="cosine")]
+
+
+class Streamed(models.Model):
+    """An indexed model with small posting lists, so that maintenance has work."""
+
+    embedding = VectorField(dimensions=16)
+
+    objects = VectorManager()
+
+    class Meta:
+        indexes = [
+            VectorIndex(fields=["embedding"], name="streamed_embedding", posting_limit=64, merge_below=4, defragment_rows=8)
+        ]

@@ -114,6 +114,7 @@ class Migration(migrations.Migration):
                 ('alive', models.BooleanField(default=True)),
                 ('created_lsn', models.BigIntegerField(default=0)),
                 ('retired_lsn', models.BigIntegerField(blank=True, null=True)),
+                ('retired_at', models.DateTimeField(blank=True, null=True)),
                 ('index', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='heads', to='vectorindex.indexstate')),
             ],
             options={

@@ -1,0 +1,344 @@
+"""LIRE: the background jobs that keep posting lists balanced (DESIGN §5).
+
+Each job is one database transaction, takes primitive ids, and is idempotent:
+run again after its worker died, it finds the database as the last commit left
+it and does the right thing. Jobs that change the set of heads (split, merge)
+lock the index's state row exclusively first, which serialises them per index
+and makes WAL LSNs commit in order; every job that rewrites a posting list
+locks that head's row exclusively, so appends to it wait, and a writer that
+routed to a head retired meanwhile routes again (DESIGN §3).
+
+Copies made by a split or a merge keep their version, and a retired head's
+rows stay for ``RETIRED_GRACE`` seconds: a process whose head index is a moment
+old still routes to the retired head and finds every vector there.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from . import writes
+from .conf import vectorindex_settings
+from .engine import postings, routing
+from .engine.head import prepare
+from .engine.kmeans import kmeans
+from .exceptions import VectorIndexError
+from .models import IndexState
+from .registry import Declared, runtime
+from .storage import Storage
+from .wal import change_heads
+
+FAULT_ENV = "VECTORINDEX_FAULT"
+REASSIGN_NEIGHBOURS = 8
+
+
+def fault(job: str, step: str) -> None:
+    """Tests only: die here (SIGKILL) when VECTORINDEX_FAULT names this step."""
+    if os.environ.get(FAULT_ENV) == f"{job}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class Outcome:
+    """What a job did, and the jobs it asks for next."""
+
+    job: str
+    detail: str
+    follow_up: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+def _open(declared: Declared, using: str) -> tuple[Any, Storage, tuple[str, int, int]]:
+    rt = runtime(declared, using)
+    storage, state = rt.open()
+    return rt, storage, state
+
+
+def _current(storage: Storage, entries: np.ndarray) -> np.ndarray:
+    """Which entries are at their vector's current version (not stale, not deleted)."""
+    if not len(entries):
+        return np.zeros(0, bool)
+    current = storage.current_versions(np.unique(entries["id"]).tolist())
+    if not current:
+        return np.zeros(len(entries), bool)
+    known = np.array(sorted(current.items()), dtype=np.int64)
+    position = np.searchsorted(known[:, 0], entries["id"])
+    position[position >= len(known)] = 0
+    return (known[position, 0] == entries["id"]) & (known[position, 1] == entries["version"])
+
+
+def _live(storage: Storage, entries: np.ndarray) -> np.ndarray:
+    """Entries at their vector's current version, one per vector."""
+    entries = entries[_current(storage, entries)]
+    _, first = np.unique(entries["id"], return_index=True)
+    return entries[np.sort(first)]
+
+
+def _pack(head_id: int, entries: np.ndarray) -> list[tuple[int, int, bytes]]:
+    vectors = np.ascontiguousarray(entries["vector"])
+    return [(head_id, count, payload) for count, payload in postings.pack(entries["id"], entries["version"], vectors)]
+
+
+def _route_and_append(rt: Any, storage: Storage, entries: np.ndarray, versions: np.ndarray, using: str) -> None:
+    """Append *entries* (with *versions*) where the current heads say they belong."""
+    if not len(entries):
+        return
+    options = rt.declared.options
+    vectors = np.ascontiguousarray(entries["vector"])
+    for _attempt in range(5):
+        head = rt.current(storage, storage.read_state())
+        members, owners = routing.assign(head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"])
+        if len(storage.lock_heads_shared(owners)) == len(set(owners.tolist())):
+            break
+    else:
+        raise VectorIndexError(f"{rt.declared.name}: heads kept changing while moving {len(entries)} vectors")
+    order = np.argsort(owners, kind="stable")
+    members, owners = members[order], owners[order]
+    rows = []
+    for run in np.split(np.arange(len(members)), np.flatnonzero(np.diff(owners)) + 1):
+        chosen = members[run]
+        for count, payload in postings.pack(entries["id"][chosen], versions[chosen], vectors[chosen]):
+            rows.append((int(owners[run[0]]), count, payload))
+    writes.append(rt.declared, storage, rows, using)
+
+
+# Split ------------------------------------------------------------------------
+
+
+def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
+    """Split a posting list over its limit into K ≥ 2 lists around new heads."""
+    options = declared.options
+    limit = options["posting_limit"]
+    with transaction.atomic(using=using):
+        rt, storage, _state = _open(declared, using)
+        state = storage.lock_state(exclusive=True)
+        if state[0] != IndexState.Status.READY:
+            return Outcome("split", "index not ready")
+        if not storage.lock_head(head_id):
+            return Outcome("split", f"head {head_id} is retired already")
+        fault("split", "locked")
+        entries = storage.read_postings([head_id])
+        live = _live(storage, entries)
+        if len(live) <= limit:
+            if len(live) < len(entries):
+                storage.replace_postings(head_id, [(c, p) for _h, c, p in _pack(head_id, live)])
+            return Outcome("split", f"head {head_id}: {len(live)} live entries, within the limit after dropping {len(entries) - len(live)} stale")
+        # K from the size: a list that grew far past the limit splits into many.
+        parts = max(2, math.ceil(len(live) / (limit / 2)))
+        vectors = np.ascontiguousarray(live["vector"])
+        centers, labels = kmeans(prepare(vectors, declared.metric), parts, seed=head_id)
+        used = np.unique(labels)
+        new_ids, _lsn = change_heads(storage, state[2], add=centers[used], retire=[head_id])
+        fault("split", "heads")
+        rows = []
+        for new_id, label in zip(new_ids.tolist(), used.tolist()):
+            rows.extend(_pack(new_id, live[labels == label]))
+        # Through writes.append: a part that k-means left over the limit is
+        # split again after this commits.
+        writes.append(declared, storage, rows, using)
+        fault("split", "postings")
+    return Outcome(
+        "split",
+        f"head {head_id}: {len(live)} live entries into {len(new_ids)} new heads",
+        [("reassign", {"head_id": head_id, "new_head_ids": new_ids.tolist()})],
+    )
+
+
+# Reassign -----------------------------------------------------------------------
+
+
+def _head_distance(metric: str, points: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Distances as the head index measures them (squared L2, or 1 − dot)."""
+    points = prepare(points, metric).astype(np.float64)
+    centers = prepare(np.atleast_2d(centers), metric).astype(np.float64)
+    if metric == "l2":
+        return ((points[:, None, :] - centers[None, :, :]) ** 2).sum(axis=-1)
+    return 1.0 - points @ centers.T
+
+
+def reassign(declared: Declared, head_id: int, new_head_ids: list[int], using: str = "default") -> Outcome:
+    """After a split, move the vectors whose nearest head changed (SPFresh's filter).
+
+    Candidates are the vectors of the new lists that are farther from their new
+    head than from the old one, and the vectors of the old head's neighbouring
+    lists that are nearer to a new head than to their own. A candidate moves only
+    if its nearest head now is not the list it is in; a moved vector gets a new
+    version and is appended where it belongs.
+    """
+    metric = declared.metric
+    with transaction.atomic(using=using):
+        rt, storage, state = _open(declared, using)
+        if state[0] != IndexState.Status.READY:
+            return Outcome("reassign", "index not ready")
+        head = rt.current(storage, state)
+        new_ids = [h for h in new_head_ids if h in head.alive]
+        old = storage.head_vector(head_id)
+        if not new_ids or old is None:
+            return Outcome("reassign", "nothing to do: the split's heads are gone")
+        new_vectors = head.vectors(np.array(new_ids))
+        neighbours = [int(h) for h in routing.ranked_heads(head, old, REASSIGN_NEIGHBOURS + len(new_ids)) if int(h) not in new_ids]
+        neighbours = neighbours[:REASSIGN_NEIGHBOURS]
+        owners_all, entries_all = storage.read_postings_with_owners(new_ids + neighbours)
+        if not len(entries_all):
+            return Outcome("reassign", "nothing to do: empty lists")
+        live_mask = _current(storage, entries_all)
+        owners_all, entries_all = owners_all[live_mask], entries_all[live_mask]
+        vectors = np.ascontiguousarray(entries_all["vector"])
+        own = np.array([np.nan] * len(entries_all))
+        for h in set(owners_all.tolist()):
+            mask = owners_all == h
+            own[mask] = _head_distance(metric, vectors[mask], head.vectors(np.array([h])))[:, 0]
+        to_old = _head_distance(metric, vectors, prepare(old[None, :], metric))[:, 0]
+        to_new = _head_distance(metric, vectors, new_vectors).min(axis=1)
+        in_new = np.isin(owners_all, new_ids)
+        candidate = (in_new & (own > to_old)) | (~in_new & (to_new < own))
+        if not candidate.any():
+            return Outcome("reassign", "no vector changed its nearest head")
+        best = head.search(vectors[candidate], 1)[0][:, 0]
+        moving = entries_all[candidate][best != owners_all[candidate]]
+        if not len(moving):
+            return Outcome("reassign", "no vector changed its nearest head")
+        # Only vectors still at the version read may move: a user's update since
+        # then has appended the newer vector itself.
+        locked = storage.lock_versions(moving["id"].tolist())
+        still = np.array([locked.get(int(i)) == int(v) for i, v in zip(moving["id"], moving["version"])], bool)
+        moving = moving[still]
+        _, first = np.unique(moving["id"], return_index=True)
+        moving = moving[first]
+        storage.bump_versions(moving["id"].tolist())
+        fault("reassign", "versions")
+        _route_and_append(rt, storage, moving, moving["version"] + 1, using)
+        fault("reassign", "appended")
+    return Outcome("reassign", f"moved {len(moving)} vectors after splitting head {head_id}")
+
+
+# Merge, defragment ----------------------------------------------------------------
+
+
+def merge(declared: Declared, head_id: int, using: str = "default") -> Outcome:
+    """Retire a head with too few live vectors; append them to their nearest other heads."""
+    with transaction.atomic(using=using):
+        rt, storage, _state = _open(declared, using)
+        state = storage.lock_state(exclusive=True)
+        if state[0] != IndexState.Status.READY:
+            return Outcome("merge", "index not ready")
+        if not storage.lock_head(head_id):
+            return Outcome("merge", f"head {head_id} is retired already")
+        live = _live(storage, storage.read_postings([head_id]))
+        if len(live) >= declared.options["merge_below"]:
+            return Outcome("merge", f"head {head_id} has {len(live)} live entries: not merged")
+        if storage.alive_head_count() <= 1:
+            return Outcome("merge", "the last head is never merged")
+        change_heads(storage, state[2], retire=[head_id])
+        fault("merge", "retired")
+        _route_and_append(rt, storage, live, live["version"], using)
+        fault("merge", "appended")
+    return Outcome("merge", f"head {head_id}: {len(live)} vectors moved to other heads")
+
+
+def defragment(declared: Declared, head_id: int, using: str = "default") -> Outcome:
+    """Rewrite a posting list as few packed rows, without stale entries. No head changes."""
+    with transaction.atomic(using=using):
+        _rt, storage, state = _open(declared, using)
+        if state[0] != IndexState.Status.READY:
+            return Outcome("defragment", "index not ready")
+        if not storage.lock_head(head_id):
+            return Outcome("defragment", f"head {head_id} is retired")
+        rows: dict[int, int] = {}
+        entries = storage.read_postings([head_id], rows)
+        live = _live(storage, entries)
+        storage.replace_postings(head_id, [(c, p) for _h, c, p in _pack(head_id, live)])
+        fault("defragment", "rewritten")
+    return Outcome("defragment", f"head {head_id}: {rows.get(head_id, 0)} rows, {len(entries)} entries -> {len(live)} live entries")
+
+
+# Snapshot, garbage collection, scan ---------------------------------------------
+
+
+def compact(declared: Declared, using: str = "default") -> Outcome:
+    """Snapshot the head index and truncate the WAL, once the WAL is long."""
+    from .recovery import take_snapshot
+
+    _rt, storage, state = _open(declared, using)
+    if state[0] != IndexState.Status.READY:
+        return Outcome("compact", "index not ready")
+    length = storage.wal_length()
+    if length < vectorindex_settings.WAL_SNAPSHOT_ENTRIES:
+        return Outcome("compact", f"WAL has {length} entries: not yet")
+    snapshot = take_snapshot(declared, using)
+    return Outcome("compact", f"snapshot at LSN {snapshot.lsn}; {length} WAL entries dropped")
+
+
+def collect(declared: Declared, using: str = "default") -> Outcome:
+    """Delete retired heads and their rows once their grace period is over."""
+    with transaction.atomic(using=using):
+        _rt, storage, _state = _open(declared, using)
+        before = timezone.now() - timedelta(seconds=vectorindex_settings.RETIRED_GRACE)
+        expired = storage.expired_heads(before)
+        storage.delete_heads(expired)
+    return Outcome("collect", f"{len(expired)} retired heads deleted")
+
+
+def scan(declared: Declared, using: str = "default") -> list[tuple[str, dict[str, Any]]]:
+    """The jobs the index needs now: the safety net for triggers that were lost."""
+    _rt, storage, state = _open(declared, using)
+    if state[0] != IndexState.Status.READY:
+        return []
+    options = declared.options
+    alive = storage.alive_head_ids()
+    sizes = storage.posting_sizes()
+    jobs: list[tuple[str, dict[str, Any]]] = []
+    for head_id in sorted(alive):
+        entries, rows = sizes.get(head_id, (0, 0))
+        if entries > options["posting_limit"]:
+            jobs.append(("split", {"head_id": head_id}))
+        elif entries < options["merge_below"] and len(alive) > 1:
+            jobs.append(("merge", {"head_id": head_id}))
+        elif rows > options["defragment_rows"]:
+            jobs.append(("defragment", {"head_id": head_id}))
+    if storage.wal_length() >= vectorindex_settings.WAL_SNAPSHOT_ENTRIES:
+        jobs.append(("compact", {}))
+    before = timezone.now() - timedelta(seconds=vectorindex_settings.RETIRED_GRACE)
+    if storage.expired_heads(before):
+        jobs.append(("collect", {}))
+    return jobs
+
+
+JOBS = {
+    "split": split,
+    "reassign": reassign,
+    "merge": merge,
+    "defragment": defragment,
+    "compact": compact,
+    "collect": collect,
+}
+
+
+def run(name: str, declared: Declared, using: str = "default", **arguments: Any) -> Outcome:
+    return JOBS[name](declared, using=using, **arguments)
+
+
+def maintain(declared: Declared, using: str = "default", *, rounds: int = 50, report: Any = None) -> list[Outcome]:
+    """Run jobs until the scan finds nothing to do (or *rounds* scans have run)."""
+    outcomes: list[Outcome] = []
+    for _round in range(rounds):
+        jobs = scan(declared, using)
+        if not jobs:
+            break
+        queue = list(jobs)
+        while queue:
+            name, arguments = queue.pop(0)
+            outcome = run(name, declared, using, **arguments)
+            outcomes.append(outcome)
+            queue.extend(outcome.follow_up)
+            if report:
+                report(outcome)
+    return outcomes

@@ -1,0 +1,65 @@
+"""Celery tasks: thin wrappers over :mod:`vectorindex.maintenance`.
+
+Each takes primitive ids and is idempotent; ``acks_late`` returns a task whose
+worker died to the queue, and running it again is safe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from . import maintenance
+from .registry import declared_indexes, get_declared
+
+OPTIONS = {"acks_late": True, "ignore_result": True, "reject_on_worker_lost": True}
+
+
+def _run(job: str, index: str, using: str, **arguments: Any) -> str:
+    outcome = maintenance.run(job, get_declared(index), using, **arguments)
+    for name, follow_up in outcome.follow_up:
+        globals()[name].delay(index=index, using=using, **follow_up)
+    return outcome.detail
+
+
+@shared_task(name="vectorindex.split", **OPTIONS)
+def split(index: str, head_id: int, using: str = "default") -> str:
+    return _run("split", index, using, head_id=head_id)
+
+
+@shared_task(name="vectorindex.reassign", **OPTIONS)
+def reassign(index: str, head_id: int, new_head_ids: list[int], using: str = "default") -> str:
+    return _run("reassign", index, using, head_id=head_id, new_head_ids=new_head_ids)
+
+
+@shared_task(name="vectorindex.merge", **OPTIONS)
+def merge(index: str, head_id: int, using: str = "default") -> str:
+    return _run("merge", index, using, head_id=head_id)
+
+
+@shared_task(name="vectorindex.defragment", **OPTIONS)
+def defragment(index: str, head_id: int, using: str = "default") -> str:
+    return _run("defragment", index, using, head_id=head_id)
+
+
+@shared_task(name="vectorindex.compact", **OPTIONS)
+def compact(index: str, using: str = "default") -> str:
+    return _run("compact", index, using)
+
+
+@shared_task(name="vectorindex.collect", **OPTIONS)
+def collect(index: str, using: str = "default") -> str:
+    return _run("collect", index, using)
+
+
+@shared_task(name="vectorindex.scan", **OPTIONS)
+def scan(index: str | None = None, using: str = "default") -> int:
+    """Enqueue what every index (or one) needs: the beat schedule's job."""
+    names = [index] if index else sorted(declared_indexes())
+    sent = 0
+    for name in names:
+        for job, arguments in maintenance.scan(get_declared(name), using):
+            globals()[job].delay(index=name, using=using, **arguments)
+            sent += 1
+    return sent
