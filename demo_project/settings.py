@@ -98,10 +98,31 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
     # MariaDB and MySQL: full Unicode (package summaries contain emoji and CJK text).
     DATABASES["default"].setdefault("OPTIONS", {})["charset"] = "utf8mb4"
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite has one writer at a time: transactions take the write lock when
+    # they begin (so that two cannot deadlock upgrading from a read) and wait
+    # up to 30 s for it, e.g. while an index build holds it.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(timeout=30, transaction_mode="IMMEDIATE")
 
 # django-vectorindex settings; every key is optional. See the "Settings" section
 # of the README for the keys and their defaults.
 VECTORINDEX = {}
+
+# Celery runs the index's maintenance jobs when a broker is configured, e.g.
+# CELERY_BROKER_URL=redis://127.0.0.1:6379/0 or amqp://guest:guest@127.0.0.1:5672//.
+# Without one (the default), the same jobs run in-process right after the
+# transaction that triggered them commits.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BEAT_SCHEDULE = {
+    # The safety net: finds oversized and undersized posting lists, a long WAL
+    # and expired retired heads, and enqueues the jobs for them.
+    "vectorindex-scan": {
+        "task": "vectorindex.scan",
+        "schedule": float(os.environ.get("VECTORINDEX_SCAN_INTERVAL", 60)),
+    },
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -31,9 +31,15 @@ def build(name: str) -> str:
 
 
 def check(name: str) -> str:
-    out, err = io.StringIO(), io.StringIO()
-    call_command("vectorindex", "check", name, stdout=out, stderr=err)
-    return out.getvalue() + err.getvalue()
+    """The output of ``vectorindex check NAME``; a violation fails with the details."""
+    from django.core.management import CommandError
+
+    out = io.StringIO()
+    try:
+        call_command("vectorindex", "check", name, stdout=out, stderr=out)
+    except CommandError as error:
+        raise AssertionError(f"{error}\n{out.getvalue()}") from None
+    return out.getvalue()
 
 
 def recall(found: list[list[int]], truth: list[list[int]]) -> float:
@@ -52,9 +58,15 @@ def database_url() -> str:
     return f"mysql://{user}{password}@{host}:{port}/{settings['NAME']}"
 
 
-def worker(*args: str) -> subprocess.Popen:
-    """``python -m tests.worker ARGS`` against the test database, stdout piped."""
+def worker(*args: str, fault: str | None = None) -> subprocess.Popen:
+    """``python -m tests.worker ARGS`` against the test database, stdout piped.
+
+    *fault* ("job:step") makes a maintenance job kill itself at that step.
+    """
     env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    env.pop("VECTORINDEX_FAULT", None)
+    if fault:
+        env["VECTORINDEX_FAULT"] = fault
     return subprocess.Popen(
         [sys.executable, "-m", "tests.worker", *args],
         cwd=ROOT,

@@ -20,6 +20,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory: tests open other connections and other processes
     # against the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
+    # Threads and processes of the tests write at once; SQLite takes turns.
+    # IMMEDIATE: a transaction takes the write lock when it begins, so that two
+    # that read first cannot deadlock when both go on to write.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(timeout=60, transaction_mode="IMMEDIATE")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
     DATABASES["default"].setdefault("OPTIONS", {})["charset"] = "utf8mb4"
 
@@ -59,3 +63,9 @@ TEMPLATES = [
 ]
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Maintenance runs inline unless a test (or the Celery worker a test starts)
+# sets a broker.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BEAT_SCHEDULE = {"vectorindex-scan": {"task": "vectorindex.scan", "schedule": 60.0}}

@@ -7,6 +7,8 @@ Runs against the database in DATABASE_URL (the test database). Modes:
   "written" before COMMIT and wait. Either way the test kills it (SIGKILL).
 * ``query NAME SEED`` — answer a fixed query set from a freshly loaded index and
   print the keys found.
+* ``job JOB NAME HEAD [NEW_HEADS]`` — run one maintenance job and the jobs it
+  asks for (VECTORINDEX_FAULT may kill it at a step), and print what they did.
 """
 
 from __future__ import annotations
@@ -42,6 +44,21 @@ def main() -> None:
         queries = clustered(30, seed=seed)
         found = [[p.pk for p in Point.objects.order_by(L2Distance("embedding", q))[:10]] for q in queries]
         print(json.dumps({"found": found}), flush=True)
+    elif mode == "job":
+        from vectorindex import maintenance
+        from vectorindex.registry import get_declared
+
+        job, name, head = args[0], args[1], int(args[2])
+        arguments = {"head_id": head}
+        if job == "reassign":
+            arguments["new_head_ids"] = [int(h) for h in args[3].split(",")]
+        details, queue = [], [(job, arguments)]
+        while queue:  # the job, then what it asks for next, as a queue would
+            job, arguments = queue.pop(0)
+            outcome = maintenance.run(job, get_declared(name), **arguments)
+            details.append(outcome.detail)
+            queue.extend(outcome.follow_up)
+        print(json.dumps({"detail": details}), flush=True)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

@@ -128,3 +128,37 @@ def check_model_vector_indexes(model: Any) -> list[checks.CheckMessage]:
                 )
             )
     return messages
+
+
+@checks.register()
+def check_jobs(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Maintenance jobs need somewhere to run, and a periodic scan to catch lost ones."""
+    from django.conf import settings
+
+    from .conf import vectorindex_settings
+    from .registry import declared_indexes
+
+    if not declared_indexes() or vectorindex_settings.JOBS in ("inline", "manual"):
+        return []
+    broker = getattr(settings, "CELERY_BROKER_URL", None)
+    if vectorindex_settings.JOBS == "celery" and not broker:
+        return [
+            checks.Warning(
+                "VECTORINDEX['JOBS'] is 'celery' but CELERY_BROKER_URL is not set: "
+                "index maintenance (splits, merges, snapshots) has nowhere to run.",
+                hint="Set CELERY_BROKER_URL (redis://… or amqp://…), or VECTORINDEX['JOBS'] = 'inline'.",
+                id="vectorindex.W003",
+            )
+        ]
+    schedule = getattr(settings, "CELERY_BEAT_SCHEDULE", {}) or {}
+    if broker and not any(entry.get("task") == "vectorindex.scan" for entry in schedule.values()):
+        return [
+            checks.Warning(
+                "Maintenance jobs go to Celery, but no beat schedule runs 'vectorindex.scan': "
+                "a job whose enqueue was lost would never run.",
+                hint="Add {'task': 'vectorindex.scan', 'schedule': 60} to CELERY_BEAT_SCHEDULE "
+                "and run `celery beat`.",
+                id="vectorindex.W004",
+            )
+        ]
+    return []

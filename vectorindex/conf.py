@@ -26,7 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "ADMIN_PREVIEW_VALUES": 5,
     # Where maintenance jobs run: "celery" (queued for workers), "inline" (in
     # the process that triggered them, right after its transaction commits),
-    # or "auto": celery when CELERY_BROKER_URL is set, inline otherwise.
+    # "manual" (only when `manage.py vectorindex maintain` runs), or "auto":
+    # celery when CELERY_BROKER_URL is set, inline otherwise.
     "JOBS": "auto",
     # The maintenance scan (Celery beat) runs this often, in seconds.
     "SCAN_INTERVAL": 60,
@@ -69,9 +70,9 @@ class VectorIndexSettings:
                 f"Known settings: {', '.join(sorted(self.defaults))}."
             )
         merged = {**self.defaults, **user}
-        if merged["JOBS"] not in ("auto", "inline", "celery"):
+        if merged["JOBS"] not in ("auto", "inline", "celery", "manual"):
             raise ImproperlyConfigured(
-                f"VECTORINDEX['JOBS'] must be 'auto', 'inline' or 'celery', got {merged['JOBS']!r}."
+                f"VECTORINDEX['JOBS'] must be 'auto', 'inline', 'celery' or 'manual', got {merged['JOBS']!r}."
             )
         grace = merged["RETIRED_GRACE"]
         if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:

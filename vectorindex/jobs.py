@@ -5,8 +5,9 @@ job is sent only when that transaction commits (``transaction.on_commit``), so
 a rolled-back write triggers nothing. With Celery (``VECTORINDEX["JOBS"]`` is
 "celery", or "auto" with ``CELERY_BROKER_URL`` set) the task goes to the
 broker; otherwise the job runs right there, in the process that committed —
-the embedded default, which needs nothing else installed. A lost enqueue is
-caught by the periodic maintenance scan.
+the embedded default, which needs nothing else installed. In "manual" mode
+nothing is sent: ``manage.py vectorindex maintain`` does the work when run. A
+lost enqueue is caught by the periodic maintenance scan.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def mode() -> str:
 
 def enqueue(job: str, index: str, using: str, **arguments: Any) -> None:
     """Run *job* on *index* once the current transaction commits."""
+    if mode() == "manual":
+        return  # the scan of `manage.py vectorindex maintain` will find it
     transaction.on_commit(lambda: dispatch(job, index, using, **arguments), using=using, robust=True)
 
 

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import signal
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from . import writes
@@ -87,15 +89,24 @@ def _pack(head_id: int, entries: np.ndarray) -> list[tuple[int, int, bytes]]:
     return [(head_id, count, payload) for count, payload in postings.pack(entries["id"], entries["version"], vectors)]
 
 
-def _route_and_append(rt: Any, storage: Storage, entries: np.ndarray, versions: np.ndarray, using: str) -> None:
-    """Append *entries* (with *versions*) where the current heads say they belong."""
+def _route_and_append(
+    rt: Any, storage: Storage, entries: np.ndarray, versions: np.ndarray, using: str, exclude: frozenset[int] = frozenset()
+) -> None:
+    """Append *entries* (with *versions*) where the current heads say they belong.
+
+    The head index is brought up to the last *committed* state only (the state
+    row as read before this job changed anything): the process's shared head
+    index never holds a change that could still roll back.
+    """
     if not len(entries):
         return
     options = rt.declared.options
     vectors = np.ascontiguousarray(entries["vector"])
     for _attempt in range(5):
-        head = rt.current(storage, storage.read_state())
-        members, owners = routing.assign(head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"])
+        head = rt.current(*rt.open()) if not exclude else rt.head
+        members, owners = routing.assign(
+            head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"], exclude=exclude
+        )
         if len(storage.lock_heads_shared(owners)) == len(set(owners.tolist())):
             break
     else:
@@ -131,15 +142,12 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
             if len(live) < len(entries):
                 storage.replace_postings(head_id, [(c, p) for _h, c, p in _pack(head_id, live)])
             return Outcome("split", f"head {head_id}: {len(live)} live entries, within the limit after dropping {len(entries) - len(live)} stale")
-        # K from the size: a list that grew far past the limit splits into many.
-        parts = max(2, math.ceil(len(live) / (limit / 2)))
         vectors = np.ascontiguousarray(live["vector"])
-        centers, labels = kmeans(prepare(vectors, declared.metric), parts, seed=head_id)
-        used = np.unique(labels)
-        new_ids, _lsn = change_heads(storage, state[2], add=centers[used], retire=[head_id])
+        centers, labels = partition(prepare(vectors, declared.metric), limit, seed=head_id)
+        new_ids, _lsn = change_heads(storage, state[2], add=centers, retire=[head_id])
         fault("split", "heads")
         rows = []
-        for new_id, label in zip(new_ids.tolist(), used.tolist()):
+        for label, new_id in enumerate(new_ids.tolist()):
             rows.extend(_pack(new_id, live[labels == label]))
         # Through writes.append: a part that k-means left over the limit is
         # split again after this commits.
@@ -150,6 +158,30 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
         f"head {head_id}: {len(live)} live entries into {len(new_ids)} new heads",
         [("reassign", {"head_id": head_id, "new_head_ids": new_ids.tolist()})],
     )
+
+
+def partition(points: np.ndarray, limit: int, *, seed: int = 0, depth: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """(centroids, label per point): k-means with K from the size, K ≥ 2.
+
+    K is the size over half the limit, so a list that grew far past the limit
+    splits into many at once. k-means follows the data, not the sizes: a part
+    still over the limit (a tight clump) is split again, a few levels deep.
+    """
+    parts = max(2, math.ceil(len(points) / (limit / 2)))
+    centers, labels = kmeans(points, parts, seed=seed)
+    out_centers: list[np.ndarray] = []
+    out_labels = np.empty(len(points), dtype=np.int64)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) > limit and depth > 0:
+            sub_centers, sub_labels = partition(points[members], limit, seed=seed + 1, depth=depth - 1)
+            if len(sub_centers) > 1:
+                out_labels[members] = sub_labels + len(out_centers)
+                out_centers.extend(sub_centers)
+                continue
+        out_labels[members] = len(out_centers)
+        out_centers.append(centers[label])
+    return np.array(out_centers, dtype=np.float32), out_labels
 
 
 # Reassign -----------------------------------------------------------------------
@@ -183,9 +215,10 @@ def reassign(declared: Declared, head_id: int, new_head_ids: list[int], using: s
         old = storage.head_vector(head_id)
         if not new_ids or old is None:
             return Outcome("reassign", "nothing to do: the split's heads are gone")
-        new_vectors = head.vectors(np.array(new_ids))
-        neighbours = [int(h) for h in routing.ranked_heads(head, old, REASSIGN_NEIGHBOURS + len(new_ids)) if int(h) not in new_ids]
-        neighbours = neighbours[:REASSIGN_NEIGHBOURS]
+        new_vectors = prepare(storage.head_vectors(new_ids), metric)
+        # Nearby lists: the heads nearest to the old head and to each new one.
+        nearby = head.search(np.vstack([prepare(old[None, :], metric), new_vectors]), REASSIGN_NEIGHBOURS)[0]
+        neighbours = sorted({int(h) for h in nearby.ravel()} - set(new_ids))
         owners_all, entries_all = storage.read_postings_with_owners(new_ids + neighbours)
         if not len(entries_all):
             return Outcome("reassign", "nothing to do: empty lists")
@@ -193,9 +226,11 @@ def reassign(declared: Declared, head_id: int, new_head_ids: list[int], using: s
         owners_all, entries_all = owners_all[live_mask], entries_all[live_mask]
         vectors = np.ascontiguousarray(entries_all["vector"])
         own = np.array([np.nan] * len(entries_all))
-        for h in set(owners_all.tolist()):
+        owner_ids = sorted(set(owners_all.tolist()))
+        owner_vectors = dict(zip(owner_ids, storage.head_vectors(owner_ids)))
+        for h in owner_ids:
             mask = owners_all == h
-            own[mask] = _head_distance(metric, vectors[mask], head.vectors(np.array([h])))[:, 0]
+            own[mask] = _head_distance(metric, vectors[mask], owner_vectors[h])[:, 0]
         to_old = _head_distance(metric, vectors, prepare(old[None, :], metric))[:, 0]
         to_new = _head_distance(metric, vectors, new_vectors).min(axis=1)
         in_new = np.isin(owners_all, new_ids)
@@ -237,9 +272,10 @@ def merge(declared: Declared, head_id: int, using: str = "default") -> Outcome:
             return Outcome("merge", f"head {head_id} has {len(live)} live entries: not merged")
         if storage.alive_head_count() <= 1:
             return Outcome("merge", "the last head is never merged")
+        rt.current(storage, state)  # up to date as committed, before the change below
         change_heads(storage, state[2], retire=[head_id])
         fault("merge", "retired")
-        _route_and_append(rt, storage, live, live["version"], using)
+        _route_and_append(rt, storage, live, live["version"], using, exclude=frozenset([head_id]))
         fault("merge", "appended")
     return Outcome("merge", f"head {head_id}: {len(live)} vectors moved to other heads")
 
@@ -250,7 +286,10 @@ def defragment(declared: Declared, head_id: int, using: str = "default") -> Outc
         _rt, storage, state = _open(declared, using)
         if state[0] != IndexState.Status.READY:
             return Outcome("defragment", "index not ready")
-        if not storage.lock_head(head_id):
+        alive = storage.lock_head(head_id, skip_locked=True)
+        if alive is None:
+            return Outcome("defragment", f"head {head_id} is busy: left for a later scan")
+        if not alive:
             return Outcome("defragment", f"head {head_id} is retired")
         rows: dict[int, int] = {}
         entries = storage.read_postings([head_id], rows)
@@ -322,8 +361,28 @@ JOBS = {
 }
 
 
+RETRIES = 4
+
+
+def _transient(error: OperationalError) -> bool:
+    """A deadlock or lock wait the database broke off: the job can simply run again."""
+    code = error.args[0] if error.args else None
+    return code in (1205, 1213) or "database is locked" in str(error)
+
+
 def run(name: str, declared: Declared, using: str = "default", **arguments: Any) -> Outcome:
-    return JOBS[name](declared, using=using, **arguments)
+    """Run one job; a transaction the database broke off (deadlock) is run again.
+
+    Jobs are idempotent, and a broken-off transaction left nothing behind.
+    """
+    for attempt in range(RETRIES):
+        try:
+            return JOBS[name](declared, using=using, **arguments)
+        except OperationalError as error:
+            if not _transient(error) or attempt == RETRIES - 1:
+                raise
+            time.sleep(0.05 * 2**attempt * (1 + random.random()))
+    raise AssertionError("unreachable")
 
 
 def maintain(declared: Declared, using: str = "default", *, rounds: int = 50, report: Any = None) -> list[Outcome]:

@@ -111,13 +111,21 @@ class Storage:
             [False, lsn, timezone.now(), head_id, self.index_id],
         )
 
-    def lock_head(self, head_id: int) -> bool:
-        """Lock one head's row exclusively (appenders wait); is it alive?"""
+    def lock_head(self, head_id: int, skip_locked: bool = False) -> bool | None:
+        """Lock one head's row exclusively (appenders wait); is it alive?
+
+        With *skip_locked*, a head some transaction holds now is not waited
+        for: None. (SQLite has no row locks to skip.)
+        """
         if self.mysql:
             rows = self._execute(
-                f"SELECT alive FROM {self.head_table} WHERE id = %s AND index_id = %s FOR UPDATE",
+                f"SELECT alive FROM {self.head_table} FORCE INDEX (PRIMARY) WHERE id = %s AND index_id = %s "
+                "FOR UPDATE" + (" SKIP LOCKED" if skip_locked else ""),
                 [head_id, self.index_id],
             )
+            if skip_locked and not rows:
+                exists = self._execute(f"SELECT 1 FROM {self.head_table} WHERE id = %s", [head_id])
+                return None if exists else False
         else:
             self._execute(f"UPDATE {self.head_table} SET alive = alive WHERE id = %s", [head_id])
             rows = self._execute(
@@ -176,24 +184,34 @@ class Storage:
             )
 
     def lock_heads_shared(self, head_ids: Iterable[int]) -> set[int]:
-        """Share-lock these heads' rows; return those still alive (DESIGN §3)."""
+        """Share-lock these heads' rows; return those still alive (DESIGN §3).
+
+        On InnoDB the lock must be on the clustered (primary key) record, the
+        one a split or merge locks exclusively: a locking read answered from a
+        covering secondary index (``(index_id, alive)`` holds both columns
+        asked for) would lock only that index's records and never conflict.
+        """
         ids = sorted({int(i) for i in head_ids})
         alive: set[int] = set()
-        suffix = " LOCK IN SHARE MODE" if self.mysql else ""
         for batch in _batches(ids):
-            rows = self._execute(
-                f"SELECT id FROM {self.head_table} WHERE id IN ({self._marks(len(batch))}) "
-                f"AND alive = %s{suffix}",
-                [*batch, True],
-            )
-            alive.update(row[0] for row in rows)
+            if self.mysql:
+                sql = (
+                    f"SELECT id, alive FROM {self.head_table} FORCE INDEX (PRIMARY) "
+                    f"WHERE id IN ({self._marks(len(batch))}) LOCK IN SHARE MODE"
+                )
+            else:
+                sql = f"SELECT id, alive FROM {self.head_table} WHERE id IN ({self._marks(len(batch))})"
+            rows = self._execute(sql, batch)
+            alive.update(head_id for head_id, is_alive in rows if is_alive)
         return alive
 
     def lock_all_heads(self) -> None:
         """Exclusively lock every alive head (a rebuild waits for in-flight appends)."""
         if self.mysql:
+            # Through the primary key, like every head lock (see lock_heads_shared).
             self._execute(
-                f"SELECT id FROM {self.head_table} WHERE index_id = %s AND alive = %s FOR UPDATE",
+                f"SELECT id, alive FROM {self.head_table} FORCE INDEX (PRIMARY) "
+                "WHERE index_id = %s AND alive = %s FOR UPDATE",
                 [self.index_id, True],
             )
 
@@ -207,6 +225,15 @@ class Storage:
         return self._execute(
             f"SELECT COUNT(*) FROM {self.head_table} WHERE index_id = %s AND alive = %s", [self.index_id, True]
         )[0][0]
+
+    def head_vectors(self, head_ids: Sequence[int]) -> np.ndarray:
+        """The vectors of these heads (alive or retired), in the order given."""
+        ids = [int(h) for h in head_ids]
+        rows = dict(self._execute(
+            f"SELECT id, vector FROM {self.head_table} WHERE index_id = %s AND id IN ({self._marks(len(ids))})",
+            [self.index_id, *ids],
+        )) if ids else {}
+        return codec.stack_bytes([bytes(rows[i]) for i in ids], self.dimensions)
 
     def head_vector(self, head_id: int) -> np.ndarray | None:
         rows = self._execute(

@@ -94,21 +94,16 @@ def index_vectors(declared: Declared, using: str, rows: Sequence[tuple[Any, Any]
 
 
 def append(declared: Declared, storage: Any, rows: Sequence[tuple[int, int, bytes]], using: str) -> None:
-    """Append posting rows; a list that grows past its limit gets a split after commit.
+    """Append posting rows; a list left over its limit gets a split after commit.
 
-    The split is asked for when the list crosses the limit, and again each time
-    it grows by another half limit (a split that found mostly stale entries
-    leaves the list as it was), not on every append.
+    Asking again for a list that is still over is cheap: a split either splits
+    it or, finding mostly stale entries, rewrites it without them, and either
+    way the list is back under the limit.
     """
     storage.append(rows)
-    added: dict[int, int] = defaultdict(int)
-    for head_id, count, _payload in rows:
-        added[head_id] += count
     limit = declared.options["posting_limit"]
-    step = max(1, limit // 2)
-    for head_id, size in storage.list_sizes(list(added)).items():
-        before = size - added[head_id]
-        if size > limit and (before <= limit or before // step < size // step):
+    for head_id, size in storage.list_sizes({head for head, _count, _payload in rows}).items():
+        if size > limit:
             jobs.enqueue("split", declared.name, using, head_id=head_id)
 
 

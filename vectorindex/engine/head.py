@@ -93,10 +93,35 @@ class HeadIndex:
                 raise HeadIndexError(f"searching {k} heads failed: {error}") from error
         return labels.astype(np.int64), distances
 
-    def vectors(self, ids: np.ndarray) -> np.ndarray:
-        """The stored (prepared) vectors of these heads."""
+    def search_with_vectors(self, queries: np.ndarray, k: int, ef: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """search(), plus the distinct heads found and their vectors, read under one lock.
+
+        Returns (labels, distances, unique labels, their vectors): another thread
+        may retire a head the moment after a search, and hnswlib cannot read a
+        retired head's vector.
+        """
+        queries = prepare(np.atleast_2d(queries), self.metric)
         with self._lock:
-            return np.asarray(self._index.get_items(np.asarray(ids, dtype=np.int64)), dtype=np.float32)
+            k = min(k, len(self.alive))
+            if k == 0:
+                empty = np.empty((len(queries), 0))
+                return empty.astype(np.int64), empty, np.empty(0, np.int64), np.empty((0, self.dimensions), np.float32)
+            self._index.set_ef(max(ef or 0, k, 16))
+            try:
+                labels, distances = self._index.knn_query(queries, k=k)
+                unique = np.unique(labels).astype(np.int64)
+                vectors = np.asarray(self._index.get_items(unique), dtype=np.float32)
+            except RuntimeError as error:
+                raise HeadIndexError(f"searching {k} heads failed: {error}") from error
+        return labels.astype(np.int64), distances, unique, vectors
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored (prepared) vectors of these alive heads."""
+        with self._lock:
+            try:
+                return np.asarray(self._index.get_items(np.asarray(ids, dtype=np.int64)), dtype=np.float32)
+            except RuntimeError as error:
+                raise HeadIndexError(f"reading head vectors failed (a head retired?): {error}") from error
 
     def nbytes(self) -> int:
         """Memory the graph and its vectors take, as hnswlib lays them out."""

@@ -10,8 +10,10 @@ and keeping one only if
   "behind" a chosen one adds little, since a query that reaches it would reach
   the chosen head first.
 
-Distances are the head index's own (squared L2, or ``1 − dot``); both rules only
-compare distances of one kind, so the kind does not matter.
+The RNG rule compares the head index's own distances (squared L2, or
+``1 − dot``), which rank the same as the true ones. The closure rule (and the
+probe rule, for queries) is a ratio, so for L2 it is applied to true distances,
+not squared ones.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from .head import HeadIndex, prepare
 BATCH = 2048
 
 
-def _within(distances: np.ndarray, epsilon: float) -> np.ndarray:
+def _within(distances: np.ndarray, epsilon: float, metric: str) -> np.ndarray:
+    if metric == "l2":
+        distances = np.sqrt(np.maximum(distances, 0))
     nearest = distances[:, :1]
     return distances <= nearest + epsilon * np.maximum(np.abs(nearest), 1e-12)
 
@@ -38,26 +42,40 @@ def _pairwise(vectors: np.ndarray, metric: str) -> np.ndarray:
 
 
 def assign(
-    head: HeadIndex, vectors: np.ndarray, *, replicas: int, epsilon: float
+    head: HeadIndex, vectors: np.ndarray, *, replicas: int, epsilon: float, exclude: frozenset[int] = frozenset()
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(row, head id) pairs: each row of *vectors* to 1…replicas heads."""
+    """(row, head id) pairs: each row of *vectors* to 1…replicas heads.
+
+    Heads in *exclude* are passed over (a merge routes around the head it is
+    retiring, without changing the shared head index before its commit).
+    """
     rows_out, heads_out = [], []
-    candidates = min(max(2 * replicas, 8), len(head))
+    candidates = min(max(2 * replicas, 8) + len(exclude), len(head))
     for start in range(0, len(vectors), BATCH):
         batch = vectors[start : start + BATCH]
-        labels, distances = head.search(batch, candidates, ef=max(64, 2 * candidates))
+        labels, distances, unique, unique_vectors = head.search_with_vectors(batch, candidates, ef=max(64, 2 * candidates))
+        if exclude:
+            # Move excluded heads to the end of each row, where they are never chosen.
+            barred = np.isin(labels, list(exclude))
+            order = np.argsort(barred, axis=1, kind="stable")
+            labels = np.take_along_axis(labels, order, axis=1)
+            distances = np.take_along_axis(distances, order, axis=1)
+            barred = np.take_along_axis(barred, order, axis=1)
+            if barred[:, 0].any():
+                raise ValueError("every candidate head is excluded")
+        else:
+            barred = np.zeros(labels.shape, dtype=bool)
         chosen = np.zeros(labels.shape, dtype=bool)
         chosen[:, 0] = True
         if replicas > 1 and candidates > 1:
-            # hnswlib's get_items is slow per item: fetch each head once.
-            unique, inverse = np.unique(labels, return_inverse=True)
-            head_vectors = head.vectors(unique)[inverse.reshape(labels.shape)]
+            # Each head's vector once (hnswlib's get_items is slow per item).
+            head_vectors = unique_vectors[np.searchsorted(unique, labels)]
             between = _pairwise(head_vectors.astype(np.float64), head.metric)
-            within = _within(distances, epsilon)
+            within = _within(distances, epsilon, head.metric)
             for j in range(1, candidates):
                 shadowed = np.any(chosen[:, :j] & (between[:, j, :j] < distances[:, j : j + 1]), axis=1)
                 room = chosen[:, :j].sum(axis=1) < replicas
-                chosen[:, j] = within[:, j] & ~shadowed & room
+                chosen[:, j] = within[:, j] & ~shadowed & room & ~barred[:, j]
         row_index, column = np.nonzero(chosen)
         rows_out.append(row_index + start)
         heads_out.append(labels[row_index, column])
@@ -69,7 +87,7 @@ def assign(
 def probe(head: HeadIndex, query: np.ndarray, count: int, epsilon: float) -> np.ndarray:
     """Heads to probe for *query*, nearest first: up to *count*, within ``(1+ε)``."""
     labels, distances = head.search(query, count, ef=max(64, 2 * count))
-    keep = _within(distances, epsilon)[0]
+    keep = _within(distances, epsilon, head.metric)[0]
     return labels[0][keep]
 
 

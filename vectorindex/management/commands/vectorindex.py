@@ -26,6 +26,7 @@ class Command(BaseCommand):
             ("snapshot", "write the head index to the database and truncate the WAL"),
             ("recover", "load snapshot + WAL, verify against the heads table, rebuild the head index if needed"),
             ("check", "verify the index's invariants; exits non-zero on a violation"),
+            ("maintain", "run maintenance (split, merge, defragment, snapshot, clean-up) until nothing is left to do"),
         ]:
             sub = actions.add_parser(action, help=text, description=text)
             sub.add_argument("names", nargs="*", metavar="NAME", help="VectorIndex names")
@@ -39,7 +40,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         names = options["names"]
-        if options["all"]:
+        if options["all"] or (options["action"] == "maintain" and not names):
             names = sorted(declared_indexes())
         if not names:
             known = ", ".join(sorted(declared_indexes())) or "none declared"
@@ -117,6 +118,31 @@ class Command(BaseCommand):
         for problem in report.problems:
             self.stdout.write(f"{declared.name}: {problem}")
         self.stdout.write(f"{declared.name}: head index from the {report.source}, {report.heads:,} heads at LSN {report.lsn}")
+
+    def do_maintain(self, declared: Any, options: dict) -> None:
+        from collections import Counter
+
+        from vectorindex import maintenance
+        from vectorindex.models import IndexState
+
+        state = IndexState.objects.using(options["database"]).filter(name=declared.name).first()
+        if state is None or state.status != IndexState.Status.READY:
+            self.stdout.write(f"{declared.name}: not built, nothing to maintain")
+            return
+        show = self.stdout.isatty()
+        bar = tqdm(desc=f"{declared.name}: jobs", unit="job", leave=False, disable=not show)
+        verbose = options["verbosity"] >= 2
+
+        def report(outcome: Any) -> None:
+            bar.update(1)
+            if verbose:
+                self.stdout.write(f"  {outcome.job}: {outcome.detail}")
+
+        outcomes = maintenance.maintain(declared, options["database"], report=report)
+        bar.close()
+        counts = Counter(outcome.job for outcome in outcomes)
+        summary = ", ".join(f"{count} {job}" for job, count in sorted(counts.items())) or "nothing to do"
+        self.stdout.write(f"{declared.name}: {summary}")
 
     def do_check(self, declared: Any, options: dict) -> bool:
         violations, warnings = recovery.check(declared, options["database"])

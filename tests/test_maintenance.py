@@ -1,0 +1,270 @@
+"""LIRE maintenance: the jobs, their triggers, crashes, concurrency, and streams."""
+
+import io
+import threading
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.db import connections, transaction
+
+from tests.indexing import build, check, clustered, recall, run_worker, worker
+from tests.testapp.models import Streamed
+from vectorindex import L2Distance, maintenance
+from vectorindex.models import Head, Posting, WalEntry
+from vectorindex.registry import get_declared, runtime
+
+INDEX = "streamed_embedding"  # posting_limit=64, merge_below=4, defragment_rows=8
+
+
+def declared():
+    return get_declared(INDEX)
+
+
+def sizes():
+    storage, _ = runtime(declared(), "default").open()
+    alive = storage.alive_head_ids()
+    return {h: n for h, (n, _rows) in storage.posting_sizes().items() if h in alive}
+
+
+def all_found(rows=None):
+    """Every row (or these) is the first answer when searching for its own vector."""
+    rows = rows if rows is not None else list(Streamed.objects.values_list("pk", "embedding"))
+    return all(Streamed.objects.order_by(L2Distance("embedding", v)).first().pk == pk for pk, v in rows)
+
+
+def top10(queries):
+    return [[p.pk for p in Streamed.objects.order_by(L2Distance("embedding", q))[:10]] for q in queries]
+
+
+def exact10(queries):
+    return [[p.pk for p in Streamed.objects.order_by(L2Distance("embedding", q)).exact()[:10]] for q in queries]
+
+
+@pytest.fixture
+def small(db):
+    Streamed.objects.bulk_create(Streamed(embedding=v) for v in clustered(600, seed=4))
+    build(INDEX)
+
+
+def crowd_one_head(count=150, seed=9):
+    """Insert vectors right on top of one head, so that its list overflows."""
+    storage, state = runtime(declared(), "default").open()
+    head = runtime(declared(), "default").current(storage, state)
+    target = min(head.alive)
+    centre = head.vectors(np.array([target]))[0]
+    noise = np.random.default_rng(seed).normal(scale=0.05, size=(count, 16)).astype(np.float32)
+    Streamed.objects.bulk_create(Streamed(embedding=centre + n) for n in noise)
+    return target
+
+
+# The jobs, one by one ---------------------------------------------------------------
+
+
+def test_split_replaces_an_oversized_list_with_balanced_ones(small):
+    target = crowd_one_head()
+    assert sizes()[target] > 64
+    outcome = maintenance.split(declared(), target)
+    assert "into" in outcome.detail and outcome.follow_up[0][0] == "reassign"
+    assert not Head.objects.get(pk=target).alive
+    assert Posting.objects.filter(head_id=target).exists()  # kept for the grace period
+    now = sizes()
+    children = outcome.follow_up[0][1]["new_head_ids"]
+    assert target not in now and len(children) >= 2
+    assert all(now[h] <= 64 for h in children)
+    assert WalEntry.objects.filter(op=WalEntry.Op.REMOVE, head_id=target).exists()
+    assert maintenance.split(declared(), target).detail.endswith("retired already")  # idempotent
+    name, arguments = outcome.follow_up[0]
+    maintenance.run(name, declared(), **arguments)
+    assert "streamed_embedding: ok" in check(INDEX)
+    assert all_found()
+
+
+def test_a_list_of_mostly_stale_entries_is_cleaned_not_split(small):
+    target = crowd_one_head(100)
+    Streamed.objects.filter(pk__in=list(Streamed.objects.order_by("-pk").values_list("pk", flat=True)[:90])).delete()
+    outcome = maintenance.split(declared(), target)
+    assert "within the limit after dropping" in outcome.detail
+    assert Head.objects.get(pk=target).alive and sizes()[target] <= 64
+    assert "streamed_embedding: ok" in check(INDEX)
+
+
+def test_merge_and_defragment(small):
+    storage, _ = runtime(declared(), "default").open()
+    smallest = min(sizes(), key=sizes().get)
+    members = [pk for pk, in Streamed.objects.values_list("pk")]
+    # Empty that list by deleting its vectors, then merge it away.
+    entries = storage.read_postings([smallest])
+    Streamed.objects.filter(pk__in=entries["id"].tolist()[1:]).delete()
+    outcome = maintenance.merge(declared(), smallest)
+    assert "moved to other heads" in outcome.detail and not Head.objects.get(pk=smallest).alive
+    assert "streamed_embedding: ok" in check(INDEX)
+    # Many single-row saves make a list of many rows; defragment packs it.
+    target = crowd_one_head(0)
+    centre = runtime(declared(), "default").current(*runtime(declared(), "default").open()).vectors(np.array([target]))[0]
+    for i in range(12):
+        Streamed.objects.create(embedding=centre + 0.01 * (i + 1))  # not the head row's own vector
+    rows_before = Posting.objects.filter(head_id=target).count()
+    assert rows_before > 8
+    maintenance.defragment(declared(), target)
+    assert Posting.objects.filter(head_id=target).count() == 1
+    assert "streamed_embedding: ok" in check(INDEX)
+    assert all_found()
+    del members
+
+
+def test_scan_maintain_compact_and_collect(small, settings):
+    settings.VECTORINDEX = {"WAL_SNAPSHOT_ENTRIES": 5, "RETIRED_GRACE": 0}
+    crowd_one_head(300)
+    jobs = {name for name, _ in maintenance.scan(declared())}
+    assert "split" in jobs
+    out = io.StringIO()
+    call_command("vectorindex", "maintain", INDEX, stdout=out)
+    assert "split" in out.getvalue()
+    assert maintenance.scan(declared()) == []
+    assert max(sizes().values()) <= 64
+    assert WalEntry.objects.count() == 0  # compacted into a snapshot
+    assert not Head.objects.filter(alive=False).exists()  # collected
+    assert "streamed_embedding: ok" in check(INDEX)
+    assert all_found()
+
+
+# Triggers and inline jobs -------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_that_overflows_a_list_triggers_a_split_inline():
+    Streamed.objects.bulk_create(Streamed(embedding=v) for v in clustered(600, seed=4))
+    build(INDEX)
+    before = sizes()  # a build does not split: some lists may start over the limit
+    with transaction.atomic():
+        target = crowd_one_head()
+        assert Head.objects.get(pk=target).alive  # nothing runs before the commit
+    assert not Head.objects.get(pk=target).alive
+    # No list grew past the limit: every one that crossed it was split.
+    assert all(size <= max(64, before.get(head, 0)) for head, size in sizes().items())
+    assert "streamed_embedding: ok" in check(INDEX)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_write_triggers_nothing():
+    Streamed.objects.bulk_create(Streamed(embedding=v) for v in clustered(600, seed=4))
+    build(INDEX)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        crowd_one_head()
+        raise RuntimeError
+    assert not Head.objects.filter(alive=False).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stream_of_inserts_and_deletes_keeps_recall_flat():
+    """Build on 10 %, insert the other 90 % in small transactions while deleting
+    20 % of all rows, with maintenance running inline; compare with a fresh build."""
+    vectors = clustered(4000, seed=12)
+    rng = np.random.default_rng(12)
+    Streamed.objects.bulk_create(Streamed(embedding=v) for v in vectors[:400])
+    build(INDEX)
+    alive = list(Streamed.objects.values_list("pk", flat=True))
+    for start in range(400, 4000, 40):
+        with transaction.atomic():
+            alive += [s.pk for s in Streamed.objects.bulk_create(Streamed(embedding=v) for v in vectors[start : start + 40])]
+        victims = set(rng.choice(alive, size=9, replace=False).tolist())  # 90 × 9 ≈ 20 % of 4,000
+        Streamed.objects.filter(pk__in=victims).delete()
+        alive = [pk for pk in alive if pk not in victims]
+    call_command("vectorindex", "maintain", INDEX, stdout=io.StringIO())
+    assert max(sizes().values()) <= 64
+    assert "streamed_embedding: ok" in check(INDEX)
+    queries = clustered(100, seed=13)
+    truth = exact10(queries)
+    streamed = recall(top10(queries), truth)
+    build(INDEX)
+    fresh = recall(top10(queries), truth)
+    assert streamed >= fresh - 0.02, (streamed, fresh)
+
+
+# Crashes ---------------------------------------------------------------------------------
+
+STEPS = ["split:locked", "split:heads", "split:postings", "merge:retired", "merge:appended", "defragment:rewritten", "reassign:versions", "reassign:appended"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("step", STEPS)
+def test_a_job_killed_at_any_step_can_run_again(step, settings):
+    settings.VECTORINDEX = {"JOBS": "manual"}  # the job under test runs only when the test says
+    Streamed.objects.bulk_create(Streamed(embedding=v) for v in clustered(600, seed=4))
+    build(INDEX)
+    target = crowd_one_head()
+    queries = clustered(30, seed=21)
+    before = recall(top10(queries), exact10(queries))
+    job = step.split(":")[0]
+    if job == "merge":  # make a small list to merge
+        target = min(sizes(), key=sizes().get)
+        storage, _ = runtime(declared(), "default").open()
+        Streamed.objects.filter(pk__in=storage.read_postings([target])["id"].tolist()[1:]).delete()
+    if job == "defragment":
+        centre = runtime(declared(), "default").current(*runtime(declared(), "default").open()).vectors(np.array([target]))[0]
+        for i in range(3):
+            Streamed.objects.create(embedding=centre + 0.01 * (i + 1))  # not the head row's own vector
+    arguments = [str(target)]
+    if job == "reassign":  # a split first, committed; the reassign that follows is killed
+        outcome = maintenance.split(declared(), target)
+        arguments = [str(target), ",".join(str(h) for h in outcome.follow_up[0][1]["new_head_ids"])]
+    process = worker("job", job, INDEX, *arguments, fault=step)
+    process.wait(60)
+    assert process.returncode == -9, process.stderr.read()
+    report = run_worker("job", job, INDEX, *arguments)  # again, to the end
+    assert report["detail"]
+    assert "streamed_embedding: ok" in check(INDEX)
+    assert all_found()
+    assert recall(top10(queries), exact10(queries)) >= before - 0.02
+
+
+# Concurrency -------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_inserts_from_threads_while_splits_run():
+    Streamed.objects.bulk_create(Streamed(embedding=v) for v in clustered(300, seed=4))
+    build(INDEX)
+    inserted: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(3)]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def insert(slot: int) -> None:
+        try:
+            for batch in range(15):
+                vectors = clustered(20, seed=100 * slot + batch)
+                with transaction.atomic():
+                    made = [Streamed.objects.create(embedding=v) for v in vectors]
+                inserted[slot].extend((m.pk, v) for m, v in zip(made, vectors))
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    def maintain() -> None:
+        try:
+            while not stop.is_set():
+                maintenance.maintain(declared(), rounds=2)
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=insert, args=(i,)) for i in range(3)]
+    maintainer = threading.Thread(target=maintain)
+    maintainer.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stop.set()
+    maintainer.join()
+    import traceback
+
+    assert errors == [], "".join(traceback.format_exception(errors[0]))
+    assert Head.objects.filter(alive=False).exists()  # splits did run meanwhile
+    assert "streamed_embedding: ok" in check(INDEX)
+    rows = [row for slot in inserted for row in slot]
+    assert len(rows) == 900
+    assert all_found(rows)
