@@ -1,0 +1,94 @@
+"""Maintenance on a real Celery worker, with Redis as the broker."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.indexing import ROOT, build, check, clustered, database_url
+from tests.testapp.models import Streamed
+from vectorindex.models import Head
+
+BROKER = os.environ.get("VECTORINDEX_TEST_BROKER", "redis://127.0.0.1:6379/15")
+
+
+def crowd(count=150):
+    from tests.test_maintenance import crowd_one_head
+
+    return crowd_one_head(count)
+
+
+@pytest.fixture
+def broker(settings):
+    import redis
+
+    client = redis.Redis.from_url(BROKER)
+    client.ping()  # CI starts Redis; a test that cannot reach it fails, it does not skip
+    client.flushdb()
+    settings.CELERY_BROKER_URL = BROKER
+    settings.VECTORINDEX = {"JOBS": "celery"}
+    from tests.celery_app import app
+
+    app.conf.broker_url = BROKER
+    app.set_current()
+    app.set_default()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def worker_process(broker):
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "CELERY_BROKER_URL": BROKER,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "--pool=solo",
+         "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    yield process
+    process.terminate()
+    process.wait(30)
+
+
+def wait_for(condition, seconds=90):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_runs_the_split_a_write_triggered(worker_process):
+    Streamed.objects.bulk_create(Streamed(embedding=v) for v in clustered(600, seed=4))
+    build("streamed_embedding")
+    target = crowd()  # commits, and sends vectorindex.split to the broker
+    assert wait_for(lambda: not Head.objects.get(pk=target).alive), "the worker did not split the head"
+    # The split's follow-up (reassign) goes through the broker too; let it finish.
+    time.sleep(2)
+    worker_process.terminate()
+    output, _ = worker_process.communicate(timeout=30)
+    assert "vectorindex.split" in output and "succeeded" in output, output[-3000:]
+    assert "vectorindex.reassign" in output, output[-3000:]
+    assert "streamed_embedding: ok" in check("streamed_embedding")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_scan_task_enqueues_what_the_index_needs(worker_process, settings):
+    from vectorindex import tasks
+
+    settings.VECTORINDEX = {"JOBS": "manual"}  # writes trigger nothing; the scan must find it
+    Streamed.objects.bulk_create(Streamed(embedding=v) for v in clustered(600, seed=4))
+    build("streamed_embedding")
+    target = crowd()
+    assert Head.objects.get(pk=target).alive
+    tasks.scan.delay(index="streamed_embedding")
+    assert wait_for(lambda: not Head.objects.get(pk=target).alive), "the scan's split never ran"
+    assert "streamed_embedding: ok" in check("streamed_embedding")
