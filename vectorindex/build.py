@@ -25,6 +25,7 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
+from . import jobs
 from .engine import postings, routing
 from .models import IndexState
 from .registry import Declared, runtime
@@ -144,4 +145,10 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
         # snapshot. A rollback leaves a generation no state row will name.
         with rt.lock:
             rt.head = head
+        # Sampled heads are not balanced: lists the build left over the limit
+        # are split once it commits.
+        limit = options["posting_limit"]
+        for head_id, (size, _rows) in storage.posting_sizes().items():
+            if size > limit:
+                jobs.enqueue("split", declared.name, using, head_id=head_id)
     return BuildReport(declared.name, count, head_count, entries, 0.0)

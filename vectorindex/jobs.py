@@ -13,6 +13,8 @@ lost enqueue is caught by the periodic maintenance scan.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 from django.conf import settings
@@ -30,10 +32,35 @@ def mode() -> str:
     return "celery" if getattr(settings, "CELERY_BROKER_URL", None) else "inline"
 
 
-def enqueue(job: str, index: str, using: str, **arguments: Any) -> None:
-    """Run *job* on *index* once the current transaction commits."""
+# (job, index, using, arguments) -> when this process last sent it. Queries
+# that keep reading the same fragmented list ask for its defragment again and
+# again; within DEDUPLICATE seconds one request is enough.
+DEDUPLICATE = 10.0
+_recent: dict[tuple, float] = {}
+_recent_lock = threading.Lock()
+
+
+def _first_request(key: tuple) -> bool:
+    now = time.monotonic()
+    with _recent_lock:
+        if now - _recent.get(key, -DEDUPLICATE) < DEDUPLICATE:
+            return False
+        if len(_recent) > 10_000:
+            _recent.clear()
+        _recent[key] = now
+        return True
+
+
+def enqueue(job: str, index: str, using: str, *, dedupe: bool = False, **arguments: Any) -> None:
+    """Run *job* on *index* once the current transaction commits.
+
+    *dedupe* drops a request this process made within the last few seconds
+    (for jobs that reads ask for, which can repeat many times a second).
+    """
     if mode() == "manual":
         return  # the scan of `manage.py vectorindex maintain` will find it
+    if dedupe and not _first_request((job, index, using, tuple(sorted(arguments.items())))):
+        return
     transaction.on_commit(lambda: dispatch(job, index, using, **arguments), using=using, robust=True)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from .engine.head import HeadIndex, prepare
@@ -101,8 +101,25 @@ def recover(declared: Declared, using: str = "default") -> RecoveryReport:
 
 
 def check(declared: Declared, using: str = "default") -> tuple[list[str], list[str]]:
-    """(violations, warnings) of the index's invariants."""
-    rt, storage, state = _ready(declared, using)
+    """(violations, warnings) of the index's invariants, on one consistent snapshot.
+
+    The check runs while writes and jobs go on: it share-locks the state row
+    (a head-changing job finishes first, and the next waits) and reads
+    everything in one repeatable-read transaction, so that rows, versions,
+    postings, heads and WAL are seen as of one moment.
+    """
+    _ready(declared, using)
+    connection = connections[using]
+    if connection.vendor == "mysql" and not connection.in_atomic_block:
+        with connection.cursor() as cursor:  # applies to the next transaction only
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    with transaction.atomic(using=using):
+        rt, storage, _state = _ready(declared, using)
+        state = storage.lock_state(exclusive=False)
+        return _check(declared, using, rt, storage, state)
+
+
+def _check(declared: Declared, using: str, rt: Any, storage: Any, state: tuple[str, int, int]) -> tuple[list[str], list[str]]:
     violations: list[str] = []
     warnings: list[str] = []
     options = declared.options

@@ -94,16 +94,20 @@ def index_vectors(declared: Declared, using: str, rows: Sequence[tuple[Any, Any]
 
 
 def append(declared: Declared, storage: Any, rows: Sequence[tuple[int, int, bytes]], using: str) -> None:
-    """Append posting rows; a list left over its limit gets a split after commit.
+    """Append posting rows; a list that crosses its limit gets a split after commit.
 
-    Asking again for a list that is still over is cheap: a split either splits
-    it or, finding mostly stale entries, rewrites it without them, and either
-    way the list is back under the limit.
+    Only the crossing asks (not every later append to a list still waiting for
+    its split): the queue holds one split per list, not one per write. Lists
+    that were over the limit already (after a build, or a lost job) are the
+    maintenance scan's to find.
     """
     storage.append(rows)
+    added: dict[int, int] = defaultdict(int)
+    for head_id, count, _payload in rows:
+        added[head_id] += count
     limit = declared.options["posting_limit"]
-    for head_id, size in storage.list_sizes({head for head, _count, _payload in rows}).items():
-        if size > limit:
+    for head_id, size in storage.list_sizes(list(added)).items():
+        if size > limit >= size - added[head_id]:
             jobs.enqueue("split", declared.name, using, head_id=head_id)
 
 
