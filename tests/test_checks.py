@@ -44,3 +44,19 @@ def test_vector_field_cannot_be_unique():
             app_label = "testapp"
 
     assert "vectorindex.E001" in ids(Unique._meta.get_field("embedding").check())
+
+
+def test_jobs_without_a_broker_or_a_scan_warn(settings):
+    from vectorindex.checks import check_jobs
+
+    settings.VECTORINDEX = {"JOBS": "celery"}
+    settings.CELERY_BROKER_URL = None
+    assert ids(check_jobs()) == ["vectorindex.W003"]
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/0"
+    settings.CELERY_BEAT_SCHEDULE = {}
+    assert ids(check_jobs()) == ["vectorindex.W004"]
+    settings.CELERY_BEAT_SCHEDULE = {"scan": {"task": "vectorindex.scan", "schedule": 60}}
+    assert check_jobs() == []
+    settings.VECTORINDEX = {"JOBS": "inline"}
+    settings.CELERY_BROKER_URL = None
+    assert check_jobs() == []

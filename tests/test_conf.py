@@ -26,3 +26,18 @@ def test_unknown_and_bad_values_are_refused(settings):
         vectorindex_settings.RESULT_BATCH_SIZE
     with pytest.raises(AttributeError):
         vectorindex_settings.NOT_A_SETTING
+
+
+def test_jobs_setting(settings):
+    from vectorindex.jobs import mode
+
+    settings.VECTORINDEX = {"JOBS": "sometimes"}
+    with pytest.raises(ImproperlyConfigured, match="VECTORINDEX\\['JOBS'\\] must be 'auto', 'inline', 'celery' or 'manual', got 'sometimes'."):
+        mode()
+    settings.VECTORINDEX = {}
+    settings.CELERY_BROKER_URL = None
+    assert mode() == "inline"
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/0"
+    assert mode() == "celery"
+    settings.VECTORINDEX = {"JOBS": "manual"}
+    assert mode() == "manual"
