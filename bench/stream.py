@@ -48,10 +48,11 @@ def main() -> None:
 
         broker = redis.Redis.from_url(args.broker)
         broker.flushdb()
+        worker_log = open(ROOT / "bench-stream-worker.log", "w")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "demo_project", "worker", "--pool=solo", "--loglevel=WARNING",
+            [sys.executable, "-m", "celery", "-A", "demo_project", "worker", "--pool=solo", "--loglevel=INFO",
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=ROOT, env=dict(os.environ),
+            cwd=ROOT, env=dict(os.environ), stdout=worker_log, stderr=subprocess.STDOUT,
         )
         time.sleep(3)
     from django.db import transaction
@@ -141,6 +142,13 @@ def main() -> None:
         timeline[-1]["drain_seconds"] = round(time.perf_counter() - drained, 1)
         worker.terminate()
         worker.wait(60)
+        worker_log.close()
+        log = (ROOT / "bench-stream-worker.log").read_text()
+        timeline[-1]["jobs_run"] = {
+            job: log.count(f"Task vectorindex.{job}[") // 2  # "received" and "succeeded"
+            for job in ("split", "reassign", "merge", "defragment", "compact", "collect", "scan")
+        }
+        timeline[-1]["jobs_failed"] = log.count("raised unexpected")
     final = timeline[-1]
     build.build(declared, seed=0)
     fresh = measure("fresh build of the final rows")

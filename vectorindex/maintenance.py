@@ -121,6 +121,20 @@ def _route_and_append(
     writes.append(rt.declared, storage, rows, using)
 
 
+def _lock_for_head_change(job: str, declared: Declared, using: str, head_id: int) -> Any:
+    """(runtime, storage, state) with the state row and the head locked; or why not (an Outcome).
+
+    Lock order, the same for every job and build: state row, then heads.
+    """
+    rt, storage, _state = _open(declared, using)
+    state = storage.lock_state(exclusive=True)
+    if state[0] != IndexState.Status.READY:
+        return Outcome(job, "index not ready")
+    if not storage.lock_head(head_id):
+        return Outcome(job, f"head {head_id} is retired already")
+    return rt, storage, state
+
+
 # Split ------------------------------------------------------------------------
 
 
@@ -129,12 +143,10 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
     options = declared.options
     limit = options["posting_limit"]
     with transaction.atomic(using=using):
-        rt, storage, _state = _open(declared, using)
-        state = storage.lock_state(exclusive=True)
-        if state[0] != IndexState.Status.READY:
-            return Outcome("split", "index not ready")
-        if not storage.lock_head(head_id):
-            return Outcome("split", f"head {head_id} is retired already")
+        locked = _lock_for_head_change("split", declared, using, head_id)
+        if isinstance(locked, Outcome):
+            return locked
+        rt, storage, state = locked
         fault("split", "locked")
         entries = storage.read_postings([head_id])
         live = _live(storage, entries)
@@ -164,7 +176,8 @@ def partition(points: np.ndarray, limit: int, *, seed: int = 0, depth: int = 4) 
     """(centroids, label per point): k-means with K from the size, K ≥ 2.
 
     K is the size over half the limit, so a list that grew far past the limit
-    splits into many at once. k-means follows the data, not the sizes: a part
+    splits into many at once. (Smaller parts were measured not to help: lists
+    grow back to the limit before their next split; see BENCHMARKS.md.) k-means follows the data, not the sizes: a part
     still over the limit (a tight clump) is split again, a few levels deep.
     """
     parts = max(2, math.ceil(len(points) / (limit / 2)))
@@ -261,12 +274,10 @@ def reassign(declared: Declared, head_id: int, new_head_ids: list[int], using: s
 def merge(declared: Declared, head_id: int, using: str = "default") -> Outcome:
     """Retire a head with too few live vectors; append them to their nearest other heads."""
     with transaction.atomic(using=using):
-        rt, storage, _state = _open(declared, using)
-        state = storage.lock_state(exclusive=True)
-        if state[0] != IndexState.Status.READY:
-            return Outcome("merge", "index not ready")
-        if not storage.lock_head(head_id):
-            return Outcome("merge", f"head {head_id} is retired already")
+        locked = _lock_for_head_change("merge", declared, using, head_id)
+        if isinstance(locked, Outcome):
+            return locked
+        rt, storage, state = locked
         live = _live(storage, storage.read_postings([head_id]))
         if len(live) >= declared.options["merge_below"]:
             return Outcome("merge", f"head {head_id} has {len(live)} live entries: not merged")
