@@ -159,8 +159,8 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
         new_ids, _lsn = change_heads(storage, state[2], add=centers, retire=[head_id])
         fault("split", "heads")
         rows = []
-        for label, new_id in enumerate(new_ids.tolist()):
-            rows.extend(_pack(new_id, live[labels == label]))
+        for label, members in enumerate(_replicate(prepare(vectors, declared.metric), centers, labels, declared)):
+            rows.extend(_pack(int(new_ids[label]), live[members]))
         # Through writes.append: a part that k-means left over the limit is
         # split again after this commits.
         writes.append(declared, storage, rows, using)
@@ -195,6 +195,39 @@ def partition(points: np.ndarray, limit: int, *, seed: int = 0, depth: int = 4) 
         out_labels[members] = len(out_centers)
         out_centers.append(centers[label])
     return np.array(out_centers, dtype=np.float32), out_labels
+
+
+def _replicate(points: np.ndarray, centers: np.ndarray, labels: np.ndarray, declared: Declared) -> list[np.ndarray]:
+    """Members of each part: its own points, plus the boundary points SPANN's rules replicate.
+
+    A build puts a vector near a boundary into up to ``replicas`` lists; a split
+    that gave each entry to one part only would lose that for the vectors of
+    the list it splits. The same closure and RNG rules apply here, among the
+    new heads.
+    """
+    options = declared.options
+    parts = len(centers)
+    members = [list(np.flatnonzero(labels == j)) for j in range(parts)]
+    if parts < 2 or options["replicas"] < 2:
+        return [np.array(m, dtype=np.int64) for m in members]
+    distance = _head_distance(declared.metric, points, centers)  # (n, parts)
+    between = _head_distance(declared.metric, centers, centers)
+    true = np.sqrt(np.maximum(distance, 0)) if declared.metric == "l2" else distance
+    order = np.argsort(distance, axis=1)
+    for row in range(len(points)):
+        chosen = [labels[row]]
+        nearest = true[row, order[row, 0]]
+        for j in order[row]:
+            if len(chosen) >= options["replicas"]:
+                break
+            if j in chosen:
+                continue
+            if true[row, j] > nearest + options["replica_epsilon"] * max(abs(nearest), 1e-12):
+                break
+            if all(between[j, c] >= distance[row, j] for c in chosen):
+                chosen.append(j)
+                members[j].append(row)
+    return [np.array(sorted(m), dtype=np.int64) for m in members]
 
 
 # Reassign -----------------------------------------------------------------------
