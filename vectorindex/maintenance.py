@@ -146,7 +146,7 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
         locked = _lock_for_head_change("split", declared, using, head_id)
         if isinstance(locked, Outcome):
             return locked
-        rt, storage, state = locked
+        _rt, storage, state = locked
         fault("split", "locked")
         entries = storage.read_postings([head_id])
         live = _live(storage, entries)

@@ -21,7 +21,6 @@ from django.db import connections, models
 
 from .engine import codec
 from .engine.head import HeadIndex
-from .exceptions import SnapshotError
 from .fields import VectorField
 from .indexes import VectorIndex
 from .models import IndexState, WalEntry
@@ -251,7 +250,6 @@ def rebuild_from_heads(rt: Runtime, storage: Storage, generation: int, lsn: int)
 __all__ = [
     "Declared",
     "Runtime",
-    "SnapshotError",
     "declared_indexes",
     "get_declared",
     "index_for",
