@@ -80,6 +80,35 @@ def test_split_replaces_an_oversized_list_with_balanced_ones(small):
     assert all_found()
 
 
+def test_split_heads_are_vectors_of_the_list_not_centroids(small):
+    target = crowd_one_head(200, seed=3)
+    entries = runtime(declared(), "default").open()[0].read_postings([target])
+    children = maintenance.split(declared(), target).follow_up[0][1]["new_head_ids"]
+    storage, _ = runtime(declared(), "default").open()
+    owners, placed = storage.read_postings_with_owners(children)
+    assert sorted(set(placed["id"].tolist())) == sorted(set(entries["id"].tolist()))
+    for child, vector in zip(children, storage.head_vectors(children)):
+        # Each new head is one of the vectors its own list holds.
+        assert (placed["vector"][owners == child] == vector).all(axis=1).any()
+
+
+def test_partition_of_many_copies_of_one_vector_stays_within_the_limit():
+    points = np.ones((300, 4), dtype=np.float32)
+    heads, labels = maintenance.partition(points, 64, "l2")
+    assert len(heads) >= 5 and np.bincount(labels).max() <= 64
+    assert all(labels[h] == j for j, h in enumerate(heads))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_list_of_one_repeated_vector_is_split_inline_and_stops():
+    Streamed.objects.bulk_create(Streamed(embedding=v) for v in clustered(200, seed=5))
+    build(INDEX)
+    Streamed.objects.bulk_create(Streamed(embedding=np.full(16, 0.5, dtype=np.float32)) for _ in range(300))
+    assert max(sizes().values()) <= 64
+    assert "streamed_embedding: ok" in check(INDEX)
+    assert all(name != "split" for name, _ in maintenance.scan(declared()))
+
+
 def test_a_list_of_mostly_stale_entries_is_cleaned_not_split(small):
     target = crowd_one_head(100)
     Streamed.objects.filter(pk__in=list(Streamed.objects.order_by("-pk").values_list("pk", flat=True)[:90])).delete()

@@ -138,6 +138,15 @@ def _lock_for_head_change(job: str, declared: Declared, using: str, head_id: int
 # Split ------------------------------------------------------------------------
 
 
+def _head_distance(metric: str, points: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Distances as the head index measures them (squared L2, or 1 − dot)."""
+    points = prepare(points, metric).astype(np.float64)
+    centers = prepare(np.atleast_2d(centers), metric).astype(np.float64)
+    if metric == "l2":
+        return ((points[:, None, :] - centers[None, :, :]) ** 2).sum(axis=-1)
+    return 1.0 - points @ centers.T
+
+
 def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
     """Split a posting list over its limit into K ≥ 2 lists around new heads."""
     options = declared.options
@@ -155,11 +164,12 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
                 storage.replace_postings(head_id, [(c, p) for _h, c, p in _pack(head_id, live)])
             return Outcome("split", f"head {head_id}: {len(live)} live entries, within the limit after dropping {len(entries) - len(live)} stale")
         vectors = np.ascontiguousarray(live["vector"])
-        centers, labels = partition(prepare(vectors, declared.metric), limit, seed=head_id)
-        new_ids, _lsn = change_heads(storage, state[2], add=centers, retire=[head_id])
+        points = prepare(vectors, declared.metric)
+        chosen, labels = partition(points, limit, declared.metric, seed=head_id)
+        new_ids, _lsn = change_heads(storage, state[2], add=vectors[chosen], retire=[head_id])
         fault("split", "heads")
         rows = []
-        for label, members in enumerate(_replicate(prepare(vectors, declared.metric), centers, labels, declared)):
+        for label, members in enumerate(_replicate(points, points[chosen], labels, declared)):
             rows.extend(_pack(int(new_ids[label]), live[members]))
         # Through writes.append: a part that k-means left over the limit is
         # split again after this commits.
@@ -172,29 +182,52 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
     )
 
 
-def partition(points: np.ndarray, limit: int, *, seed: int = 0, depth: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """(centroids, label per point): k-means with K from the size, K ≥ 2.
+def partition(points: np.ndarray, limit: int, metric: str, *, seed: int = 0, depth: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """(index of each new head among *points*, label per point), at least two heads.
 
-    K is the size over half the limit, so a list that grew far past the limit
-    splits into many at once. (Smaller parts were measured not to help: lists
-    grow back to the limit before their next split; see BENCHMARKS.md.) k-means follows the data, not the sizes: a part
-    still over the limit (a tight clump) is split again, a few levels deep.
+    k-means with K from the size: the size over half the limit, so a list that
+    grew far past the limit splits into many at once. (Smaller parts were
+    measured not to help: lists grow back to the limit before their next split;
+    see BENCHMARKS.md.) The heads are vectors, not centroids: the member
+    nearest each centroid, and every point goes to the nearest head. k-means
+    follows the data, not the sizes: a part still over the limit (a tight
+    clump) is split again, a few levels deep.
     """
     parts = max(2, math.ceil(len(points) / (limit / 2)))
-    centers, labels = kmeans(points, parts, seed=seed)
-    out_centers: list[np.ndarray] = []
+    heads, labels = representatives(points, *kmeans(points, parts, seed=seed), metric)
+    if len(heads) < 2:  # all the same vector: copies of it head lists cut in order
+        labels = np.arange(len(points)) * parts // len(points)
+        return np.searchsorted(labels, np.arange(parts)), labels
+    out_heads: list[int] = []
     out_labels = np.empty(len(points), dtype=np.int64)
-    for label in np.unique(labels):
+    for label, head in enumerate(heads):
         members = np.flatnonzero(labels == label)
         if len(members) > limit and depth > 0:
-            sub_centers, sub_labels = partition(points[members], limit, seed=seed + 1, depth=depth - 1)
-            if len(sub_centers) > 1:
-                out_labels[members] = sub_labels + len(out_centers)
-                out_centers.extend(sub_centers)
+            sub_heads, sub_labels = partition(points[members], limit, metric, seed=seed + 1, depth=depth - 1)
+            if len(sub_heads) > 1:
+                out_labels[members] = sub_labels + len(out_heads)
+                out_heads.extend(members[sub_heads].tolist())
                 continue
-        out_labels[members] = len(out_centers)
-        out_centers.append(centers[label])
-    return np.array(out_centers, dtype=np.float32), out_labels
+        out_labels[members] = len(out_heads)
+        out_heads.append(int(head))
+    return np.array(out_heads, dtype=np.int64), out_labels
+
+
+def representatives(points: np.ndarray, centers: np.ndarray, labels: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(index of each head among *points*, label per point): each part's member nearest its centroid.
+
+    A build samples its heads from the vectors. A centroid is nearer to
+    everything around it than any vector is, so centroid heads among vector
+    heads draw the neighbouring lists' vectors, and queries, to lists that do
+    not hold them: measured, that cost 0.07 of recall@10 (BENCHMARKS.md).
+    SPANN, too, keeps the vector nearest each centroid as the head.
+    """
+    used, labels = np.unique(labels, return_inverse=True)
+    chosen = []
+    for label, center in enumerate(centers[used]):
+        members = np.flatnonzero(labels == label)
+        chosen.append(members[np.argmin(_head_distance(metric, points[members], center)[:, 0])])
+    return np.array(chosen, dtype=np.int64), labels
 
 
 def _replicate(points: np.ndarray, centers: np.ndarray, labels: np.ndarray, declared: Declared) -> list[np.ndarray]:
@@ -203,9 +236,11 @@ def _replicate(points: np.ndarray, centers: np.ndarray, labels: np.ndarray, decl
     A build puts a vector near a boundary into up to ``replicas`` lists; a split
     that gave each entry to one part only would lose that for the vectors of
     the list it splits. The same closure and RNG rules apply here, among the
-    new heads.
+    new heads. (A head identical to a chosen one is "behind" it: the copies
+    of one vector repeated many times are not replicated.)
     """
     options = declared.options
+    limit = options["posting_limit"]
     parts = len(centers)
     members = [list(np.flatnonzero(labels == j)) for j in range(parts)]
     if parts < 2 or options["replicas"] < 2:
@@ -224,22 +259,14 @@ def _replicate(points: np.ndarray, centers: np.ndarray, labels: np.ndarray, decl
                 continue
             if true[row, j] > nearest + options["replica_epsilon"] * max(abs(nearest), 1e-12):
                 break
-            if all(between[j, c] >= distance[row, j] for c in chosen):
+            # A full list takes no copies: replicas never push a part over the limit.
+            if len(members[j]) < limit and all(between[j, c] > distance[row, j] for c in chosen):
                 chosen.append(j)
                 members[j].append(row)
     return [np.array(sorted(m), dtype=np.int64) for m in members]
 
 
 # Reassign -----------------------------------------------------------------------
-
-
-def _head_distance(metric: str, points: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """Distances as the head index measures them (squared L2, or 1 − dot)."""
-    points = prepare(points, metric).astype(np.float64)
-    centers = prepare(np.atleast_2d(centers), metric).astype(np.float64)
-    if metric == "l2":
-        return ((points[:, None, :] - centers[None, :, :]) ** 2).sum(axis=-1)
-    return 1.0 - points @ centers.T
 
 
 def reassign(declared: Declared, head_id: int, new_head_ids: list[int], using: str = "default") -> Outcome:

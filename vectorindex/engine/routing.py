@@ -6,7 +6,7 @@ and keeping one only if
 
 * it is not much farther than the nearest: ``d(x, c) ≤ d(x, c₁) + ε·|d(x, c₁)|``
   (the closure rule), and
-* no head already chosen is nearer to it than *x* is (the RNG rule): a head
+* no head already chosen is as near to it as *x* is (the RNG rule): a head
   "behind" a chosen one adds little, since a query that reaches it would reach
   the chosen head first.
 
@@ -73,7 +73,7 @@ def assign(
             between = _pairwise(head_vectors.astype(np.float64), head.metric)
             within = _within(distances, epsilon, head.metric)
             for j in range(1, candidates):
-                shadowed = np.any(chosen[:, :j] & (between[:, j, :j] < distances[:, j : j + 1]), axis=1)
+                shadowed = np.any(chosen[:, :j] & (between[:, j, :j] <= distances[:, j : j + 1]), axis=1)
                 room = chosen[:, :j].sum(axis=1) < replicas
                 chosen[:, j] = within[:, j] & ~shadowed & room & ~barred[:, j]
         row_index, column = np.nonzero(chosen)
