@@ -182,52 +182,39 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
     )
 
 
-def partition(points: np.ndarray, limit: int, metric: str, *, seed: int = 0, depth: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """(index of each new head among *points*, label per point), at least two heads.
+def partition(points: np.ndarray, limit: int, metric: str, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(index of each new head among *points*, label per point): K ≥ 2 parts, none over *limit*.
 
-    k-means with K from the size: the size over half the limit, so a list that
-    grew far past the limit splits into many at once. (Smaller parts were
-    measured not to help: lists grow back to the limit before their next split;
-    see BENCHMARKS.md.) The heads are vectors, not centroids: the member
-    nearest each centroid, and every point goes to the nearest head. k-means
-    follows the data, not the sizes: a part still over the limit (a tight
-    clump) is split again, a few levels deep.
+    K is the size over half the limit, so a list that grew far past the limit
+    splits into many at once. (Smaller parts were measured not to help: lists
+    grow back to the limit before their next split; see BENCHMARKS.md.)
+
+    The heads are vectors, not centroids: k-means' parts each give the member
+    nearest their centroid, as SPANN does. A build samples its heads from the
+    vectors; a centroid is nearer to everything around it than any vector is,
+    so centroid heads among vector heads drew the neighbouring lists' vectors,
+    and queries, to lists that did not hold them (recall@10 fell by 0.07;
+    BENCHMARKS.md). Each point then goes to its nearest head that has room,
+    the points nearest their heads first.
     """
     parts = max(2, math.ceil(len(points) / (limit / 2)))
-    heads, labels = representatives(points, *kmeans(points, parts, seed=seed), metric)
-    if len(heads) < 2:  # all the same vector: copies of it head lists cut in order
-        labels = np.arange(len(points)) * parts // len(points)
-        return np.searchsorted(labels, np.arange(parts)), labels
-    out_heads: list[int] = []
-    out_labels = np.empty(len(points), dtype=np.int64)
-    for label, head in enumerate(heads):
+    centers, labels = kmeans(points, parts, seed=seed)
+    heads = []
+    for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        if len(members) > limit and depth > 0:
-            sub_heads, sub_labels = partition(points[members], limit, metric, seed=seed + 1, depth=depth - 1)
-            if len(sub_heads) > 1:
-                out_labels[members] = sub_labels + len(out_heads)
-                out_heads.extend(members[sub_heads].tolist())
-                continue
-        out_labels[members] = len(out_heads)
-        out_heads.append(int(head))
-    return np.array(out_heads, dtype=np.int64), out_labels
-
-
-def representatives(points: np.ndarray, centers: np.ndarray, labels: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """(index of each head among *points*, label per point): each part's member nearest its centroid.
-
-    A build samples its heads from the vectors. A centroid is nearer to
-    everything around it than any vector is, so centroid heads among vector
-    heads draw the neighbouring lists' vectors, and queries, to lists that do
-    not hold them: measured, that cost 0.07 of recall@10 (BENCHMARKS.md).
-    SPANN, too, keeps the vector nearest each centroid as the head.
-    """
-    used, labels = np.unique(labels, return_inverse=True)
-    chosen = []
-    for label, center in enumerate(centers[used]):
-        members = np.flatnonzero(labels == label)
-        chosen.append(members[np.argmin(_head_distance(metric, points[members], center)[:, 0])])
-    return np.array(chosen, dtype=np.int64), labels
+        heads.append(members[np.argmin(_head_distance(metric, points[members], centers[label])[:, 0])])
+    # Fewer distinct vectors than parts (copies of one vector): copies head the rest.
+    spare = np.setdiff1d(np.arange(len(points)), heads)
+    heads = np.concatenate([heads, spare[: max(0, parts - len(heads))]]).astype(np.int64)
+    distance = _head_distance(metric, points, points[heads])
+    preference = np.argsort(distance, axis=1, kind="stable")
+    room = np.full(len(heads), limit)
+    labels = np.empty(len(points), dtype=np.int64)
+    for row in np.argsort(distance.min(axis=1), kind="stable"):
+        label = next(j for j in preference[row] if room[j])
+        labels[row] = label
+        room[label] -= 1
+    return heads, labels
 
 
 def _replicate(points: np.ndarray, centers: np.ndarray, labels: np.ndarray, declared: Declared) -> list[np.ndarray]:
@@ -275,8 +262,9 @@ def reassign(declared: Declared, head_id: int, new_head_ids: list[int], using: s
     Candidates are the vectors of the new lists that are farther from their new
     head than from the old one, and the vectors of the old head's neighbouring
     lists that are nearer to a new head than to their own. A candidate moves only
-    if its nearest head now is not the list it is in; a moved vector gets a new
-    version and is appended where it belongs.
+    if its nearest head's list does not hold it already (a replica is not
+    misplaced for being a replica); a moved vector gets a new version and is
+    routed again, replicas and all.
     """
     metric = declared.metric
     with transaction.atomic(using=using):
@@ -311,7 +299,16 @@ def reassign(declared: Declared, head_id: int, new_head_ids: list[int], using: s
         if not candidate.any():
             return Outcome("reassign", "no vector changed its nearest head")
         best = head.search(vectors[candidate], 1)[0][:, 0]
-        moving = entries_all[candidate][best != owners_all[candidate]]
+        # A vector its nearest head's list holds already stays where it is, and
+        # one from a neighbouring list moves only to a new head: its nearest
+        # head may be a list not read here, which holds it.
+        held = set(zip(entries_all["id"].tolist(), owners_all.tolist()))
+        moves = np.array(
+            [(int(i), int(b)) not in held and (new or int(b) in new_ids)
+             for i, b, new in zip(entries_all["id"][candidate], best, in_new[candidate])],
+            dtype=bool,
+        )
+        moving = entries_all[candidate][moves]
         if not len(moving):
             return Outcome("reassign", "no vector changed its nearest head")
         # Only vectors still at the version read may move: a user's update since
