@@ -53,7 +53,9 @@ def main() -> None:
         worker_log = open(ROOT / "bench-stream-worker.log", "w")
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "demo_project", "worker", "--pool=solo", "--loglevel=INFO",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+             "--without-gossip", "--without-mingle", "--without-heartbeat",
+             # Beat inside the worker: the scan every VECTORINDEX_SCAN_INTERVAL seconds, as deployed.
+             "--beat", f"--schedule={ROOT / 'bench-stream-beat'}"],
             cwd=ROOT, env=dict(os.environ), stdout=worker_log, stderr=subprocess.STDOUT,
         )
         time.sleep(3)

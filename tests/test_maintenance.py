@@ -141,6 +141,15 @@ def test_merge_and_defragment(small):
     del members
 
 
+def test_defragment_of_a_list_over_the_limit_asks_for_its_split(small, settings):
+    settings.VECTORINDEX = {"JOBS": "manual"}  # the split the crossing asked for is lost
+    target = crowd_one_head(100)
+    outcome = maintenance.defragment(declared(), target)
+    assert sizes()[target] > 64
+    assert outcome.follow_up == [("split", {"head_id": target})]
+    assert maintenance.defragment(declared(), min(h for h in sizes() if h != target)).follow_up == []
+
+
 def test_scan_maintain_compact_and_collect(small, settings):
     settings.VECTORINDEX = {"WAL_SNAPSHOT_ENTRIES": 5, "RETIRED_GRACE": 0}
     crowd_one_head(300)

@@ -364,7 +364,12 @@ def defragment(declared: Declared, head_id: int, using: str = "default") -> Outc
         live = _live(storage, entries)
         storage.replace_postings(head_id, [(c, p) for _h, c, p in _pack(head_id, live)])
         fault("defragment", "rewritten")
-    return Outcome("defragment", f"head {head_id}: {rows.get(head_id, 0)} rows, {len(entries)} entries -> {len(live)} live entries")
+    # A list that grew past the limit while its split waited in the queue, and
+    # was packed first, is still over the limit: no append will cross it again.
+    follow_up = [("split", {"head_id": head_id})] if len(live) > declared.options["posting_limit"] else []
+    return Outcome(
+        "defragment", f"head {head_id}: {rows.get(head_id, 0)} rows, {len(entries)} entries -> {len(live)} live entries", follow_up
+    )
 
 
 # Snapshot, garbage collection, scan ---------------------------------------------

@@ -57,7 +57,7 @@ class IndexState(models.Model):
 
 
 class Head(models.Model):
-    """A centroid: its id is its label in the in-memory HNSW head index."""
+    """A head: a vector that stands for one posting list; its id is its label in the HNSW head index."""
 
     index = models.ForeignKey(IndexState, on_delete=models.CASCADE, related_name="heads")
     vector = models.BinaryField()

@@ -1,4 +1,4 @@
-"""The in-memory head index: an HNSW graph (hnswlib) over the centroid vectors.
+"""The in-memory head index: an HNSW graph (hnswlib) over the heads' vectors.
 
 hnswlib's edges, which this class hides:
 
