@@ -171,8 +171,8 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
         rows = []
         for label, members in enumerate(_replicate(points, points[chosen], labels, declared)):
             rows.extend(_pack(int(new_ids[label]), live[members]))
-        # Through writes.append: a part that k-means left over the limit is
-        # split again after this commits.
+        # No part is over the limit (partition and _replicate see to it);
+        # writes.append would ask for a split if one were.
         writes.append(declared, storage, rows, using)
         fault("split", "postings")
     return Outcome(
@@ -193,8 +193,8 @@ def partition(points: np.ndarray, limit: int, metric: str, *, seed: int = 0) -> 
     nearest their centroid, as SPANN does. A build samples its heads from the
     vectors; a centroid is nearer to everything around it than any vector is,
     so centroid heads among vector heads drew the neighbouring lists' vectors,
-    and queries, to lists that did not hold them (recall@10 fell by 0.07;
-    BENCHMARKS.md). Each point then goes to its nearest head that has room,
+    and queries, to lists that did not hold them (BENCHMARKS.md, "Where
+    recall was lost"). Each point then goes to its nearest head that has room,
     the points nearest their heads first.
     """
     parts = max(2, math.ceil(len(points) / (limit / 2)))
