@@ -143,7 +143,9 @@ def _head_distance(metric: str, points: np.ndarray, centers: np.ndarray) -> np.n
     points = prepare(points, metric).astype(np.float64)
     centers = prepare(np.atleast_2d(centers), metric).astype(np.float64)
     if metric == "l2":
-        return ((points[:, None, :] - centers[None, :, :]) ** 2).sum(axis=-1)
+        # |p|² − 2p·c + |c|², not (p − c)²: no (points × centers × d) temporary.
+        squared = (points**2).sum(axis=1)[:, None] - 2 * points @ centers.T + (centers**2).sum(axis=1)[None, :]
+        return np.maximum(squared, 0)
     return 1.0 - points @ centers.T
 
 
