@@ -1,1 +1,1 @@
-"""Benchmarks, run as ``python -m bench.<name>``; apart from the tests, never gating CI."""
+"""Benchmarks, run as ``python -m bench <name>``; apart from the tests, never gating CI."""

@@ -1,0 +1,32 @@
+"""``python -m bench <benchmark> [options]``: run one benchmark; ``--help`` on each.
+
+    python -m bench search --limit 20000     recall–speed sweep, baselines, memory
+    python -m bench writes --limit 20000     saves and bulk_create, with and without the index
+    python -m bench stream                   update stability under inserts and deletes
+    python -m bench exact --limit 100000     the exact path alone
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "search": "bench.search",
+    "writes": "bench.writes",
+    "stream": "bench.stream",
+    "exact": "bench.exact",
+}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in BENCHMARKS:
+        print(__doc__.strip())
+        raise SystemExit(0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2)
+    name = sys.argv.pop(1)
+    sys.argv[0] = f"python -m bench {name}"
+    importlib.import_module(BENCHMARKS[name]).main()
+
+
+if __name__ == "__main__":
+    main()
