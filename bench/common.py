@@ -20,7 +20,26 @@ def arguments(description: str, limit: int, queries: int) -> argparse.ArgumentPa
     parser.add_argument("--limit", type=int, default=limit, help="rows of the data set to load")
     parser.add_argument("--queries", type=int, default=queries)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="OPTION=VALUE",
+        help="a VectorIndex tuning option for this run (e.g. payload=int8, head_fraction=0.04); repeatable",
+    )
     return parser
+
+
+def tune(settings: list[str]) -> dict:
+    """Apply ``--set`` options to the demo's index declaration; every option, as in force."""
+    from vectorindex.indexes import TUNING
+    from vectorindex.registry import get_declared
+
+    declared = get_declared("package_embedding")
+    for setting in settings:
+        key, _, text = setting.partition("=")
+        if key not in TUNING:
+            raise SystemExit(f"--set {setting}: no tuning option {key!r}; the options are {', '.join(TUNING)}")
+        kind = TUNING[key][1]
+        declared.index.tuning[key] = int(text) if kind == "int" else float(text) if kind == "float" else text
+    return declared.options
 
 
 def setup(scratch: str) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import arguments, load, setup
+from .common import arguments, load, setup, tune
 
 SCRATCH = "bench-search.sqlite3"
 BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -82,9 +82,10 @@ def rss_mib() -> dict[str, float]:
     return {"rss_mib": fields.get("VmRSS"), "peak_rss_mib": fields.get("VmHWM")}
 
 
-def client(queries: np.ndarray, probes: int, start_at: float) -> dict:
+def client(queries: np.ndarray, probes: int, start_at: float, settings: list[str]) -> dict:
     """One client process: Django, the head index, these queries; nothing else of the data."""
     setup(SCRATCH)
+    tune(settings)
     from demo_project.packages.models import Package
     from vectorindex import CosineDistance
 
@@ -106,7 +107,7 @@ def client(queries: np.ndarray, probes: int, start_at: float) -> dict:
     }
 
 
-def two_clients(queries: np.ndarray, probes: int) -> dict:
+def two_clients(queries: np.ndarray, probes: int, settings: list[str]) -> dict:
     """Two processes, as two web workers: each with one BLAS thread.
 
     OpenBLAS's default, a thread per core in each process, has the two
@@ -119,7 +120,7 @@ def two_clients(queries: np.ndarray, probes: int) -> dict:
     os.environ.update(dict.fromkeys(BLAS_THREADS, "1"))  # read by numpy as the children import it
     try:
         with context.Pool(2) as pool:
-            results = pool.starmap(client, [(half, probes, start_at) for half in halves])
+            results = pool.starmap(client, [(half, probes, start_at, settings) for half in halves])
     finally:
         for key, value in saved.items():
             if value is None:
@@ -177,6 +178,37 @@ def numpy_baseline(base: np.ndarray, queries: np.ndarray) -> dict:
     return latency_row(latencies)
 
 
+def baselines(args, results: dict, base: np.ndarray, queries: np.ndarray, truth_rows: np.ndarray) -> None:
+    """The exact paths, two clients and hnswlib, with the sweep's ratios to them."""
+    from django.db import connection
+
+    from demo_project.packages.models import Package
+    from vectorindex import CosineDistance
+
+    nearest = Package.objects.all()
+    orm_exact = []
+    for query in queries[: args.orm_exact_queries]:
+        started = time.perf_counter()
+        list(nearest.exact().order_by(CosineDistance("embedding", query))[:10])
+        orm_exact.append(time.perf_counter() - started)
+    results["orm_exact"] = latency_row(orm_exact)
+    print(f"exact path through the ORM: p50 {results['orm_exact']['p50_ms']:.1f} ms, "
+          f"{results['orm_exact']['queries_per_s']:.2f} q/s")
+    results["numpy_exact"] = numpy_baseline(base, queries)
+    print(f"exact numpy scan in memory: p50 {results['numpy_exact']['p50_ms']:.2f} ms, "
+          f"{results['numpy_exact']['queries_per_s']:.1f} q/s")
+    connection.close()  # the clients have their own connections
+    results["two_clients"] = two_clients(queries, args.clients_probes, args.set)
+    print(f"2 clients at probes {args.clients_probes}: {results['two_clients']['queries_per_s']:.1f} q/s; "
+          f"client RSS {[c['rss_mib'] for c in results['two_clients']['clients']]} MiB")
+    if args.hnsw_ef:
+        results["hnswlib"] = hnsw_baseline(base, queries, truth_rows, [int(e) for e in args.hnsw_ef.split(",")])
+    # Ratios: the same machine, the same queries.
+    for row in results["sweep"]:
+        row["x_orm_exact"] = round(row["queries_per_s"] / results["orm_exact"]["queries_per_s"], 1)
+        row["x_numpy_exact"] = round(row["queries_per_s"] / results["numpy_exact"]["queries_per_s"], 2)
+
+
 def main() -> None:
     parser = arguments(__doc__.split("\n\n")[0], limit=299_000, queries=1000)
     parser.add_argument("--probes", default="8,16,32,64,128", help="the sweep, comma-separated")
@@ -185,6 +217,7 @@ def main() -> None:
     parser.add_argument("--orm-exact-queries", type=int, default=10)
     parser.add_argument("--hnsw-ef", default="16,32,64,128,256", help="the baseline's sweep; empty: skip it")
     parser.add_argument("--no-build", action="store_true", help="use the index as it is")
+    parser.add_argument("--no-baselines", action="store_true", help="only the index: no exact paths, clients or hnswlib")
     args = parser.parse_args()
     setup(SCRATCH)
     from django.db import connection
@@ -193,12 +226,13 @@ def main() -> None:
     from vectorindex import CosineDistance, build, recovery
     from vectorindex.registry import get_declared
 
+    options = tune(args.set)
     base, pks, queries = load(args.dataset, args.limit, args.queries)
     truth_rows = ground_truth(args.dataset, base, queries)
     truth = pks[truth_rows]  # as primary keys
     declared = get_declared("package_embedding")
     results: dict = {"vendor": connection.vendor, "rows": len(base), "dimensions": base.shape[1],
-                     "queries": len(queries), "options": declared.options}
+                     "queries": len(queries), "options": options}
     if connection.vendor == "mysql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT @@innodb_buffer_pool_size, @@version")
@@ -239,27 +273,8 @@ def main() -> None:
               f"@100 {row['recall_at_100']:.3f}  p50 {row['p50_ms']:6.1f}  p95 {row['p95_ms']:6.1f}  "
               f"p99 {row['p99_ms']:6.1f} ms  {row['queries_per_s']:7.1f} q/s")
 
-    orm_exact = []
-    for query in queries[: args.orm_exact_queries]:
-        started = time.perf_counter()
-        list(nearest.exact().order_by(CosineDistance("embedding", query))[:10])
-        orm_exact.append(time.perf_counter() - started)
-    results["orm_exact"] = latency_row(orm_exact)
-    print(f"exact path through the ORM: p50 {results['orm_exact']['p50_ms']:.1f} ms, "
-          f"{results['orm_exact']['queries_per_s']:.2f} q/s")
-    results["numpy_exact"] = numpy_baseline(base, queries)
-    print(f"exact numpy scan in memory: p50 {results['numpy_exact']['p50_ms']:.2f} ms, "
-          f"{results['numpy_exact']['queries_per_s']:.1f} q/s")
-    connection.close()  # the clients have their own connections
-    results["two_clients"] = two_clients(queries, args.clients_probes)
-    print(f"2 clients at probes {args.clients_probes}: {results['two_clients']['queries_per_s']:.1f} q/s; "
-          f"client RSS {[c['rss_mib'] for c in results['two_clients']['clients']]} MiB")
-    if args.hnsw_ef:
-        results["hnswlib"] = hnsw_baseline(base, queries, truth_rows, [int(e) for e in args.hnsw_ef.split(",")])
-    # Ratios: the same machine, the same queries.
-    for row in results["sweep"]:
-        row["x_orm_exact"] = round(row["queries_per_s"] / results["orm_exact"]["queries_per_s"], 1)
-        row["x_numpy_exact"] = round(row["queries_per_s"] / results["numpy_exact"]["queries_per_s"], 2)
+    if not args.no_baselines:
+        baselines(args, results, base, queries, truth_rows)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -106,6 +106,8 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
         head.lsn = 0
         if progress:
             progress("heads", head_count, head_count)
+        payload = postings.Payload.fit(options["payload"], vectors)
+        storage.payload = payload
 
         entries = 0
         if count:
@@ -119,8 +121,8 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
             for run in np.split(np.arange(len(rows)), boundaries):
                 members = rows[run]
                 head_id = int(owners[run[0]])
-                for entry_count, payload in postings.pack(pks[members], versions[members], vectors[members]):
-                    batch.append((head_id, entry_count, payload))
+                for entry_count, data in payload.pack(pks[members], versions[members], vectors[members]):
+                    batch.append((head_id, entry_count, data))
                 written += len(run)
                 if len(batch) >= 200:
                     storage.append(batch)
@@ -140,11 +142,13 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
             wal_lsn=0,
             built_at=timezone.now(),
             options=json.dumps(options),
+            payload=json.dumps(payload.to_state()),
         )
         # This process may use the new head index at once; others load the
         # snapshot. A rollback leaves a generation no state row will name.
         with rt.lock:
             rt.head = head
+            rt.payload = (generation, payload)
         # Sampled heads are not balanced: lists the build left over the limit
         # are split once it commits.
         limit = options["posting_limit"]

@@ -76,6 +76,12 @@ class Distance(Func):
             return np.full(matrix.shape[0], np.nan)
         return distances.distances(self.metric, matrix, self.vector)
 
+    def estimate(self, entries: np.ndarray, payload: Any) -> np.ndarray:
+        """:meth:`compute` estimated on posting entries: close, not exact (for ranking candidates)."""
+        if self.vector is None:
+            return np.full(len(entries), np.nan, dtype=np.float32)
+        return payload.estimate(entries, self.metric, self.vector)
+
     def as_sql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
         model = compiler.query.model
         raise NotSupportedError(

@@ -23,14 +23,17 @@ from typing import Any
 
 from django.db.models import Index
 
+from .engine.postings import FORMATS
+
 __all__ = ["DISTANCES", "VectorIndex"]
 
 # distance name -> the Distance expression's metric that the index serves.
 DISTANCES = {"l2": "l2", "cosine": "cosine", "ip": "ip"}
 
 # name: (default, kind, low, high) — kind "int" or "float"; bounds inclusive,
-# except that a float's low bound of 0.0 for head_fraction is exclusive.
-TUNING: dict[str, tuple[Any, str, float, float]] = {
+# except that a float's low bound of 0.0 for head_fraction is exclusive. Kind
+# "choice": *low* holds the allowed values.
+TUNING: dict[str, tuple[Any, str, Any, Any]] = {
     "head_fraction": (0.05, "float", 0.0, 1.0),
     "replicas": (4, "int", 1, 8),
     "replica_epsilon": (0.25, "float", 0.0, 10.0),
@@ -41,6 +44,8 @@ TUNING: dict[str, tuple[Any, str, float, float]] = {
     "probe_epsilon": (2.0, "float", 0.0, 1_000.0),
     "m": (16, "int", 2, 128),
     "ef_construction": (200, "int", 10, 4_000),
+    "payload": ("float32", "choice", FORMATS, None),
+    "rerank": (32, "int", 0, 10_000),
 }
 
 
@@ -86,7 +91,10 @@ class VectorIndex(Index):
             )
         for key, value in self.tuning.items():
             _default, kind, low, high = TUNING[key]
-            if kind == "int":
+            if kind == "choice":
+                ok = value in low
+                wanted = f"one of {', '.join(repr(v) for v in low)}"
+            elif kind == "int":
                 ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
                 wanted = f"an integer from {low} to {high}"
             else:

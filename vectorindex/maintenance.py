@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from . import writes
 from .conf import vectorindex_settings
-from .engine import postings, routing
+from .engine import routing
 from .engine.head import prepare
 from .engine.kmeans import kmeans
 from .exceptions import VectorIndexError
@@ -84,9 +84,9 @@ def _live(storage: Storage, entries: np.ndarray) -> np.ndarray:
     return entries[np.sort(first)]
 
 
-def _pack(head_id: int, entries: np.ndarray) -> list[tuple[int, int, bytes]]:
-    vectors = np.ascontiguousarray(entries["vector"])
-    return [(head_id, count, payload) for count, payload in postings.pack(entries["id"], entries["version"], vectors)]
+def _pack(storage: Storage, head_id: int, entries: np.ndarray) -> list[tuple[int, int, bytes]]:
+    """Posting rows of *entries* for one head, their stored bytes as they are."""
+    return [(head_id, count, data) for count, data in storage.payload.pack_entries(entries)]
 
 
 def _route_and_append(
@@ -101,7 +101,7 @@ def _route_and_append(
     if not len(entries):
         return
     options = rt.declared.options
-    vectors = np.ascontiguousarray(entries["vector"])
+    vectors = storage.payload.vectors(entries)
     for _attempt in range(5):
         head = rt.current(*rt.open()) if not exclude else rt.head
         members, owners = routing.assign(
@@ -115,9 +115,9 @@ def _route_and_append(
     members, owners = members[order], owners[order]
     rows = []
     for run in np.split(np.arange(len(members)), np.flatnonzero(np.diff(owners)) + 1):
-        chosen = members[run]
-        for count, payload in postings.pack(entries["id"][chosen], versions[chosen], vectors[chosen]):
-            rows.append((int(owners[run[0]]), count, payload))
+        moved = entries[members[run]]  # a copy: the versions may be new
+        moved["version"] = versions[members[run]]
+        rows.extend(_pack(storage, int(owners[run[0]]), moved))
     writes.append(rt.declared, storage, rows, using)
 
 
@@ -163,16 +163,16 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
         live = _live(storage, entries)
         if len(live) <= limit:
             if len(live) < len(entries):
-                storage.replace_postings(head_id, [(c, p) for _h, c, p in _pack(head_id, live)])
+                storage.replace_postings(head_id, [(c, p) for _h, c, p in _pack(storage, head_id, live)])
             return Outcome("split", f"head {head_id}: {len(live)} live entries, within the limit after dropping {len(entries) - len(live)} stale")
-        vectors = np.ascontiguousarray(live["vector"])
+        vectors = storage.payload.vectors(live)
         points = prepare(vectors, declared.metric)
         chosen, labels = partition(points, limit, declared.metric, seed=head_id)
         new_ids, _lsn = change_heads(storage, state[2], add=vectors[chosen], retire=[head_id])
         fault("split", "heads")
         rows = []
         for label, members in enumerate(_replicate(points, points[chosen], labels, declared)):
-            rows.extend(_pack(int(new_ids[label]), live[members]))
+            rows.extend(_pack(storage, int(new_ids[label]), live[members]))
         # No part is over the limit (partition and _replicate see to it);
         # writes.append would ask for a split if one were.
         writes.append(declared, storage, rows, using)
@@ -287,7 +287,7 @@ def reassign(declared: Declared, head_id: int, new_head_ids: list[int], using: s
             return Outcome("reassign", "nothing to do: empty lists")
         live_mask = _current(storage, entries_all)
         owners_all, entries_all = owners_all[live_mask], entries_all[live_mask]
-        vectors = np.ascontiguousarray(entries_all["vector"])
+        vectors = storage.payload.vectors(entries_all)
         own = np.array([np.nan] * len(entries_all))
         owner_ids = sorted(set(owners_all.tolist()))
         owner_vectors = dict(zip(owner_ids, storage.head_vectors(owner_ids)))
@@ -364,7 +364,7 @@ def defragment(declared: Declared, head_id: int, using: str = "default") -> Outc
         rows: dict[int, int] = {}
         entries = storage.read_postings([head_id], rows)
         live = _live(storage, entries)
-        storage.replace_postings(head_id, [(c, p) for _h, c, p in _pack(head_id, live)])
+        storage.replace_postings(head_id, [(c, p) for _h, c, p in _pack(storage, head_id, live)])
         fault("defragment", "rewritten")
     # A list that grew past the limit while its split waited in the queue, and
     # was packed first, is still over the limit: no append will cross it again.

@@ -36,6 +36,10 @@ class IndexState(models.Model):
     distance = models.CharField(max_length=10)
     dimensions = models.PositiveIntegerField()
     options = models.JSONField(default=dict)
+    # How posting entries store vectors, fixed by the build that wrote them
+    # (``{"format": …}``, with int8's ranges): it changes only with a rebuild,
+    # whatever ``options`` — the declaration — says now.
+    payload = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.EMPTY)
     # A random token drawn by every build: a process whose head index is of
     # another generation reloads it from the snapshot instead of replaying the

@@ -166,6 +166,12 @@ def _check(declared: Declared, using: str, rt: Any, storage: Any, state: tuple[s
             f"{len(oversized)} posting lists are over the limit of {limit} entries "
             f"(largest {max(sizes[h][0] for h in oversized)}); splitting them is maintenance's job"
         )
+    built, declared_format = storage.payload.format, options["payload"]
+    if built != declared_format:
+        warnings.append(
+            f"the index stores {built} entries but declares payload={declared_format!r}; "
+            f"it keeps {built} until `manage.py vectorindex build {declared.name}` rebuilds it"
+        )
     return violations, warnings
 
 
@@ -210,6 +216,9 @@ def status(declared: Declared, using: str = "default") -> dict[str, Any]:
             "head_index_bytes": head.nbytes(),
             "raw_vector_bytes": raw_bytes,
             "head_index_share": head.nbytes() / raw_bytes if raw_bytes else None,
+            "payload": storage.payload.format,
+            "declared_payload": declared.options["payload"],
+            "entry_bytes": storage.payload.dtype.itemsize,
         }
     )
     return report

@@ -10,6 +10,7 @@ changes made by the first.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from django.db import connections, models
 
 from .engine import codec
 from .engine.head import HeadIndex
+from .engine.postings import Payload
 from .fields import VectorField
 from .indexes import VectorIndex
 from .models import IndexState, WalEntry
@@ -132,6 +134,7 @@ class Runtime:
         self.lock = threading.Lock()
         self.head: HeadIndex | None = None
         self.state_id: int | None = None
+        self.payload: tuple[int, Payload] | None = None  # (generation, its payload)
 
     @property
     def connection(self) -> Any:
@@ -158,10 +161,25 @@ class Runtime:
                     row = cursor.fetchone()
             if row is not None:
                 self.state_id = row[0]
-                storage = Storage(self.connection, row[0], self.declared.field.dimensions)
+                payload = self._payload(table, row[0], row[2])
+                storage = Storage(self.connection, row[0], self.declared.field.dimensions, payload)
                 return storage, (row[1], row[2], row[3])
             sync_states(self.using)
         raise ImproperlyConfigured(f"The vector index {self.declared.name!r} could not be registered.")
+
+    def _payload(self, table: str, state_id: int, generation: int) -> Payload:
+        """The entry layout the build of *generation* chose (read once per generation)."""
+        cached = self.payload
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        with self.connection.cursor() as cursor:
+            cursor.execute(f"SELECT payload FROM {table} WHERE id = %s", [state_id])
+            (stored,) = cursor.fetchone()
+        if isinstance(stored, str):
+            stored = json.loads(stored)
+        payload = Payload.from_state(self.declared.field.dimensions, stored)
+        self.payload = (generation, payload)
+        return payload
 
     def empty_head(self, capacity: int = 1024) -> HeadIndex:
         options = self.declared.options

@@ -18,6 +18,7 @@ sees its own transaction's writes and nobody else's uncommitted ones.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,12 +32,13 @@ from .registry import Declared, index_for, runtime
 
 @dataclass
 class _Pool:
-    """Entries read so far, scored; validated lazily, best first."""
+    """Entries read so far, with estimated distances; validated lazily, best first."""
 
+    blocks: list[np.ndarray]  # the decoded entries, as read
     ids: np.ndarray
     versions: np.ndarray
-    values: list[np.ndarray]  # per plan term
-    passing: np.ndarray  # the distance conditions hold
+    values: list[np.ndarray]  # per plan term: float32 estimates
+    passing: np.ndarray  # the distance conditions hold, on the estimates
     # vector id -> its current version, or -1: deleted, or excluded by the
     # query's SQL conditions. Asked only for the best candidates.
     known: dict[int, int] = field(default_factory=dict)
@@ -44,22 +46,31 @@ class _Pool:
     @classmethod
     def empty(cls, terms: int) -> _Pool:
         return cls(
+            [],
             np.empty(0, np.int64),
             np.empty(0, np.uint32),
-            [np.empty(0) for _ in range(terms)],
+            [np.empty(0, np.float32) for _ in range(terms)],
             np.empty(0, bool),
         )
 
-    def add(self, entries: np.ndarray, plan: DistancePlan) -> None:
-        vectors = np.ascontiguousarray(entries["vector"])
-        values = [term.compute(vectors) for term in plan.terms]
+    def add(self, entries: np.ndarray, payload: Any, plan: DistancePlan) -> None:
+        values = [term.estimate(entries, payload) for term in plan.terms]
         passing = ~np.isnan(values[plan.order_keys[0].term])
         if plan.where_numpy is not None:
             passing &= evaluate(plan.where_numpy, values, plan)[0]
+        self.blocks.append(entries)
         self.ids = np.concatenate([self.ids, entries["id"].astype(np.int64)])
         self.versions = np.concatenate([self.versions, entries["version"]])
         self.values = [np.concatenate([old, new]) for old, new in zip(self.values, values)]
         self.passing = np.concatenate([self.passing, passing])
+
+    def entries(self, positions: np.ndarray) -> np.ndarray:
+        """The entries at these pool positions (a few: the candidates re-scored)."""
+        starts = np.cumsum([0] + [len(block) for block in self.blocks[:-1]])
+        which = np.searchsorted(starts, positions, side="right") - 1
+        return np.concatenate(
+            [self.blocks[b][p - starts[b] : p - starts[b] + 1] for b, p in zip(which.tolist(), positions.tolist())]
+        )
 
 
 def usable_index(queryset: Any, plan: DistancePlan) -> Declared | None:
@@ -102,6 +113,7 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
     need = plan.high
 
     sql_filter = _sql_filter(queryset, plan)
+    exact = _Exact(declared, storage, using, defaults["rerank"])
     pool = _Pool.empty(len(plan.terms))
     rows_per_head: dict[int, int] = {}
     read: set[int] = set()
@@ -113,8 +125,8 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
         if fresh:
             entries = storage.read_postings(fresh, rows_per_head)
             if len(entries):
-                pool.add(entries, plan)
-        chosen = _best(pool, plan, need, storage, sql_filter)
+                pool.add(entries, storage.payload, plan)
+        chosen = _best(pool, plan, need, storage, sql_filter, exact)
         if chosen is not None or len(read) >= len(head):
             break
         count = min(2 * count, len(head))
@@ -122,8 +134,7 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
     _trigger_defragment(declared, using, rows_per_head)
     if chosen is None:
         return None  # the index ran out before k rows: the exact path decides
-    ids = pool.ids[chosen]
-    values = [column[chosen] for column in pool.values]
+    ids, values = chosen
     return ids[plan.low :].tolist(), [column[plan.low :] for column in values]
 
 
@@ -138,17 +149,60 @@ def _sql_filter(queryset: Any, plan: DistancePlan) -> Any:
     return base
 
 
-def _best(pool: _Pool, plan: DistancePlan, need: int, storage: Any, sql_filter: Any) -> np.ndarray | None:
-    """Pool positions of the best *need* valid entries, best first; None if too few.
+class _Exact:
+    """Exact distances for the few candidates that may be the answer.
 
-    Walks the passing entries in distance order (ties by id) and asks the
-    database about their vectors a window at a time: the current version (a
-    stale copy or a deleted row drops out) and, with SQL conditions, whether
+    With float32 entries the vectors are those read; a smaller payload format
+    stores an approximation, so these candidates' vectors are read from the
+    model's own rows (one primary-key lookup for the lot). *rerank* more
+    candidates than asked for are scored, since the estimates (float32
+    arithmetic, and the payload's rounding) may have ordered them wrongly.
+    """
+
+    def __init__(self, declared: Declared, storage: Any, using: str, rerank: int) -> None:
+        self.declared = declared
+        self.storage = storage
+        self.using = using
+        self.rerank = rerank
+
+    def vectors(self, pool: _Pool, positions: np.ndarray) -> np.ndarray:
+        if not self.storage.payload.lossy:
+            return np.ascontiguousarray(pool.entries(positions)["vector"], dtype=np.float32)
+        ids = pool.ids[positions].tolist()
+        stored = _model_vectors(self.declared, self.using, ids)
+        return np.stack([stored[vector_id] for vector_id in ids])
+
+
+def _model_vectors(declared: Declared, using: str, pks: list[int]) -> dict[int, np.ndarray]:
+    """pk -> the vector in the indexed model's row (the table that holds the field)."""
+    from django.db import connections
+
+    from .engine import codec
+
+    connection = connections[using]
+    owner = declared.field.model._meta
+    quote = connection.ops.quote_name
+    unique = sorted(set(pks))
+    marks = ", ".join(["%s"] * len(unique))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {quote(owner.pk.column)}, {quote(declared.field.column)} FROM {quote(owner.db_table)} "
+            f"WHERE {quote(owner.pk.column)} IN ({marks})",
+            unique,
+        )
+        return {pk: codec.from_bytes(bytes(blob)) for pk, blob in cursor.fetchall()}
+
+
+def _valid(pool: _Pool, plan: DistancePlan, need: int, storage: Any, sql_filter: Any) -> Iterator[np.ndarray]:
+    """Pool positions of valid entries, best estimate first, a window at a time.
+
+    Walks the passing entries in estimated-distance order (ties by id) and asks
+    the database about their vectors a window at a time: the current version
+    (a stale copy or a deleted row drops out) and, with SQL conditions, whether
     the row matches them. One entry per vector (replicas are identical).
     """
     candidates = np.flatnonzero(pool.passing)
     order = candidates[np.lexsort((pool.ids[candidates], pool.values[plan.order_keys[0].term][candidates]))]
-    chosen: list[int] = []
     taken: set[int] = set()
     window = max(4 * need, 64)
     for start in range(0, len(order), window):
@@ -156,15 +210,57 @@ def _best(pool: _Pool, plan: DistancePlan, need: int, storage: Any, sql_filter: 
         unknown = sorted({int(i) for i in pool.ids[positions]} - pool.known.keys())
         if unknown:
             _resolve(pool, unknown, storage, sql_filter)
+        valid = []
         for position in positions.tolist():
             vector_id = int(pool.ids[position])
             if vector_id in taken or pool.known[vector_id] != int(pool.versions[position]):
                 continue
-            chosen.append(position)
+            valid.append(position)
             taken.add(vector_id)
-            if len(chosen) == need:
-                return np.array(chosen, dtype=np.int64)
-    return None
+        yield np.array(valid, dtype=np.int64)
+
+
+def _best(
+    pool: _Pool, plan: DistancePlan, need: int, storage: Any, sql_filter: Any, exact: _Exact
+) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    """(vector ids, exact distances per term) of the best *need* valid entries; None if too few.
+
+    The best ``need + rerank`` valid entries by estimate are scored exactly,
+    their distance conditions checked again on the exact values, and ranked
+    by those; more are taken while conditions fail on the exact values.
+    """
+    scored: list[tuple[np.ndarray, list[np.ndarray]]] = []
+    kept = 0
+    wanted = need + exact.rerank
+    pending = np.empty(0, np.int64)
+    for valid in _valid(pool, plan, need, storage, sql_filter):
+        pending = np.concatenate([pending, valid])
+        while kept < wanted and len(pending) >= wanted - kept:
+            take, pending = pending[: wanted - kept], pending[wanted - kept :]
+            kept += _score(pool, plan, take, exact, scored)
+        if kept >= wanted:
+            break
+    else:
+        kept += _score(pool, plan, pending[: wanted - kept], exact, scored)
+    if kept < need:
+        return None
+    ids = np.concatenate([block[0] for block in scored]).astype(np.int64)
+    values = [np.concatenate([block[1][i] for block in scored]) for i in range(len(plan.terms))]
+    order = np.lexsort((ids, values[plan.order_keys[0].term]))[:need]
+    return ids[order], [column[order] for column in values]
+
+
+def _score(pool: _Pool, plan: DistancePlan, positions: np.ndarray, exact: _Exact, scored: list) -> int:
+    """Score *positions* exactly; keep those that pass on the exact values. How many were kept."""
+    if not len(positions):
+        return 0
+    vectors = exact.vectors(pool, positions)
+    values = [term.compute(vectors) for term in plan.terms]
+    passing = ~np.isnan(values[plan.order_keys[0].term])
+    if plan.where_numpy is not None:
+        passing &= evaluate(plan.where_numpy, values, plan)[0]
+    scored.append((pool.ids[positions][passing], [column[passing] for column in values]))
+    return int(passing.sum())
 
 
 def _resolve(pool: _Pool, vector_ids: list[int], storage: Any, sql_filter: Any) -> None:

@@ -36,10 +36,11 @@ def _batches(items: Sequence, size: int = IN_BATCH) -> Iterable[Sequence]:
 class Storage:
     """One index's rows, through one database connection."""
 
-    def __init__(self, connection: Any, index_id: int, dimensions: int) -> None:
+    def __init__(self, connection: Any, index_id: int, dimensions: int, payload: postings.Payload | None = None) -> None:
         self.connection = connection
         self.index_id = index_id
         self.dimensions = dimensions
+        self.payload = payload or postings.Payload(dimensions)
         self.mysql = connection.vendor == "mysql"
         quote = connection.ops.quote_name
         self.state_table = quote(IndexState._meta.db_table)
@@ -292,11 +293,11 @@ class Storage:
             if rows_per_head is not None:
                 for head_id, _payload in rows:
                     rows_per_head[head_id] = rows_per_head.get(head_id, 0) + 1
-        return postings.decode(payloads, self.dimensions)
+        return self.payload.decode(payloads)
 
     def read_postings_with_owners(self, head_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """(head id per entry, entries) of these posting lists."""
-        size = postings.entry_dtype(self.dimensions).itemsize
+        size = self.payload.dtype.itemsize
         owners, payloads = [], []
         for batch in _batches([int(h) for h in head_ids], 500):
             rows = self._execute(
@@ -308,7 +309,7 @@ class Storage:
                 owners.append(np.full(len(payload) // size, head_id, dtype=np.int64))
                 payloads.append(bytes(payload))
         owner_array = np.concatenate(owners) if owners else np.empty(0, np.int64)
-        return owner_array, postings.decode(payloads, self.dimensions)
+        return owner_array, self.payload.decode(payloads)
 
     def list_sizes(self, head_ids: Sequence[int]) -> dict[int, int]:
         """Entries (stale ones included) in each of these posting lists."""
@@ -340,9 +341,9 @@ class Storage:
                 f"SELECT head_id, payload FROM {self.posting_table} WHERE index_id = %s AND head_id IN ({self._marks(len(batch))})",
                 [self.index_id, *batch],
             )
-            size = postings.entry_dtype(self.dimensions).itemsize
+            size = self.payload.dtype.itemsize
             owners = np.concatenate([np.full(len(p) // size, h, dtype=np.int64) for h, p in rows]) if rows else np.empty(0, np.int64)
-            yield owners, postings.decode([bytes(p) for _, p in rows], self.dimensions)
+            yield owners, self.payload.decode([bytes(p) for _, p in rows])
 
     # Versions ------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import jobs
-from .engine import codec, postings, routing
+from .engine import codec, routing
 from .exceptions import VectorIndexError
 from .models import IndexState
 from .registry import Declared, indexes_of, runtime
@@ -88,8 +88,8 @@ def index_vectors(declared: Declared, using: str, rows: Sequence[tuple[Any, Any]
     rows_out: list[tuple[int, int, bytes]] = []
     for run in np.split(np.arange(len(members)), np.flatnonzero(np.diff(owners)) + 1):
         chosen = members[run]
-        for count, payload in postings.pack(pks[chosen], versions[chosen], vectors[chosen]):
-            rows_out.append((int(owners[run[0]]), count, payload))
+        for count, data in storage.payload.pack(pks[chosen], versions[chosen], vectors[chosen]):
+            rows_out.append((int(owners[run[0]]), count, data))
     append(declared, storage, rows_out, using)
 
 

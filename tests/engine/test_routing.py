@@ -57,13 +57,68 @@ def test_posting_payloads_round_trip_and_are_capped():
     ids = np.arange(5000, dtype=np.int64) * 7
     versions = rng.integers(1, 2**32 - 1, 5000).astype(np.uint32)
     vectors = rng.normal(size=(5000, 384)).astype(np.float32)
-    rows = list(postings.pack(ids, versions, vectors))
-    assert all(len(payload) <= postings.ROW_BYTES for _, payload in rows)
+    payload = postings.Payload(384)
+    rows = list(payload.pack(ids, versions, vectors))
+    assert all(len(data) <= postings.ROW_BYTES for _, data in rows)
     assert sum(count for count, _ in rows) == 5000 and len(rows) == 8  # 677 entries of 1,548 bytes per MiB
-    entries = postings.decode([payload for _, payload in rows], 384)
+    entries = payload.decode([data for _, data in rows])
     assert np.array_equal(entries["id"], ids)
     assert np.array_equal(entries["version"], versions)
-    assert np.array_equal(entries["vector"], vectors)
-    assert postings.entry_dtype(384).itemsize == 12 + 4 * 384
+    assert np.array_equal(payload.vectors(entries), vectors)
+    assert payload.dtype.itemsize == 12 + 4 * 384
     with pytest.raises(ValueError, match="not a whole number of 1548-byte entries"):
-        postings.decode([rows[0][1][:-1]], 384)
+        payload.decode([rows[0][1][:-1]])
+
+
+@pytest.mark.parametrize(
+    ("format", "itemsize", "error"),
+    [("float16", 12 + 2 * 384, 2e-3), ("int8", 16 + 384, None)],
+)
+def test_smaller_payloads_store_vectors_approximately(format, itemsize, error):
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(scale=0.1, size=(2000, 384)).astype(np.float32)
+    payload = postings.Payload.fit(format, vectors)
+    assert payload.lossy and payload.dtype.itemsize == itemsize
+    entries = payload.decode([data for _, data in payload.pack(np.arange(2000), np.ones(2000, np.uint32), vectors)])
+    decoded = payload.vectors(entries)
+    assert decoded.dtype == np.float32 and decoded.shape == vectors.shape
+    worst = np.abs(decoded - vectors).max(axis=0)
+    if format == "int8":
+        assert np.all(worst <= payload.step / 2 + 1e-6)  # half a level, per dimension
+    else:
+        assert worst.max() < error
+    # Stored again as decoded, a vector keeps its stored values: no drift.
+    again = payload.entries(entries["id"], entries["version"], decoded)
+    assert np.array_equal(again["vector"], entries["vector"])
+    # What the state row records gives back the same layout.
+    restored = postings.Payload.from_state(384, payload.to_state())
+    assert b"".join(data for _, data in restored.pack_entries(entries)) == entries.tobytes()
+    assert np.array_equal(restored.vectors(entries), decoded)
+
+
+@pytest.mark.parametrize("format", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip", "l1"])
+def test_estimated_distances_are_close_to_exact_ones(format, metric):
+    from vectorindex.engine import distances
+
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(scale=0.1, size=(500, 384)).astype(np.float32)
+    query = rng.normal(scale=0.1, size=384).astype(np.float32)
+    payload = postings.Payload.fit(format, vectors)
+    entries = payload.entries(np.arange(500), np.ones(500, np.uint32), vectors)
+    estimated = payload.estimate(entries, metric, query)
+    exact = distances.distances(metric, vectors, query)
+    spread = np.ptp(exact)
+    # float32 arithmetic alone, or the payload's rounding too: far below the spread that ranks them.
+    tolerance = 1e-5 if format == "float32" else 0.02
+    assert np.abs(estimated - exact).max() < tolerance * spread
+    if format == "int8" and metric == "ip":  # computed on the codes: the decoded vectors' distances
+        assert np.allclose(estimated, distances.distances(metric, payload.vectors(entries), query), rtol=1e-4, atol=1e-5)
+
+
+def test_int8_clips_values_outside_the_built_range():
+    payload = postings.Payload.fit("int8", np.array([[0.0, -1.0], [1.0, 1.0]], np.float32))
+    entries = payload.entries(np.arange(1), np.ones(1, np.uint32), np.array([[2.0, -3.0]], np.float32))
+    assert np.allclose(payload.vectors(entries), [[1.0, -1.0]])
+    with pytest.raises(ValueError, match="unknown payload format 'bfloat16'"):
+        postings.Payload(2, "bfloat16")

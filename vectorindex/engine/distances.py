@@ -61,6 +61,37 @@ KERNELS: dict[str, Kernel] = {
 }
 
 
+def _estimate_l2(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+    block = matrix - query
+    return np.sqrt(np.einsum("ij,ij->i", block, block))
+
+
+def _estimate_cosine(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix)) * np.sqrt(query @ query)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1.0 - np.clip((matrix @ query) / norms, -1.0, 1.0)
+
+
+ESTIMATES: dict[str, Kernel] = {
+    "l2": _estimate_l2,
+    "cosine": _estimate_cosine,
+    "ip": lambda matrix, query: -(matrix @ query),
+    "l1": lambda matrix, query: np.abs(matrix - query).sum(axis=1),
+}
+
+
+def estimates(metric: str, matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Distances in float32 arithmetic: for ranking many candidates, never for reporting.
+
+    About four times cheaper than :func:`distances` on a few thousand rows
+    (no float64 copy of the block, single-precision BLAS); the few candidates
+    that win are scored again exactly.
+    """
+    if matrix.shape[0] == 0:
+        return np.empty(0, dtype=np.float32)
+    return ESTIMATES[metric](np.asarray(matrix, dtype=np.float32), np.asarray(query, dtype=np.float32))
+
+
 def distances(metric: str, matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Distances from *query* to each row of *matrix*, as float64 (NaN: undefined)."""
     if matrix.shape[0] == 0:

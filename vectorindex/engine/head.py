@@ -65,7 +65,10 @@ class HeadIndex:
             try:
                 needed = self._index.element_count + len(ids)
                 if needed > self._index.max_elements:
-                    self._index.resize_index(max(needed, 2 * self._index.max_elements))
+                    # Grown by an eighth, not doubled: the capacity is memory
+                    # held (vectors and links), and splits add heads one by one.
+                    capacity = self._index.max_elements
+                    self._index.resize_index(max(needed, capacity + max(1024, capacity // 8)))
                 self._index.add_items(data, ids)
             except RuntimeError as error:
                 raise HeadIndexError(f"adding {len(ids)} heads failed: {error}") from error

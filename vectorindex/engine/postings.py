@@ -1,48 +1,147 @@
 """Posting-list payloads: packed ``(vector_id, version, vector)`` entries.
 
-An entry is ``int64 vector_id, uint32 version, float32[d] vector``, little-endian
-and unpadded: ``12 + 4·d`` bytes. A posting row holds one or more entries; a
-posting list is every row of one head, and many rows decode in one
+An entry is ``int64 vector_id, uint32 version, vector``, little-endian and
+unpadded. How the vector is stored is the index's *payload format*, fixed by
+its build (the state row records it, with the int8 ranges):
+
+* ``float32`` — ``12 + 4·d`` bytes; the vectors as given.
+* ``float16`` — ``12 + 2·d`` bytes; about three significant digits.
+* ``int8`` — ``16 + d`` bytes; each dimension mapped linearly onto 256 levels
+  between the build's smallest and largest value in it (later values outside
+  that range are clipped), and the vector's float32 norm. Estimated distances
+  then need one int8→float32 conversion and one matrix-vector product, with
+  no decoded copy of the vectors.
+
+Reading a posting list costs its bytes, so the smaller formats make a query
+read less; the search re-ranks its best candidates by their exact vectors from
+the model's rows, so a lossy format costs recall only where its error reorders
+a candidate out of the re-ranked set. A posting row holds one or more entries;
+a posting list is every row of one head, and many rows decode in one
 ``frombuffer`` call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
+
+from . import distances
 
 # Packed rows stay far below MariaDB's default max_allowed_packet (16 MiB).
 ROW_BYTES = 1 << 20
 
-
-def entry_dtype(dimensions: int) -> np.dtype:
-    return np.dtype([("id", "<i8"), ("version", "<u4"), ("vector", "<f4", (dimensions,))])
-
-
-def encode(ids: np.ndarray, versions: np.ndarray, vectors: np.ndarray) -> bytes:
-    entries = np.empty(len(ids), dtype=entry_dtype(vectors.shape[1]))
-    entries["id"] = ids
-    entries["version"] = versions
-    entries["vector"] = vectors
-    return entries.tobytes()
+FORMATS = ("float32", "float16", "int8")
+_STORED = {"float32": "<f4", "float16": "<f2", "int8": "i1"}
 
 
-def pack(ids: np.ndarray, versions: np.ndarray, vectors: np.ndarray) -> Iterator[tuple[int, bytes]]:
-    """(count, payload) rows of at most ROW_BYTES each, for one posting list."""
-    per_row = max(1, ROW_BYTES // entry_dtype(vectors.shape[1]).itemsize)
-    for start in range(0, len(ids), per_row):
-        end = start + per_row
-        yield len(ids[start:end]), encode(ids[start:end], versions[start:end], vectors[start:end])
+class Payload:
+    """One index's entry layout: encodes vectors into entries and back."""
 
+    def __init__(self, dimensions: int, format: str = "float32", low: Any = None, step: Any = None) -> None:
+        if format not in FORMATS:
+            raise ValueError(f"unknown payload format {format!r}; the formats are {', '.join(FORMATS)}")
+        self.dimensions = dimensions
+        self.format = format
+        fields = [("id", "<i8"), ("version", "<u4")]
+        if format == "int8":
+            if low is None or step is None:
+                raise ValueError("the int8 payload format needs each dimension's low value and step")
+            self.low = np.asarray(low, dtype=np.float32).reshape(dimensions)
+            self.step = np.asarray(step, dtype=np.float32).reshape(dimensions)
+            # code c stands for low + step·(c + 128) = zero + step·c
+            self.zero = self.low + 128 * self.step
+            fields.append(("norm", "<f4"))
+        self.dtype = np.dtype([*fields, ("vector", _STORED[format], (dimensions,))])
 
-def decode(payloads: Sequence[bytes], dimensions: int) -> np.ndarray:
-    """Every entry of *payloads* as one structured array (id, version, vector)."""
-    dtype = entry_dtype(dimensions)
-    data = b"".join(payloads)
-    if len(data) % dtype.itemsize:
-        raise ValueError(
-            f"posting payload of {len(data)} bytes is not a whole number of "
-            f"{dtype.itemsize}-byte entries"
-        )
-    return np.frombuffer(data, dtype=dtype)
+    @property
+    def lossy(self) -> bool:
+        return self.format != "float32"
+
+    @classmethod
+    def fit(cls, format: str, vectors: np.ndarray) -> Payload:
+        """The payload of *format* for these vectors (int8 takes their ranges)."""
+        dimensions = vectors.shape[1]
+        if format != "int8":
+            return cls(dimensions, format)
+        if len(vectors):
+            low, high = vectors.min(axis=0), vectors.max(axis=0)
+        else:
+            low, high = np.full(dimensions, -1.0, np.float32), np.full(dimensions, 1.0, np.float32)
+        step = np.where(high > low, (high - low) / 255, 1.0).astype(np.float32)
+        return cls(dimensions, format, low, step)
+
+    @classmethod
+    def from_state(cls, dimensions: int, stored: dict | None) -> Payload:
+        """The payload a build recorded in the state row ({} before any: float32)."""
+        stored = stored or {}
+        return cls(dimensions, stored.get("format", "float32"), stored.get("low"), stored.get("step"))
+
+    def to_state(self) -> dict:
+        stored: dict[str, Any] = {"format": self.format}
+        if self.format == "int8":
+            stored.update(low=self.low.tolist(), step=self.step.tolist())
+        return stored
+
+    # Vectors <-> stored values --------------------------------------------------
+
+    def store(self, vectors: np.ndarray) -> np.ndarray:
+        if self.format == "int8":
+            levels = np.rint((vectors - self.low) / self.step)
+            return (np.clip(levels, 0, 255) - 128).astype(np.int8)
+        return vectors
+
+    def vectors(self, entries: np.ndarray) -> np.ndarray:
+        """The entries' vectors as contiguous float32 (decoded where stored smaller)."""
+        stored = entries["vector"]
+        if self.format == "int8":
+            return stored.astype(np.float32) * self.step + self.zero
+        return np.ascontiguousarray(stored, dtype=np.float32)
+
+    def estimate(self, entries: np.ndarray, metric: str, query: np.ndarray) -> np.ndarray:
+        """Estimated distances from *query* to the entries' vectors (float32 arithmetic)."""
+        if self.format != "int8" or metric == "l1":
+            return distances.estimates(metric, self.vectors(entries), query)
+        query = np.asarray(query, dtype=np.float32)
+        dots = entries["vector"].astype(np.float32) @ (self.step * query) + float(self.zero @ query)
+        norms = entries["norm"]
+        if metric == "ip":
+            return -dots
+        query_norm = float(np.sqrt(query @ query))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if metric == "cosine":
+                return 1.0 - np.clip(dots / (norms * query_norm), -1.0, 1.0)
+            return np.sqrt(np.maximum(norms * norms - 2 * dots + query_norm * query_norm, 0.0))
+
+    # Entries <-> bytes ---------------------------------------------------------
+
+    def entries(self, ids: np.ndarray, versions: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        entries = np.empty(len(ids), dtype=self.dtype)
+        entries["id"] = ids
+        entries["version"] = versions
+        entries["vector"] = self.store(vectors)
+        if self.format == "int8":
+            entries["norm"] = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float32))
+        return entries
+
+    def pack(self, ids: np.ndarray, versions: np.ndarray, vectors: np.ndarray) -> Iterator[tuple[int, bytes]]:
+        """(count, payload) rows of at most ROW_BYTES each, for one posting list."""
+        return self.pack_entries(self.entries(ids, versions, vectors))
+
+    def pack_entries(self, entries: np.ndarray) -> Iterator[tuple[int, bytes]]:
+        """Rows of entries already in this layout (moved between lists as they are)."""
+        per_row = max(1, ROW_BYTES // self.dtype.itemsize)
+        for start in range(0, len(entries), per_row):
+            chunk = entries[start : start + per_row]
+            yield len(chunk), chunk.tobytes()
+
+    def decode(self, payloads: Sequence[bytes]) -> np.ndarray:
+        """Every entry of *payloads* as one structured array (id, version, vector)."""
+        data = b"".join(payloads)
+        if len(data) % self.dtype.itemsize:
+            raise ValueError(
+                f"posting payload of {len(data)} bytes is not a whole number of "
+                f"{self.dtype.itemsize}-byte entries"
+            )
+        return np.frombuffer(data, dtype=self.dtype)

@@ -98,6 +98,10 @@ class Command(BaseCommand):
             f"p90 {sizes.get('p90', 0):.0f} / max {sizes.get('max', 0):.0f}; "
             f"rows per list max {report['posting_rows_per_list'].get('max', 0):.0f}"
         )
+        rebuild = "" if report["payload"] == report["declared_payload"] else (
+            f" (declared {report['declared_payload']}: takes effect at the next build)"
+        )
+        self.stdout.write(f"  entries        {report['payload']}, {report['entry_bytes']:,} bytes each{rebuild}")
         age = report["snapshot_age_s"]
         self.stdout.write(
             f"  WAL            {report['wal_entries']:,} entries after LSN {report['snapshot_lsn']}; "
