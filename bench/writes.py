@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from .common import arguments, load, setup
+from .common import arguments, load, setup, tune
 
 
 def plain_model():
@@ -89,6 +89,7 @@ def main() -> None:
     from vectorindex import build
     from vectorindex.registry import get_declared
 
+    options = tune(args.set)
     base, _pks, _queries = load(args.dataset, args.limit, 1)
     extra = np.load(args.dataset / "base.f16.npy", mmap_mode="r")[args.limit : args.limit + args.saves + args.bulk]
     extra = extra.astype(np.float32)
@@ -98,7 +99,8 @@ def main() -> None:
     plain = plain_model()
     with connection.schema_editor() as editor:
         editor.create_model(plain)
-    results: dict = {"vendor": connection.vendor, "rows_before": len(base), "jobs": args.jobs, "batch": args.batch}
+    results: dict = {"vendor": connection.vendor, "rows_before": len(base), "jobs": args.jobs, "batch": args.batch,
+                     "options": options, "build_seconds": round(report.seconds, 1)}
     try:
         with override_settings(VECTORINDEX={**settings.VECTORINDEX, "JOBS": args.jobs}):
             results["without_index"] = measure(plain, extra, args.saves, args.bulk, args.batch, "plain")

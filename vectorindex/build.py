@@ -3,8 +3,11 @@
 1. Heads are a random sample of the vectors (``head_fraction`` of them).
 2. An HNSW graph over the heads is the head index.
 3. Every vector goes to its nearest head and up to ``replicas`` heads in all
-   (SPANN's rules, :mod:`vectorindex.engine.routing`); posting lists are written
-   as packed rows, a version row per vector, and a snapshot of the head index.
+   (SPANN's rules, :mod:`vectorindex.engine.routing`).
+4. A list over ``posting_limit`` is split around new heads picked among its
+   vectors, and its vectors routed again, until the lists fit (a few rounds).
+5. Posting lists are written as packed rows (one per list), a version row per
+   vector, and a snapshot of the head index.
 
 The build is one transaction that holds the index's state row exclusively, so
 the rows it reads are all the rows there are: a writer that finds the index
@@ -99,19 +102,20 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
         count = len(pks)
         head_count = min(count, max(1, int(round(count * options["head_fraction"]))))
         chosen = np.sort(rng.choice(count, size=head_count, replace=False)) if count else np.empty(0, int)
-        head_ids = storage.insert_heads(vectors[chosen], lsn=0)
-        head = rt.empty_head(capacity=head_count)
-        head.add(head_ids, vectors[chosen])
+        payload = postings.Payload.fit(options["payload"], vectors)
+        storage.payload = payload
+        rows, owners, head_vectors = _assign_balanced(rt, vectors[chosen], vectors, options, progress)
+        head_ids = storage.insert_heads(head_vectors, lsn=0)
+        owners = head_ids[owners]
+        head = rt.empty_head(capacity=len(head_ids))
+        head.add(head_ids, head_vectors)
         head.generation = generation
         head.lsn = 0
         if progress:
-            progress("heads", head_count, head_count)
-        payload = postings.Payload.fit(options["payload"], vectors)
-        storage.payload = payload
+            progress("heads", len(head_ids), len(head_ids))
 
         entries = 0
         if count:
-            rows, owners = routing.assign(head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"])
             order = np.argsort(owners, kind="stable")
             rows, owners = rows[order], owners[order]
             boundaries = np.flatnonzero(np.diff(owners)) + 1
@@ -149,10 +153,73 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
         with rt.lock:
             rt.head = head
             rt.payload = (generation, payload)
-        # Sampled heads are not balanced: lists the build left over the limit
-        # are split once it commits.
+        # A list that balancing left over the limit is split once this commits.
         limit = options["posting_limit"]
         for head_id, (size, _rows) in storage.posting_sizes().items():
             if size > limit:
                 jobs.enqueue("split", declared.name, using, head_id=head_id)
-    return BuildReport(declared.name, count, head_count, entries, 0.0)
+    return BuildReport(declared.name, count, len(head_ids), entries, 0.0)
+
+
+BALANCE_ROUNDS = 3
+NEIGHBOURS = 8  # lists around a split one whose vectors are routed again
+
+
+def _assign_balanced(rt, head_vectors, vectors, options, progress) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, head label per row, head vectors): every vector routed, lists within the limit.
+
+    Sampled heads are not balanced: some lists come out far over
+    ``posting_limit``. Each such list is split here as a split job would
+    (:func:`~vectorindex.maintenance.partition`: member vectors as new heads)
+    and its vectors — and those of the lists around it — routed again among
+    the new head set, before anything is written. Left to split jobs after the build, the same work would append
+    to neighbouring lists and leave them fragmented and full of stale copies.
+    Labels are positions in the returned head vectors; a list still over the
+    limit after a few rounds is left to a split job.
+    """
+    from .engine.head import prepare
+    from .maintenance import partition
+
+    metric = rt.declared.metric
+    limit = options["posting_limit"]
+    route = dict(replicas=options["replicas"], epsilon=options["replica_epsilon"])
+    head = rt.empty_head(capacity=len(head_vectors))
+    head.add(np.arange(len(head_vectors)), head_vectors)
+    if not len(vectors):
+        return np.empty(0, np.int64), np.empty(0, np.int64), head_vectors
+    rows, owners = routing.assign(head, vectors, **route)
+    if progress:
+        progress("route", len(vectors), len(vectors))
+    alive = np.ones(len(head_vectors), dtype=bool)
+    for _round in range(BALANCE_ROUNDS):
+        sizes = np.bincount(owners, minlength=len(head_vectors))
+        over = np.flatnonzero(sizes > limit)
+        if not len(over):
+            break
+        by_owner = np.argsort(owners, kind="stable")
+        ends = np.cumsum(sizes)
+        added = []
+        for label in over.tolist():
+            members = rows[by_owner[ends[label] - sizes[label] : ends[label]]]
+            picked, _parts = partition(prepare(vectors[members], metric), limit, metric, seed=label)
+            added.append(vectors[members[picked]])
+        added = np.concatenate(added)
+        labels = np.arange(len(head_vectors), len(head_vectors) + len(added))
+        head_vectors = np.concatenate([head_vectors, added])
+        alive = np.concatenate([alive, np.ones(len(added), dtype=bool)])
+        alive[over] = False
+        # The lists around a split one hold vectors that a new head may now be
+        # nearest to (a split job's reassign): they are routed again too.
+        around, _distances = head.search(head_vectors[over], NEIGHBOURS + 1)
+        head.add(labels, added)
+        head.remove(over)
+        moved = np.unique(rows[np.isin(owners, np.union1d(over, around.ravel()))])
+        keep = ~np.isin(rows, moved)
+        new_rows, new_owners = routing.assign(head, vectors[moved], **route)
+        rows = np.concatenate([rows[keep], moved[new_rows]])
+        owners = np.concatenate([owners[keep], new_owners])
+        if progress:
+            progress("balance", _round + 1, BALANCE_ROUNDS)
+    # Labels renumbered over the heads that remain.
+    renumber = np.cumsum(alive) - 1
+    return rows, renumber[owners], head_vectors[alive]

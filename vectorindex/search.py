@@ -196,17 +196,19 @@ def _model_vectors(declared: Declared, using: str, pks: list[int]) -> dict[int, 
 def _valid(pool: _Pool, plan: DistancePlan, need: int, storage: Any, sql_filter: Any) -> Iterator[np.ndarray]:
     """Pool positions of valid entries, best estimate first, a window at a time.
 
+    A window is four times the *need*: with a vector's replicas among them,
+    one window (one version lookup) is usually enough.
+
     Walks the passing entries in estimated-distance order (ties by id) and asks
     the database about their vectors a window at a time: the current version
     (a stale copy or a deleted row drops out) and, with SQL conditions, whether
     the row matches them. One entry per vector (replicas are identical).
     """
     candidates = np.flatnonzero(pool.passing)
-    order = candidates[np.lexsort((pool.ids[candidates], pool.values[plan.order_keys[0].term][candidates]))]
+    values = pool.values[plan.order_keys[0].term]
     taken: set[int] = set()
     window = max(4 * need, 64)
-    for start in range(0, len(order), window):
-        positions = order[start : start + window]
+    for positions in _in_order(candidates, values, pool.ids, window):
         unknown = sorted({int(i) for i in pool.ids[positions]} - pool.known.keys())
         if unknown:
             _resolve(pool, unknown, storage, sql_filter)
@@ -218,6 +220,28 @@ def _valid(pool: _Pool, plan: DistancePlan, need: int, storage: Any, sql_filter:
             valid.append(position)
             taken.add(vector_id)
         yield np.array(valid, dtype=np.int64)
+
+
+def _in_order(candidates: np.ndarray, values: np.ndarray, ids: np.ndarray, window: int) -> Iterator[np.ndarray]:
+    """*candidates* by (value, id), a window at a time.
+
+    Most queries need the first window or two: those are found by a partial
+    sort of a few windows' worth, and the rest are sorted only if asked for.
+    """
+    def ranked(subset: np.ndarray) -> np.ndarray:
+        return subset[np.lexsort((ids[subset], values[subset]))]
+
+    first = 4 * window
+    if len(candidates) > 2 * first:
+        nearest = candidates[np.argpartition(values[candidates], first)[:first]]
+        front = ranked(nearest)
+        for start in range(0, len(front), window):
+            yield front[start : start + window]
+        rest = ranked(np.setdiff1d(candidates, nearest, assume_unique=True))
+    else:
+        rest = ranked(candidates)
+    for start in range(0, len(rest), window):
+        yield rest[start : start + window]
 
 
 def _best(
@@ -233,7 +257,7 @@ def _best(
     kept = 0
     wanted = need + exact.rerank
     pending = np.empty(0, np.int64)
-    for valid in _valid(pool, plan, need, storage, sql_filter):
+    for valid in _valid(pool, plan, wanted, storage, sql_filter):
         pending = np.concatenate([pending, valid])
         while kept < wanted and len(pending) >= wanted - kept:
             take, pending = pending[: wanted - kept], pending[wanted - kept :]
