@@ -4,6 +4,7 @@
     python -m bench writes --limit 20000     saves and bulk_create, with and without the index
     python -m bench stream                   update stability under inserts and deletes
     python -m bench exact --limit 100000     the exact path alone
+    python -m bench plots --search F.json    PNG plots of saved results
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ BENCHMARKS = {
     "writes": "bench.writes",
     "stream": "bench.stream",
     "exact": "bench.exact",
+    "plots": "bench.plots",
 }
 
 

@@ -23,7 +23,7 @@ from collections import Counter
 
 import numpy as np
 
-from .common import ROOT, arguments, setup
+from .common import ROOT, arguments, setup, tune
 
 
 def main() -> None:
@@ -67,6 +67,7 @@ def main() -> None:
     from vectorindex import CosineDistance, build, maintenance, recovery
     from vectorindex.registry import get_declared
 
+    options = tune(args.set)
     total = args.build + args.stream
     base = np.load(args.dataset / "base.f16.npy", mmap_mode="r")[:total].astype(np.float32)
     queries = np.load(args.dataset / "queries.f32.npy")[: args.queries]
@@ -166,6 +167,7 @@ def main() -> None:
     fresh_maintained = measure("fresh build after its own splits")
     fresh_maintained["jobs_run"] = dict(Counter(outcome.job for outcome in splits))
     result = {
+        "options": options,
         "build_rows": args.build,
         "streamed": args.stream,
         "deleted": args.delete,

@@ -89,7 +89,7 @@ def test_split_heads_are_vectors_of_the_list_not_centroids(small):
     assert sorted(set(placed["id"].tolist())) == sorted(set(entries["id"].tolist()))
     for child, vector in zip(children, storage.head_vectors(children)):
         # Each new head is one of the vectors its own list holds.
-        assert (placed["vector"][owners == child] == vector).all(axis=1).any()
+        assert (storage.payload.vectors(placed[owners == child]) == vector).all(axis=1).any()
 
 
 def test_partition_of_many_copies_of_one_vector_stays_within_the_limit():

@@ -37,13 +37,13 @@ def test_status_reports_the_numbers(built):
     report = json.loads(command("status", "point_embedding", "--json"))
     assert report["status"] == "ready"
     assert report["vectors"] == 3000
-    assert report["heads"] == 150  # 5% of 3,000
-    assert report["posting_lists"] == 150
+    assert report["heads"] == 120  # 4% of 3,000 (no list over the limit to split)
+    assert report["posting_lists"] == 120
     assert report["posting_entries"] >= 3000
     assert report["wal_entries"] == 0 and report["snapshot_lsn"] == 0
     assert report["head_index_bytes"] > 0 and report["raw_vector_bytes"] == 3000 * 16 * 4
     text = command("status", "point_embedding")
-    assert "3,000" in text and "150 alive" in text and "raw vector bytes" in text
+    assert "3,000" in text and "120 alive" in text and "raw vector bytes" in text
 
 
 def test_commands_refuse_unknown_names_and_unbuilt_indexes(db):
@@ -116,7 +116,7 @@ def test_recover_rebuilds_a_damaged_snapshot_from_the_heads_table(built):
     with pytest.raises(CommandError):
         command("check", "point_embedding")
     output = command("recover", "point_embedding")
-    assert "is incomplete or damaged" in output and "head index from the heads table, 150 heads" in output
+    assert "is incomplete or damaged" in output and "head index from the heads table, 120 heads" in output
     assert "point_embedding: ok" in check("point_embedding")
     reset_runtimes()
     assert found_for(queries) == before
@@ -159,4 +159,6 @@ def test_a_writer_killed_mid_transaction_or_after_commit_loses_nothing(moment):
             assert Point.objects.order_by(L2Distance("embedding", vector)).first().pk == pk
     assert "point_embedding: ok" in check("point_embedding")
     assert IndexState.objects.get(name="point_embedding").status == "ready"
-    assert Head.objects.filter(alive=True).count() == 100
+    heads = Head.objects.filter(alive=True).count()
+    # As built (4% of 2,000) when nothing committed; committed writes may have split a list.
+    assert heads == 80 if moment == "hold" else heads >= 80

@@ -34,17 +34,17 @@ DISTANCES = {"l2": "l2", "cosine": "cosine", "ip": "ip"}
 # except that a float's low bound of 0.0 for head_fraction is exclusive. Kind
 # "choice": *low* holds the allowed values.
 TUNING: dict[str, tuple[Any, str, Any, Any]] = {
-    "head_fraction": (0.05, "float", 0.0, 1.0),
+    "head_fraction": (0.04, "float", 0.0, 1.0),
     "replicas": (4, "int", 1, 8),
     "replica_epsilon": (0.25, "float", 0.0, 10.0),
     "posting_limit": (200, "int", 16, 100_000),
     "merge_below": (8, "int", 0, 100_000),
     "defragment_rows": (32, "int", 2, 10_000),
-    "probes": (32, "int", 1, 10_000),
+    "probes": (128, "int", 1, 10_000),
     "probe_epsilon": (2.0, "float", 0.0, 1_000.0),
     "m": (16, "int", 2, 128),
     "ef_construction": (200, "int", 10, 4_000),
-    "payload": ("float32", "choice", FORMATS, None),
+    "payload": ("int8", "choice", FORMATS, None),
     "rerank": (16, "int", 0, 10_000),
 }
 

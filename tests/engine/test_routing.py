@@ -87,9 +87,9 @@ def test_smaller_payloads_store_vectors_approximately(format, itemsize, error):
         assert np.all(worst <= payload.step / 2 + 1e-6)  # half a level, per dimension
     else:
         assert worst.max() < error
-    # Stored again as decoded, a vector keeps its stored values: no drift.
+    # Stored again as decoded, a vector keeps its bytes: no drift.
     again = payload.entries(entries["id"], entries["version"], decoded)
-    assert np.array_equal(again["vector"], entries["vector"])
+    assert again.tobytes() == entries.tobytes()
     # What the state row records gives back the same layout.
     restored = postings.Payload.from_state(384, payload.to_state())
     assert b"".join(data for _, data in restored.pack_entries(entries)) == entries.tobytes()
@@ -112,7 +112,7 @@ def test_estimated_distances_are_close_to_exact_ones(format, metric):
     # float32 arithmetic alone, or the payload's rounding too: far below the spread that ranks them.
     tolerance = 1e-5 if format == "float32" else 0.02
     assert np.abs(estimated - exact).max() < tolerance * spread
-    if format == "int8" and metric == "ip":  # computed on the codes: the decoded vectors' distances
+    if format == "int8" and metric != "l1":  # computed on the codes: the decoded vectors' distances
         assert np.allclose(estimated, distances.distances(metric, payload.vectors(entries), query), rtol=1e-4, atol=1e-5)
 
 

@@ -8,7 +8,7 @@ its build (the state row records it, with the int8 ranges):
 * ``float16`` — ``12 + 2·d`` bytes; about three significant digits.
 * ``int8`` — ``16 + d`` bytes; each dimension mapped linearly onto 256 levels
   between the build's smallest and largest value in it (later values outside
-  that range are clipped), and the vector's float32 norm. Estimated distances
+  that range are clipped), and the decoded vector's float32 norm. Estimated distances
   then need one int8→float32 conversion and one matrix-vector product, with
   no decoded copy of the vectors.
 
@@ -122,7 +122,11 @@ class Payload:
         entries["version"] = versions
         entries["vector"] = self.store(vectors)
         if self.format == "int8":
-            entries["norm"] = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float32))
+            # The decoded vector's norm, not the given one's: estimates are then
+            # the decoded vector's distances, with no cancellation between an
+            # exact norm and a rounded inner product near distance 0.
+            decoded = self.vectors(entries)
+            entries["norm"] = np.sqrt(np.einsum("ij,ij->i", decoded, decoded))
         return entries
 
     def pack(self, ids: np.ndarray, versions: np.ndarray, vectors: np.ndarray) -> Iterator[tuple[int, bytes]]:

@@ -1,0 +1,131 @@
+"""PNG plots of saved benchmark results: ``python -m bench plots``.
+
+Reads the JSON that ``bench search --json`` and ``bench stream --json`` wrote
+and draws, into ``--out`` (``docs/benchmarks`` by default):
+
+* ``recall-qps.png`` — recall@10 against queries/s of one client: the index
+  over its sweep of probes (one line per search result given), hnswlib in
+  memory over its sweep of ef, and the exact paths as points;
+* ``updates.png`` — recall@10 and p99 latency at each checkpoint of a stream,
+  with the fresh build of the final rows as a reference line;
+* ``memory.png`` — head-index bytes and client RSS against the raw vector
+  bytes, over search results of different sizes.
+
+    python -m bench plots --search results/search-int8.json:int8 results/search-f32.json:float32 \\
+        --stream results/stream.json --memory results/search-30k.json results/search-int8.json
+
+Needs matplotlib (``pip install -r requirements-bench.txt``); nothing else in
+the project does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .common import ROOT
+
+
+def labelled(items: list[str]) -> list[tuple[dict, str]]:
+    """FILE or FILE:LABEL -> (the JSON, its label)."""
+    found = []
+    for item in items:
+        path, _, label = item.partition(":")
+        found.append((json.loads(Path(path).read_text()), label or Path(path).stem))
+    return found
+
+
+def recall_qps(results: list[tuple[dict, str]], out: Path, plt) -> None:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    baselines = None
+    for data, label in results:
+        sweep = data["sweep"]
+        axes.plot([r["recall_at_10"] for r in sweep], [r["queries_per_s"] for r in sweep], "o-", label=f"vectorindex, {label}")
+        for row in sweep:
+            axes.annotate(str(row["probes"]), (row["recall_at_10"], row["queries_per_s"]), fontsize=7,
+                          textcoords="offset points", xytext=(3, 3))
+        if "hnswlib" in data:
+            baselines = data
+    if baselines is not None:
+        sweep = baselines["hnswlib"]["sweep"]
+        axes.plot([r["recall_at_10"] for r in sweep], [r["queries_per_s"] for r in sweep], "s--",
+                  label="hnswlib, all vectors in memory")
+        axes.plot([1.0], [baselines["numpy_exact"]["queries_per_s"]], "^", label="exact numpy scan in memory")
+        axes.plot([1.0], [baselines["orm_exact"]["queries_per_s"]], "v", label="exact path through the ORM")
+    axes.set_yscale("log")
+    axes.set_xlabel("recall@10")
+    axes.set_ylabel("queries/s, one client (log)")
+    axes.set_title(f"{results[0][0]['rows']:,} × {results[0][0]['dimensions']} ({results[0][0]['vendor']}); labels: probes")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out / "recall-qps.png", dpi=120)
+
+
+def updates(data: dict, out: Path, plt) -> None:
+    timeline = data["timeline"]
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    steps = range(len(timeline))
+    top.plot(steps, [p["recall_at_10"] for p in timeline], "o-", label="under updates")
+    top.axhline(data["fresh"]["recall_at_10"], color="grey", linestyle="--", label="fresh build of the final rows")
+    top.set_ylabel("recall@10")
+    top.legend(fontsize=8)
+    bottom.plot(steps, [p["p99_ms"] for p in timeline], "o-", color="tab:red", label="p99")
+    bottom.plot(steps, [p["p50_ms"] for p in timeline], "o-", color="tab:orange", label="p50")
+    bottom.set_ylabel("latency, ms")
+    bottom.legend(fontsize=8)
+    bottom.set_xticks(list(steps), [p["at"] for p in timeline], rotation=30, ha="right", fontsize=7)
+    top.set_title(f"built on {data['build_rows']:,}, streamed {data['streamed']:,}, deleted {data['deleted']:,}")
+    for axes in (top, bottom):
+        axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out / "updates.png", dpi=120)
+
+
+def memory(results: list[tuple[dict, str]], out: Path, plt) -> None:
+    rows = sorted((data for data, _label in results), key=lambda d: d["memory"]["raw_vector_bytes"])
+    raw = [d["memory"]["raw_vector_bytes"] / 2**20 for d in rows]
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    axes.plot(raw, raw, ":", color="grey", label="raw vectors (N × d × 4)")
+    axes.plot(raw, [d["memory"]["head_index_bytes"] / 2**20 for d in rows], "o-", label="head index")
+    with_clients = [(r, d) for r, d in zip(raw, rows) if "two_clients" in d]
+    if with_clients:
+        axes.plot([r for r, _ in with_clients],
+                  [max(c["rss_mib"] for c in d["two_clients"]["clients"]) for _, d in with_clients],
+                  "s-", label="client process RSS (Django + head index)")
+    axes.set_xlabel("raw vector bytes, MiB")
+    axes.set_ylabel("MiB")
+    axes.set_title("memory a process holds against the data it searches")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out / "memory.png", dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--search", nargs="*", default=[], help="bench search JSON files, FILE or FILE:LABEL")
+    parser.add_argument("--stream", type=Path, help="a bench stream JSON file")
+    parser.add_argument("--memory", nargs="*", default=[], help="bench search JSON files of different sizes")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    args = parser.parse_args()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.search:
+        recall_qps(labelled(args.search), args.out, plt)
+    if args.stream:
+        updates(json.loads(args.stream.read_text()), args.out, plt)
+    if args.memory:
+        memory(labelled(args.memory), args.out, plt)
+    for name in ("recall-qps.png", "updates.png", "memory.png"):
+        if (args.out / name).exists():
+            print(args.out / name)
+
+
+if __name__ == "__main__":
+    main()
