@@ -129,3 +129,17 @@ def test_an_unknown_payload_is_refused(declare):
 
     index = VectorIndex(fields=["embedding"], name="x", payload="int4")
     assert index.problems() == ["VectorIndex.payload must be one of 'float32', 'float16', 'int8', got 'int4'."]
+
+
+@pytest.mark.django_db
+def test_a_row_gone_since_its_version_was_read_is_skipped(declare):
+    """READ COMMITTED: a delete may commit between the version check and the re-rank's read."""
+    vectors, pks = load_points()
+    declare("int8")
+    build("point_embedding")
+    victim = int(pks[5])
+    with connection.cursor() as cursor:  # the row goes; its version row stays live
+        table = connection.ops.quote_name(Point._meta.db_table)
+        cursor.execute(f"DELETE FROM {table} WHERE id = %s", [victim])
+    found = [p.pk for p in Point.objects.order_by(L2Distance("embedding", vectors[5]))[:10]]
+    assert victim not in found and len(found) == 10

@@ -165,12 +165,18 @@ class _Exact:
         self.using = using
         self.rerank = rerank
 
-    def vectors(self, pool: _Pool, positions: np.ndarray) -> np.ndarray:
+    def vectors(self, pool: _Pool, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors, which positions have one): a row deleted by a transaction
+        that committed since its version was read (READ COMMITTED) has none."""
         if not self.storage.payload.lossy:
-            return np.ascontiguousarray(pool.entries(positions)["vector"], dtype=np.float32)
+            vectors = np.ascontiguousarray(pool.entries(positions)["vector"], dtype=np.float32)
+            return vectors, np.ones(len(positions), dtype=bool)
         ids = pool.ids[positions].tolist()
         stored = _model_vectors(self.declared, self.using, ids)
-        return np.stack([stored[vector_id] for vector_id in ids])
+        present = np.array([vector_id in stored for vector_id in ids], dtype=bool)
+        rows = [stored[vector_id] for vector_id in ids if vector_id in stored]
+        vectors = np.stack(rows) if rows else np.empty((0, self.declared.field.dimensions), np.float32)
+        return vectors, present
 
 
 def _model_vectors(declared: Declared, using: str, pks: list[int]) -> dict[int, np.ndarray]:
@@ -190,7 +196,7 @@ def _model_vectors(declared: Declared, using: str, pks: list[int]) -> dict[int, 
             f"WHERE {quote(owner.pk.column)} IN ({marks})",
             unique,
         )
-        return {pk: codec.from_bytes(bytes(blob)) for pk, blob in cursor.fetchall()}
+        return {pk: codec.from_bytes(bytes(blob)) for pk, blob in cursor.fetchall() if blob is not None}
 
 
 def _valid(pool: _Pool, plan: DistancePlan, need: int, storage: Any, sql_filter: Any) -> Iterator[np.ndarray]:
@@ -278,7 +284,8 @@ def _score(pool: _Pool, plan: DistancePlan, positions: np.ndarray, exact: _Exact
     """Score *positions* exactly; keep those that pass on the exact values. How many were kept."""
     if not len(positions):
         return 0
-    vectors = exact.vectors(pool, positions)
+    vectors, present = exact.vectors(pool, positions)
+    positions = positions[present]
     values = [term.compute(vectors) for term in plan.terms]
     passing = ~np.isnan(values[plan.order_keys[0].term])
     if plan.where_numpy is not None:
