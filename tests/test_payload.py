@@ -10,6 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from tests.indexing import build, check, clustered, recall
+from tests.test_index import exact_top
 from tests.testapp.models import Point
 from vectorindex import L2Distance
 from vectorindex.models import IndexState, Posting
@@ -32,11 +33,6 @@ def load_points() -> tuple[np.ndarray, np.ndarray]:
     vectors = clustered(N)
     created = Point.objects.bulk_create(Point(group=i % 20, embedding=v) for i, v in enumerate(vectors))
     return vectors, np.array([p.pk for p in created])
-
-
-def exact_top(vectors, pks, query, k=10):
-    distances = np.linalg.norm(vectors.astype(np.float64) - query.astype(np.float64), axis=1)
-    return pks[np.lexsort((pks, distances))[:k]].tolist()
 
 
 def entry_bytes() -> set[int]:

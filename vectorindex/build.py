@@ -32,7 +32,6 @@ from . import jobs
 from .engine import postings, routing
 from .models import IndexState
 from .registry import Declared, runtime
-from .storage import Storage
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
