@@ -24,3 +24,7 @@ class IndexNotReady(VectorIndexError):
 
 class SnapshotError(VectorIndexError):
     """A stored head-index snapshot is missing, incomplete or does not verify."""
+
+
+class IndexNeedsRebuild(VectorIndexError):
+    """The stored index was written in a layout this version no longer reads; rebuild it."""

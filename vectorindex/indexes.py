@@ -44,7 +44,7 @@ TUNING: dict[str, tuple[Any, str, Any, Any]] = {
     "probe_epsilon": (2.0, "float", 0.0, 1_000.0),
     "m": (16, "int", 2, 128),
     "ef_construction": (200, "int", 10, 4_000),
-    "payload": ("float32", "choice", FORMATS, None),
+    "payload": ("int8", "choice", FORMATS, None),
     "rerank": (16, "int", 0, 10_000),
 }
 

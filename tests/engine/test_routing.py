@@ -72,7 +72,7 @@ def test_posting_payloads_round_trip_and_are_capped():
 
 @pytest.mark.parametrize(
     ("format", "itemsize", "error"),
-    [("float16", 12 + 2 * 384, 2e-3), ("int8", 16 + 384, None)],
+    [("float16", 12 + 2 * 384, 2e-3), ("int8", 24 + 384, None)],
 )
 def test_smaller_payloads_store_vectors_approximately(format, itemsize, error):
     rng = np.random.default_rng(4)
@@ -82,14 +82,15 @@ def test_smaller_payloads_store_vectors_approximately(format, itemsize, error):
     entries = payload.decode([data for _, data in payload.pack(np.arange(2000), np.ones(2000, np.uint32), vectors)])
     decoded = payload.vectors(entries)
     assert decoded.dtype == np.float32 and decoded.shape == vectors.shape
-    worst = np.abs(decoded - vectors).max(axis=0)
     if format == "int8":
-        assert np.all(worst <= payload.step / 2 + 1e-6)  # half a level, per dimension
+        worst = np.abs(decoded - vectors).max(axis=1)
+        assert np.all(worst <= entries["step"] / 2 + 1e-6)  # half a level, per vector
     else:
-        assert worst.max() < error
-    # Stored again as decoded, a vector keeps its bytes: no drift.
+        assert np.abs(decoded - vectors).max() < error
+    # Stored again as decoded, a vector keeps its codes: no drift.
     again = payload.entries(entries["id"], entries["version"], decoded)
-    assert again.tobytes() == entries.tobytes()
+    assert np.array_equal(again["vector"], entries["vector"])
+    assert np.allclose(payload.vectors(again), decoded, rtol=0, atol=1e-6)
     # What the state row records gives back the same layout.
     restored = postings.Payload.from_state(384, payload.to_state())
     assert b"".join(data for _, data in restored.pack_entries(entries)) == entries.tobytes()
@@ -116,12 +117,29 @@ def test_estimated_distances_are_close_to_exact_ones(format, metric):
         assert np.allclose(estimated, distances.distances(metric, payload.vectors(entries), query), rtol=1e-4, atol=1e-5)
 
 
-def test_int8_clips_values_outside_the_built_range():
+def test_int8_keeps_vectors_far_outside_what_the_build_saw():
     payload = postings.Payload.fit("int8", np.array([[0.0, -1.0], [1.0, 1.0]], np.float32))
-    entries = payload.entries(np.arange(1), np.ones(1, np.uint32), np.array([[2.0, -3.0]], np.float32))
-    assert np.allclose(payload.vectors(entries), [[1.0, -1.0]])
+    written_later = np.array([[2.0, -3.0], [1e30, -1e30], [-3e38, 3e38], [7.0, 7.0]], np.float32)
+    entries = payload.entries(np.arange(4), np.ones(4, np.uint32), written_later)
+    decoded = payload.vectors(entries)
+    assert np.allclose(decoded, written_later, rtol=1e-6)  # two values each: both ends of a range
+    assert np.isfinite(payload.estimate(entries, "cosine", np.array([1.0, 0.5], np.float32))).all()
     with pytest.raises(ValueError, match="unknown payload format 'bfloat16'"):
         postings.Payload(2, "bfloat16")
+
+
+def test_float16_clips_what_it_cannot_hold_to_its_largest_value():
+    payload = postings.Payload.fit("float16", np.zeros((1, 2), np.float32))
+    entries = payload.entries(np.arange(1), np.ones(1, np.uint32), np.array([[1e6, -1e6]], np.float32))
+    assert payload.vectors(entries).tolist() == [[65504.0, -65504.0]]
+    assert np.isfinite(payload.estimate(entries, "l2", np.zeros(2, np.float32))).all()
+
+
+def test_int8_state_of_the_earlier_layout_asks_for_a_rebuild():
+    from vectorindex.exceptions import IndexNeedsRebuild
+
+    with pytest.raises(IndexNeedsRebuild, match="run `manage.py vectorindex build`"):
+        postings.Payload.from_state(2, {"format": "int8", "low": [0, 0], "step": [1, 1]})
 
 
 @pytest.mark.parametrize("count", [50, 700, 5000])

@@ -2,13 +2,16 @@
 
 An entry is ``int64 vector_id, uint32 version, vector``, little-endian and
 unpadded. How the vector is stored is the index's *payload format*, fixed by
-its build (the state row records it, with the int8 ranges):
+its build (the state row records it, with the int8 center):
 
 * ``float32`` — ``12 + 4·d`` bytes; the vectors as given.
-* ``float16`` — ``12 + 2·d`` bytes; about three significant digits.
-* ``int8`` — ``16 + d`` bytes; each dimension mapped linearly onto 256 levels
-  between the build's smallest and largest value in it (later values outside
-  that range are clipped), and the decoded vector's float32 norm. Estimated distances
+* ``float16`` — ``12 + 2·d`` bytes; about three significant digits, values
+  beyond ±65,504 clipped to it.
+* ``int8`` — ``24 + d`` bytes; each vector less the build's mean vector (the
+  *center*), mapped linearly onto 256 levels between its own smallest and
+  largest value, with that offset and step and the decoded vector's float32
+  norm beside the codes. Every vector has a range of its own, so none is
+  ever clipped, whatever is written after the build. Estimated distances
   then need one int8→float32 conversion and one matrix-vector product, with
   no decoded copy of the vectors.
 
@@ -27,32 +30,32 @@ from typing import Any
 
 import numpy as np
 
+from ..exceptions import IndexNeedsRebuild
 from . import distances
 
 # Packed rows stay far below MariaDB's default max_allowed_packet (16 MiB).
 ROW_BYTES = 1 << 20
 
 FORMATS = ("float32", "float16", "int8")
+FLOAT16_MAX = float(np.finfo(np.float16).max)
 _STORED = {"float32": "<f4", "float16": "<f2", "int8": "i1"}
 
 
 class Payload:
     """One index's entry layout: encodes vectors into entries and back."""
 
-    def __init__(self, dimensions: int, format: str = "float32", low: Any = None, step: Any = None) -> None:
+    def __init__(self, dimensions: int, format: str = "float32", center: Any = None) -> None:
         if format not in FORMATS:
             raise ValueError(f"unknown payload format {format!r}; the formats are {', '.join(FORMATS)}")
         self.dimensions = dimensions
         self.format = format
         fields = [("id", "<i8"), ("version", "<u4")]
         if format == "int8":
-            if low is None or step is None:
-                raise ValueError("the int8 payload format needs each dimension's low value and step")
-            self.low = np.asarray(low, dtype=np.float32).reshape(dimensions)
-            self.step = np.asarray(step, dtype=np.float32).reshape(dimensions)
-            # code c stands for low + step·(c + 128) = zero + step·c
-            self.zero = self.low + 128 * self.step
-            fields.append(("norm", "<f4"))
+            if center is None:
+                raise ValueError("the int8 payload format needs the center its build chose")
+            self.center = np.asarray(center, dtype=np.float32).reshape(dimensions)
+            # codes c stand for center + offset + step·c (c from -128 to 127)
+            fields += [("offset", "<f4"), ("step", "<f4"), ("norm", "<f4")]
         self.dtype = np.dtype([*fields, ("vector", _STORED[format], (dimensions,))])
 
     @property
@@ -61,42 +64,55 @@ class Payload:
 
     @classmethod
     def fit(cls, format: str, vectors: np.ndarray) -> Payload:
-        """The payload of *format* for these vectors (int8 takes their ranges)."""
+        """The payload of *format* for these vectors (int8 centers them on their mean)."""
         dimensions = vectors.shape[1]
         if format != "int8":
             return cls(dimensions, format)
-        if len(vectors):
-            low, high = vectors.min(axis=0), vectors.max(axis=0)
-        else:
-            low, high = np.full(dimensions, -1.0, np.float32), np.full(dimensions, 1.0, np.float32)
-        step = np.where(high > low, (high - low) / 255, 1.0).astype(np.float32)
-        return cls(dimensions, format, low, step)
+        center = vectors.mean(axis=0, dtype=np.float64) if len(vectors) else np.zeros(dimensions)
+        return cls(dimensions, format, center)
 
     @classmethod
     def from_state(cls, dimensions: int, stored: dict | None) -> Payload:
         """The payload a build recorded in the state row ({} before any: float32)."""
         stored = stored or {}
-        return cls(dimensions, stored.get("format", "float32"), stored.get("low"), stored.get("step"))
+        format = stored.get("format", "float32")
+        if format == "int8" and "center" not in stored:
+            raise IndexNeedsRebuild(
+                "this index's int8 entries use the layout of an earlier version (one range per "
+                "dimension); run `manage.py vectorindex build` to rewrite them"
+            )
+        return cls(dimensions, format, stored.get("center"))
 
     def to_state(self) -> dict:
         stored: dict[str, Any] = {"format": self.format}
         if self.format == "int8":
-            stored.update(low=self.low.tolist(), step=self.step.tolist())
+            stored["center"] = self.center.tolist()
         return stored
 
     # Vectors <-> stored values --------------------------------------------------
 
-    def store(self, vectors: np.ndarray) -> np.ndarray:
-        if self.format == "int8":
-            levels = np.rint((vectors - self.low) / self.step)
-            return (np.clip(levels, 0, 255) - 128).astype(np.int8)
-        return vectors
+    def _quantize(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(codes, offsets, steps): each centered vector on 256 levels over its own range."""
+        # In float64: the range of a vector near float32's limits still fits.
+        centered = np.asarray(vectors, dtype=np.float64) - self.center
+        if not centered.shape[1]:
+            empty = np.zeros(len(centered), np.float32)
+            return centered.astype(np.int8), empty, empty + 1
+        low, high = centered.min(axis=1), centered.max(axis=1)
+        step = np.where(high > low, (high - low) / 255, 1.0)
+        levels = np.rint((centered - low[:, None]) / step[:, None])
+        # Levels are within 0..255 by construction; the clip only guards rounding.
+        codes = (np.clip(levels, 0, 255) - 128).astype(np.int8)
+        return codes, (low + 128 * step).astype(np.float32), step.astype(np.float32)
 
     def vectors(self, entries: np.ndarray) -> np.ndarray:
         """The entries' vectors as contiguous float32 (decoded where stored smaller)."""
         stored = entries["vector"]
         if self.format == "int8":
-            return stored.astype(np.float32) * self.step + self.zero
+            decoded = stored.astype(np.float32) * entries["step"][:, None]
+            decoded += entries["offset"][:, None]
+            decoded += self.center
+            return decoded
         return np.ascontiguousarray(stored, dtype=np.float32)
 
     def estimate(self, entries: np.ndarray, metric: str, query: np.ndarray) -> np.ndarray:
@@ -104,7 +120,10 @@ class Payload:
         if self.format != "int8" or metric == "l1":
             return distances.estimates(metric, self.vectors(entries), query)
         query = np.asarray(query, dtype=np.float32)
-        dots = entries["vector"].astype(np.float32) @ (self.step * query) + float(self.zero @ query)
+        # x·q = center·q + offset·Σq + step·(codes·q): one product over the codes.
+        dots = entries["vector"].astype(np.float32) @ query
+        dots *= entries["step"]
+        dots += entries["offset"] * float(query.sum()) + float(self.center @ query)
         norms = entries["norm"]
         if metric == "ip":
             return -dots
@@ -120,13 +139,19 @@ class Payload:
         entries = np.empty(len(ids), dtype=self.dtype)
         entries["id"] = ids
         entries["version"] = versions
-        entries["vector"] = self.store(vectors)
         if self.format == "int8":
+            entries["vector"], entries["offset"], entries["step"] = self._quantize(vectors)
             # The decoded vector's norm, not the given one's: estimates are then
             # the decoded vector's distances, with no cancellation between an
             # exact norm and a rounded inner product near distance 0.
             decoded = self.vectors(entries)
             entries["norm"] = np.sqrt(np.einsum("ij,ij->i", decoded, decoded))
+        elif self.format == "float16":
+            # Beyond float16's range a value would become infinite and its
+            # distances NaN: the largest float16 stands in for it.
+            entries["vector"] = np.clip(vectors, -FLOAT16_MAX, FLOAT16_MAX)
+        else:
+            entries["vector"] = vectors
         return entries
 
     def pack(self, ids: np.ndarray, versions: np.ndarray, vectors: np.ndarray) -> Iterator[tuple[int, bytes]]:
