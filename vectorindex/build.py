@@ -186,7 +186,8 @@ def _assign_balanced(rt, head_vectors, vectors, options, progress) -> tuple[np.n
     head.add(np.arange(len(head_vectors)), head_vectors)
     if not len(vectors):
         return np.empty(0, np.int64), np.empty(0, np.int64), head_vectors
-    rows, owners = routing.assign(head, vectors, **route)
+    prepared = prepare(head_vectors, metric)  # as the head index holds them, by label
+    rows, owners = routing.assign(head, vectors, **route, head_vectors=prepared)
     if progress:
         progress("route", len(vectors), len(vectors))
     alive = np.ones(len(head_vectors), dtype=bool)
@@ -205,6 +206,7 @@ def _assign_balanced(rt, head_vectors, vectors, options, progress) -> tuple[np.n
         added = np.concatenate(added)
         labels = np.arange(len(head_vectors), len(head_vectors) + len(added))
         head_vectors = np.concatenate([head_vectors, added])
+        prepared = np.concatenate([prepared, prepare(added, metric)])
         alive = np.concatenate([alive, np.ones(len(added), dtype=bool)])
         alive[over] = False
         # The lists around a split one hold vectors that a new head may now be
@@ -214,7 +216,7 @@ def _assign_balanced(rt, head_vectors, vectors, options, progress) -> tuple[np.n
         head.remove(over)
         moved = np.unique(rows[np.isin(owners, np.union1d(over, around.ravel()))])
         keep = ~np.isin(rows, moved)
-        new_rows, new_owners = routing.assign(head, vectors[moved], **route)
+        new_rows, new_owners = routing.assign(head, vectors[moved], **route, head_vectors=prepared)
         rows = np.concatenate([rows[keep], moved[new_rows]])
         owners = np.concatenate([owners[keep], new_owners])
         if progress:

@@ -347,27 +347,31 @@ class Storage:
 
     # Versions ------------------------------------------------------------------
 
+    # mysqlclient turns executemany() into one multi-row INSERT only when the
+    # VALUES tuple holds nothing but placeholders: a literal 1 there makes it
+    # one round trip per row. Every value is therefore a parameter.
+
     def next_versions(self, vector_ids: Sequence[int]) -> np.ndarray:
         """Give each vector a new current version (1 when new) and return it."""
         ids = [int(i) for i in vector_ids]
         if self.mysql:
             upsert = (
-                f"INSERT INTO {self.version_table} (index_id, vector_id, version, deleted) VALUES (%s, %s, 1, %s) "
+                f"INSERT INTO {self.version_table} (index_id, vector_id, version, deleted) VALUES (%s, %s, %s, %s) "
                 "ON DUPLICATE KEY UPDATE version = version + 1, deleted = VALUES(deleted)"
             )
         else:
             upsert = (
-                f"INSERT INTO {self.version_table} (index_id, vector_id, version, deleted) VALUES (%s, %s, 1, %s) "
+                f"INSERT INTO {self.version_table} (index_id, vector_id, version, deleted) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (index_id, vector_id) DO UPDATE SET version = version + 1, deleted = excluded.deleted"
             )
-        self._executemany(upsert, [(self.index_id, i, False) for i in ids])
+        self._executemany(upsert, [(self.index_id, i, 1, False) for i in ids])
         versions = self.current_versions(ids)
         return np.array([versions[i] for i in ids], dtype=np.uint32)
 
     def insert_versions(self, vector_ids: Sequence[int]) -> None:
         self._executemany(
-            f"INSERT INTO {self.version_table} (index_id, vector_id, version, deleted) VALUES (%s, %s, 1, %s)",
-            [(self.index_id, int(i), False) for i in vector_ids],
+            f"INSERT INTO {self.version_table} (index_id, vector_id, version, deleted) VALUES (%s, %s, %s, %s)",
+            [(self.index_id, int(i), 1, False) for i in vector_ids],
         )
 
     def delete_versions(self, vector_ids: Sequence[int]) -> None:

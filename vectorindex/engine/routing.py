@@ -42,18 +42,33 @@ def _pairwise(vectors: np.ndarray, metric: str) -> np.ndarray:
 
 
 def assign(
-    head: HeadIndex, vectors: np.ndarray, *, replicas: int, epsilon: float, exclude: frozenset[int] = frozenset()
+    head: HeadIndex,
+    vectors: np.ndarray,
+    *,
+    replicas: int,
+    epsilon: float,
+    exclude: frozenset[int] = frozenset(),
+    head_vectors: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(row, head id) pairs: each row of *vectors* to 1…replicas heads.
 
     Heads in *exclude* are passed over (a merge routes around the head it is
     retiring, without changing the shared head index before its commit).
+    *head_vectors*, the heads' prepared vectors indexed by head id, spares
+    reading them back from hnswlib (about 40 µs a head), when the caller
+    holds them: a build, whose head ids are positions in its array.
     """
     rows_out, heads_out = [], []
     candidates = min(max(2 * replicas, 8) + len(exclude), len(head))
     for start in range(0, len(vectors), BATCH):
         batch = vectors[start : start + BATCH]
-        labels, distances, unique, unique_vectors = head.search_with_vectors(batch, candidates, ef=max(64, 2 * candidates))
+        ef = max(64, 2 * candidates)
+        if head_vectors is None:
+            labels, distances, unique, unique_vectors = head.search_with_vectors(batch, candidates, ef=ef)
+        else:
+            labels, distances = head.search(batch, candidates, ef=ef)
+            unique = np.unique(labels)
+            unique_vectors = head_vectors[unique]
         if exclude:
             # Move excluded heads to the end of each row, where they are never chosen.
             barred = np.isin(labels, list(exclude))
@@ -69,8 +84,8 @@ def assign(
         chosen[:, 0] = True
         if replicas > 1 and candidates > 1:
             # Each head's vector once (hnswlib's get_items is slow per item).
-            head_vectors = unique_vectors[np.searchsorted(unique, labels)]
-            between = _pairwise(head_vectors.astype(np.float64), head.metric)
+            candidate_vectors = unique_vectors[np.searchsorted(unique, labels)]
+            between = _pairwise(candidate_vectors.astype(np.float64), head.metric)
             within = _within(distances, epsilon, head.metric)
             for j in range(1, candidates):
                 shadowed = np.any(chosen[:, :j] & (between[:, j, :j] <= distances[:, j : j + 1]), axis=1)
