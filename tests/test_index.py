@@ -36,6 +36,21 @@ def uses_index(queries) -> bool:
 # Declaration ----------------------------------------------------------------------
 
 
+@pytest.mark.django_db
+def test_the_migration_leaves_the_models_table_without_another_index():
+    """A B-tree on the primary key was once made: MariaDB used it for `pk IN (...)`, two reads a row."""
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, Point._meta.db_table)
+    assert "point_embedding" not in constraints
+    assert not [name for name, c in constraints.items() if c["index"] and c["columns"] == ["id"] and not c["primary_key"]]
+    index = Point._meta.indexes[0]
+    table = Point._meta.db_table
+    assert str(index.create_sql(Point, None)) == f"SELECT 1 /* VectorIndex point_embedding on {table}: kept in vectorindex's tables */"
+    assert str(index.remove_sql(Point, None)) == (
+        f"SELECT 1 /* VectorIndex point_embedding on {table}: its index state is marked undeclared after migrate */"
+    )
+
+
 def test_deconstruct_emits_only_non_defaults():
     index = VectorIndex(fields=["embedding"], name="x_embedding", distance="cosine", probes=64)
     path, args, kwargs = index.deconstruct()
