@@ -49,6 +49,7 @@ class HeadIndex:
         self._index = hnswlib.Index(space=SPACES[metric], dim=dimensions)
         self._index.init_index(max_elements=max(capacity, 16), ef_construction=ef_construction, M=m)
         self.alive: set[int] = set()
+        self._copies = _Copies(dimensions)
         # What this copy has applied: (generation, LSN) of the index state.
         self.generation = 0
         self.lsn = 0
@@ -70,6 +71,8 @@ class HeadIndex:
                     capacity = self._index.max_elements
                     self._index.resize_index(max(needed, capacity + max(1024, capacity // 8)))
                 self._index.add_items(data, ids)
+                for head_id in ids.tolist():
+                    self._copies.drop(head_id)  # a label added again has a new vector
             except RuntimeError as error:
                 raise HeadIndexError(f"adding {len(ids)} heads failed: {error}") from error
             self.alive.update(int(i) for i in ids)
@@ -80,6 +83,7 @@ class HeadIndex:
                 if head_id in self.alive:
                     self._index.mark_deleted(head_id)
                     self.alive.discard(head_id)
+                    self._copies.drop(head_id)
 
     def search(self, queries: np.ndarray, k: int, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The *k* nearest alive heads of each query: (ids, hnswlib distances)."""
@@ -101,7 +105,8 @@ class HeadIndex:
 
         Returns (labels, distances, unique labels, their vectors): another thread
         may retire a head the moment after a search, and hnswlib cannot read a
-        retired head's vector.
+        retired head's vector. The vectors are float16 copies (see _Copies),
+        good for ranking heads against each other, not for exact distances.
         """
         queries = prepare(np.atleast_2d(queries), self.metric)
         with self._lock:
@@ -113,7 +118,7 @@ class HeadIndex:
             try:
                 labels, distances = self._index.knn_query(queries, k=k)
                 unique = np.unique(labels).astype(np.int64)
-                vectors = np.asarray(self._index.get_items(unique), dtype=np.float32)
+                vectors = self._copies.get(unique, self._index.get_items)
             except RuntimeError as error:
                 raise HeadIndexError(f"searching {k} heads failed: {error}") from error
         return labels.astype(np.int64), distances, unique, vectors
@@ -133,7 +138,7 @@ class HeadIndex:
         # Level-0 links (2·M ids of 4 bytes, plus a count), the vector and the
         # label per element; upper levels add about 1/M of that again.
         per_element = (2 * self.m * 4 + 4) + self.dimensions * 4 + 8
-        return int(capacity * per_element * (1 + 1 / self.m))
+        return int(capacity * per_element * (1 + 1 / self.m)) + self._copies.nbytes()
 
     def to_bytes(self) -> bytes:
         """``MAGIC, dimensions, n, n alive ids (int64), hnswlib's saved index``.
@@ -190,3 +195,47 @@ class HeadIndex:
         """Ids of every element, alive or marked deleted."""
         with self._lock:
             return {int(i) for i in self._index.get_ids_list()}
+
+
+class _Copies:
+    """float16 copies of heads' vectors, made the first time routing asks for each.
+
+    Routing (SPANN's RNG rule) compares a vector's candidate heads with each
+    other, so it needs their vectors; hnswlib's ``get_items`` takes about
+    40 µs a head (it builds Python lists of floats), which made a
+    ``bulk_create`` of 1,000 rows spend a fifth of a second there. Half the
+    bytes of hnswlib's own copy, rounded to about three significant digits:
+    enough to rank heads against each other. Guarded by the HeadIndex's lock.
+    """
+
+    def __init__(self, dimensions: int) -> None:
+        self.rows: dict[int, int] = {}
+        self.free: list[int] = []
+        self.data = np.empty((0, dimensions), dtype=np.float16)
+
+    def get(self, labels: np.ndarray, fetch) -> np.ndarray:
+        missing = [int(label) for label in labels if int(label) not in self.rows]
+        if missing:
+            self._put(missing, np.asarray(fetch(missing), dtype=np.float32))
+        return self.data[[self.rows[int(label)] for label in labels]].astype(np.float32)
+
+    def _put(self, labels: list[int], vectors: np.ndarray) -> None:
+        needed = len(labels) - len(self.free)
+        if needed > 0:
+            grown = len(self.data) + max(needed, len(self.data) // 8, 256)
+            data = np.empty((grown, self.data.shape[1]), dtype=np.float16)
+            data[: len(self.data)] = self.data
+            self.free.extend(range(len(self.data), grown))
+            self.data = data
+        for label, vector in zip(labels, vectors):
+            row = self.free.pop()
+            self.rows[label] = row
+            self.data[row] = vector
+
+    def drop(self, label: int) -> None:
+        row = self.rows.pop(label, None)
+        if row is not None:
+            self.free.append(row)
+
+    def nbytes(self) -> int:
+        return self.data.nbytes + 100 * len(self.rows)  # the array, and the dict's entries
