@@ -14,18 +14,57 @@ maintenance. Locks, per backend:
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+from django.db import OperationalError, connections
 from django.utils import timezone
 
+from .conf import vectorindex_settings
 from .engine import codec, postings
 from .exceptions import SnapshotError
 from .models import Head, IndexState, Posting, Snapshot, SnapshotChunk, Version, WalEntry
 
 IN_BATCH = 5_000  # ids per IN (...) list
 SNAPSHOT_CHUNK = 1 << 20
+HEADS_PER_READER = 8  # fewer posting lists than this a connection are read on one
+
+
+def parallel_reads(alias: str, reads: Sequence[tuple[str, Sequence]]) -> list[list[tuple[int, bytes]]]:
+    """Run these (sql, params) reads at once, each on a connection of its own thread."""
+    return list(_executor(len(reads)).map(_read_on_thread_connection, [alias] * len(reads), reads))
+
+
+_readers: tuple[int, ThreadPoolExecutor] | None = None
+_readers_lock = threading.Lock()
+
+
+def _executor(size: int) -> ThreadPoolExecutor:
+    """The process's reader threads: each keeps one connection per database alias."""
+    global _readers
+    with _readers_lock:
+        if _readers is None or _readers[0] < size:
+            _readers = (size, ThreadPoolExecutor(max_workers=size, thread_name_prefix="vectorindex-reader"))
+        return _readers[1]
+
+
+def _read_on_thread_connection(alias: str, read: tuple[str, Sequence]) -> list[tuple[int, bytes]]:
+    sql, params = read
+    connection = connections[alias]  # this thread's own, in autocommit mode
+    for attempt in range(2):
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return [(head_id, bytes(payload)) for head_id, payload in cursor.fetchall()]
+        except OperationalError:
+            # The server closed the idle connection (wait_timeout): a new one, once.
+            connection.close()
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _batches(items: Sequence, size: int = IN_BATCH) -> Iterable[Sequence]:
@@ -184,26 +223,34 @@ class Storage:
                 [self.index_id, *batch],
             )
 
-    def lock_heads_shared(self, head_ids: Iterable[int]) -> set[int]:
-        """Share-lock these heads' rows; return those still alive (DESIGN §3).
+    def lock_heads_shared(self, head_ids: Iterable[int]) -> dict[int, int]:
+        """Share-lock these heads' rows; those still alive, with their lists' entries (DESIGN §3).
 
         On InnoDB the lock must be on the clustered (primary key) record, the
         one a split or merge locks exclusively: a locking read answered from a
         covering secondary index (``(index_id, alive)`` holds both columns
         asked for) would lock only that index's records and never conflict.
+        The entries come from a subquery, a plain read that locks no posting
+        row (so that an append can tell whether it takes a list over its
+        limit without another round trip).
         """
         ids = sorted({int(i) for i in head_ids})
-        alive: set[int] = set()
+        alive: dict[int, int] = {}
+        size = (
+            f"(SELECT COALESCE(SUM(p.count), 0) FROM {self.posting_table} p "
+            f"WHERE p.index_id = %s AND p.head_id = h.id)"
+        )
         for batch in _batches(ids):
+            marks = self._marks(len(batch))
             if self.mysql:
                 sql = (
-                    f"SELECT id, alive FROM {self.head_table} FORCE INDEX (PRIMARY) "
-                    f"WHERE id IN ({self._marks(len(batch))}) LOCK IN SHARE MODE"
+                    f"SELECT h.id, h.alive, {size} FROM {self.head_table} h FORCE INDEX (PRIMARY) "
+                    f"WHERE h.id IN ({marks}) LOCK IN SHARE MODE"
                 )
             else:
-                sql = f"SELECT id, alive FROM {self.head_table} WHERE id IN ({self._marks(len(batch))})"
-            rows = self._execute(sql, batch)
-            alive.update(head_id for head_id, is_alive in rows if is_alive)
+                sql = f"SELECT h.id, h.alive, {size} FROM {self.head_table} h WHERE h.id IN ({marks})"
+            rows = self._execute(sql, [self.index_id, *batch])
+            alive.update((head_id, int(entries)) for head_id, is_alive, entries in rows if is_alive)
         return alive
 
     def lock_all_heads(self) -> None:
@@ -280,36 +327,50 @@ class Storage:
             values,
         )
 
+    def _posting_sql(self, count: int) -> str:
+        return (
+            f"SELECT head_id, payload FROM {self.posting_table} WHERE index_id = %s "
+            f"AND head_id IN ({self._marks(count)})"
+        )
+
+    def posting_rows(self, head_ids: Sequence[int]) -> list[tuple[int, bytes]]:
+        """(head id, payload) of every row of these posting lists.
+
+        Outside a transaction on MySQL/MariaDB, the lists are read on several
+        connections at once (``POSTING_READERS``): InnoDB reads a statement's
+        pages one after another, so several statements keep the disk busy when
+        the lists are not in the buffer pool. In autocommit mode every
+        statement sees the latest commits anyway, so reading them on other
+        connections sees what this one would. Inside a transaction they are
+        read here, where the transaction's own appends are visible.
+        """
+        ids = [int(h) for h in head_ids]
+        readers = min(vectorindex_settings.POSTING_READERS, len(ids) // HEADS_PER_READER)
+        if readers > 1 and self.mysql and not self.connection.in_atomic_block:
+            groups = [ids[i::readers] for i in range(readers)]
+            reads = [(self._posting_sql(len(group)), [self.index_id, *group]) for group in groups]
+            return [row for rows in parallel_reads(self.connection.alias, reads) for row in rows]
+        rows: list[tuple[int, bytes]] = []
+        for batch in _batches(ids, 500):
+            found = self._execute(self._posting_sql(len(batch)), [self.index_id, *batch])
+            rows.extend((head_id, bytes(payload)) for head_id, payload in found)
+        return rows
+
     def read_postings(self, head_ids: Sequence[int], rows_per_head: dict[int, int] | None = None) -> np.ndarray:
         """Every entry of these posting lists, decoded; *rows_per_head* gets row counts."""
-        payloads: list[bytes] = []
-        for batch in _batches([int(h) for h in head_ids], 500):
-            rows = self._execute(
-                f"SELECT head_id, payload FROM {self.posting_table} WHERE index_id = %s "
-                f"AND head_id IN ({self._marks(len(batch))})",
-                [self.index_id, *batch],
-            )
-            payloads.extend(bytes(row[1]) for row in rows)
-            if rows_per_head is not None:
-                for head_id, _payload in rows:
-                    rows_per_head[head_id] = rows_per_head.get(head_id, 0) + 1
-        return self.payload.decode(payloads)
+        rows = self.posting_rows(head_ids)
+        if rows_per_head is not None:
+            for head_id, _payload in rows:
+                rows_per_head[head_id] = rows_per_head.get(head_id, 0) + 1
+        return self.payload.decode([payload for _head_id, payload in rows])
 
     def read_postings_with_owners(self, head_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """(head id per entry, entries) of these posting lists."""
         size = self.payload.dtype.itemsize
-        owners, payloads = [], []
-        for batch in _batches([int(h) for h in head_ids], 500):
-            rows = self._execute(
-                f"SELECT head_id, payload FROM {self.posting_table} WHERE index_id = %s "
-                f"AND head_id IN ({self._marks(len(batch))})",
-                [self.index_id, *batch],
-            )
-            for head_id, payload in rows:
-                owners.append(np.full(len(payload) // size, head_id, dtype=np.int64))
-                payloads.append(bytes(payload))
+        rows = self.posting_rows(head_ids)
+        owners = [np.full(len(payload) // size, head_id, dtype=np.int64) for head_id, payload in rows]
         owner_array = np.concatenate(owners) if owners else np.empty(0, np.int64)
-        return owner_array, self.payload.decode(payloads)
+        return owner_array, self.payload.decode([payload for _head_id, payload in rows])
 
     def list_sizes(self, head_ids: Sequence[int]) -> dict[int, int]:
         """Entries (stale ones included) in each of these posting lists."""
@@ -337,13 +398,7 @@ class Storage:
             f"SELECT DISTINCT head_id FROM {self.posting_table} WHERE index_id = %s", [self.index_id]
         )]
         for batch in _batches(sorted(heads), batch_heads):
-            rows = self._execute(
-                f"SELECT head_id, payload FROM {self.posting_table} WHERE index_id = %s AND head_id IN ({self._marks(len(batch))})",
-                [self.index_id, *batch],
-            )
-            size = self.payload.dtype.itemsize
-            owners = np.concatenate([np.full(len(p) // size, h, dtype=np.int64) for h, p in rows]) if rows else np.empty(0, np.int64)
-            yield owners, self.payload.decode([bytes(p) for _, p in rows])
+            yield self.read_postings_with_owners(batch)
 
     # Versions ------------------------------------------------------------------
 
@@ -352,20 +407,26 @@ class Storage:
     # one round trip per row. Every value is therefore a parameter.
 
     def next_versions(self, vector_ids: Sequence[int]) -> np.ndarray:
-        """Give each vector a new current version (1 when new) and return it."""
+        """Give each vector a new current version (1 when new) and return it.
+
+        Where the database returns rows from an upsert (MariaDB ≥ 10.5, SQLite
+        ≥ 3.35), one statement does both; elsewhere the versions are read back.
+        """
         ids = [int(i) for i in vector_ids]
         if self.mysql:
-            upsert = (
-                f"INSERT INTO {self.version_table} (index_id, vector_id, version, deleted) VALUES (%s, %s, %s, %s) "
-                "ON DUPLICATE KEY UPDATE version = version + 1, deleted = VALUES(deleted)"
-            )
+            conflict = "ON DUPLICATE KEY UPDATE version = version + 1, deleted = VALUES(deleted)"
         else:
-            upsert = (
-                f"INSERT INTO {self.version_table} (index_id, vector_id, version, deleted) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (index_id, vector_id) DO UPDATE SET version = version + 1, deleted = excluded.deleted"
-            )
-        self._executemany(upsert, [(self.index_id, i, 1, False) for i in ids])
-        versions = self.current_versions(ids)
+            conflict = "ON CONFLICT (index_id, vector_id) DO UPDATE SET version = version + 1, deleted = excluded.deleted"
+        upsert = f"INSERT INTO {self.version_table} (index_id, vector_id, version, deleted) VALUES "
+        if self.connection.features.can_return_rows_from_bulk_insert:
+            versions: dict[int, int] = {}
+            for batch in _batches(ids, 1_000):
+                values = ", ".join(["(%s, %s, %s, %s)"] * len(batch))
+                params = [value for i in batch for value in (self.index_id, i, 1, False)]
+                versions.update(self._execute(f"{upsert}{values} {conflict} RETURNING vector_id, version", params))
+        else:
+            self._executemany(f"{upsert}(%s, %s, %s, %s) {conflict}", [(self.index_id, i, 1, False) for i in ids])
+            versions = self.current_versions(ids)
         return np.array([versions[i] for i in ids], dtype=np.uint32)
 
     def insert_versions(self, vector_ids: Sequence[int]) -> None:
