@@ -107,7 +107,8 @@ def _route_and_append(
         members, owners = routing.assign(
             head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"], exclude=exclude
         )
-        if len(storage.lock_heads_shared(owners)) == len(set(owners.tolist())):
+        sizes = storage.lock_heads_shared(owners)
+        if len(sizes) == len(set(owners.tolist())):
             break
     else:
         raise VectorIndexError(f"{rt.declared.name}: heads kept changing while moving {len(entries)} vectors")
@@ -118,7 +119,7 @@ def _route_and_append(
         moved = entries[members[run]]  # a copy: the versions may be new
         moved["version"] = versions[members[run]]
         rows.extend(_pack(storage, int(owners[run[0]]), moved))
-    writes.append(rt.declared, storage, rows, using)
+    writes.append(rt.declared, storage, rows, using, sizes=sizes)
 
 
 def _lock_for_head_change(job: str, declared: Declared, using: str, head_id: int) -> Any:

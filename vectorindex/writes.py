@@ -83,31 +83,38 @@ def index_vectors(declared: Declared, using: str, rows: Sequence[tuple[Any, Any]
     else:
         raise IndexWriteError(f"{declared.name}: heads kept changing while routing {len(pks)} vectors")
     versions = storage.next_versions(pks)
+    entries = storage.payload.entries(pks, versions, vectors)  # each vector encoded once, whatever its replicas
     order = np.argsort(owners, kind="stable")
     members, owners = members[order], owners[order]
     rows_out: list[tuple[int, int, bytes]] = []
     for run in np.split(np.arange(len(members)), np.flatnonzero(np.diff(owners)) + 1):
-        chosen = members[run]
-        for count, data in storage.payload.pack(pks[chosen], versions[chosen], vectors[chosen]):
+        for count, data in storage.payload.pack_entries(entries[members[run]]):
             rows_out.append((int(owners[run[0]]), count, data))
-    append(declared, storage, rows_out, using)
+    append(declared, storage, rows_out, using, sizes=alive)
 
 
-def append(declared: Declared, storage: Any, rows: Sequence[tuple[int, int, bytes]], using: str) -> None:
+def append(
+    declared: Declared, storage: Any, rows: Sequence[tuple[int, int, bytes]], using: str, sizes: dict[int, int] | None = None
+) -> None:
     """Append posting rows; a list that crosses its limit gets a split after commit.
 
-    Only the crossing asks (not every later append to a list still waiting for
-    its split): the queue holds one split per list, not one per write. Lists
-    that were over the limit already (after a build, or a lost job) are the
+    *sizes* are the lists' entries before the append, as the head locks read
+    them; without them the lists are counted after the append. Only the
+    crossing asks (not every later append to a list still waiting for its
+    split): the queue holds one split per list, not one per write. Lists that
+    were over the limit already (after a build, or a lost job) are the
     maintenance scan's to find.
     """
     storage.append(rows)
     added: dict[int, int] = defaultdict(int)
     for head_id, count, _payload in rows:
         added[head_id] += count
+    if sizes is None:
+        sizes = {head_id: size - added[head_id] for head_id, size in storage.list_sizes(list(added)).items()}
     limit = declared.options["posting_limit"]
-    for head_id, size in storage.list_sizes(list(added)).items():
-        if size > limit >= size - added[head_id]:
+    for head_id, count in added.items():
+        before = sizes.get(head_id, 0)
+        if before + count > limit >= before:
             jobs.enqueue("split", declared.name, using, head_id=head_id)
 
 
