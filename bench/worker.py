@@ -1,0 +1,35 @@
+"""The Celery worker ``bench stream`` starts: the demo's worker, with the run's ``--set`` options.
+
+A worker process reads the index's declaration from the demo's models, so the
+tuning a benchmark applies in its own process (:func:`bench.common.tune`) would
+not reach it; this applies the same options (``BENCH_TUNING``, a JSON list of
+``OPTION=VALUE``) before the worker starts.
+
+    BENCH_TUNING='["posting_limit=120"]' python -m bench.worker --pool=solo --beat
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from .common import ROOT
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_project.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from demo_project.celery import app
+
+    from .common import tune
+
+    tune(json.loads(os.environ.get("BENCH_TUNING", "[]")))
+    app.worker_main(["worker", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()
