@@ -6,8 +6,8 @@ and draws, into ``--out`` (``docs/benchmarks`` by default):
 * ``recall-qps.png`` — recall@10 against queries/s of one client: the index
   over its sweep of probes (one line per search result given), hnswlib in
   memory over its sweep of ef, and the exact paths as points;
-* ``updates.png`` — recall@10 and p99 latency at each checkpoint of a stream,
-  with the fresh build of the final rows as a reference line;
+* ``updates.png`` — recall@10 and p50/p99 latency at each checkpoint of a
+  stream, with a fresh build of each checkpoint's rows as the reference;
 * ``memory.png`` — head-index bytes and client RSS against the raw vector
   bytes, over search results of different sizes.
 
@@ -66,17 +66,25 @@ def recall_qps(results: list[tuple[dict, str]], out: Path, plt) -> None:
 def updates(data: dict, out: Path, plt) -> None:
     timeline = data["timeline"]
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
-    steps = range(len(timeline))
+    steps = list(range(len(timeline)))
     top.plot(steps, [p["recall_at_10"] for p in timeline], "o-", label="under updates")
-    top.axhline(data["fresh"]["recall_at_10"], color="grey", linestyle="--", label="fresh build of the final rows")
+    fresh = [(i, p["fresh"]) for i, p in enumerate(timeline) if "fresh" in p]
+    # The first checkpoint is a fresh build itself.
+    references = [(0, timeline[0]), *fresh]
+    top.plot([i for i, _ in references], [p["recall_at_10"] for _, p in references], "s--", color="grey",
+             label="fresh build of the same rows")
     top.set_ylabel("recall@10")
     top.legend(fontsize=8)
-    bottom.plot(steps, [p["p99_ms"] for p in timeline], "o-", color="tab:red", label="p99")
-    bottom.plot(steps, [p["p50_ms"] for p in timeline], "o-", color="tab:orange", label="p50")
+    bottom.plot(steps, [p["p99_ms"] for p in timeline], "o-", color="tab:red", label="p99 under updates")
+    bottom.plot(steps, [p["p50_ms"] for p in timeline], "o-", color="tab:orange", label="p50 under updates")
+    bottom.plot([i for i, _ in references], [p["p99_ms"] for _, p in references], "s--", color="tab:red", alpha=0.5,
+                label="p99, fresh build, nothing else running")
+    bottom.axhline(1.5 * timeline[0]["p99_ms"], color="grey", linestyle=":", label="1.5 × the starting p99")
     bottom.set_ylabel("latency, ms")
     bottom.legend(fontsize=8)
-    bottom.set_xticks(list(steps), [p["at"] for p in timeline], rotation=30, ha="right", fontsize=7)
-    top.set_title(f"built on {data['build_rows']:,}, streamed {data['streamed']:,}, deleted {data['deleted']:,}")
+    bottom.set_xticks(steps, [p["at"] for p in timeline], rotation=30, ha="right", fontsize=7)
+    top.set_title(f"{data.get('vendor', '')}: built on {data['build_rows']:,}, streamed {data['streamed']:,}, "
+                  f"deleted {data['deleted']:,}")
     for axes in (top, bottom):
         axes.grid(True, alpha=0.3)
     figure.tight_layout()

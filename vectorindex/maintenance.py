@@ -351,8 +351,13 @@ def merge(declared: Declared, head_id: int, using: str = "default") -> Outcome:
     return Outcome("merge", f"head {head_id}: {len(live)} vectors moved to other heads")
 
 
-def defragment(declared: Declared, head_id: int, using: str = "default") -> Outcome:
-    """Rewrite a posting list as few packed rows, without stale entries. No head changes."""
+def defragment(declared: Declared, head_id: int, using: str = "default", above_rows: int = 0) -> Outcome:
+    """Rewrite a posting list as few packed rows, without stale entries. No head changes.
+
+    A list stored in *above_rows* rows or fewer is left alone: the triggers
+    (a query that read many rows, the scan) pass their threshold, since a
+    list is often asked for again before its first defragment has run.
+    """
     with transaction.atomic(using=using):
         _rt, storage, state = _open(declared, using)
         if state[0] != IndexState.Status.READY:
@@ -362,6 +367,9 @@ def defragment(declared: Declared, head_id: int, using: str = "default") -> Outc
             return Outcome("defragment", f"head {head_id} is busy: left for a later scan")
         if not alive:
             return Outcome("defragment", f"head {head_id} is retired")
+        stored = storage.list_rows(head_id)
+        if stored <= above_rows:
+            return Outcome("defragment", f"head {head_id}: {stored} rows, packed already")
         rows: dict[int, int] = {}
         entries = storage.read_postings([head_id], rows)
         live = _live(storage, entries)
@@ -418,7 +426,7 @@ def scan(declared: Declared, using: str = "default") -> list[tuple[str, dict[str
         elif entries < options["merge_below"] and len(alive) > 1:
             jobs.append(("merge", {"head_id": head_id}))
         elif rows > options["defragment_rows"]:
-            jobs.append(("defragment", {"head_id": head_id}))
+            jobs.append(("defragment", {"head_id": head_id, "above_rows": options["defragment_rows"]}))
     if storage.wal_length() >= vectorindex_settings.WAL_SNAPSHOT_ENTRIES:
         jobs.append(("compact", {}))
     before = timezone.now() - timedelta(seconds=vectorindex_settings.RETIRED_GRACE)

@@ -384,6 +384,12 @@ class Storage:
         )
         return {head: int(total) for head, total in rows}
 
+    def list_rows(self, head_id: int) -> int:
+        """How many rows one posting list is stored in."""
+        return self._execute(
+            f"SELECT COUNT(*) FROM {self.posting_table} WHERE index_id = %s AND head_id = %s", [self.index_id, head_id]
+        )[0][0]
+
     def posting_sizes(self) -> dict[int, tuple[int, int]]:
         """head id -> (entries, rows) for every posting list."""
         rows = self._execute(

@@ -39,8 +39,8 @@ def merge(index: str, head_id: int, using: str = "default") -> str:
 
 
 @shared_task(name="vectorindex.defragment", **OPTIONS)
-def defragment(index: str, head_id: int, using: str = "default") -> str:
-    return _run("defragment", index, using, head_id=head_id)
+def defragment(index: str, head_id: int, using: str = "default", above_rows: int = 0) -> str:
+    return _run("defragment", index, using, head_id=head_id, above_rows=above_rows)
 
 
 @shared_task(name="vectorindex.compact", **OPTIONS)

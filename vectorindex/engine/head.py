@@ -132,13 +132,16 @@ class HeadIndex:
                 raise HeadIndexError(f"reading head vectors failed (a head retired?): {error}") from error
 
     def nbytes(self) -> int:
-        """Memory the graph and its vectors take, as hnswlib lays them out."""
+        """Memory the graph and its vectors take, as hnswlib lays them out, and routing's copies."""
         with self._lock:
             capacity = self._index.max_elements
         # Level-0 links (2·M ids of 4 bytes, plus a count), the vector and the
         # label per element; upper levels add about 1/M of that again.
         per_element = (2 * self.m * 4 + 4) + self.dimensions * 4 + 8
-        return int(capacity * per_element * (1 + 1 / self.m)) + self._copies.nbytes()
+        graph = int(capacity * per_element * (1 + 1 / self.m))
+        # The float16 copies routing makes, counted as if every alive head had
+        # one: what a process that writes for long holds.
+        return graph + max(self._copies.nbytes(), len(self.alive) * (self.dimensions * 2 + _Copies.ENTRY_BYTES))
 
     def to_bytes(self) -> bytes:
         """``MAGIC, dimensions, n, n alive ids (int64), hnswlib's saved index``.
@@ -208,6 +211,8 @@ class _Copies:
     enough to rank heads against each other. Guarded by the HeadIndex's lock.
     """
 
+    ENTRY_BYTES = 100  # a dict entry mapping a head to its row, about
+
     def __init__(self, dimensions: int) -> None:
         self.rows: dict[int, int] = {}
         self.free: list[int] = []
@@ -238,4 +243,4 @@ class _Copies:
             self.free.append(row)
 
     def nbytes(self) -> int:
-        return self.data.nbytes + 100 * len(self.rows)  # the array, and the dict's entries
+        return self.data.nbytes + self.ENTRY_BYTES * len(self.rows)
