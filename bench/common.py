@@ -24,7 +24,28 @@ def arguments(description: str, limit: int, queries: int) -> argparse.ArgumentPa
         "--set", action="append", default=[], metavar="OPTION=VALUE",
         help="a VectorIndex tuning option for this run (e.g. payload=int8, head_fraction=0.04); repeatable",
     )
+    parser.add_argument(
+        "--setting", action="append", default=[], metavar="KEY=VALUE",
+        help="a VECTORINDEX setting for this run (e.g. QUERY_READERS=1); repeatable",
+    )
     return parser
+
+
+def configure(pairs: list[str]) -> dict:
+    """Apply ``--setting`` values to ``settings.VECTORINDEX``; the settings in force."""
+    from django.conf import settings
+
+    from vectorindex.conf import DEFAULTS, vectorindex_settings
+
+    values = dict(settings.VECTORINDEX)
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        if key not in DEFAULTS:
+            raise SystemExit(f"--setting {pair}: no VECTORINDEX setting {key!r}; the settings are {', '.join(DEFAULTS)}")
+        values[key] = type(DEFAULTS[key])(text)
+    settings.VECTORINDEX = values
+    vectorindex_settings.reload()
+    return {key: getattr(vectorindex_settings, key) for key in DEFAULTS}
 
 
 def tune(settings: list[str]) -> dict:

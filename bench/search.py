@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import arguments, load, setup, tune
+from .common import arguments, configure, load, setup, tune
 
 SCRATCH = "bench-search.sqlite3"
 BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -82,10 +82,11 @@ def rss_mib() -> dict[str, float]:
     return {"rss_mib": fields.get("VmRSS"), "peak_rss_mib": fields.get("VmHWM")}
 
 
-def client(queries: np.ndarray, probes: int, start_at: float, settings: list[str]) -> dict:
+def client(queries: np.ndarray, probes: int, start_at: float, settings: list[str], app_settings: list[str]) -> dict:
     """One client process: Django, the head index, these queries; nothing else of the data."""
     setup(SCRATCH)
     tune(settings)
+    configure(app_settings)
     from demo_project.packages.models import Package
     from vectorindex import CosineDistance
 
@@ -107,7 +108,7 @@ def client(queries: np.ndarray, probes: int, start_at: float, settings: list[str
     }
 
 
-def two_clients(queries: np.ndarray, probes: int, settings: list[str]) -> dict:
+def two_clients(queries: np.ndarray, probes: int, settings: list[str], app_settings: list[str]) -> dict:
     """Two processes, as two web workers: each with one BLAS thread.
 
     OpenBLAS's default, a thread per core in each process, has the two
@@ -120,7 +121,7 @@ def two_clients(queries: np.ndarray, probes: int, settings: list[str]) -> dict:
     os.environ.update(dict.fromkeys(BLAS_THREADS, "1"))  # read by numpy as the children import it
     try:
         with context.Pool(2) as pool:
-            results = pool.starmap(client, [(half, probes, start_at, settings) for half in halves])
+            results = pool.starmap(client, [(half, probes, start_at, settings, app_settings) for half in halves])
     finally:
         for key, value in saved.items():
             if value is None:
@@ -241,7 +242,7 @@ def baselines(args, results: dict, base: np.ndarray, queries: np.ndarray, truth_
     print(f"exact numpy scan in memory: p50 {results['numpy_exact']['p50_ms']:.2f} ms, "
           f"{results['numpy_exact']['queries_per_s']:.1f} q/s")
     connection.close()  # the clients have their own connections
-    results["two_clients"] = two_clients(queries, args.clients_probes, args.set)
+    results["two_clients"] = two_clients(queries, args.clients_probes, args.set, args.setting)
     print(f"2 clients at probes {args.clients_probes}: {results['two_clients']['queries_per_s']:.1f} q/s; "
           f"client RSS {[c['rss_mib'] for c in results['two_clients']['clients']]} MiB")
     if args.hnsw_ef:
@@ -275,13 +276,15 @@ def main() -> None:
     from vectorindex.registry import get_declared
 
     options = tune(args.set)
+    app_settings = configure(args.setting)
     args.clients_probes = args.clients_probes or options["probes"]
     base, pks, queries = load(args.dataset, args.limit, args.queries)
     truth_rows = ground_truth(args.dataset, base, queries)
     truth = pks[truth_rows]  # as primary keys
     declared = get_declared("package_embedding")
     results: dict = {"vendor": connection.vendor, "rows": len(base), "dimensions": base.shape[1],
-                     "queries": len(queries), "options": options}
+                     "queries": len(queries), "options": options, "settings": app_settings,
+                     "blas_threads": {key: os.environ.get(key) for key in BLAS_THREADS}}
     if connection.vendor == "mysql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT @@innodb_buffer_pool_size, @@version")

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from .common import ROOT, arguments, setup, tune
+from .common import ROOT, arguments, configure, setup, tune
 
 
 def main() -> None:
@@ -57,7 +57,7 @@ def main() -> None:
              "--without-gossip", "--without-mingle", "--without-heartbeat",
              # Beat inside the worker: the scan every VECTORINDEX_SCAN_INTERVAL seconds, as deployed.
              "--beat", f"--schedule={ROOT / 'bench-stream-beat'}"],
-            cwd=ROOT, env={**os.environ, "BENCH_TUNING": json.dumps(args.set)},
+            cwd=ROOT, env={**os.environ, "BENCH_TUNING": json.dumps(args.set), "BENCH_SETTINGS": json.dumps(args.setting)},
             stdout=worker_log, stderr=subprocess.STDOUT,
         )
         time.sleep(3)
@@ -70,6 +70,7 @@ def main() -> None:
     from vectorindex.registry import get_declared
 
     options = tune(args.set)
+    app_settings = configure(args.setting)
     total = args.build + args.stream
     base = np.load(args.dataset / "base.f16.npy", mmap_mode="r")[:total].astype(np.float32)
     queries = np.load(args.dataset / "queries.f32.npy")[: args.queries]
@@ -186,6 +187,7 @@ def main() -> None:
     result = {
         "vendor": connection.vendor,
         "options": options,
+        "settings": app_settings,
         "queries": len(queries),
         "build_rows": args.build,
         "streamed": args.stream,

@@ -3,7 +3,8 @@
 A worker process reads the index's declaration from the demo's models, so the
 tuning a benchmark applies in its own process (:func:`bench.common.tune`) would
 not reach it; this applies the same options (``BENCH_TUNING``, a JSON list of
-``OPTION=VALUE``) before the worker starts.
+``OPTION=VALUE``) and settings (``BENCH_SETTINGS``, ``KEY=VALUE``) before the
+worker starts.
 
     BENCH_TUNING='["posting_limit=120"]' python -m bench.worker --pool=solo --beat
 """
@@ -25,9 +26,10 @@ def main() -> None:
     django.setup()
     from demo_project.celery import app
 
-    from .common import tune
+    from .common import configure, tune
 
     tune(json.loads(os.environ.get("BENCH_TUNING", "[]")))
+    configure(json.loads(os.environ.get("BENCH_SETTINGS", "[]")))
     app.worker_main(["worker", *sys.argv[1:]])
 
 

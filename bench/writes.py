@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from .common import arguments, load, setup, tune
+from .common import arguments, configure, load, setup, tune
 
 
 def plain_model():
@@ -100,6 +100,7 @@ def main() -> None:
     from vectorindex.registry import get_declared
 
     options = tune(args.set)
+    configure(args.setting)
     base, _pks, _queries = load(args.dataset, args.limit, 1)
     extra = np.load(args.dataset / "base.f16.npy", mmap_mode="r")[args.limit : args.limit + 2 * args.saves + args.bulk]
     extra = extra.astype(np.float32)

@@ -1,4 +1,4 @@
-"""Storage: posting lists read on several connections at once, outside a transaction."""
+"""Storage: a query's reads spread over several connections at once, outside a transaction."""
 
 import numpy as np
 import pytest
@@ -8,11 +8,15 @@ from django.test.utils import CaptureQueriesContext
 from tests.indexing import build, clustered
 from tests.testapp.models import Point
 from vectorindex import L2Distance
-from vectorindex.models import Posting
+from vectorindex.models import Posting, Version
+
+
+def reads_of(table: str, captured) -> int:
+    return sum(table in q["sql"] and q["sql"].lstrip().startswith("SELECT") for q in captured)
 
 
 def posting_reads(captured) -> int:
-    return sum(Posting._meta.db_table in q["sql"] and q["sql"].lstrip().startswith("SELECT") for q in captured)
+    return reads_of(Posting._meta.db_table, captured)
 
 
 def nearest(queries):
@@ -27,27 +31,31 @@ def test_outside_a_transaction_readers_read_the_same_lists(settings):
     Point.objects.bulk_create(Point(embedding=v) for v in clustered(3000))
     build("point_embedding")
     queries = clustered(30, seed=7)
-    settings.VECTORINDEX = {"POSTING_READERS": 1}
+    settings.VECTORINDEX = {"QUERY_READERS": 1}
     with CaptureQueriesContext(connection) as alone:
         one = nearest(queries)
-    settings.VECTORINDEX = {"POSTING_READERS": 4}
+    settings.VECTORINDEX = {"QUERY_READERS": 4}
     with CaptureQueriesContext(connection) as spread:
         many = nearest(queries)
     assert many == one
     assert posting_reads(alone.captured_queries) >= len(queries)
+    versions = Version._meta.db_table
+    assert reads_of(versions, alone.captured_queries) >= len(queries)
     if connection.vendor == "mysql":
         # Read on the reader threads' connections, none on this one.
         assert posting_reads(spread.captured_queries) == 0
+        assert reads_of(versions, spread.captured_queries) == 0
     else:
         # SQLite: one connection reads them all, as before.
         assert posting_reads(spread.captured_queries) == posting_reads(alone.captured_queries)
+        assert reads_of(versions, spread.captured_queries) == reads_of(versions, alone.captured_queries)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_inside_a_transaction_its_own_appends_are_read(settings):
     Point.objects.bulk_create(Point(embedding=v) for v in clustered(3000))
     build("point_embedding")
-    settings.VECTORINDEX = {"POSTING_READERS": 4}
+    settings.VECTORINDEX = {"QUERY_READERS": 4}
     vector = (clustered(1, seed=11)[0] + np.float32(0.01)).astype(np.float32)
     with transaction.atomic():
         new = Point.objects.create(embedding=vector)

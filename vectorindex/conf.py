@@ -33,10 +33,11 @@ DEFAULTS: dict[str, Any] = {
     "SCAN_INTERVAL": 60,
     # A snapshot is taken (and the WAL truncated) once the WAL is this long.
     "WAL_SNAPSHOT_ENTRIES": 1_000,
-    # Connections a query reads its posting lists on at once (MySQL/MariaDB,
-    # outside a transaction; at least 8 lists each). Each process keeps up to
-    # this many connections of its own open for it. 1: the query's own only.
-    "POSTING_READERS": 4,
+    # Connections a query reads on at once (MySQL/MariaDB, outside a
+    # transaction): its posting lists, version rows and re-ranked rows, at
+    # least 8 keys a connection. Each process keeps up to this many
+    # connections of its own open for it. 1: the query's own connection only.
+    "QUERY_READERS": 4,
     # Seconds a retired head's posting rows stay readable before they are
     # deleted (processes whose head index is older still route to it).
     "RETIRED_GRACE": 300,
@@ -48,7 +49,7 @@ POSITIVE_INTEGERS = (
     "ADMIN_PREVIEW_VALUES",
     "SCAN_INTERVAL",
     "WAL_SNAPSHOT_ENTRIES",
-    "POSTING_READERS",
+    "QUERY_READERS",
 )
 
 

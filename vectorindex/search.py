@@ -184,19 +184,21 @@ def _model_vectors(declared: Declared, using: str, pks: list[int]) -> dict[int, 
     from django.db import connections
 
     from .engine import codec
+    from .storage import read_by_keys
 
     connection = connections[using]
     owner = declared.field.model._meta
     quote = connection.ops.quote_name
-    unique = sorted(set(pks))
-    marks = ", ".join(["%s"] * len(unique))
-    with connection.cursor() as cursor:
-        cursor.execute(
+
+    def sql(count: int) -> str:
+        marks = ", ".join(["%s"] * count)
+        return (
             f"SELECT {quote(owner.pk.column)}, {quote(declared.field.column)} FROM {quote(owner.db_table)} "
-            f"WHERE {quote(owner.pk.column)} IN ({marks})",
-            unique,
+            f"WHERE {quote(owner.pk.column)} IN ({marks})"
         )
-        return {pk: codec.from_bytes(bytes(blob)) for pk, blob in cursor.fetchall() if blob is not None}
+
+    rows = read_by_keys(connection, sql, [], sorted(set(pks)))
+    return {pk: codec.from_bytes(bytes(blob)) for pk, blob in rows if blob is not None}
 
 
 def _valid(pool: _Pool, plan: DistancePlan, need: int, storage: Any, sql_filter: Any) -> Iterator[np.ndarray]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,12 +30,37 @@ from .models import Head, IndexState, Posting, Snapshot, SnapshotChunk, Version,
 
 IN_BATCH = 5_000  # ids per IN (...) list
 SNAPSHOT_CHUNK = 1 << 20
-HEADS_PER_READER = 8  # fewer posting lists than this a connection are read on one
+KEYS_PER_READER = 8  # a read of fewer keys than this a connection is not spread
 
 
-def parallel_reads(alias: str, reads: Sequence[tuple[str, Sequence]]) -> list[list[tuple[int, bytes]]]:
-    """Run these (sql, params) reads at once, each on a connection of its own thread."""
-    return list(_executor(len(reads)).map(_read_on_thread_connection, [alias] * len(reads), reads))
+def _batches(items: Sequence, size: int = IN_BATCH) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def read_by_keys(connection: Any, sql: Callable[[int], str], params: Sequence, keys: Sequence[int]) -> list[tuple]:
+    """Every row of ``sql(n)`` with *params* and then *keys* (n of them) as parameters.
+
+    Outside a transaction on MySQL/MariaDB, the keys are spread over up to
+    ``QUERY_READERS`` connections read at once: InnoDB reads one statement's
+    pages one after another, so several statements keep the disk busy when
+    the rows are not in the buffer pool. In autocommit mode every statement
+    sees the latest commits anyway, so reading on other connections sees what
+    this one would. Inside a transaction everything is read on its own
+    connection, where the transaction's own writes are visible.
+    """
+    keys = list(keys)
+    readers = min(vectorindex_settings.QUERY_READERS, len(keys) // KEYS_PER_READER)
+    if readers > 1 and connection.vendor == "mysql" and not connection.in_atomic_block:
+        groups = [keys[i::readers] for i in range(readers)]
+        reads = [(sql(len(group)), [*params, *group]) for group in groups]
+        return [row for rows in _executor(len(reads)).map(_read_on_thread_connection, [connection.alias] * len(reads), reads) for row in rows]
+    rows: list[tuple] = []
+    for batch in _batches(keys, IN_BATCH):
+        with connection.cursor() as cursor:
+            cursor.execute(sql(len(batch)), [*params, *batch])
+            rows.extend(cursor.fetchall())
+    return rows
 
 
 _readers: tuple[int, ThreadPoolExecutor] | None = None
@@ -51,25 +76,20 @@ def _executor(size: int) -> ThreadPoolExecutor:
         return _readers[1]
 
 
-def _read_on_thread_connection(alias: str, read: tuple[str, Sequence]) -> list[tuple[int, bytes]]:
+def _read_on_thread_connection(alias: str, read: tuple[str, Sequence]) -> list[tuple]:
     sql, params = read
     connection = connections[alias]  # this thread's own, in autocommit mode
     for attempt in range(2):
         try:
             with connection.cursor() as cursor:
                 cursor.execute(sql, params)
-                return [(head_id, bytes(payload)) for head_id, payload in cursor.fetchall()]
+                return list(cursor.fetchall())
         except OperationalError:
             # The server closed the idle connection (wait_timeout): a new one, once.
             connection.close()
             if attempt:
                 raise
     raise AssertionError("unreachable")
-
-
-def _batches(items: Sequence, size: int = IN_BATCH) -> Iterable[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class Storage:
@@ -334,27 +354,9 @@ class Storage:
         )
 
     def posting_rows(self, head_ids: Sequence[int]) -> list[tuple[int, bytes]]:
-        """(head id, payload) of every row of these posting lists.
-
-        Outside a transaction on MySQL/MariaDB, the lists are read on several
-        connections at once (``POSTING_READERS``): InnoDB reads a statement's
-        pages one after another, so several statements keep the disk busy when
-        the lists are not in the buffer pool. In autocommit mode every
-        statement sees the latest commits anyway, so reading them on other
-        connections sees what this one would. Inside a transaction they are
-        read here, where the transaction's own appends are visible.
-        """
-        ids = [int(h) for h in head_ids]
-        readers = min(vectorindex_settings.POSTING_READERS, len(ids) // HEADS_PER_READER)
-        if readers > 1 and self.mysql and not self.connection.in_atomic_block:
-            groups = [ids[i::readers] for i in range(readers)]
-            reads = [(self._posting_sql(len(group)), [self.index_id, *group]) for group in groups]
-            return [row for rows in parallel_reads(self.connection.alias, reads) for row in rows]
-        rows: list[tuple[int, bytes]] = []
-        for batch in _batches(ids, 500):
-            found = self._execute(self._posting_sql(len(batch)), [self.index_id, *batch])
-            rows.extend((head_id, bytes(payload)) for head_id, payload in found)
-        return rows
+        """(head id, payload) of every row of these posting lists (see :func:`read_by_keys`)."""
+        rows = read_by_keys(self.connection, self._posting_sql, [self.index_id], [int(h) for h in head_ids])
+        return [(head_id, bytes(payload)) for head_id, payload in rows]
 
     def read_postings(self, head_ids: Sequence[int], rows_per_head: dict[int, int] | None = None) -> np.ndarray:
         """Every entry of these posting lists, decoded; *rows_per_head* gets row counts."""
@@ -450,15 +452,13 @@ class Storage:
 
     def current_versions(self, vector_ids: Sequence[int]) -> dict[int, int]:
         """vector id -> current version, for the ids whose rows are not deleted."""
-        result: dict[int, int] = {}
-        for batch in _batches([int(i) for i in vector_ids]):
-            rows = self._execute(
+        def sql(count: int) -> str:
+            return (
                 f"SELECT vector_id, version FROM {self.version_table} WHERE index_id = %s "
-                f"AND deleted = %s AND vector_id IN ({self._marks(len(batch))})",
-                [self.index_id, False, *batch],
+                f"AND deleted = %s AND vector_id IN ({self._marks(count)})"
             )
-            result.update(rows)
-        return result
+
+        return dict(read_by_keys(self.connection, sql, [self.index_id, False], [int(i) for i in vector_ids]))
 
     def all_versions(self) -> dict[int, tuple[int, bool]]:
         rows = self._execute(
