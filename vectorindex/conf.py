@@ -35,8 +35,9 @@ DEFAULTS: dict[str, Any] = {
     "WAL_SNAPSHOT_ENTRIES": 1_000,
     # Connections a query reads on at once (MySQL/MariaDB, outside a
     # transaction): its posting lists, version rows and re-ranked rows, at
-    # least 8 keys a connection. Each process keeps up to this many
-    # connections of its own open for it. 1: the query's own connection only.
+    # least 8 lists or 16 rows a connection. Its own connection reads one
+    # share; reader threads, each with a connection of its own kept open,
+    # read the others. 1: the query's own connection only.
     "QUERY_READERS": 4,
     # Seconds a retired head's posting rows stay readable before they are
     # deleted (processes whose head index is older still route to it).

@@ -184,7 +184,7 @@ def _model_vectors(declared: Declared, using: str, pks: list[int]) -> dict[int, 
     from django.db import connections
 
     from .engine import codec
-    from .storage import read_by_keys
+    from .storage import ROWS_PER_READER, read_by_keys
 
     connection = connections[using]
     owner = declared.field.model._meta
@@ -197,7 +197,7 @@ def _model_vectors(declared: Declared, using: str, pks: list[int]) -> dict[int, 
             f"WHERE {quote(owner.pk.column)} IN ({marks})"
         )
 
-    rows = read_by_keys(connection, sql, [], sorted(set(pks)))
+    rows = read_by_keys(connection, sql, [], sorted(set(pks)), per_reader=ROWS_PER_READER)
     return {pk: codec.from_bytes(bytes(blob)) for pk, blob in rows if blob is not None}
 
 

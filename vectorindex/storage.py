@@ -2,7 +2,9 @@
 
 Plain SQL on a Django connection, inside whatever transaction that connection is
 in: the caller's, for user writes and queries; the job's, for builds and
-maintenance. Locks, per backend:
+maintenance. The one exception: a query outside any transaction may spread its
+reads over reader threads' own connections (:func:`read_by_keys`), which in
+autocommit mode see what the query's connection would. Locks, per backend:
 
 * MySQL/MariaDB: ``SELECT … FOR UPDATE`` and ``SELECT … LOCK IN SHARE MODE``
   (MariaDB 10.11 rejects MySQL 8's ``FOR SHARE``).
@@ -30,7 +32,10 @@ from .models import Head, IndexState, Posting, Snapshot, SnapshotChunk, Version,
 
 IN_BATCH = 5_000  # ids per IN (...) list
 SNAPSHOT_CHUNK = 1 << 20
-KEYS_PER_READER = 8  # a read of fewer keys than this a connection is not spread
+# What one reader connection takes at least: posting lists (tens of kilobytes
+# each), or small rows (versions, the vectors of re-ranked rows).
+LISTS_PER_READER = 8
+ROWS_PER_READER = 16
 
 
 def _batches(items: Sequence, size: int = IN_BATCH) -> Iterable[Sequence]:
@@ -38,23 +43,30 @@ def _batches(items: Sequence, size: int = IN_BATCH) -> Iterable[Sequence]:
         yield items[start : start + size]
 
 
-def read_by_keys(connection: Any, sql: Callable[[int], str], params: Sequence, keys: Sequence[int]) -> list[tuple]:
+def read_by_keys(
+    connection: Any, sql: Callable[[int], str], params: Sequence, keys: Sequence[int], *, per_reader: int
+) -> list[tuple]:
     """Every row of ``sql(n)`` with *params* and then *keys* (n of them) as parameters.
 
     Outside a transaction on MySQL/MariaDB, the keys are spread over up to
-    ``QUERY_READERS`` connections read at once: InnoDB reads one statement's
-    pages one after another, so several statements keep the disk busy when
-    the rows are not in the buffer pool. In autocommit mode every statement
-    sees the latest commits anyway, so reading on other connections sees what
-    this one would. Inside a transaction everything is read on its own
-    connection, where the transaction's own writes are visible.
+    ``QUERY_READERS`` connections read at once, at least *per_reader* keys
+    each: InnoDB reads one statement's pages one after another, so several
+    statements keep the disk busy when the rows are not in the buffer pool.
+    In autocommit mode every statement sees the latest commits anyway, so
+    reading on other connections sees what this one would. This connection
+    reads one share itself. Inside a transaction everything is read here,
+    where the transaction's own writes are visible.
     """
     keys = list(keys)
-    readers = min(vectorindex_settings.QUERY_READERS, len(keys) // KEYS_PER_READER)
+    readers = min(vectorindex_settings.QUERY_READERS, len(keys) // per_reader)
     if readers > 1 and connection.vendor == "mysql" and not connection.in_atomic_block:
         groups = [keys[i::readers] for i in range(readers)]
-        reads = [(sql(len(group)), [*params, *group]) for group in groups]
-        return [row for rows in _executor(len(reads)).map(_read_on_thread_connection, [connection.alias] * len(reads), reads) for row in rows]
+        reads = [(sql(len(group)), [*params, *group]) for group in groups[1:]]
+        results = _executor(len(reads)).map(_read_on_thread_connection, [connection.alias] * len(reads), reads)
+        with connection.cursor() as cursor:
+            cursor.execute(sql(len(groups[0])), [*params, *groups[0]])
+            rows = list(cursor.fetchall())
+        return rows + [row for share in results for row in share]
     rows: list[tuple] = []
     for batch in _batches(keys, IN_BATCH):
         with connection.cursor() as cursor:
@@ -355,7 +367,8 @@ class Storage:
 
     def posting_rows(self, head_ids: Sequence[int]) -> list[tuple[int, bytes]]:
         """(head id, payload) of every row of these posting lists (see :func:`read_by_keys`)."""
-        rows = read_by_keys(self.connection, self._posting_sql, [self.index_id], [int(h) for h in head_ids])
+        ids = [int(h) for h in head_ids]
+        rows = read_by_keys(self.connection, self._posting_sql, [self.index_id], ids, per_reader=LISTS_PER_READER)
         return [(head_id, bytes(payload)) for head_id, payload in rows]
 
     def read_postings(self, head_ids: Sequence[int], rows_per_head: dict[int, int] | None = None) -> np.ndarray:
@@ -458,7 +471,8 @@ class Storage:
                 f"AND deleted = %s AND vector_id IN ({self._marks(count)})"
             )
 
-        return dict(read_by_keys(self.connection, sql, [self.index_id, False], [int(i) for i in vector_ids]))
+        ids = [int(i) for i in vector_ids]
+        return dict(read_by_keys(self.connection, sql, [self.index_id, False], ids, per_reader=ROWS_PER_READER))
 
     def all_versions(self) -> dict[int, tuple[int, bool]]:
         rows = self._execute(
