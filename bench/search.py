@@ -253,6 +253,32 @@ def baselines(args, results: dict, base: np.ndarray, queries: np.ndarray, truth_
         row["x_numpy_exact"] = round(row["queries_per_s"] / results["numpy_exact"]["queries_per_s"], 2)
 
 
+def sweep(nearest, queries: np.ndarray, truth: np.ndarray, probes_list: list[int], queries_at_100: int) -> list[dict]:
+    """Recall and latency of one client over *probes_list*."""
+    from vectorindex import CosineDistance
+
+    rows = []
+    for probes in probes_list:
+        approximate = nearest.approximate(probes=probes)
+        latencies, found = [], []
+        for query in queries:
+            started = time.perf_counter()
+            found.append([p.pk for p in approximate.order_by(CosineDistance("embedding", query))[:10]])
+            latencies.append(time.perf_counter() - started)
+        found_100 = [
+            list(approximate.order_by(CosineDistance("embedding", query)).values_list("pk", flat=True)[:100])
+            for query in queries[:queries_at_100]
+        ]
+        row = {"probes": probes, "recall_at_1": round(recall(found, truth, 1), 4),
+               "recall_at_10": round(recall(found, truth, 10), 4),
+               "recall_at_100": round(recall(found_100, truth, 100), 4) if found_100 else None, **latency_row(latencies)}
+        rows.append(row)
+        print(f"probes {probes:4d}: recall@1 {row['recall_at_1']:.3f}  @10 {row['recall_at_10']:.3f}  "
+              f"@100 {row['recall_at_100'] or float('nan'):.3f}  p50 {row['p50_ms']:6.1f}  p95 {row['p95_ms']:6.1f}  "
+              f"p99 {row['p99_ms']:6.1f} ms  {row['queries_per_s']:7.1f} q/s", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = arguments(__doc__.split("\n\n")[0], limit=299_000, queries=1000)
     parser.add_argument("--probes", default="8,16,32,64,128", help="the sweep, comma-separated")
@@ -264,8 +290,8 @@ def main() -> None:
     parser.add_argument("--no-baselines", action="store_true", help="only the index: no exact paths, clients or hnswlib")
     parser.add_argument(
         "--buffer-pool-share", type=float,
-        help="MariaDB: shrink the InnoDB buffer pool to this share of the posting bytes for the sweep "
-        "(larger than RAM; the pool is set back afterwards)",
+        help="MariaDB: run the sweep in memory, then again with the InnoDB buffer pool shrunk to this share "
+        "of the posting bytes (larger than RAM; the pool is set back afterwards)",
     )
     args = parser.parse_args()
     setup(SCRATCH)
@@ -303,35 +329,27 @@ def main() -> None:
     print(f"head index {status['head_index_bytes']:,} bytes = {status['head_index_share']:.1%} "
           f"of the raw vectors ({status['raw_vector_bytes']:,} bytes)")
 
-    restore = None
+    nearest = Package.objects.all()
+    # Warm-up: the head index loaded, the reader connections opened.
+    for query in queries[:100]:
+        list(nearest.order_by(CosineDistance("embedding", query))[:10])
+    probes_list = [int(p) for p in args.probes.split(",")]
     if args.buffer_pool_share:
+        # The same sweep in memory first, then with the pool shrunk: a pair
+        # measured minutes apart, since this machine's speed drifts by tens
+        # of per cent over an hour.
+        print("in memory:")
+        results["sweep_in_memory"] = sweep(nearest, queries, truth, probes_list, 0)
         restore = results["buffer_pool_bytes"]
         results["larger_than_ram"] = shrink_buffer_pool(args.buffer_pool_share)
-    nearest = Package.objects.all()
-    list(nearest.order_by(CosineDistance("embedding", queries[0]))[:10])  # loads the head index
-    results["sweep"] = []
-    for probes in [int(p) for p in args.probes.split(",")]:
-        approximate = nearest.approximate(probes=probes)
-        latencies, found = [], []
-        for query in queries:
-            started = time.perf_counter()
-            found.append([p.pk for p in approximate.order_by(CosineDistance("embedding", query))[:10]])
-            latencies.append(time.perf_counter() - started)
-        found_100 = [
-            list(approximate.order_by(CosineDistance("embedding", query)).values_list("pk", flat=True)[:100])
-            for query in queries[: args.queries_at_100]
-        ]
-        row = {"probes": probes, "recall_at_1": round(recall(found, truth, 1), 4),
-               "recall_at_10": round(recall(found, truth, 10), 4),
-               "recall_at_100": round(recall(found_100, truth, 100), 4) if found_100 else None, **latency_row(latencies)}
-        results["sweep"].append(row)
-        print(f"probes {probes:4d}: recall@1 {row['recall_at_1']:.3f}  @10 {row['recall_at_10']:.3f}  "
-              f"@100 {row['recall_at_100'] or float('nan'):.3f}  p50 {row['p50_ms']:6.1f}  p95 {row['p95_ms']:6.1f}  "
-              f"p99 {row['p99_ms']:6.1f} ms  {row['queries_per_s']:7.1f} q/s")
-
-    if restore is not None:
+        results["sweep"] = sweep(nearest, queries, truth, probes_list, args.queries_at_100)
         results["larger_than_ram"]["reads_from_disk"] = disk_reads() - results["larger_than_ram"]["reads_from_disk"]
         set_buffer_pool(restore)
+        for row, in_memory in zip(results["sweep"], results["sweep_in_memory"]):
+            row["share_of_in_memory_qps"] = round(row["queries_per_s"] / in_memory["queries_per_s"], 3)
+            print(f"probes {row['probes']:4d}: {row['share_of_in_memory_qps']:.0%} of the in-memory queries/s")
+    else:
+        results["sweep"] = sweep(nearest, queries, truth, probes_list, args.queries_at_100)
     if not args.no_baselines:
         baselines(args, results, base, queries, truth_rows)
     if args.json:
