@@ -1,5 +1,7 @@
 """Storage: a query's reads spread over several connections at once, outside a transaction."""
 
+import re
+
 import numpy as np
 import pytest
 from django.db import connection, transaction
@@ -13,6 +15,12 @@ from vectorindex.models import Posting, Version
 
 def reads_of(table: str, captured) -> int:
     return sum(table in q["sql"] and q["sql"].lstrip().startswith("SELECT") for q in captured)
+
+
+def keys_read(table: str, captured) -> int:
+    """How many keys this connection's reads of *table* asked for (their IN lists)."""
+    lists = [re.search(r" IN \(([^)]*)\)", q["sql"]) for q in captured if table in q["sql"] and q["sql"].lstrip().startswith("SELECT")]
+    return sum(len(found.group(1).split(",")) for found in lists if found)
 
 
 def posting_reads(captured) -> int:
@@ -39,16 +47,16 @@ def test_outside_a_transaction_readers_read_the_same_lists(settings):
         many = nearest(queries)
     assert many == one
     assert posting_reads(alone.captured_queries) >= len(queries)
-    versions = Version._meta.db_table
+    postings, versions = Posting._meta.db_table, Version._meta.db_table
     assert reads_of(versions, alone.captured_queries) >= len(queries)
-    if connection.vendor == "mysql":
-        # Read on the reader threads' connections, none on this one.
-        assert posting_reads(spread.captured_queries) == 0
-        assert reads_of(versions, spread.captured_queries) == 0
-    else:
-        # SQLite: one connection reads them all, as before.
-        assert posting_reads(spread.captured_queries) == posting_reads(alone.captured_queries)
-        assert reads_of(versions, spread.captured_queries) == reads_of(versions, alone.captured_queries)
+    for table in (postings, versions):
+        alone_keys, spread_keys = keys_read(table, alone.captured_queries), keys_read(table, spread.captured_queries)
+        if connection.vendor == "mysql":
+            # This connection read one share; the reader threads' connections the rest.
+            assert 0 < spread_keys <= alone_keys / 2
+        else:
+            # SQLite: one connection reads them all, as before.
+            assert spread_keys == alone_keys
 
 
 @pytest.mark.django_db(transaction=True)
