@@ -44,9 +44,15 @@ def _batches(items: Sequence, size: int = IN_BATCH) -> Iterable[Sequence]:
 
 
 def read_by_keys(
-    connection: Any, sql: Callable[[int], str], params: Sequence, keys: Sequence[int], *, per_reader: int
+    connection: Any,
+    sql: Callable[[int], str],
+    params: Sequence,
+    keys: Sequence[int],
+    *,
+    per_reader: int,
+    batch: int = IN_BATCH,
 ) -> list[tuple]:
-    """Every row of ``sql(n)`` with *params* and then *keys* (n of them) as parameters.
+    """Every row of ``sql(n)`` with *params* and then *n* of *keys* (at most *batch*) as parameters.
 
     Outside a transaction on MySQL/MariaDB, the keys are spread over up to
     ``QUERY_READERS`` connections read at once, at least *per_reader* keys
@@ -59,18 +65,20 @@ def read_by_keys(
     """
     keys = list(keys)
     readers = min(vectorindex_settings.QUERY_READERS, len(keys) // per_reader)
-    if readers > 1 and connection.vendor == "mysql" and not connection.in_atomic_block:
-        groups = [keys[i::readers] for i in range(readers)]
-        reads = [(sql(len(group)), [*params, *group]) for group in groups[1:]]
-        results = _executor(len(reads)).map(_read_on_thread_connection, [connection.alias] * len(reads), reads)
-        with connection.cursor() as cursor:
-            cursor.execute(sql(len(groups[0])), [*params, *groups[0]])
-            rows = list(cursor.fetchall())
-        return rows + [row for share in results for row in share]
+    if readers < 2 or connection.vendor != "mysql" or connection.in_atomic_block:
+        return _read(connection, sql, params, keys, batch)
+    groups = [keys[i::readers] for i in range(readers)]
+    pool = _executor(readers - 1)
+    shares = [pool.submit(_read_on_thread_connection, connection.alias, sql, params, group, batch) for group in groups[1:]]
+    rows = _read(connection, sql, params, groups[0], batch)
+    return rows + [row for share in shares for row in share.result()]
+
+
+def _read(connection: Any, sql: Callable[[int], str], params: Sequence, keys: Sequence[int], batch: int) -> list[tuple]:
     rows: list[tuple] = []
-    for batch in _batches(keys, IN_BATCH):
+    for part in _batches(keys, batch):
         with connection.cursor() as cursor:
-            cursor.execute(sql(len(batch)), [*params, *batch])
+            cursor.execute(sql(len(part)), [*params, *part])
             rows.extend(cursor.fetchall())
     return rows
 
@@ -88,14 +96,11 @@ def _executor(size: int) -> ThreadPoolExecutor:
         return _readers[1]
 
 
-def _read_on_thread_connection(alias: str, read: tuple[str, Sequence]) -> list[tuple]:
-    sql, params = read
+def _read_on_thread_connection(alias: str, *read: Any) -> list[tuple]:
     connection = connections[alias]  # this thread's own, in autocommit mode
     for attempt in range(2):
         try:
-            with connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                return list(cursor.fetchall())
+            return _read(connection, *read)
         except OperationalError:
             # The server closed the idle connection (wait_timeout): a new one, once.
             connection.close()
@@ -368,7 +373,9 @@ class Storage:
     def posting_rows(self, head_ids: Sequence[int]) -> list[tuple[int, bytes]]:
         """(head id, payload) of every row of these posting lists (see :func:`read_by_keys`)."""
         ids = [int(h) for h in head_ids]
-        rows = read_by_keys(self.connection, self._posting_sql, [self.index_id], ids, per_reader=LISTS_PER_READER)
+        rows = read_by_keys(
+            self.connection, self._posting_sql, [self.index_id], ids, per_reader=LISTS_PER_READER, batch=500
+        )
         return [(head_id, bytes(payload)) for head_id, payload in rows]
 
     def read_postings(self, head_ids: Sequence[int], rows_per_head: dict[int, int] | None = None) -> np.ndarray:
