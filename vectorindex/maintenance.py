@@ -168,14 +168,14 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
             return Outcome("split", f"head {head_id}: {len(live)} live entries, within the limit after dropping {len(entries) - len(live)} stale")
         vectors = storage.payload.vectors(live)
         points = prepare(vectors, declared.metric)
-        chosen, labels = partition(points, limit, declared.metric, seed=head_id)
+        chosen, labels = partition(points, limit, declared.metric, seed=head_id, reach=options["probe_epsilon"])
         new_ids, _lsn = change_heads(storage, state[2], add=vectors[chosen], retire=[head_id])
         fault("split", "heads")
         rows = []
         for label, members in enumerate(_replicate(points, points[chosen], labels, declared)):
             rows.extend(_pack(storage, int(new_ids[label]), live[members]))
-        # No part is over the limit (partition and _replicate see to it);
-        # writes.append would ask for a split if one were.
+        # A part over the limit (its points had no other head within reach)
+        # gets a split from writes.append.
         writes.append(declared, storage, rows, using)
         fault("split", "postings")
     return Outcome(
@@ -185,7 +185,9 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
     )
 
 
-def partition(points: np.ndarray, limit: int, metric: str, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def partition(
+    points: np.ndarray, limit: int, metric: str, *, seed: int = 0, reach: float = math.inf
+) -> tuple[np.ndarray, np.ndarray]:
     """(index of each new head among *points*, label per point): K ≥ 2 parts, none over *limit*.
 
     K is the size over half the limit, so a list that grew far past the limit
@@ -198,8 +200,25 @@ def partition(points: np.ndarray, limit: int, metric: str, *, seed: int = 0) -> 
     so centroid heads among vector heads drew the neighbouring lists' vectors,
     and queries, to lists that did not hold them (BENCHMARKS.md, "Where
     recall was lost"). Each point then goes to its nearest head that has room,
-    the points nearest their heads first.
+    the points nearest their heads first, but never to a head farther than
+    ``(1 + reach)`` times its nearest one's distance (a query for the point
+    would not probe that list). A part that comes out over the limit that way
+    (a crowd around one head, the other heads far off) is partitioned again
+    on its own, among heads of its own points.
     """
+    heads, labels = _partition_once(points, limit, metric, seed=seed, reach=reach)
+    sizes = np.bincount(labels, minlength=len(heads))
+    for part in np.flatnonzero(sizes > limit).tolist():
+        # Every head is its own point's nearest, so a part never holds all the points.
+        members = np.flatnonzero(labels == part)
+        inner_heads, inner_labels = partition(points[members], limit, metric, seed=seed + 1, reach=reach)
+        labels[members] = np.where(inner_labels == 0, part, len(heads) + inner_labels - 1)
+        heads[part] = members[inner_heads[0]]
+        heads = np.concatenate([heads, members[inner_heads[1:]]])
+    return heads, labels
+
+
+def _partition_once(points: np.ndarray, limit: int, metric: str, *, seed: int, reach: float) -> tuple[np.ndarray, np.ndarray]:
     parts = max(2, math.ceil(len(points) / (limit / 2)))
     centers, labels = kmeans(points, parts, seed=seed)
     heads = []
@@ -211,10 +230,13 @@ def partition(points: np.ndarray, limit: int, metric: str, *, seed: int = 0) -> 
     heads = np.concatenate([heads, spare[: max(0, parts - len(heads))]]).astype(np.int64)
     distance = _head_distance(metric, points, points[heads])
     preference = np.argsort(distance, axis=1, kind="stable")
+    true = np.sqrt(distance) if metric == "l2" else distance
+    nearest = true.min(axis=1)
+    within = np.ones(true.shape, bool) if math.isinf(reach) else true <= (nearest * (1 + reach))[:, None]
     room = np.full(len(heads), limit)
     labels = np.empty(len(points), dtype=np.int64)
-    for row in np.argsort(distance.min(axis=1), kind="stable"):
-        label = next(j for j in preference[row] if room[j])
+    for row in np.argsort(nearest, kind="stable"):
+        label = next((j for j in preference[row] if room[j] > 0 and within[row, j]), preference[row, 0])
         labels[row] = label
         room[label] -= 1
     return heads, labels
