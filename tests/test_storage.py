@@ -73,3 +73,23 @@ def test_inside_a_transaction_its_own_appends_are_read(settings):
         assert posting_reads(captured.captured_queries) >= 1  # on the transaction's connection
     # Committed, it is found from the readers' connections too.
     assert Point.objects.approximate(probes=64).order_by(L2Distance("embedding", vector)).first().pk == new.pk
+
+
+@pytest.mark.django_db
+def test_a_long_append_is_cut_into_statements_and_every_row_lands(monkeypatch):
+    from vectorindex import storage as storage_module
+    from vectorindex.registry import get_declared, runtime
+
+    Point.objects.bulk_create(Point(embedding=v) for v in clustered(300))
+    build("point_embedding")
+    store = runtime(get_declared("point_embedding"), "default").open()[0]
+    monkeypatch.setattr(storage_module, "APPEND_STATEMENT_BYTES", 1000)
+    rng = np.random.default_rng(0)
+    rows = [(1_000_000 + i // 3, 1, bytes(rng.integers(0, 256, 300, dtype=np.uint8))) for i in range(9)]
+    with CaptureQueriesContext(connection) as captured:
+        store.append(rows)
+    inserts = [q for q in captured.captured_queries if q["sql"].startswith(f"INSERT INTO {store.posting_table}")]
+    if connection.vendor == "mysql":
+        assert len(inserts) == 5  # two rows of 600 hex digits reach 1,000 characters
+    stored = Posting.objects.filter(index_id=store.index_id, head_id__gte=1_000_000).order_by("head_id", "seq")
+    assert [(p.head_id, p.count, bytes(p.payload)) for p in stored] == rows
