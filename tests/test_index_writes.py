@@ -226,3 +226,79 @@ def test_only_indexed_models_listen_for_deletes():
     assert post_delete.has_listeners(Point)
     assert not post_delete.has_listeners(Category)  # Django's fast deletes stay on
     assert not post_delete.has_listeners(Item)
+
+
+def test_bulk_create_routes_on_a_thread_while_its_rows_go_in(built, monkeypatch):
+    from vectorindex import writes
+    from vectorindex.engine import routing
+
+    threads = []
+    real_assign = routing.assign
+
+    def assign(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real_assign(*args, **kwargs)
+
+    monkeypatch.setattr(routing, "assign", assign)
+    vectors = clustered(500, seed=8)
+    created = Point.objects.bulk_create(Point(embedding=v) for v in vectors)
+    assert len(threads) == 1 and threads[0].startswith("vectorindex-router")  # routed once, ahead
+    assert writes._router._max_workers == 1
+    assert "point_embedding: ok" in check("point_embedding")
+    assert all(nearest(v) == p.pk for v, p in zip(vectors[::50], created[::50]))
+
+
+def test_bulk_create_routes_again_when_the_heads_moved_since_it_routed_ahead(built, monkeypatch):
+    """Routing worked out on an older head index (another LSN) is dropped, not used."""
+    from vectorindex import writes
+    from vectorindex.registry import get_declared, runtime
+
+    declared = get_declared("point_embedding")
+    rt = runtime(declared, "default")
+    rt.current(*rt.open())
+    one_head = int(min(rt.head.alive))
+    real_route_ahead = writes.route_ahead
+
+    def route_ahead(declared, using, values):
+        routed = real_route_ahead(declared, using, values)
+        # Everything to one head, as an older head index might have said.
+        bogus = (np.arange(len(values)), np.full(len(values), one_head))
+        future = writes._router.submit(lambda: bogus)
+        return writes.Routed(routed.head, routed.generation, routed.lsn - 1, future)
+
+    monkeypatch.setattr(writes, "route_ahead", route_ahead)
+    created = Point.objects.bulk_create(Point(embedding=v) for v in clustered(200, seed=9))
+    storage = rt.open()[0]
+    owners = {
+        row.head_id
+        for row in Posting.objects.filter(index_id=storage.index_id)
+        if set(storage.payload.decode([bytes(row.payload)])["id"].tolist()) & {p.pk for p in created}
+    }
+    assert len(owners) > 1  # routed again, on the head index as it is
+    assert "point_embedding: ok" in check("point_embedding")
+
+
+def test_bulk_create_uses_the_routing_worked_out_ahead(built, monkeypatch):
+    from vectorindex import writes
+    from vectorindex.registry import get_declared, runtime
+
+    declared = get_declared("point_embedding")
+    rt = runtime(declared, "default")
+    rt.current(*rt.open())
+    chosen = int(min(rt.head.alive))
+    real_route_ahead = writes.route_ahead
+
+    def route_ahead(declared, using, values):
+        routed = real_route_ahead(declared, using, values)
+        future = writes._router.submit(lambda: (np.arange(len(values)), np.full(len(values), chosen)))
+        return writes.Routed(routed.head, routed.generation, routed.lsn, future)
+
+    monkeypatch.setattr(writes, "route_ahead", route_ahead)
+    created = Point.objects.bulk_create(Point(embedding=v) for v in clustered(20, seed=10))
+    storage = rt.open()[0]
+    owners = {
+        row.head_id
+        for row in Posting.objects.filter(index_id=storage.index_id)
+        if set(storage.payload.decode([bytes(row.payload)])["id"].tolist()) & {p.pk for p in created}
+    }
+    assert owners == {chosen}

@@ -219,10 +219,13 @@ class VectorQuerySet(models.QuerySet):
         from . import writes
 
         with transaction.atomic(using=self.db, savepoint=False):
+            # Routing needs no primary keys: it runs while the rows go in.
+            values = [[getattr(obj, declared.field.attname) for obj in objs] for declared in indexes]
+            routed = [writes.route_ahead(d, self.db, v) for d, v in zip(indexes, values, strict=True)]
             created = super().bulk_create(objs, *args, **kwargs)
-            for declared in indexes:
-                attname = declared.field.attname
-                writes.index_vectors(declared, self.db, [(obj.pk, getattr(obj, attname)) for obj in created])
+            for declared, column, ahead in zip(indexes, values, routed, strict=True):
+                rows = [(obj.pk, value) for obj, value in zip(created, column, strict=True)]
+                writes.index_vectors(declared, self.db, rows, routed=ahead)
         for obj in created:
             writes.remember_loaded(obj)
         return created

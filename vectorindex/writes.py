@@ -18,7 +18,9 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,7 @@ from .registry import Declared, indexes_of, runtime
 
 ROUTE_ATTEMPTS = 5
 _local = threading.local()
+_router = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectorindex-router")
 
 
 class IndexWriteError(VectorIndexError):
@@ -53,8 +56,51 @@ def _ready_storage(declared: Declared, using: str):
     return rt, storage, state
 
 
-def index_vectors(declared: Declared, using: str, rows: Sequence[tuple[Any, Any]]) -> None:
-    """Index new or changed vectors: ``rows`` of (primary key, vector or None)."""
+@dataclass(frozen=True)
+class Routed:
+    """Routing worked out ahead of the rows' INSERT, on the head index as it was then."""
+
+    head: Any
+    generation: int
+    lsn: int
+    assignment: Future
+
+    def result_for(self, head: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        """The (rows, heads) pairs, if *head* is still the head index they were routed on."""
+        if head is not self.head or head.generation != self.generation or head.lsn != self.lsn:
+            return None
+        return self.assignment.result()
+
+
+def route_ahead(declared: Declared, using: str, values: Sequence[Any]) -> Routed | None:
+    """Start routing the non-NULL *values* on a thread, while the caller inserts their rows.
+
+    Routing needs no primary key and no database, only the head index this
+    process holds (none yet: nothing is routed ahead). Most of it runs in
+    hnswlib and numpy, which release the GIL, so it overlaps with the INSERT
+    of the model's rows; :func:`index_vectors` uses it when the head index has
+    not moved since, and routes again otherwise.
+    """
+    head = runtime(declared, using).head
+    present = [value for value in values if value is not None]
+    if head is None or not present:
+        return None
+    vectors = np.stack([codec.coerce(value, declared.field.dimensions) for value in present])
+    options = declared.options
+    assignment = _router.submit(
+        routing.assign, head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"]
+    )
+    return Routed(head, head.generation, head.lsn, assignment)
+
+
+def index_vectors(
+    declared: Declared, using: str, rows: Sequence[tuple[Any, Any]], routed: Routed | None = None
+) -> None:
+    """Index new or changed vectors: ``rows`` of (primary key, vector or None).
+
+    *routed*, from :func:`route_ahead` over the same values in the same order,
+    spares routing them again.
+    """
     if not rows:
         return
     ready = _ready_storage(declared, using)
@@ -71,15 +117,16 @@ def index_vectors(declared: Declared, using: str, rows: Sequence[tuple[Any, Any]
     vectors = np.stack([codec.coerce(value, declared.field.dimensions) for _, value in present])
     options = declared.options
     head = rt.current(storage, state)
+    assigned = routed.result_for(head) if routed is not None else None
     for _attempt in range(ROUTE_ATTEMPTS):
-        members, owners = routing.assign(
-            head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"]
-        )
+        if assigned is None:
+            assigned = routing.assign(head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"])
+        members, owners = assigned
         alive = storage.lock_heads_shared(owners)
         if len(alive) == len(set(owners.tolist())):
             break
         # A head was retired since this process last looked: catch up, route again.
-        head = rt.current(storage, storage.read_state())
+        head, assigned = rt.current(storage, storage.read_state()), None
     else:
         raise IndexWriteError(f"{declared.name}: heads kept changing while routing {len(pks)} vectors")
     versions = storage.next_versions(pks)
