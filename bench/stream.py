@@ -10,7 +10,7 @@ posting-list size distribution. Then, for every checkpoint, the reference: a
 fresh build of exactly the rows alive at that checkpoint, measured the same
 way with no writes or jobs running (``--no-references`` skips these).
 
-    python -m bench.stream --build 30000 --stream 120000 --delete 30000
+    python -m bench.stream --build 30000 --stream 120000 --delete 30000 [--rate 250]
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ def main() -> None:
     parser.add_argument("--delete", type=int, default=30_000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--checkpoints", type=int, default=6)
+    parser.add_argument(
+        "--rate", type=float, default=0,
+        help="insert at most this many rows a second (SPFresh's fixed update rate); 0: as fast as the writer goes",
+    )
     parser.add_argument(
         "--jobs",
         choices=["inline", "celery"],
@@ -141,6 +145,7 @@ def main() -> None:
     checkpoint_every = max(1, args.stream // args.checkpoints)
     started = time.perf_counter()
     write_seconds = 0.0
+    measure_seconds = 0.0
     for offset in range(0, args.stream, args.batch):
         first = args.build + offset
         last = min(first + args.batch, total)
@@ -156,9 +161,16 @@ def main() -> None:
             for pk in victims:
                 del row_of_pk[pk]
         write_seconds += time.perf_counter() - tick
+        if args.rate:
+            # Paced on the writing time alone: the pauses for measuring do not count as owed rows.
+            ahead = (offset + args.batch) / args.rate - (time.perf_counter() - started - measure_seconds)
+            if ahead > 0:
+                time.sleep(ahead)
         if (offset + args.batch) % checkpoint_every < args.batch:
+            measuring = time.perf_counter()
             timeline.append(measure(f"streamed {offset + args.batch:,}", row_of_pk))
             alive_at.append(dict(row_of_pk))
+            measure_seconds += time.perf_counter() - measuring
     elapsed = time.perf_counter() - started
     if worker:  # let the worker finish what the writes asked for, and time how long that takes
         drained = time.perf_counter()
@@ -201,6 +213,7 @@ def main() -> None:
         "batch": args.batch,
         "jobs": args.jobs,
         "worker_nice": args.worker_nice,
+        "rate": args.rate or None,
         "stream_seconds": round(elapsed, 1),
         "write_seconds": round(write_seconds, 1),
         "timeline": timeline,
