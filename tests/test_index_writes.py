@@ -248,57 +248,42 @@ def test_bulk_create_routes_on_a_thread_while_its_rows_go_in(built, monkeypatch)
     assert all(nearest(v) == p.pk for v, p in zip(vectors[::50], created[::50]))
 
 
-def test_bulk_create_routes_again_when_the_heads_moved_since_it_routed_ahead(built, monkeypatch):
-    """Routing worked out on an older head index (another LSN) is dropped, not used."""
+def bulk_create_routed_ahead_to_one_head(monkeypatch, lsn_shift: int, count: int, seed: int) -> tuple[set[int], int]:
+    """bulk_create *count* points, its routing ahead replaced by "all to one head",
+    worked out at the head index's LSN plus *lsn_shift*; (the heads that got
+    the new points, that one head)."""
     from vectorindex import writes
     from vectorindex.registry import get_declared, runtime
 
-    declared = get_declared("point_embedding")
-    rt = runtime(declared, "default")
+    rt = runtime(get_declared("point_embedding"), "default")
     rt.current(*rt.open())
     one_head = int(min(rt.head.alive))
     real_route_ahead = writes.route_ahead
 
     def route_ahead(declared, using, values):
         routed = real_route_ahead(declared, using, values)
-        # Everything to one head, as an older head index might have said.
-        bogus = (np.arange(len(values)), np.full(len(values), one_head))
-        future = writes._router.submit(lambda: bogus)
-        return writes.Routed(routed.head, routed.generation, routed.lsn - 1, future)
+        assignment = (np.arange(len(values)), np.full(len(values), one_head))
+        future = writes._router.submit(lambda: assignment)
+        return writes.Routed(routed.head, routed.generation, routed.lsn + lsn_shift, future)
 
     monkeypatch.setattr(writes, "route_ahead", route_ahead)
-    created = Point.objects.bulk_create(Point(embedding=v) for v in clustered(200, seed=9))
+    created = {p.pk for p in Point.objects.bulk_create(Point(embedding=v) for v in clustered(count, seed=seed))}
     storage = rt.open()[0]
     owners = {
         row.head_id
         for row in Posting.objects.filter(index_id=storage.index_id)
-        if set(storage.payload.decode([bytes(row.payload)])["id"].tolist()) & {p.pk for p in created}
+        if set(storage.payload.decode([bytes(row.payload)])["id"].tolist()) & created
     }
-    assert len(owners) > 1  # routed again, on the head index as it is
-    assert "point_embedding: ok" in check("point_embedding")
+    return owners, one_head
 
 
 def test_bulk_create_uses_the_routing_worked_out_ahead(built, monkeypatch):
-    from vectorindex import writes
-    from vectorindex.registry import get_declared, runtime
+    owners, one_head = bulk_create_routed_ahead_to_one_head(monkeypatch, lsn_shift=0, count=20, seed=10)
+    assert owners == {one_head}
 
-    declared = get_declared("point_embedding")
-    rt = runtime(declared, "default")
-    rt.current(*rt.open())
-    chosen = int(min(rt.head.alive))
-    real_route_ahead = writes.route_ahead
 
-    def route_ahead(declared, using, values):
-        routed = real_route_ahead(declared, using, values)
-        future = writes._router.submit(lambda: (np.arange(len(values)), np.full(len(values), chosen)))
-        return writes.Routed(routed.head, routed.generation, routed.lsn, future)
-
-    monkeypatch.setattr(writes, "route_ahead", route_ahead)
-    created = Point.objects.bulk_create(Point(embedding=v) for v in clustered(20, seed=10))
-    storage = rt.open()[0]
-    owners = {
-        row.head_id
-        for row in Posting.objects.filter(index_id=storage.index_id)
-        if set(storage.payload.decode([bytes(row.payload)])["id"].tolist()) & {p.pk for p in created}
-    }
-    assert owners == {chosen}
+def test_bulk_create_routes_again_when_the_heads_moved_since_it_routed_ahead(built, monkeypatch):
+    """Routing worked out on an older head index (another LSN) is dropped, not used."""
+    owners, _one_head = bulk_create_routed_ahead_to_one_head(monkeypatch, lsn_shift=-1, count=200, seed=9)
+    assert len(owners) > 1  # routed again, on the head index as it is
+    assert "point_embedding: ok" in check("point_embedding")
