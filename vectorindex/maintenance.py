@@ -174,8 +174,9 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
         rows = []
         for label, members in enumerate(_replicate(points, points[chosen], labels, declared)):
             rows.extend(_pack(storage, int(new_ids[label]), live[members]))
-        # A part over the limit (its points had no other head within reach)
-        # gets a split from writes.append.
+        # No part is over the limit (partition, which also keeps each point
+        # within reach, and _replicate see to it); writes.append would ask
+        # for a split if one were.
         writes.append(declared, storage, rows, using)
         fault("split", "postings")
     return Outcome(
