@@ -107,6 +107,35 @@ def test_head_changes_go_through_the_wal_and_are_replayed(built):
     assert "point_embedding: ok" in check("point_embedding")
 
 
+def test_a_process_behind_a_compaction_loads_the_snapshot(built):
+    """Another process changed heads and compacted the WAL past this process's
+    LSN: the entries it lacks are only in the snapshot now, and it loads it
+    rather than replaying what is left (which would miss those changes)."""
+    from vectorindex.recovery import take_snapshot, verify
+
+    declared = get_declared("point_embedding")
+    rt = runtime(declared, "default")
+    storage, state = rt.open()
+    behind = rt.current(storage, state)
+    lagging = type(behind).from_bytes(behind.to_bytes(), 16, "l2")
+    lagging.generation, lagging.lsn = behind.generation, behind.lsn
+    retired = sorted(behind.alive)[:3]
+    with transaction.atomic():
+        state = storage.lock_state(exclusive=True)
+        added, _lsn = change_heads(storage, state[2], add=clustered(4, seed=77) + 30, retire=retired)
+    take_snapshot(declared)  # the WAL up to here is deleted
+    with transaction.atomic():
+        state = storage.lock_state(exclusive=True)
+        later, _lsn = change_heads(storage, state[2], add=clustered(2, seed=78) - 30)
+    assert WalEntry.objects.count() == 2
+    rt.head = lagging  # as a process that last looked before all this
+    storage, state = rt.open()
+    head = rt.current(storage, state)
+    assert verify(head, storage) == []
+    assert set(added.tolist()) | set(later.tolist()) <= head.alive and not set(retired) & head.alive
+    assert head.lsn == state[2]
+
+
 def test_recover_rebuilds_a_damaged_snapshot_from_the_heads_table(built):
     queries = clustered(20, seed=8)
     before = found_for(queries)

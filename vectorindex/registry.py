@@ -5,7 +5,9 @@ database alias. Before using it, a query or a write reads the index's state row
 (one primary-key read): a new *generation* (a build happened) reloads the head
 index from the newest snapshot and replays the WAL after it; a larger
 *wal_lsn* replays just the new WAL entries. So a second process sees the head
-changes made by the first.
+changes made by the first. A process that fell behind a compaction (the WAL
+entries it still needed were folded into a snapshot and deleted) reloads
+from that snapshot instead.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from django.db import connections, models
 from .engine import codec
 from .engine.head import HeadIndex
 from .engine.postings import Payload
+from .exceptions import SnapshotError
 from .fields import VectorField
 from .indexes import VectorIndex
 from .models import IndexState, WalEntry
@@ -197,9 +200,9 @@ class Runtime:
         with self.lock:
             head = self.head
             if head is None or head.generation != generation:
-                head = load(self, storage, generation)
-            if head.lsn < lsn:
-                replay(head, storage)
+                head = load(self, storage, generation, lsn)
+            elif head.lsn < lsn and not replay(head, storage, lsn):
+                head = load(self, storage, generation, lsn)  # compacted past this head's LSN
             self.head = head
             return head
 
@@ -227,32 +230,51 @@ def reset_runtimes() -> None:
         _runtimes.clear()
 
 
-def load(rt: Runtime, storage: Storage, generation: int) -> HeadIndex:
-    """The head index of *generation*: newest snapshot, then the WAL after it."""
+LOAD_ATTEMPTS = 5
+
+
+def load(rt: Runtime, storage: Storage, generation: int, lsn: int = 0) -> HeadIndex:
+    """The head index of *generation*, up to at least *lsn*: newest snapshot, then the WAL after it.
+
+    A compaction between reading the snapshot and reading the WAL deletes WAL
+    entries the snapshot does not hold: then the newer snapshot is read.
+    """
     options = rt.declared.options
-    snapshot, data = storage.latest_snapshot(generation)
-    head = HeadIndex.from_bytes(
-        data,
-        rt.declared.field.dimensions,
-        rt.declared.metric,
-        m=options["m"],
-        ef_construction=options["ef_construction"],
-    )
-    head.generation = generation
-    head.lsn = snapshot.lsn
-    replay(head, storage)
-    return head
+    for _attempt in range(LOAD_ATTEMPTS):
+        snapshot, data = storage.latest_snapshot(generation)
+        head = HeadIndex.from_bytes(
+            data,
+            rt.declared.field.dimensions,
+            rt.declared.metric,
+            m=options["m"],
+            ef_construction=options["ef_construction"],
+        )
+        head.generation = generation
+        head.lsn = snapshot.lsn
+        if replay(head, storage, lsn):
+            return head
+    raise SnapshotError(f"{rt.declared.name}: the WAL kept being compacted while the head index loaded")
 
 
-def replay(head: HeadIndex, storage: Storage) -> None:
-    """Apply the WAL entries after the head index's LSN."""
-    for lsn, op, head_id, vector in storage.read_wal(head.lsn):
+def replay(head: HeadIndex, storage: Storage, lsn: int = 0) -> bool:
+    """Apply the WAL entries after the head index's LSN, up to at least *lsn*.
+
+    LSNs go up by one per entry. When the entry after the head index's LSN
+    is gone (a compaction folded it into a snapshot and deleted it), nothing
+    is applied and the answer is False: the caller loads the snapshot.
+    """
+    entries = storage.read_wal(head.lsn)
+    reaches = entries[-1][0] if entries else head.lsn
+    if (entries and entries[0][0] != head.lsn + 1) or reaches < lsn:
+        return False
+    for entry_lsn, op, head_id, vector in entries:
         if op == WalEntry.Op.ADD:
             if head_id not in head.alive:
                 head.add(np.array([head_id]), codec.from_bytes(bytes(vector))[None, :])
         elif op == WalEntry.Op.REMOVE:
             head.remove(np.array([head_id]))
-        head.lsn = lsn
+        head.lsn = entry_lsn
+    return True
 
 
 def rebuild_from_heads(rt: Runtime, storage: Storage, generation: int, lsn: int) -> HeadIndex:
