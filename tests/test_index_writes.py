@@ -264,7 +264,7 @@ def bulk_create_routed_ahead_to_one_head(monkeypatch, lsn_shift: int, count: int
         routed = real_route_ahead(declared, using, values)
         assignment = (np.arange(len(values)), np.full(len(values), one_head))
         future = writes._router.submit(lambda: assignment)
-        return writes.Routed(routed.head, routed.generation, routed.lsn + lsn_shift, future)
+        return writes.Routed(routed.head, routed.generation, routed.lsn + lsn_shift, routed.vectors, future)
 
     monkeypatch.setattr(writes, "route_ahead", route_ahead)
     created = {p.pk for p in Point.objects.bulk_create(Point(embedding=v) for v in clustered(count, seed=seed))}

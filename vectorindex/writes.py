@@ -63,6 +63,7 @@ class Routed:
     head: Any
     generation: int
     lsn: int
+    vectors: np.ndarray  # the non-NULL values, coerced: index_vectors encodes these
     assignment: Future
 
     def result_for(self, head: Any) -> tuple[np.ndarray, np.ndarray] | None:
@@ -90,7 +91,7 @@ def route_ahead(declared: Declared, using: str, values: Sequence[Any]) -> Routed
     assignment = _router.submit(
         routing.assign, head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"]
     )
-    return Routed(head, head.generation, head.lsn, assignment)
+    return Routed(head, head.generation, head.lsn, vectors, assignment)
 
 
 def index_vectors(
@@ -114,7 +115,10 @@ def index_vectors(
     if not present:
         return
     pks = np.array([pk for pk, _ in present], dtype=np.int64)
-    vectors = np.stack([codec.coerce(value, declared.field.dimensions) for _, value in present])
+    if routed is not None:
+        vectors = routed.vectors  # coerced once, ahead
+    else:
+        vectors = np.stack([codec.coerce(value, declared.field.dimensions) for _, value in present])
     options = declared.options
     head = rt.current(storage, state)
     assigned = routed.result_for(head) if routed is not None else None
