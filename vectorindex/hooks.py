@@ -39,6 +39,7 @@ def _wrap(model: Any) -> None:
 
         using = using or router.db_for_write(self.__class__, instance=self)
         adding = self._state.adding
+        routed = writes.route_before_save(self, using, adding, update_fields)
         with transaction.atomic(using=using, savepoint=False):
             original_save_base(
                 self,
@@ -48,7 +49,7 @@ def _wrap(model: Any) -> None:
                 using=using,
                 update_fields=update_fields,
             )
-            writes.after_save(self, using, adding, update_fields)
+            writes.after_save(self, using, adding, update_fields, routed)
 
     def from_db(cls, db, field_names, values, **kwargs):
         from . import writes

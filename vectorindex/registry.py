@@ -170,6 +170,17 @@ class Runtime:
             sync_states(self.using)
         raise ImproperlyConfigured(f"The vector index {self.declared.name!r} could not be registered.")
 
+    def storage_for(self, head: HeadIndex | None) -> Storage | None:
+        """This index's storage for *head*'s generation, with no read of the state row.
+
+        None when this process has not opened the index at that generation
+        (its row id and entry layout are then unknown).
+        """
+        cached = self.payload
+        if head is None or self.state_id is None or cached is None or cached[0] != head.generation:
+            return None
+        return Storage(self.connection, self.state_id, self.declared.field.dimensions, cached[1])
+
     def _payload(self, table: str, state_id: int, generation: int) -> Payload:
         """The entry layout the build of *generation* chose (read once per generation)."""
         cached = self.payload

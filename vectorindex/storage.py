@@ -277,22 +277,93 @@ class Storage:
         """
         ids = sorted({int(i) for i in head_ids})
         alive: dict[int, int] = {}
+        for batch in _batches(ids):
+            rows = self._execute(self._lock_heads_sql(len(batch)), [self.index_id, *batch])
+            alive.update(self._alive_sizes(rows))
+        return alive
+
+    def _lock_heads_sql(self, count: int, condition: str = "") -> str:
+        """lock_heads_shared's statement for *count* head ids: (id, alive, entries) rows."""
         size = (
             f"(SELECT COALESCE(SUM(p.count), 0) FROM {self.posting_table} p "
             f"WHERE p.index_id = %s AND p.head_id = h.id)"
         )
-        for batch in _batches(ids):
-            marks = self._marks(len(batch))
-            if self.mysql:
-                sql = (
-                    f"SELECT h.id, h.alive, {size} FROM {self.head_table} h FORCE INDEX (PRIMARY) "
-                    f"WHERE h.id IN ({marks}) LOCK IN SHARE MODE"
-                )
-            else:
-                sql = f"SELECT h.id, h.alive, {size} FROM {self.head_table} h WHERE h.id IN ({marks})"
-            rows = self._execute(sql, [self.index_id, *batch])
-            alive.update((head_id, int(entries)) for head_id, is_alive, entries in rows if is_alive)
-        return alive
+        where = f"h.id IN ({self._marks(count)}){condition}"
+        if self.mysql:
+            return f"SELECT h.id, h.alive, {size} FROM {self.head_table} h FORCE INDEX (PRIMARY) WHERE {where} LOCK IN SHARE MODE"
+        return f"SELECT h.id, h.alive, {size} FROM {self.head_table} h WHERE {where}"
+
+    @staticmethod
+    def _alive_sizes(rows: Iterable[tuple]) -> Iterable[tuple[int, int]]:
+        return ((head_id, int(entries)) for head_id, is_alive, entries in rows if is_alive)
+
+    def append_one(
+        self, name: str, generation: int, lsn: int, vector_id: int, head_ids: Sequence[int], count: int, payload: bytes
+    ) -> tuple[int, dict[int, int]] | None:
+        """Index one new vector in one round trip, while the head index is *generation* at *lsn* (MySQL).
+
+        What ``lock_heads_shared``, ``next_versions`` and ``append`` do in
+        three round trips, as one batch of statements, each guarded by one
+        check of the state row: is it still this index, ready, of
+        *generation* and at *lsn* (the head index the vector was routed on)?
+        When it is not, nothing is locked or written: None. Otherwise the heads
+        are share-locked, the vector gets its version, and the entry —
+        *payload*, encoded with version 1, the version of a vector new to the
+        index — is appended to every alive head of *head_ids*. Returns (the
+        version given, alive heads with their entries before the append); an
+        entry whose version is not the one given is stale, as a later
+        version's entries make any older one, and searches skip it.
+        """
+        ids = sorted({int(i) for i in head_ids})
+        ok = "@vectorindex_ok = 1"
+        returning = self.connection.features.can_return_rows_from_bulk_insert
+        statements = [
+            (
+                f"SET @vectorindex_ok = (SELECT COUNT(*) FROM {self.state_table} WHERE id = %s AND name = %s "
+                "AND status = %s AND generation = %s AND wal_lsn = %s)",
+                [self.index_id, name, IndexState.Status.READY, generation, lsn],
+            ),
+            (self._lock_heads_sql(len(ids), f" AND {ok}"), [self.index_id, *ids]),
+            (
+                f"INSERT INTO {self.version_table} (index_id, vector_id, version, deleted) "
+                f"SELECT %s, %s, 1, 0 FROM DUAL WHERE {ok} "
+                "ON DUPLICATE KEY UPDATE version = version + 1, deleted = 0" + (" RETURNING version" if returning else ""),
+                [self.index_id, vector_id],
+            ),
+        ]
+        if not returning:  # MySQL: read it back
+            statements.append(
+                (f"SELECT version FROM {self.version_table} WHERE index_id = %s AND vector_id = %s AND {ok}", [self.index_id, vector_id])
+            )
+        statements.append(
+            (
+                f"INSERT INTO {self.posting_table} (index_id, head_id, count, payload) "
+                f"SELECT %s, h.id, %s, X'{bytes(payload).hex()}' FROM {self.head_table} h "
+                f"WHERE h.id IN ({self._marks(len(ids))}) AND h.alive AND {ok}",
+                [self.index_id, count, *ids],
+            )
+        )
+        results = self._execute_batch(statements)
+        versions = results[3 if not returning else 2]
+        if not versions:
+            return None
+        return versions[0][0], dict(self._alive_sizes(results[1]))
+
+    def _execute_batch(self, statements: Sequence[tuple[str, Sequence]]) -> list[list[tuple]]:
+        """Each statement's rows, the statements sent as one text: one round trip (MySQL).
+
+        mysqlclient connects with multi-statements on, the default Django keeps.
+        """
+        sql = ";\n".join(text for text, _params in statements)
+        params = [value for _text, values in statements for value in values]
+        results: list[list[tuple]] = []
+        with self.connection.cursor() as cursor, self.connection.wrap_database_errors:
+            cursor.execute(sql, params)
+            while True:
+                results.append(list(cursor.fetchall()) if cursor.description else [])
+                if not cursor.nextset():
+                    break
+        return results
 
     def lock_all_heads(self) -> None:
         """Exclusively lock every alive head (a rebuild waits for in-flight appends)."""

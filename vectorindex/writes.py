@@ -66,6 +66,10 @@ class Routed:
     vectors: np.ndarray  # the non-NULL values, coerced: index_vectors encodes these
     assignment: Future
 
+    def routes(self, value: Any, dimensions: int) -> bool:
+        """Was this routing worked out for *value* (one vector), as it is now?"""
+        return value is not None and np.array_equal(self.vectors[0], codec.coerce(value, dimensions))
+
     def result_for(self, head: Any) -> tuple[np.ndarray, np.ndarray] | None:
         """The (rows, heads) pairs, if *head* is still the head index they were routed on."""
         if head is not self.head or head.generation != self.generation or head.lsn != self.lsn:
@@ -95,14 +99,22 @@ def route_ahead(declared: Declared, using: str, values: Sequence[Any]) -> Routed
 
 
 def index_vectors(
-    declared: Declared, using: str, rows: Sequence[tuple[Any, Any]], routed: Routed | None = None
+    declared: Declared,
+    using: str,
+    rows: Sequence[tuple[Any, Any]],
+    routed: Routed | None = None,
+    new: bool = False,
 ) -> None:
     """Index new or changed vectors: ``rows`` of (primary key, vector or None).
 
     *routed*, from :func:`route_ahead` over the same values in the same order,
-    spares routing them again.
+    spares routing them again. *new* says the rows are new to the index (just
+    inserted): one such vector is indexed in a single round trip where the
+    database allows (:func:`_index_new_one`).
     """
     if not rows:
+        return
+    if new and len(rows) == 1 and rows[0][1] is not None and _index_new_one(declared, using, *rows[0], routed):
         return
     ready = _ready_storage(declared, using)
     if ready is None:
@@ -119,13 +131,75 @@ def index_vectors(
         vectors = routed.vectors  # coerced once, ahead
     else:
         vectors = np.stack([codec.coerce(value, declared.field.dimensions) for _, value in present])
-    options = declared.options
     head = rt.current(storage, state)
     assigned = routed.result_for(head) if routed is not None else None
+    _route_and_append(declared, using, rt, storage, head, pks, vectors, assigned)
+
+
+def _index_new_one(declared: Declared, using: str, pk: Any, value: Any, routed: Routed | None) -> bool:
+    """Index one new vector in one round trip, on the head index this process holds: done?
+
+    On MySQL/MariaDB, routing on the head index as it is in memory, and then
+    one batch of statements (:meth:`Storage.append_one`) that checks the state
+    row, share-locks the heads, gives the version and appends — instead of a
+    round trip for each. When the state row shows the head index has moved
+    (or the index is not ready), that batch writes nothing, and the write
+    takes the usual path: False. When a head retired in between, or the id
+    had been indexed before, what the batch left undone is done as any
+    write's retry does it.
+    """
+    rt = runtime(declared, using)
+    head = rt.head
+    storage = rt.storage_for(head)
+    if storage is None or not storage.mysql:
+        return False
+    generation, lsn = head.generation, head.lsn  # before routing: a replay may move the head index on
+    pks = np.array([pk], dtype=np.int64)
+    assigned = routed.result_for(head) if routed is not None else None
+    vectors = routed.vectors if routed is not None else codec.coerce(value, declared.field.dimensions)[None]
+    options = declared.options
+    if assigned is None:
+        assigned = routing.assign(head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"])
+    owners = set(assigned[1].tolist())
+    entries = storage.payload.entries(pks, np.ones(1, dtype=np.uint32), vectors)
+    ((count, data),) = storage.payload.pack_entries(entries)
+    outcome = storage.append_one(declared.name, generation, lsn, pk, sorted(owners), count, data)
+    if outcome is None:
+        return False
+    version, sizes = outcome
+    held = owners & set(sizes) if version == 1 else set()
+    _ask_splits(declared, using, sizes, dict.fromkeys(held, count))
+    if held != owners:
+        head = rt.current(storage, storage.read_state())
+        _route_and_append(declared, using, rt, storage, head, pks, vectors, None, np.array([version], np.uint32), frozenset(held))
+    return True
+
+
+def _route_and_append(
+    declared: Declared,
+    using: str,
+    rt: Any,
+    storage: Any,
+    head: Any,
+    pks: np.ndarray,
+    vectors: np.ndarray,
+    assigned: tuple[np.ndarray, np.ndarray] | None,
+    versions: np.ndarray | None = None,
+    held: frozenset[int] = frozenset(),
+) -> None:
+    """Route *vectors* (unless *assigned*), share-lock their heads, give versions (unless given), append.
+
+    *held*: heads that already hold the entry of the one vector written
+    (:func:`_index_new_one`), left out.
+    """
+    options = declared.options
     for _attempt in range(ROUTE_ATTEMPTS):
         if assigned is None:
             assigned = routing.assign(head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"])
         members, owners = assigned
+        if held:
+            keep = ~np.isin(owners, list(held))
+            members, owners = members[keep], owners[keep]
         alive = storage.lock_heads_shared(owners)
         if len(alive) == len(set(owners.tolist())):
             break
@@ -133,14 +207,16 @@ def index_vectors(
         head, assigned = rt.current(storage, storage.read_state()), None
     else:
         raise IndexWriteError(f"{declared.name}: heads kept changing while routing {len(pks)} vectors")
-    versions = storage.next_versions(pks)
+    if versions is None:
+        versions = storage.next_versions(pks)
     entries = storage.payload.entries(pks, versions, vectors)  # each vector encoded once, whatever its replicas
     order = np.argsort(owners, kind="stable")
     members, owners = members[order], owners[order]
     rows_out: list[tuple[int, int, bytes]] = []
     for run in np.split(np.arange(len(members)), np.flatnonzero(np.diff(owners)) + 1):
-        for count, data in storage.payload.pack_entries(entries[members[run]]):
-            rows_out.append((int(owners[run[0]]), count, data))
+        if len(run):
+            for count, data in storage.payload.pack_entries(entries[members[run]]):
+                rows_out.append((int(owners[run[0]]), count, data))
     append(declared, storage, rows_out, using, sizes=alive)
 
 
@@ -150,11 +226,7 @@ def append(
     """Append posting rows; a list that crosses its limit gets a split after commit.
 
     *sizes* are the lists' entries before the append, as the head locks read
-    them; without them the lists are counted after the append. Only the
-    crossing asks (not every later append to a list still waiting for its
-    split): the queue holds one split per list, not one per write. Lists that
-    were over the limit already (after a build, or a lost job) are the
-    maintenance scan's to find.
+    them; without them the lists are counted after the append.
     """
     storage.append(rows)
     added: dict[int, int] = defaultdict(int)
@@ -162,6 +234,17 @@ def append(
         added[head_id] += count
     if sizes is None:
         sizes = {head_id: size - added[head_id] for head_id, size in storage.list_sizes(list(added)).items()}
+    _ask_splits(declared, using, sizes, added)
+
+
+def _ask_splits(declared: Declared, using: str, sizes: dict[int, int], added: dict[int, int]) -> None:
+    """A split for each list that *added* entries take over the limit from *sizes*.
+
+    Only the crossing asks (not every later append to a list still waiting
+    for its split): the queue holds one split per list, not one per write.
+    Lists that were over the limit already (after a build, or a lost job) are
+    the maintenance scan's to find.
+    """
     limit = declared.options["posting_limit"]
     for head_id, count in added.items():
         before = sizes.get(head_id, 0)
@@ -195,24 +278,56 @@ def remember_loaded(instance: Any) -> None:
     instance.__dict__[LOADED] = loaded
 
 
-def changed_rows(instance: Any, declared: Declared, adding: bool, update_fields: Any) -> list[tuple[Any, Any]]:
+def _changed_value(instance: Any, declared: Declared, adding: bool, update_fields: Any) -> tuple[bool, Any]:
+    """(does this save change the indexed vector?, its value)."""
     field = declared.field
     if update_fields is not None and field.name not in update_fields and field.attname not in update_fields:
-        return []
+        return False, None
     if field.attname in instance.get_deferred_fields():
-        return []
+        return False, None
     value = getattr(instance, field.attname)
     loaded = instance.__dict__.get(LOADED, {})
     if not adding and field.attname in loaded:
         current = None if value is None else codec.to_bytes(codec.coerce(value, field.dimensions))
         if current == loaded[field.attname]:
-            return []
-    return [(instance.pk, value)]
+            return False, None
+    return True, value
 
 
-def after_save(instance: Any, using: str, adding: bool, update_fields: Any) -> None:
+def changed_rows(instance: Any, declared: Declared, adding: bool, update_fields: Any) -> list[tuple[Any, Any]]:
+    changed, value = _changed_value(instance, declared, adding, update_fields)
+    return [(instance.pk, value)] if changed else []
+
+
+def route_before_save(instance: Any, using: str, adding: bool, update_fields: Any) -> dict[str, Routed]:
+    """Start routing the vectors a save is about to change, while its row is written.
+
+    By index name. A value that cannot be coerced is left for the save to
+    reject, as it would with no index.
+    """
+    routed = {}
     for declared in indexes_of(type(instance)):
-        index_vectors(declared, using, changed_rows(instance, declared, adding, update_fields))
+        changed, value = _changed_value(instance, declared, adding, update_fields)
+        if changed and value is not None:
+            try:
+                ahead = route_ahead(declared, using, [value])
+            except (TypeError, ValueError):
+                continue
+            if ahead is not None:
+                routed[declared.name] = ahead
+    return routed
+
+
+def after_save(
+    instance: Any, using: str, adding: bool, update_fields: Any, routed: dict[str, Routed] | None = None
+) -> None:
+    """Index what the save changed; *routed* from :func:`route_before_save`, before the save."""
+    for declared in indexes_of(type(instance)):
+        rows = changed_rows(instance, declared, adding, update_fields)
+        ahead = (routed or {}).get(declared.name)
+        if ahead is not None and not (rows and ahead.routes(rows[0][1], declared.field.dimensions)):
+            ahead = None  # changed since (by a pre_save receiver, say)
+        index_vectors(declared, using, rows, routed=ahead, new=adding)
     remember_loaded(instance)
 
 
