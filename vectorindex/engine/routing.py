@@ -86,11 +86,14 @@ def assign(
             # Each head's vector once (hnswlib's get_items is slow per item).
             candidate_vectors = unique_vectors[np.searchsorted(unique, labels)]
             between = _pairwise(candidate_vectors.astype(np.float64), head.metric)
-            within = _within(distances, epsilon, head.metric)
+            # shadows[:, j, i]: head i, if chosen, is as near to head j as the vector is.
+            shadows = between <= distances[:, :, None]
+            eligible = _within(distances, epsilon, head.metric) & ~barred
+            taken = np.ones(len(labels), dtype=np.int64)
             for j in range(1, candidates):
-                shadowed = np.any(chosen[:, :j] & (between[:, j, :j] <= distances[:, j : j + 1]), axis=1)
-                room = chosen[:, :j].sum(axis=1) < replicas
-                chosen[:, j] = within[:, j] & ~shadowed & room & ~barred[:, j]
+                shadowed = (chosen[:, :j] & shadows[:, j, :j]).any(axis=1)
+                chosen[:, j] = eligible[:, j] & ~shadowed & (taken < replicas)
+                taken += chosen[:, j]
         row_index, column = np.nonzero(chosen)
         rows_out.append(row_index + start)
         heads_out.append(labels[row_index, column])
