@@ -99,7 +99,7 @@ def test_migrate_registers_the_index():
     state = IndexState.objects.get(name="point_embedding")
     assert (state.model_label, state.field_name, state.distance, state.dimensions) == ("testapp.Point", "embedding", "l2", 16)
     assert state.status == "empty"
-    assert state.options["replicas"] == 4
+    assert state.options["replicas"] == 3
 
 
 # Queries ----------------------------------------------------------------------------

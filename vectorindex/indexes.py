@@ -36,7 +36,7 @@ DISTANCES = {"l2": "l2", "cosine": "cosine", "ip": "ip"}
 # "choice": *low* holds the allowed values.
 TUNING: dict[str, tuple[Any, str, Any, Any]] = {
     "head_fraction": (0.04, "float", 0.0, 1.0),
-    "replicas": (4, "int", 1, 8),
+    "replicas": (3, "int", 1, 8),
     "replica_epsilon": (0.25, "float", 0.0, 10.0),
     "posting_limit": (200, "int", 16, 100_000),
     "merge_below": (8, "int", 0, 100_000),

@@ -225,7 +225,7 @@ class VectorQuerySet(models.QuerySet):
             created = super().bulk_create(objs, *args, **kwargs)
             for declared, column, ahead in zip(indexes, values, routed, strict=True):
                 rows = [(obj.pk, value) for obj, value in zip(created, column, strict=True)]
-                writes.index_vectors(declared, self.db, rows, routed=ahead)
+                writes.index_vectors(declared, self.db, rows, routed=ahead, new=True)
         for obj in created:
             writes.remember_loaded(obj)
         return created
