@@ -245,6 +245,19 @@ def test_a_new_row_is_indexed_in_one_round_trip_on_mysql(built):
     assert "point_embedding: ok" in check("point_embedding")
 
 
+def test_without_multi_statements_a_new_row_takes_a_statement_at_a_time(built, monkeypatch):
+    """A connection whose OPTIONS turn mysqlclient's multi-statements off gets no batch."""
+    options = {**connection.settings_dict.get("OPTIONS", {}), "multi_statements": False}
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+    vector = clustered(1, seed=411)[0]
+    with CaptureQueriesContext(connection) as captured:
+        point = Point.objects.create(embedding=vector)
+    index_statements = [q["sql"] for q in captured.captured_queries if "vectorindex_" in q["sql"]]
+    assert not any("@vectorindex_ok" in sql for sql in index_statements) and len(index_statements) >= 3
+    assert nearest(vector) == point.pk
+    assert "point_embedding: ok" in check("point_embedding")
+
+
 def test_a_process_behind_the_heads_indexes_a_new_row_on_the_heads_as_they_are(built):
     """The batch finds the state row moved past this process's head index and
     writes nothing; the usual path catches up and indexes the row once."""

@@ -121,6 +121,9 @@ class Storage:
         self.dimensions = dimensions
         self.payload = payload or postings.Payload(dimensions)
         self.mysql = connection.vendor == "mysql"
+        # Several statements in one round trip (append_one): mysqlclient
+        # allows them unless the connection's OPTIONS turn them off.
+        self.batches = self.mysql and connection.settings_dict.get("OPTIONS", {}).get("multi_statements", True)
         quote = connection.ops.quote_name
         self.state_table = quote(IndexState._meta.db_table)
         self.head_table = quote(Head._meta.db_table)
@@ -350,10 +353,7 @@ class Storage:
         return versions[0][0], dict(self._alive_sizes(results[1]))
 
     def _execute_batch(self, statements: Sequence[tuple[str, Sequence]]) -> list[list[tuple]]:
-        """Each statement's rows, the statements sent as one text: one round trip (MySQL).
-
-        mysqlclient connects with multi-statements on, the default Django keeps.
-        """
+        """Each statement's rows, the statements sent as one text: one round trip (``self.batches``)."""
         sql = ";\n".join(text for text, _params in statements)
         params = [value for _text, values in statements for value in values]
         results: list[list[tuple]] = []

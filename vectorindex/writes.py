@@ -139,7 +139,8 @@ def index_vectors(
 def _index_new_one(declared: Declared, using: str, pk: Any, value: Any, routed: Routed | None) -> bool:
     """Index one new vector in one round trip, on the head index this process holds: done?
 
-    On MySQL/MariaDB, routing on the head index as it is in memory, and then
+    On MySQL/MariaDB (unless the connection's OPTIONS turn off
+    ``multi_statements``), routing on the head index as it is in memory, and then
     one batch of statements (:meth:`Storage.append_one`) that checks the state
     row, share-locks the heads, gives the version and appends — instead of a
     round trip for each. When the state row shows the head index has moved
@@ -151,7 +152,7 @@ def _index_new_one(declared: Declared, using: str, pk: Any, value: Any, routed: 
     rt = runtime(declared, using)
     head = rt.head
     storage = rt.storage_for(head)
-    if storage is None or not storage.mysql:
+    if storage is None or not storage.batches:
         return False
     generation, lsn = head.generation, head.lsn  # before routing: a replay may move the head index on
     pks = np.array([pk], dtype=np.int64)
