@@ -177,24 +177,32 @@ def test_uncommitted_vectors_are_seen_only_by_their_own_transaction():
     assert seen_elsewhere["after"] == [p.pk for p in points[:5]]
 
 
+def nearest_head_retired_behind_a_copy(seed: int):
+    """Copy this process's head index, then retire (as another process's split
+    would) the head nearest a new vector: (runtime, storage, vector, that head, the copy)."""
+    from vectorindex.registry import get_declared, runtime
+    from vectorindex.wal import change_heads
+
+    rt = runtime(get_declared("point_embedding"), "default")
+    storage, state = rt.open()
+    head = rt.current(storage, state)
+    vector = clustered(1, seed=seed)[0]
+    target = int(head.search(vector, 1)[0][0, 0])
+    copy = type(head).from_bytes(head.to_bytes(), 16, "l2")
+    copy.generation, copy.lsn = head.generation, head.lsn
+    with transaction.atomic():
+        state = storage.lock_state(exclusive=True)
+        change_heads(storage, state[2], retire=[target])
+    return rt, storage, vector, target, copy
+
+
 def test_a_writer_never_appends_to_a_retired_head(built, monkeypatch):
     """A process whose head index is a moment old routes to a retired head:
     the head-row check catches it, and it routes again on the current heads."""
     from vectorindex.models import Head
-    from vectorindex.registry import Runtime, get_declared, runtime
-    from vectorindex.wal import change_heads
+    from vectorindex.registry import Runtime
 
-    declared = get_declared("point_embedding")
-    rt = runtime(declared, "default")
-    storage, state = rt.open()
-    stale = rt.current(storage, state)
-    vector = clustered(1, seed=404)[0]
-    target = int(stale.search(vector, 1)[0][0, 0])
-    stale_copy = type(stale).from_bytes(stale.to_bytes(), 16, "l2")
-    stale_copy.generation, stale_copy.lsn = stale.generation, stale.lsn
-    with transaction.atomic():
-        state = storage.lock_state(exclusive=True)
-        change_heads(storage, state[2], retire=[target])
+    _rt, storage, vector, target, stale_copy = nearest_head_retired_behind_a_copy(seed=404)
 
     real_current = Runtime.current
     calls = []
@@ -209,11 +217,7 @@ def test_a_writer_never_appends_to_a_retired_head(built, monkeypatch):
     owners = set(Posting.objects.filter(index_id=storage.index_id, seq__gte=0).values_list("head_id", flat=True))
     assert target in owners  # the retired head still holds its old rows ...
 
-    appended_to = {
-        row.head_id
-        for row in Posting.objects.filter(index_id=storage.index_id)
-        if point.pk in storage.payload.decode([bytes(row.payload)])["id"]
-    }
+    appended_to = set(entry_owners(storage, point.pk))
     assert appended_to and target not in appended_to  # ... but got nothing new
     assert not Head.objects.get(pk=target).alive
 
@@ -261,19 +265,7 @@ def test_without_multi_statements_a_new_row_takes_a_statement_at_a_time(built, m
 def test_a_process_behind_the_heads_indexes_a_new_row_on_the_heads_as_they_are(built):
     """The batch finds the state row moved past this process's head index and
     writes nothing; the usual path catches up and indexes the row once."""
-    from vectorindex.registry import get_declared, runtime
-    from vectorindex.wal import change_heads
-
-    rt = runtime(get_declared("point_embedding"), "default")
-    storage, state = rt.open()
-    head = rt.current(storage, state)
-    vector = clustered(1, seed=406)[0]
-    target = int(head.search(vector, 1)[0][0, 0])
-    lagging = type(head).from_bytes(head.to_bytes(), 16, "l2")
-    lagging.generation, lagging.lsn = head.generation, head.lsn
-    with transaction.atomic():
-        state = storage.lock_state(exclusive=True)
-        change_heads(storage, state[2], retire=[target])
+    rt, storage, vector, target, lagging = nearest_head_retired_behind_a_copy(seed=406)
     rt.head = lagging  # as another process's split left this one
     point = Point.objects.create(embedding=vector)
     assert Version.objects.get(vector_id=point.pk).version == 1  # the batch gave no version
@@ -329,9 +321,8 @@ def test_a_new_row_on_an_id_indexed_before_gets_a_newer_version(built):
     assert "point_embedding: ok" in check("point_embedding")
 
 
-def test_a_save_routes_on_a_thread_and_drops_it_when_a_receiver_changes_the_vector(built, monkeypatch):
-    from django.db.models.signals import pre_save
-
+def routing_threads(monkeypatch) -> list[str]:
+    """The name of the thread of each routing call from now on."""
     from vectorindex.engine import routing
 
     threads = []
@@ -342,9 +333,16 @@ def test_a_save_routes_on_a_thread_and_drops_it_when_a_receiver_changes_the_vect
         return real_assign(*args, **kwargs)
 
     monkeypatch.setattr(routing, "assign", assign)
+    return threads
+
+
+def test_a_save_routes_on_a_thread_and_drops_it_when_a_receiver_changes_the_vector(built, monkeypatch):
+    from django.db.models.signals import pre_save
+
+    threads = routing_threads(monkeypatch)
     first, second = clustered(2, seed=409)
     point = Point.objects.create(embedding=first)
-    assert threads == ["vectorindex-router_0"]  # routed ahead, once
+    assert len(threads) == 1 and threads[0].startswith("vectorindex-router")  # routed ahead, once
     assert nearest(first) == point.pk
 
     replaced = clustered(1, seed=410)[0]
@@ -375,16 +373,8 @@ def test_only_indexed_models_listen_for_deletes():
 
 def test_bulk_create_routes_on_a_thread_while_its_rows_go_in(built, monkeypatch):
     from vectorindex import writes
-    from vectorindex.engine import routing
 
-    threads = []
-    real_assign = routing.assign
-
-    def assign(*args, **kwargs):
-        threads.append(threading.current_thread().name)
-        return real_assign(*args, **kwargs)
-
-    monkeypatch.setattr(routing, "assign", assign)
+    threads = routing_threads(monkeypatch)
     vectors = clustered(500, seed=8)
     created = Point.objects.bulk_create(Point(embedding=v) for v in vectors)
     assert len(threads) == 1 and threads[0].startswith("vectorindex-router")  # routed once, ahead

@@ -293,7 +293,10 @@ class Storage:
         )
         where = f"h.id IN ({self._marks(count)}){condition}"
         if self.mysql:
-            return f"SELECT h.id, h.alive, {size} FROM {self.head_table} h FORCE INDEX (PRIMARY) WHERE {where} LOCK IN SHARE MODE"
+            return (
+                f"SELECT h.id, h.alive, {size} FROM {self.head_table} h FORCE INDEX (PRIMARY) "
+                f"WHERE {where} LOCK IN SHARE MODE"
+            )
         return f"SELECT h.id, h.alive, {size} FROM {self.head_table} h WHERE {where}"
 
     @staticmethod
@@ -335,9 +338,10 @@ class Storage:
             ),
         ]
         if not returning:  # MySQL: read it back
-            statements.append(
-                (f"SELECT version FROM {self.version_table} WHERE index_id = %s AND vector_id = %s AND {ok}", [self.index_id, vector_id])
-            )
+            statements.append((
+                f"SELECT version FROM {self.version_table} WHERE index_id = %s AND vector_id = %s AND {ok}",
+                [self.index_id, vector_id],
+            ))
         statements.append(
             (
                 f"INSERT INTO {self.posting_table} (index_id, head_id, count, payload) "

@@ -172,7 +172,8 @@ def _index_new_one(declared: Declared, using: str, pk: Any, value: Any, routed: 
     _ask_splits(declared, using, sizes, dict.fromkeys(held, count))
     if held != owners:
         head = rt.current(storage, storage.read_state())
-        _route_and_append(declared, using, rt, storage, head, pks, vectors, None, np.array([version], np.uint32), frozenset(held))
+        versions = np.array([version], np.uint32)
+        _route_and_append(declared, using, rt, storage, head, pks, vectors, None, versions, frozenset(held))
     return True
 
 
