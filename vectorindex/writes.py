@@ -56,6 +56,17 @@ def _ready_storage(declared: Declared, using: str):
     return rt, storage, state
 
 
+def _coerced(declared: Declared, values: Sequence[Any]) -> np.ndarray:
+    """The (non-NULL) *values* as one float32 matrix of the field's dimensions."""
+    return np.stack([codec.coerce(value, declared.field.dimensions) for value in values])
+
+
+def _route(declared: Declared, head: Any, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, head id) pairs: each vector to its heads, by the index's replica options."""
+    options = declared.options
+    return routing.assign(head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"])
+
+
 @dataclass(frozen=True)
 class Routed:
     """Routing worked out ahead of the rows' INSERT, on the head index as it was then."""
@@ -90,11 +101,8 @@ def route_ahead(declared: Declared, using: str, values: Sequence[Any]) -> Routed
     present = [value for value in values if value is not None]
     if head is None or not present:
         return None
-    vectors = np.stack([codec.coerce(value, declared.field.dimensions) for value in present])
-    options = declared.options
-    assignment = _router.submit(
-        routing.assign, head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"]
-    )
+    vectors = _coerced(declared, present)
+    assignment = _router.submit(_route, declared, head, vectors)
     return Routed(head, head.generation, head.lsn, vectors, assignment)
 
 
@@ -130,7 +138,7 @@ def index_vectors(
     if routed is not None:
         vectors = routed.vectors  # coerced once, ahead
     else:
-        vectors = np.stack([codec.coerce(value, declared.field.dimensions) for _, value in present])
+        vectors = _coerced(declared, [value for _, value in present])
     head = rt.current(storage, state)
     assigned = routed.result_for(head) if routed is not None else None
     _route_and_append(declared, using, rt, storage, head, pks, vectors, assigned)
@@ -157,10 +165,9 @@ def _index_new_one(declared: Declared, using: str, pk: Any, value: Any, routed: 
     generation, lsn = head.generation, head.lsn  # before routing: a replay may move the head index on
     pks = np.array([pk], dtype=np.int64)
     assigned = routed.result_for(head) if routed is not None else None
-    vectors = routed.vectors if routed is not None else codec.coerce(value, declared.field.dimensions)[None]
-    options = declared.options
+    vectors = routed.vectors if routed is not None else _coerced(declared, [value])
     if assigned is None:
-        assigned = routing.assign(head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"])
+        assigned = _route(declared, head, vectors)
     owners = set(assigned[1].tolist())
     entries = storage.payload.entries(pks, np.ones(1, dtype=np.uint32), vectors)
     ((count, data),) = storage.payload.pack_entries(entries)
@@ -194,10 +201,9 @@ def _route_and_append(
     *held*: heads that already hold the entry of the one vector written
     (:func:`_index_new_one`), left out.
     """
-    options = declared.options
     for _attempt in range(ROUTE_ATTEMPTS):
         if assigned is None:
-            assigned = routing.assign(head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"])
+            assigned = _route(declared, head, vectors)
         members, owners = assigned
         if held:
             keep = ~np.isin(owners, list(held))
