@@ -1,4 +1,4 @@
-"""Payload formats: float16 and int8 posting entries, re-ranked by the rows' exact vectors."""
+"""Payload formats: float16, int8 and int4 posting entries, re-ranked by the rows' exact vectors."""
 
 import io
 import json
@@ -44,7 +44,7 @@ def entry_bytes() -> set[int]:
     return sizes
 
 
-@pytest.mark.parametrize(("format", "size"), [("float16", 12 + 2 * 16), ("int8", 24 + 16)])
+@pytest.mark.parametrize(("format", "size"), [("float16", 12 + 2 * 16), ("int8", 24 + 16), ("int4", 24 + 8)])
 @pytest.mark.django_db
 def test_smaller_entries_keep_recall_and_report_exact_distances(declare, format, size):
     vectors, pks = load_points()
@@ -123,8 +123,10 @@ def test_another_process_reads_the_format_from_the_state_row(declare):
 def test_an_unknown_payload_is_refused(declare):
     from vectorindex import VectorIndex
 
-    index = VectorIndex(fields=["embedding"], name="x", payload="int4")
-    assert index.problems() == ["VectorIndex.payload must be one of 'float32', 'float16', 'int8', got 'int4'."]
+    index = VectorIndex(fields=["embedding"], name="x", payload="int2")
+    assert index.problems() == [
+        "VectorIndex.payload must be one of 'float32', 'float16', 'int8', 'int4', got 'int2'."
+    ]
 
 
 @pytest.mark.django_db

@@ -72,7 +72,7 @@ def test_posting_payloads_round_trip_and_are_capped():
 
 @pytest.mark.parametrize(
     ("format", "itemsize", "error"),
-    [("float16", 12 + 2 * 384, 2e-3), ("int8", 24 + 384, None)],
+    [("float16", 12 + 2 * 384, 2e-3), ("int8", 24 + 384, None), ("int4", 24 + 192, None)],
 )
 def test_smaller_payloads_store_vectors_approximately(format, itemsize, error):
     rng = np.random.default_rng(4)
@@ -82,7 +82,7 @@ def test_smaller_payloads_store_vectors_approximately(format, itemsize, error):
     entries = payload.decode([data for _, data in payload.pack(np.arange(2000), np.ones(2000, np.uint32), vectors)])
     decoded = payload.vectors(entries)
     assert decoded.dtype == np.float32 and decoded.shape == vectors.shape
-    if format == "int8":
+    if format in ("int8", "int4"):
         worst = np.abs(decoded - vectors).max(axis=1)
         assert np.all(worst <= entries["step"] / 2 + 1e-6)  # half a level, per vector
     else:
@@ -97,7 +97,7 @@ def test_smaller_payloads_store_vectors_approximately(format, itemsize, error):
     assert np.array_equal(restored.vectors(entries), decoded)
 
 
-@pytest.mark.parametrize("format", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("format", ["float32", "float16", "int8", "int4"])
 @pytest.mark.parametrize("metric", ["l2", "cosine", "ip", "l1"])
 def test_estimated_distances_are_close_to_exact_ones(format, metric):
     from vectorindex.engine import distances
@@ -111,14 +111,15 @@ def test_estimated_distances_are_close_to_exact_ones(format, metric):
     exact = distances.distances(metric, vectors, query)
     spread = np.ptp(exact)
     # float32 arithmetic alone, or the payload's rounding too: far below the spread that ranks them.
-    tolerance = 1e-5 if format == "float32" else 0.02
+    tolerance = {"float32": 1e-5, "int4": 0.1}.get(format, 0.02)
     assert np.abs(estimated - exact).max() < tolerance * spread
-    if format == "int8" and metric != "l1":  # computed on the codes: the decoded vectors' distances
+    if format in ("int8", "int4") and metric != "l1":  # computed on the codes: the decoded vectors' distances
         assert np.allclose(estimated, distances.distances(metric, payload.vectors(entries), query), rtol=1e-4, atol=1e-5)
 
 
-def test_int8_keeps_vectors_far_outside_what_the_build_saw():
-    payload = postings.Payload.fit("int8", np.array([[0.0, -1.0], [1.0, 1.0]], np.float32))
+@pytest.mark.parametrize("format", ["int8", "int4"])
+def test_int8_and_int4_keep_vectors_far_outside_what_the_build_saw(format):
+    payload = postings.Payload.fit(format, np.array([[0.0, -1.0], [1.0, 1.0]], np.float32))
     written_later = np.array([[2.0, -3.0], [1e30, -1e30], [-3e38, 3e38], [7.0, 7.0]], np.float32)
     entries = payload.entries(np.arange(4), np.ones(4, np.uint32), written_later)
     decoded = payload.vectors(entries)

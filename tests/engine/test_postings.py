@@ -1,0 +1,23 @@
+"""Posting entries: how int4 packs two codes a byte (the formats' other tests are in test_routing)."""
+
+import numpy as np
+import pytest
+
+from vectorindex.engine.postings import Payload
+
+
+@pytest.mark.parametrize("dimensions", [1, 7, 16, 33])
+def test_int4_packs_dimension_j_and_j_plus_half_into_byte_j(dimensions):
+    half = (dimensions + 1) // 2
+    vectors = np.random.default_rng(dimensions).normal(size=(50, dimensions)).astype(np.float32)
+    payload = Payload.fit("int4", vectors)
+    entries = payload.entries(np.arange(50), np.ones(50, np.uint32), vectors)
+    assert payload.dtype.itemsize == 8 + 4 + 12 + half
+    codes = np.concatenate([entries["vector"] & 15, entries["vector"] >> 4], axis=1)
+    assert (codes[:, dimensions:] == 0).all()  # an odd last byte's high half is unused
+    decoded = (codes[:, :dimensions] - 7.5) * entries["step"][:, None] + entries["offset"][:, None] + payload.center
+    assert np.allclose(decoded, payload.vectors(entries), atol=1e-5)
+    steps = np.ptp(vectors - payload.center, axis=1) / 15
+    assert (np.abs(decoded - vectors) <= steps[:, None] / 2 + 1e-5).all()  # half a level, per vector
+    query = np.random.default_rng(99).normal(size=dimensions).astype(np.float32)
+    assert np.allclose(payload.estimate(entries, "ip", query), -(decoded @ query), atol=1e-4)
