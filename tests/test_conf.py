@@ -24,6 +24,12 @@ def test_unknown_and_bad_values_are_refused(settings):
     settings.VECTORINDEX = {"RESULT_BATCH_SIZE": 0}
     with pytest.raises(ImproperlyConfigured, match="VECTORINDEX\\['RESULT_BATCH_SIZE'\\] must be a positive integer, got 0."):
         vectorindex_settings.RESULT_BATCH_SIZE
+    settings.VECTORINDEX = {"QUERY_READERS_ABOVE_US": -1}
+    with pytest.raises(ImproperlyConfigured, match="'QUERY_READERS_ABOVE_US'\\] must be a number of microseconds ≥ 0, got -1."):
+        vectorindex_settings.QUERY_READERS
+    settings.VECTORINDEX = {"RETIRED_GRACE": "5"}
+    with pytest.raises(ImproperlyConfigured, match="'RETIRED_GRACE'\\] must be a number of seconds ≥ 0, got '5'."):
+        vectorindex_settings.RETIRED_GRACE
     with pytest.raises(AttributeError):
         vectorindex_settings.NOT_A_SETTING
 

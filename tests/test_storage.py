@@ -1,6 +1,7 @@
 """Storage: a query's reads spread over several connections at once, outside a transaction."""
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ def test_outside_a_transaction_readers_read_the_same_lists(settings):
     settings.VECTORINDEX = {"QUERY_READERS": 1}
     with CaptureQueriesContext(connection) as alone:
         one = nearest(queries)
-    settings.VECTORINDEX = {"QUERY_READERS": 4}
+    settings.VECTORINDEX = {"QUERY_READERS": 4, "QUERY_READERS_ABOVE_US": 0}
     with CaptureQueriesContext(connection) as spread:
         many = nearest(queries)
     assert many == one
@@ -63,7 +64,7 @@ def test_outside_a_transaction_readers_read_the_same_lists(settings):
 def test_inside_a_transaction_its_own_appends_are_read(settings):
     Point.objects.bulk_create(Point(embedding=v) for v in clustered(3000))
     build("point_embedding")
-    settings.VECTORINDEX = {"QUERY_READERS": 4}
+    settings.VECTORINDEX = {"QUERY_READERS": 4, "QUERY_READERS_ABOVE_US": 0}
     vector = (clustered(1, seed=11)[0] + np.float32(0.01)).astype(np.float32)
     with transaction.atomic():
         new = Point.objects.create(embedding=vector)
@@ -73,6 +74,49 @@ def test_inside_a_transaction_its_own_appends_are_read(settings):
         assert posting_reads(captured.captured_queries) >= 1  # on the transaction's connection
     # Committed, it is found from the readers' connections too.
     assert Point.objects.approximate(probes=64).order_by(L2Distance("embedding", vector)).first().pk == new.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reads_are_spread_only_while_a_key_takes_longer_than_the_threshold(settings, monkeypatch):
+    """Rows from the buffer pool are read on one connection; rows from the disk on several."""
+    from vectorindex import storage
+
+    rows = [(key, key * 2) for key in range(64)]
+    key_seconds = {}
+    monkeypatch.setattr(storage, "_key_seconds", key_seconds)
+    read_here, read_there = [], []
+    monkeypatch.setattr(storage, "_read", lambda c, sql, params, keys, batch: read_here.extend(keys) or rows[: len(keys)])
+    monkeypatch.setattr(storage, "_executor", lambda size: ThreadPoolExecutor(size))
+    monkeypatch.setattr(
+        storage, "_read_on_thread_connection",
+        lambda alias, sql, params, keys, batch: read_there.extend(keys) or rows[: len(keys)],
+    )
+    clock = iter(float(t) for t in range(0, 1000, 1))  # each read takes 1 s: 1/64 s a key
+    monkeypatch.setattr(storage.time, "perf_counter", lambda: next(clock))
+    settings.VECTORINDEX = {"QUERY_READERS": 4, "QUERY_READERS_ABOVE_US": 1e6 / 32}
+
+    def read() -> list:
+        read_here.clear()
+        read_there.clear()
+        return storage.read_by_keys(connection, str, [], range(64), kind="postings", per_reader=8)
+
+    read()
+    spread = connection.vendor == "mysql"
+    assert (len(read_here), len(read_there)) == (64, 0)  # nothing known yet: one connection
+    assert key_seconds == ({("default", "postings"): 1 / 64} if spread else {})
+    if not spread:
+        return  # SQLite reads on its one connection, always
+    settings.VECTORINDEX = {"QUERY_READERS": 4, "QUERY_READERS_ABOVE_US": 1e6 / 128}
+    assert len(read()) == 64
+    assert (len(read_here), len(read_there)) == (16, 48)  # slower than the threshold: spread
+    settings.VECTORINDEX = {"QUERY_READERS": 4, "QUERY_READERS_ABOVE_US": 1e6 / 32}
+    read()
+    assert (len(read_here), len(read_there)) == (64, 0)  # faster again: one connection
+    assert key_seconds[("default", "postings")] == pytest.approx(1 / 64)
+    with transaction.atomic():  # inside a transaction: its own connection, whatever the pace
+        settings.VECTORINDEX = {"QUERY_READERS": 4, "QUERY_READERS_ABOVE_US": 0}
+        read()
+    assert (len(read_here), len(read_there)) == (64, 0)
 
 
 @pytest.mark.django_db

@@ -39,6 +39,11 @@ DEFAULTS: dict[str, Any] = {
     # share; reader threads, each with a connection of its own kept open,
     # read the others. 1: the query's own connection only.
     "QUERY_READERS": 4,
+    # ... but only while reads of that kind (posting lists, version rows,
+    # re-ranked rows) have lately taken more than this many microseconds a
+    # key: rows read from the disk. From the buffer pool they take a few
+    # tens, and one connection reads them faster. 0: always spread.
+    "QUERY_READERS_ABOVE_US": 150,
     # Seconds a retired head's posting rows stay readable before they are
     # deleted (processes whose head index is older still route to it).
     "RETIRED_GRACE": 300,
@@ -52,6 +57,7 @@ POSITIVE_INTEGERS = (
     "WAL_SNAPSHOT_ENTRIES",
     "QUERY_READERS",
 )
+NON_NEGATIVE_NUMBERS = {"RETIRED_GRACE": "seconds", "QUERY_READERS_ABOVE_US": "microseconds"}
 
 
 class VectorIndexSettings:
@@ -81,9 +87,10 @@ class VectorIndexSettings:
             raise ImproperlyConfigured(
                 f"VECTORINDEX['JOBS'] must be 'auto', 'inline', 'celery' or 'manual', got {merged['JOBS']!r}."
             )
-        grace = merged["RETIRED_GRACE"]
-        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
-            raise ImproperlyConfigured(f"VECTORINDEX['RETIRED_GRACE'] must be a number of seconds ≥ 0, got {grace!r}.")
+        for name, unit in NON_NEGATIVE_NUMBERS.items():
+            value = merged[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ImproperlyConfigured(f"VECTORINDEX['{name}'] must be a number of {unit} ≥ 0, got {value!r}.")
         for name in POSITIVE_INTEGERS:
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

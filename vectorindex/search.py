@@ -197,7 +197,7 @@ def _model_vectors(declared: Declared, using: str, pks: list[int]) -> dict[int, 
             f"WHERE {quote(owner.pk.column)} IN ({marks})"
         )
 
-    rows = read_by_keys(connection, sql, [], sorted(set(pks)), per_reader=ROWS_PER_READER)
+    rows = read_by_keys(connection, sql, [], sorted(set(pks)), kind="rows", per_reader=ROWS_PER_READER)
     return {pk: codec.from_bytes(bytes(blob)) for pk, blob in rows if blob is not None}
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -52,29 +53,51 @@ def read_by_keys(
     params: Sequence,
     keys: Sequence[int],
     *,
+    kind: str,
     per_reader: int,
     batch: int = IN_BATCH,
 ) -> list[tuple]:
     """Every row of ``sql(n)`` with *params* and then *n* of *keys* (at most *batch*) as parameters.
 
-    Outside a transaction on MySQL/MariaDB, the keys are spread over up to
-    ``QUERY_READERS`` connections read at once, at least *per_reader* keys
-    each: InnoDB reads one statement's pages one after another, so several
-    statements keep the disk busy when the rows are not in the buffer pool.
-    In autocommit mode every statement sees the latest commits anyway, so
-    reading on other connections sees what this one would. This connection
-    reads one share itself. Inside a transaction everything is read here,
-    where the transaction's own writes are visible.
+    Outside a transaction on MySQL/MariaDB, reads that wait on the disk are
+    spread over up to ``QUERY_READERS`` connections read at once, at least
+    *per_reader* keys each: InnoDB reads one statement's pages one after
+    another, so several statements keep the disk busy when the rows are not
+    in the buffer pool. Rows in the buffer pool are read faster on one
+    connection (reader threads then only contend for the cores and the GIL),
+    so this process keeps the recent time a key of each *kind* took, and
+    spreads that kind's reads only while it is above
+    ``QUERY_READERS_ABOVE_US``. In autocommit mode every statement sees the
+    latest commits anyway, so reading on other connections sees what this
+    one would. This connection reads one share itself. Inside a transaction
+    everything is read here, where the transaction's own writes are visible.
     """
     keys = list(keys)
     readers = min(vectorindex_settings.QUERY_READERS, len(keys) // per_reader)
     if readers < 2 or connection.vendor != "mysql" or connection.in_atomic_block:
         return _read(connection, sql, params, keys, batch)
-    groups = [keys[i::readers] for i in range(readers)]
-    pool = _executor(readers - 1)
-    shares = [pool.submit(_read_on_thread_connection, connection.alias, sql, params, group, batch) for group in groups[1:]]
-    rows = _read(connection, sql, params, groups[0], batch)
-    return rows + [row for share in shares for row in share.result()]
+    pace = (connection.alias, kind)
+    started = time.perf_counter()
+    if _key_seconds.get(pace, 0.0) * 1e6 <= vectorindex_settings.QUERY_READERS_ABOVE_US:
+        rows = _read(connection, sql, params, keys, batch)
+    else:
+        groups = [keys[i::readers] for i in range(readers)]
+        pool = _executor(readers - 1)
+        shares = [
+            pool.submit(_read_on_thread_connection, connection.alias, sql, params, group, batch)
+            for group in groups[1:]
+        ]
+        rows = _read(connection, sql, params, groups[0], batch)
+        rows += [row for share in shares for row in share.result()]
+    # Time a key took, read either way: the same regime gives about the same
+    # figure, a buffer pool miss several times more.
+    seconds = (time.perf_counter() - started) / len(keys)
+    _key_seconds[pace] = seconds if pace not in _key_seconds else 0.8 * _key_seconds[pace] + 0.2 * seconds
+    return rows
+
+
+# (database alias, kind of read) -> recent seconds a key took (a moving average).
+_key_seconds: dict[tuple[str, str], float] = {}
 
 
 def _read(connection: Any, sql: Callable[[int], str], params: Sequence, keys: Sequence[int], batch: int) -> list[tuple]:
@@ -464,7 +487,8 @@ class Storage:
         """(head id, payload) of every row of these posting lists (see :func:`read_by_keys`)."""
         ids = [int(h) for h in head_ids]
         rows = read_by_keys(
-            self.connection, self._posting_sql, [self.index_id], ids, per_reader=LISTS_PER_READER, batch=500
+            self.connection, self._posting_sql, [self.index_id], ids,
+            kind="postings", per_reader=LISTS_PER_READER, batch=500,
         )
         return [(head_id, bytes(payload)) for head_id, payload in rows]
 
@@ -569,7 +593,9 @@ class Storage:
             )
 
         ids = [int(i) for i in vector_ids]
-        return dict(read_by_keys(self.connection, sql, [self.index_id, False], ids, per_reader=ROWS_PER_READER))
+        return dict(
+            read_by_keys(self.connection, sql, [self.index_id, False], ids, kind="versions", per_reader=ROWS_PER_READER)
+        )
 
     def all_versions(self) -> dict[int, tuple[int, bool]]:
         rows = self._execute(
