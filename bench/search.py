@@ -253,6 +253,13 @@ def baselines(args, results: dict, base: np.ndarray, queries: np.ndarray, truth_
         row["x_numpy_exact"] = round(row["queries_per_s"] / results["numpy_exact"]["queries_per_s"], 2)
 
 
+def read_pace() -> dict[str, float]:
+    """The moving average of µs a key per kind of read, which decides whether reads are spread."""
+    from vectorindex import storage
+
+    return {kind: round(seconds * 1e6, 1) for (_alias, kind), seconds in sorted(storage._key_seconds.items())}
+
+
 def sweep(nearest, queries: np.ndarray, truth: np.ndarray, probes_list: list[int], queries_at_100: int) -> list[dict]:
     """Recall and latency of one client over *probes_list*."""
     from vectorindex import CosineDistance
@@ -271,11 +278,14 @@ def sweep(nearest, queries: np.ndarray, truth: np.ndarray, probes_list: list[int
         ]
         row = {"probes": probes, "recall_at_1": round(recall(found, truth, 1), 4),
                "recall_at_10": round(recall(found, truth, 10), 4),
-               "recall_at_100": round(recall(found_100, truth, 100), 4) if found_100 else None, **latency_row(latencies)}
+               "recall_at_100": round(recall(found_100, truth, 100), 4) if found_100 else None, **latency_row(latencies),
+               "read_us_per_key": read_pace()}
         rows.append(row)
+        pace = ", ".join(f"{kind} {us:.0f}" for kind, us in row["read_us_per_key"].items())
         print(f"probes {probes:4d}: recall@1 {row['recall_at_1']:.3f}  @10 {row['recall_at_10']:.3f}  "
               f"@100 {row['recall_at_100'] or float('nan'):.3f}  p50 {row['p50_ms']:6.1f}  p95 {row['p95_ms']:6.1f}  "
-              f"p99 {row['p99_ms']:6.1f} ms  {row['queries_per_s']:7.1f} q/s", flush=True)
+              f"p99 {row['p99_ms']:6.1f} ms  {row['queries_per_s']:7.1f} q/s  (µs a key: {pace or 'one connection'})",
+              flush=True)
     return rows
 
 

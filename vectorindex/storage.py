@@ -67,7 +67,7 @@ def read_by_keys(
     connection (reader threads then only contend for the cores and the GIL),
     so this process keeps the recent time a key of each *kind* took, and
     spreads that kind's reads only while it is above
-    ``QUERY_READERS_ABOVE_US``. In autocommit mode every statement sees the
+    ``QUERY_READERS_ABOVE_US`` (timed on this connection's share alone). In autocommit mode every statement sees the
     latest commits anyway, so reading on other connections sees what this
     one would. This connection reads one share itself. Inside a transaction
     everything is read here, where the transaction's own writes are visible.
@@ -77,23 +77,23 @@ def read_by_keys(
     if readers < 2 or connection.vendor != "mysql" or connection.in_atomic_block:
         return _read(connection, sql, params, keys, batch)
     pace = (connection.alias, kind)
-    started = time.perf_counter()
-    if _key_seconds.get(pace, 0.0) * 1e6 <= vectorindex_settings.QUERY_READERS_ABOVE_US:
-        rows = _read(connection, sql, params, keys, batch)
-    else:
-        groups = [keys[i::readers] for i in range(readers)]
+    spread = _key_seconds.get(pace, 0.0) * 1e6 > vectorindex_settings.QUERY_READERS_ABOVE_US
+    groups = [keys[i::readers] for i in range(readers)] if spread else [keys]
+    shares = []
+    if spread:
         pool = _executor(readers - 1)
         shares = [
             pool.submit(_read_on_thread_connection, connection.alias, sql, params, group, batch)
             for group in groups[1:]
         ]
-        rows = _read(connection, sql, params, groups[0], batch)
-        rows += [row for share in shares for row in share.result()]
-    # Time a key took, read either way: the same regime gives about the same
-    # figure, a buffer pool miss several times more.
-    seconds = (time.perf_counter() - started) / len(keys)
+    # The time a key takes on this connection, one after another either way:
+    # the readers' keys are read at the same time, so they would make reads
+    # from the disk look as fast as the buffer pool's.
+    started = time.perf_counter()
+    rows = _read(connection, sql, params, groups[0], batch)
+    seconds = (time.perf_counter() - started) / len(groups[0])
     _key_seconds[pace] = seconds if pace not in _key_seconds else 0.8 * _key_seconds[pace] + 0.2 * seconds
-    return rows
+    return rows + [row for share in shares for row in share.result()]
 
 
 # (database alias, kind of read) -> recent seconds a key took (a moving average).
