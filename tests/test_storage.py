@@ -82,8 +82,8 @@ def test_reads_are_spread_only_while_a_key_takes_longer_than_the_threshold(setti
     from vectorindex import storage
 
     rows = [(key, key * 2) for key in range(64)]
-    key_seconds = {}
-    monkeypatch.setattr(storage, "_key_seconds", key_seconds)
+    paces = {}
+    monkeypatch.setattr(storage, "_paces", paces)
     read_here, read_there = [], []
     monkeypatch.setattr(storage, "_read", lambda c, sql, params, keys, batch: read_here.extend(keys) or rows[: len(keys)])
     monkeypatch.setattr(storage, "_executor", lambda size: ThreadPoolExecutor(size))
@@ -91,33 +91,31 @@ def test_reads_are_spread_only_while_a_key_takes_longer_than_the_threshold(setti
         storage, "_read_on_thread_connection",
         lambda alias, sql, params, keys, batch: read_there.extend(keys) or rows[: len(keys)],
     )
-    clock = iter(float(t) for t in range(1000))  # each timed read takes 1 s
+    clock = iter(float(t) for t in range(1000))  # each timed read takes 1 s: 1/64 s a key
     monkeypatch.setattr(storage.time, "perf_counter", lambda: next(clock))
-    settings.VECTORINDEX = {"QUERY_READERS": 4, "QUERY_READERS_ABOVE_US": 1e6 / 32}
 
-    def read() -> list:
+    def read(above_us: float) -> tuple[int, int]:
+        settings.VECTORINDEX = {"QUERY_READERS": 4, "QUERY_READERS_ABOVE_US": above_us}
         read_here.clear()
         read_there.clear()
-        return storage.read_by_keys(connection, str, [], range(64), kind="postings", per_reader=8)
+        assert len(storage.read_by_keys(connection, str, [], range(64), kind="postings", per_reader=8)) == 64
+        return len(read_here), len(read_there)
 
-    read()
-    spread = connection.vendor == "mysql"
-    assert (len(read_here), len(read_there)) == (64, 0)  # nothing known yet: one connection
-    assert key_seconds == ({("default", "postings"): 1 / 64} if spread else {})
-    if not spread:
-        return  # SQLite reads on its one connection, always
-    settings.VECTORINDEX = {"QUERY_READERS": 4, "QUERY_READERS_ABOVE_US": 1e6 / 128}
-    assert len(read()) == 64
-    assert (len(read_here), len(read_there)) == (16, 48)  # slower than the threshold: spread
-    # Timed on this connection's 16 keys alone: 1/16 s a key, in the moving average.
-    assert key_seconds[("default", "postings")] == pytest.approx(0.8 / 64 + 0.2 / 16)
-    settings.VECTORINDEX = {"QUERY_READERS": 4, "QUERY_READERS_ABOVE_US": 1e6 / 32}
-    read()
-    assert (len(read_here), len(read_there)) == (64, 0)  # faster than this threshold: one connection
+    assert read(1e6 / 32) == (64, 0)  # nothing known yet: one connection, timed
+    if connection.vendor != "mysql":
+        assert paces == {}  # SQLite reads on its one connection, always
+        return
+    assert paces == {("default", "postings"): [1 / 64, 1]}
+    # Slower than the threshold: spread, untimed, but for one read in SAMPLE_EVERY.
+    shares = [read(1e6 / 128) for _ in range(2, 2 * storage.SAMPLE_EVERY + 1)]
+    sampled = [n for n, share in enumerate(shares, start=2) if share == (64, 0)]
+    assert sampled == [storage.SAMPLE_EVERY, 2 * storage.SAMPLE_EVERY]
+    assert all(share == (16, 48) for n, share in enumerate(shares, start=2) if n not in sampled)
+    assert paces[("default", "postings")][0] == pytest.approx(1 / 64)
+    assert read(1e6 / 32) == (64, 0)  # faster than this threshold: one connection
+    assert read(0) == (16, 48)  # 0: always spread
     with transaction.atomic():  # inside a transaction: its own connection, whatever the pace
-        settings.VECTORINDEX = {"QUERY_READERS": 4, "QUERY_READERS_ABOVE_US": 0}
-        read()
-    assert (len(read_here), len(read_there)) == (64, 0)
+        assert read(0) == (64, 0)
 
 
 @pytest.mark.django_db

@@ -67,7 +67,7 @@ def read_by_keys(
     connection (reader threads then only contend for the cores and the GIL),
     so this process keeps the recent time a key of each *kind* took, and
     spreads that kind's reads only while it is above
-    ``QUERY_READERS_ABOVE_US`` (timed on this connection's share alone). In autocommit mode every statement sees the
+    ``QUERY_READERS_ABOVE_US``. In autocommit mode every statement sees the
     latest commits anyway, so reading on other connections sees what this
     one would. This connection reads one share itself. Inside a transaction
     everything is read here, where the transaction's own writes are visible.
@@ -76,28 +76,33 @@ def read_by_keys(
     readers = min(vectorindex_settings.QUERY_READERS, len(keys) // per_reader)
     if readers < 2 or connection.vendor != "mysql" or connection.in_atomic_block:
         return _read(connection, sql, params, keys, batch)
-    pace = (connection.alias, kind)
-    spread = _key_seconds.get(pace, 0.0) * 1e6 > vectorindex_settings.QUERY_READERS_ABOVE_US
-    groups = [keys[i::readers] for i in range(readers)] if spread else [keys]
-    shares = []
-    if spread:
-        pool = _executor(readers - 1)
-        shares = [
-            pool.submit(_read_on_thread_connection, connection.alias, sql, params, group, batch)
-            for group in groups[1:]
-        ]
-    # The time a key takes on this connection, one after another either way:
-    # the readers' keys are read at the same time, so they would make reads
-    # from the disk look as fast as the buffer pool's.
-    started = time.perf_counter()
+    above = vectorindex_settings.QUERY_READERS_ABOVE_US
+    pace = _paces.setdefault((connection.alias, kind), [0.0, 0])
+    pace[1] += 1
+    if above and (pace[0] * 1e6 <= above or pace[1] % SAMPLE_EVERY == 0):
+        # Timed on one connection alone: spread, the reads would share the
+        # cores (and the GIL) and look slower than they are.
+        started = time.perf_counter()
+        rows = _read(connection, sql, params, keys, batch)
+        seconds = (time.perf_counter() - started) / len(keys)
+        pace[0] = seconds if pace[1] == 1 else 0.8 * pace[0] + 0.2 * seconds
+        return rows
+    groups = [keys[i::readers] for i in range(readers)]
+    pool = _executor(readers - 1)
+    shares = [
+        pool.submit(_read_on_thread_connection, connection.alias, sql, params, group, batch)
+        for group in groups[1:]
+    ]
     rows = _read(connection, sql, params, groups[0], batch)
-    seconds = (time.perf_counter() - started) / len(groups[0])
-    _key_seconds[pace] = seconds if pace not in _key_seconds else 0.8 * _key_seconds[pace] + 0.2 * seconds
     return rows + [row for share in shares for row in share.result()]
 
 
-# (database alias, kind of read) -> recent seconds a key took (a moving average).
-_key_seconds: dict[tuple[str, str], float] = {}
+# (database alias, kind of read) -> [recent seconds a key took on one
+# connection (a moving average), reads so far]. While reads are spread, one
+# in SAMPLE_EVERY is still read on one connection, to notice when the rows
+# are back in the buffer pool.
+_paces: dict[tuple[str, str], list] = {}
+SAMPLE_EVERY = 16
 
 
 def _read(connection: Any, sql: Callable[[int], str], params: Sequence, keys: Sequence[int], batch: int) -> list[tuple]:
