@@ -41,9 +41,9 @@ DEFAULTS: dict[str, Any] = {
     "QUERY_READERS": 4,
     # ... but only while reads of that kind (posting lists, version rows,
     # re-ranked rows) have lately taken more than this many microseconds a
-    # key on the query's own connection: rows read from the disk (110–400
-    # measured). From the buffer pool they take 25–70 at a query's usual
-    # size, and one connection reads them faster. 0: always spread.
+    # key on one connection: rows read from the disk (126–521 measured).
+    # From the buffer pool they took 10–100, and one connection reads those
+    # faster. 0: always spread.
     "QUERY_READERS_ABOVE_US": 100,
     # Seconds a retired head's posting rows stay readable before they are
     # deleted (processes whose head index is older still route to it).

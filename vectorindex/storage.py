@@ -85,7 +85,7 @@ def read_by_keys(
         started = time.perf_counter()
         rows = _read(connection, sql, params, keys, batch)
         seconds = (time.perf_counter() - started) / len(keys)
-        pace[0] = seconds if pace[1] == 1 else 0.8 * pace[0] + 0.2 * seconds
+        pace[0] = 0.8 * pace[0] + 0.2 * seconds if pace[0] else seconds
         return rows
     groups = [keys[i::readers] for i in range(readers)]
     pool = _executor(readers - 1)
