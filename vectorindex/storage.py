@@ -100,7 +100,8 @@ def read_by_keys(
 # (database alias, kind of read) -> [recent seconds a key took on one
 # connection (a moving average), reads so far]. While reads are spread, one
 # in SAMPLE_EVERY is still read on one connection, to notice when the rows
-# are back in the buffer pool.
+# are back in the buffer pool. Threads of one process update it without a
+# lock: a lost update only leaves an average a read behind.
 _paces: dict[tuple[str, str], list] = {}
 SAMPLE_EVERY = 16
 
