@@ -27,10 +27,16 @@ def sizes():
     return {h: n for h, (n, _rows) in storage.posting_sizes().items() if h in alive}
 
 
-def all_found(rows=None):
-    """Every row (or these) is the first answer when searching for its own vector."""
+def found_share(rows=None, **approximate) -> float:
+    """The share of rows (or of these) that are the first answer for their own vector."""
     rows = rows if rows is not None else list(Streamed.objects.values_list("pk", "embedding"))
-    return all(Streamed.objects.order_by(L2Distance("embedding", v)).first().pk == pk for pk, v in rows)
+    search = Streamed.objects.approximate(**approximate)
+    return sum(search.order_by(L2Distance("embedding", v)).first().pk == pk for pk, v in rows) / len(rows)
+
+
+def all_found(rows=None, **approximate) -> bool:
+    """Every row (or these) is the first answer when searching for its own vector."""
+    return found_share(rows, **approximate) == 1.0
 
 
 def top10(queries):
@@ -329,4 +335,10 @@ def test_inserts_from_threads_while_splits_run():
     assert "streamed_embedding: ok" in check(INDEX)
     rows = [row for slot in inserted for row in slot]
     assert len(rows) == 900
-    assert all_found(rows)
+    # No row is lost: with every list read, each is the first answer for its
+    # own vector. With the default probes nearly all are: a split that ran
+    # beside the inserts may leave a row only in a list that the probe's
+    # distance cut-off skips for it, until a reassign or a later split moves
+    # it (seen twice in many CI runs; recall is approximate, not this).
+    assert all_found(rows, probes=10_000, epsilon=1e9)
+    assert found_share(rows) >= 0.99
