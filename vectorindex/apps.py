@@ -12,6 +12,9 @@ class VectorIndexConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from . import checks  # noqa: F401  (registers the system checks)
+        from .hooks import install
+
+        install()  # raw saves (loaddata) of indexed models reach their index
 
         post_migrate.connect(_register_indexes, sender=self)
 

@@ -8,6 +8,14 @@ the index write run in one ``atomic`` block (the caller's transaction when there
 is one). ``from_db`` and ``refresh_from_db`` are wrapped to remember the stored
 vector, so that a save that leaves the vector alone does no index work.
 
+Django's deserializer (``loaddata``, and whatever restores serialized objects)
+saves with ``models.Model.save_base(obj, raw=True)``, naming the base class, so
+that no model-defined save runs: a wrapper on the indexed class is never reached
+that way. :func:`install` (run by the app's ``ready()``) makes the base class's
+``save_base`` hand indexed instances to their class's wrapper, so raw saves
+change the index in the row's transaction too, whether or not signals are
+muted.
+
 Deletes need no wrapping: Django's deletion collector sends ``post_delete``
 inside its transaction, for cascades as well as direct deletes.
 """
@@ -16,12 +24,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import router, transaction
+from django.db import models, router, transaction
 from django.db.models.signals import class_prepared, post_delete
 
 from .indexes import VectorIndex
 
 MARK = "_vectorindex_wrapped"
+# Set on an instance while its class's wrapper runs Django's save_base: a
+# save_base reached from there (a model's own override calling super()) is
+# Django's, not the wrapper again.
+SAVING = "_vectorindex_saving"
 
 
 def has_vector_index(model: Any) -> bool:
@@ -41,14 +53,18 @@ def _wrap(model: Any) -> None:
         adding = self._state.adding
         routed = writes.route_before_save(self, using, adding, update_fields)
         with transaction.atomic(using=using, savepoint=False):
-            original_save_base(
-                self,
-                raw=raw,
-                force_insert=force_insert,
-                force_update=force_update,
-                using=using,
-                update_fields=update_fields,
-            )
+            self.__dict__[SAVING] = True
+            try:
+                original_save_base(
+                    self,
+                    raw=raw,
+                    force_insert=force_insert,
+                    force_update=force_update,
+                    using=using,
+                    update_fields=update_fields,
+                )
+            finally:
+                del self.__dict__[SAVING]
             writes.after_save(self, using, adding, update_fields, routed)
 
     def from_db(cls, db, field_names, values, **kwargs):
@@ -92,6 +108,30 @@ def _on_post_delete(sender: Any, instance: Any, using: str, **kwargs: Any) -> No
     from . import writes
 
     writes.on_post_delete(sender, instance, using)
+
+
+_django_save_base: Any = None
+
+
+def install() -> None:
+    """Make ``Model.save_base`` itself pass indexed instances to their class's wrapper.
+
+    Idempotent. Other models pay one attribute lookup per save.
+    """
+    global _django_save_base
+    if _django_save_base is not None:
+        return
+    _django_save_base = models.Model.save_base
+
+    def save_base(self, *args, **kwargs):
+        own = type(self).save_base
+        if getattr(own, MARK, False) and not self.__dict__.get(SAVING):
+            return own(self, *args, **kwargs)
+        return _django_save_base(self, *args, **kwargs)
+
+    save_base.__doc__ = _django_save_base.__doc__
+    save_base.__wrapped__ = _django_save_base
+    models.Model.save_base = save_base
 
 
 class_prepared.connect(_on_class_prepared, dispatch_uid="vectorindex.hooks.class_prepared")
