@@ -103,14 +103,23 @@ def assign(
 
 
 def probe(head: HeadIndex, query: np.ndarray, count: int, epsilon: float) -> np.ndarray:
-    """Heads to probe for *query*, nearest first: up to *count*, within ``(1+ε)``."""
+    """Heads to probe for *query*, nearest first: up to *count*, within ``(1+ε)``.
+
+    A *count* that reaches the number of heads asks for every list: all of
+    them, with no cut-off (and no graph search, which need not reach every
+    element of a graph that has lost many).
+    """
+    if count >= len(head):
+        return head.ids()
     labels, distances = head.search(query, count, ef=max(64, 2 * count))
     keep = _within(distances, epsilon, head.metric)[0]
     return labels[0][keep]
 
 
 def ranked_heads(head: HeadIndex, query: np.ndarray, count: int) -> np.ndarray:
-    """The *count* nearest heads of *query*, nearest first, with no cut-off."""
+    """The *count* nearest heads of *query*, nearest first, with no cut-off (every head from their number on)."""
+    if count >= len(head):
+        return head.ids()
     labels, _ = head.search(query, count, ef=max(64, 2 * count))
     return labels[0]
 
