@@ -32,6 +32,7 @@ from . import jobs
 from .engine import postings, routing
 from .models import IndexState
 from .registry import Declared, runtime
+from .storage import job_transaction
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -91,7 +92,7 @@ def build(declared: Declared, using: str = "default", *, progress: Progress | No
 
 
 def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport:
-    with transaction.atomic(using=using):
+    with job_transaction(using):
         storage.lock_state(exclusive=True)
         storage.lock_all_heads()
         storage.clear()

@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from django.db import OperationalError, transaction
+from django.db import OperationalError
 from django.utils import timezone
 
 from . import writes
@@ -36,7 +36,7 @@ from .engine.kmeans import kmeans
 from .exceptions import VectorIndexError
 from .models import IndexState
 from .registry import Declared, runtime
-from .storage import Storage
+from .storage import Storage, job_transaction
 from .wal import change_heads
 
 FAULT_ENV = "VECTORINDEX_FAULT"
@@ -154,7 +154,7 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
     """Split a posting list over its limit into K ≥ 2 lists around new heads."""
     options = declared.options
     limit = options["posting_limit"]
-    with transaction.atomic(using=using):
+    with job_transaction(using):
         locked = _lock_for_head_change("split", declared, using, head_id)
         if isinstance(locked, Outcome):
             return locked
@@ -293,7 +293,7 @@ def reassign(declared: Declared, head_id: int, new_head_ids: list[int], using: s
     routed again, replicas and all.
     """
     metric = declared.metric
-    with transaction.atomic(using=using):
+    with job_transaction(using):
         rt, storage, state = _open(declared, using)
         if state[0] != IndexState.Status.READY:
             return Outcome("reassign", "index not ready")
@@ -356,7 +356,7 @@ def reassign(declared: Declared, head_id: int, new_head_ids: list[int], using: s
 
 def merge(declared: Declared, head_id: int, using: str = "default") -> Outcome:
     """Retire a head with too few live vectors; append them to their nearest other heads."""
-    with transaction.atomic(using=using):
+    with job_transaction(using):
         locked = _lock_for_head_change("merge", declared, using, head_id)
         if isinstance(locked, Outcome):
             return locked
@@ -381,7 +381,7 @@ def defragment(declared: Declared, head_id: int, using: str = "default", above_r
     (a query that read many rows, the scan) pass their threshold, since a
     list is often asked for again before its first defragment has run.
     """
-    with transaction.atomic(using=using):
+    with job_transaction(using):
         _rt, storage, state = _open(declared, using)
         if state[0] != IndexState.Status.READY:
             return Outcome("defragment", "index not ready")
@@ -425,7 +425,7 @@ def compact(declared: Declared, using: str = "default") -> Outcome:
 
 def collect(declared: Declared, using: str = "default") -> Outcome:
     """Delete retired heads and their rows once their grace period is over."""
-    with transaction.atomic(using=using):
+    with job_transaction(using):
         _rt, storage, _state = _open(declared, using)
         before = timezone.now() - timedelta(seconds=vectorindex_settings.RETIRED_GRACE)
         expired = storage.expired_heads(before)

@@ -20,6 +20,7 @@ from .engine.head import HeadIndex, prepare
 from .exceptions import HeadIndexError, IndexNotReady, SnapshotError
 from .models import Head, IndexState, Snapshot
 from .registry import Declared, load, rebuild_from_heads, runtime
+from .storage import job_transaction
 
 
 def _ready(declared: Declared, using: str):
@@ -37,7 +38,7 @@ def take_snapshot(declared: Declared, using: str = "default") -> Snapshot:
     reads and writes go on.
     """
     rt, storage, _state = _ready(declared, using)
-    with transaction.atomic(using=using):
+    with job_transaction(using):
         state = storage.lock_state(exclusive=True)
         head = rt.current(storage, state)
         snapshot = storage.write_snapshot(state[1], state[2], head.to_bytes(), len(head))
@@ -89,7 +90,7 @@ def recover(declared: Declared, using: str = "default") -> RecoveryReport:
         with rt.lock:
             rt.head = head
         return RecoveryReport(declared.name, "snapshot", len(head), head.lsn)
-    with transaction.atomic(using=using):
+    with job_transaction(using):
         state = storage.lock_state(exclusive=True)
         head = rebuild_from_heads(rt, storage, state[1], state[2])
         snapshot = storage.write_snapshot(state[1], state[2], head.to_bytes(), len(head))

@@ -23,13 +23,13 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, models
 
 from .engine import codec
-from .engine.head import HeadIndex
+from .engine.head import HeadIndex, HeadView
 from .engine.postings import Payload
 from .exceptions import SnapshotError
 from .fields import VectorField
 from .indexes import VectorIndex
 from .models import IndexState, WalEntry
-from .storage import Storage
+from .storage import Storage, on_own_connection
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,8 @@ class Runtime:
         self.head: HeadIndex | None = None
         self.state_id: int | None = None
         self.payload: tuple[int, Payload] | None = None  # (generation, its payload)
+        # A head index loaded as an older transaction sees it: {(generation, LSN): head}.
+        self.older: dict[tuple[int, int], HeadIndex] = {}
 
     @property
     def connection(self) -> Any:
@@ -217,6 +219,50 @@ class Runtime:
             self.head = head
             return head
 
+    def view(self, storage: Storage, state: tuple[str, int, int], head: HeadIndex) -> HeadIndex | HeadView | None:
+        """How *head* stood at the state row's LSN, when this connection's transaction may not see past it.
+
+        None outside a transaction (every statement sees the newest commits,
+        which *head* reflects at least) or when *head* is not ahead of that
+        LSN. A query inside a transaction probes the heads both of the view
+        and of *head*: under REPEATABLE READ (and SQLite's WAL mode) the
+        transaction reads the lists as of its LSN, under READ COMMITTED as of
+        now, and which one holds cannot be told from here.
+        """
+        _status, generation, lsn = state
+        if not self.connection.in_atomic_block or head.generation != generation or head.lsn <= lsn:
+            return None
+        changes = head.changes_since(lsn)
+        if changes is None:
+            # This process loaded a snapshot newer than the transaction: load
+            # the head index as the transaction sees it (kept for the next).
+            key = (generation, lsn)
+            with self.lock:
+                older = self.older.get(key)
+            if older is None:
+                older = load(self, storage, generation, lsn)
+                with self.lock:
+                    self.older = {key: older}
+            return older
+        hidden, restored = changes
+        ids, vectors = storage.head_rows(sorted(restored))
+        return HeadView(head, lsn, hidden, ids, vectors)
+
+    def newest(self) -> HeadIndex:
+        """The head index up to the newest commit, whatever this connection's transaction sees.
+
+        A writer that routed to a head retired meanwhile catches up with
+        this. Under REPEATABLE READ, a transaction reads the state row and
+        the WAL as they were when it began, and would find the same old
+        state again and again: on MySQL/MariaDB inside a transaction, they
+        are read on a connection of the process's own, in autocommit mode.
+        (SQLite has one writer at a time: a writing transaction sees every
+        commit before it.)
+        """
+        if self.connection.vendor == "mysql" and self.connection.in_atomic_block:
+            return on_own_connection(self.using, lambda: self.current(*self.open()))
+        return self.current(*self.open())
+
     def forget(self) -> None:
         with self.lock:
             self.head = None
@@ -278,7 +324,10 @@ def replay(head: HeadIndex, storage: Storage, lsn: int = 0) -> bool:
     reaches = entries[-1][0] if entries else head.lsn
     if (entries and entries[0][0] != head.lsn + 1) or reaches < lsn:
         return False
+    if head.history_from is None:
+        head.history_from = head.lsn
     for entry_lsn, op, head_id, vector in entries:
+        head.record(entry_lsn, op == WalEntry.Op.ADD, head_id)
         if op == WalEntry.Op.ADD:
             if head_id not in head.alive:
                 head.add(np.array([head_id]), codec.from_bytes(bytes(vector))[None, :])

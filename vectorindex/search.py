@@ -1,8 +1,11 @@
 """The read path: answering ``order_by(Distance(...))[:k]`` from the index (DESIGN §4).
 
 1. Bring this process's head index up to date (the state row: one key read).
+   Inside a transaction that may not see that far (REPEATABLE READ), the
+   heads as they stood at the state row's LSN are probed as well.
 2. Probe the nearest heads — up to ``probes``, those within ``(1 + ε)`` of the
-   nearest — and read their posting lists (a range scan each).
+   nearest; every head when ``probes`` reaches their number — and read their
+   posting lists (a range scan each).
 3. Score every entry exactly; keep entries whose version is the vector's current
    one (the version table: this drops stale copies and deleted rows); keep one
    entry per vector (replicas); apply the queryset's other conditions — the
@@ -102,7 +105,10 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
     if state[0] != IndexState.Status.READY:
         return None
     head = rt.current(storage, state)
-    if not len(head):
+    view = rt.view(storage, state, head)
+    routers = [head] if view is None else [view, head]
+    everything = max(len(router) for router in routers)
+    if not everything:
         return None
     options: SearchOptions = queryset._vector_search
     defaults = declared.options
@@ -117,25 +123,30 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
     pool = _Pool.empty(len(plan.terms))
     rows_per_head: dict[int, int] = {}
     read: set[int] = set()
-    heads = routing.probe(head, query, min(probes, len(head)), epsilon)
-    count = probes
+    count = min(probes, everything)
+    heads = _union(routing.probe(router, query, count, epsilon) for router in routers)
     while True:
-        fresh = [int(h) for h in heads if int(h) not in read]
+        fresh = [h for h in heads if h not in read]
         read.update(fresh)
         if fresh:
             entries = storage.read_postings(fresh, rows_per_head)
             if len(entries):
                 pool.add(entries, storage.payload, plan)
         chosen = _best(pool, plan, need, storage, sql_filter, exact)
-        if chosen is not None or len(read) >= len(head):
-            break
-        count = min(2 * count, len(head))
-        heads = routing.ranked_heads(head, query, count)
+        if chosen is not None or count >= everything:
+            break  # found, or every list has been read
+        count = min(2 * count, everything)
+        heads = _union(routing.ranked_heads(router, query, count) for router in routers)
     _trigger_defragment(declared, using, rows_per_head)
     if chosen is None:
         return None  # the index ran out before k rows: the exact path decides
     ids, values = chosen
     return ids[plan.low :].tolist(), [column[plan.low :] for column in values]
+
+
+def _union(rankings: Iterator[np.ndarray]) -> list[int]:
+    """The heads of every ranking, each once, in the order first met."""
+    return list(dict.fromkeys(int(h) for ranking in rankings for h in ranking.tolist()))
 
 
 def _sql_filter(queryset: Any, plan: DistancePlan) -> Any:

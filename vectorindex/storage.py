@@ -20,10 +20,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from django.db import OperationalError, connections
+from django.db import OperationalError, connections, transaction
 from django.utils import timezone
 
 from .conf import vectorindex_settings
@@ -128,17 +129,43 @@ def _executor(size: int) -> ThreadPoolExecutor:
         return _readers[1]
 
 
+def on_own_connection(alias: str, work: Callable[[], Any]) -> Any:
+    """*work*'s result, run on a reader thread, where ``connections[alias]`` is that thread's own, in autocommit mode."""
+    return _executor(1).submit(_on_thread_connection, alias, work).result()
+
+
 def _read_on_thread_connection(alias: str, *read: Any) -> list[tuple]:
-    connection = connections[alias]  # this thread's own, in autocommit mode
+    return _on_thread_connection(alias, lambda: _read(connections[alias], *read))
+
+
+def _on_thread_connection(alias: str, work: Callable[[], Any]) -> Any:
     for attempt in range(2):
         try:
-            return _read(connection, *read)
+            return work()
         except OperationalError:
             # The server closed the idle connection (wait_timeout): a new one, once.
-            connection.close()
+            connections[alias].close()
             if attempt:
                 raise
     raise AssertionError("unreachable")
+
+
+@contextmanager
+def job_transaction(using: str) -> Iterable[None]:
+    """The transaction of a build or a maintenance job: READ COMMITTED on MySQL/MariaDB, whatever the connection's default.
+
+    A job waits for locks (the state row, a head's row) and must then read
+    what the transactions it waited for committed. Under REPEATABLE READ its
+    plain reads would show the tables as of its first read, before the
+    wait: a split would copy a list as it stood before a merge appended to
+    it, and retire the head with the merge's vectors behind.
+    """
+    connection = connections[using]
+    if connection.vendor == "mysql" and not connection.in_atomic_block:
+        with connection.cursor() as cursor:  # applies to the next transaction only
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    with transaction.atomic(using=using):
+        yield
 
 
 class Storage:
@@ -421,12 +448,20 @@ class Storage:
 
     def head_vectors(self, head_ids: Sequence[int]) -> np.ndarray:
         """The vectors of these heads (alive or retired), in the order given."""
+        found, vectors = self.head_rows(head_ids)
+        if len(found) != len(head_ids):
+            raise KeyError(f"heads {sorted(set(map(int, head_ids)) - set(found.tolist()))[:5]} are gone")
+        return vectors
+
+    def head_rows(self, head_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of those of these heads whose rows are still there, in the order given."""
         ids = [int(h) for h in head_ids]
         rows = dict(self._execute(
             f"SELECT id, vector FROM {self.head_table} WHERE index_id = %s AND id IN ({self._marks(len(ids))})",
             [self.index_id, *ids],
         )) if ids else {}
-        return codec.stack_bytes([bytes(rows[i]) for i in ids], self.dimensions)
+        found = [i for i in ids if i in rows]
+        return np.array(found, dtype=np.int64), codec.stack_bytes([bytes(rows[i]) for i in found], self.dimensions)
 
     def head_vector(self, head_id: int) -> np.ndarray | None:
         rows = self._execute(

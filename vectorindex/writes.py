@@ -178,7 +178,7 @@ def _index_new_one(declared: Declared, using: str, pk: Any, value: Any, routed: 
     held = owners & set(sizes) if version == 1 else set()
     _ask_splits(declared, using, sizes, dict.fromkeys(held, count))
     if held != owners:
-        head = rt.current(storage, storage.read_state())
+        head = rt.newest()
         versions = np.array([version], np.uint32)
         _route_and_append(declared, using, rt, storage, head, pks, vectors, None, versions, frozenset(held))
     return True
@@ -212,7 +212,7 @@ def _route_and_append(
         if len(alive) == len(set(owners.tolist())):
             break
         # A head was retired since this process last looked: catch up, route again.
-        head, assigned = rt.current(storage, storage.read_state()), None
+        head, assigned = rt.newest(), None
     else:
         raise IndexWriteError(f"{declared.name}: heads kept changing while routing {len(pks)} vectors")
     if versions is None:

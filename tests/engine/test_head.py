@@ -85,3 +85,39 @@ def test_searches_and_additions_from_many_threads():
         thread.join()
     assert errors == []
     assert len(head) == 50 + 400
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_a_view_routes_as_the_head_index_stood_at_an_older_lsn(metric):
+    from vectorindex.engine.head import HeadView
+
+    head, vectors = make(metric)
+    head.lsn = head.history_from = 10
+    rng = np.random.default_rng(1)
+    added = rng.normal(size=(5, 8)).astype(np.float32)
+    # WAL 11..15 add heads 1..5; 16..25 remove heads 1000..1009; 26 removes head 1 again.
+    for lsn, head_id in enumerate(range(1, 6), start=11):
+        head.record(lsn, True, head_id)
+    head.add(np.arange(1, 6), added)
+    for lsn, head_id in enumerate(range(1000, 1010), start=16):
+        head.record(lsn, False, head_id)
+    head.remove(np.arange(1000, 1010))
+    head.record(26, False, 1)
+    head.remove(np.array([1]))
+    head.lsn = 26
+
+    assert head.changes_since(26) == (set(), set())
+    assert head.changes_since(9) is None  # before what this copy knows
+    hidden, restored = head.changes_since(10)
+    assert hidden == {2, 3, 4, 5} and restored == set(range(1000, 1010))
+    view = HeadView(head, 10, hidden, np.array(sorted(restored)), vectors[:10])
+    assert len(view) == 200 and sorted(view.ids().tolist()) == list(range(1000, 1200))
+
+    then, _ = make(metric)  # the heads at LSN 10
+    queries = np.concatenate([vectors[:10] + 0.01, added])
+    labels, distances = view.search(queries, 5, ef=200)
+    expected, expected_distances = then.search(queries, 5, ef=200)
+    assert labels.tolist() == expected.tolist()
+    np.testing.assert_allclose(distances, expected_distances, rtol=1e-4, atol=1e-5)
+    hidden, restored = head.changes_since(20)  # 2..5 were there by then; 1000..1004 gone, 1005..1009 and 1 not
+    assert hidden == set() and restored == {1, *range(1005, 1010)}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from collections import deque
 
 import hnswlib
 import numpy as np
@@ -26,6 +27,10 @@ from ..exceptions import HeadIndexError
 
 SPACES = {"l2": "l2", "cosine": "ip", "ip": "ip"}
 MAGIC = b"VIHEAD2\n"
+# WAL changes a head index remembers (see HeadIndex.changes_since): a few
+# bytes each; a transaction older than that many head changes routes with a
+# head index loaded as of its own LSN instead.
+HISTORY = 100_000
 
 
 def prepare(vectors: np.ndarray, metric: str) -> np.ndarray:
@@ -53,6 +58,10 @@ class HeadIndex:
         # What this copy has applied: (generation, LSN) of the index state.
         self.generation = 0
         self.lsn = 0
+        # The WAL changes applied after LSN `history_from` (None: none yet),
+        # as (LSN, added?, head id): what a view as of an older LSN needs.
+        self.history: deque[tuple[int, bool, int]] = deque()
+        self.history_from: int | None = None
 
     def __len__(self) -> int:
         return len(self.alive)
@@ -84,6 +93,41 @@ class HeadIndex:
                     self._index.mark_deleted(head_id)
                     self.alive.discard(head_id)
                     self._copies.drop(head_id)
+
+    def record(self, lsn: int, added: bool, head_id: int) -> None:
+        """Remember that the WAL entry at *lsn* added or removed *head_id* (applied or not)."""
+        with self._lock:
+            if self.history_from is None:
+                self.history_from = lsn - 1
+            self.history.append((lsn, added, head_id))
+            if len(self.history) > HISTORY:
+                self.history_from = self.history.popleft()[0]
+
+    def changes_since(self, lsn: int) -> tuple[set[int], set[int]] | None:
+        """(heads alive now that were not at *lsn*, heads alive at *lsn* that are not now).
+
+        None when this copy does not know every change after *lsn* (it was
+        loaded from a later snapshot, or has forgotten them).
+        """
+        with self._lock:
+            if lsn >= self.lsn:
+                return set(), set()
+            if self.history_from is None or lsn < self.history_from:
+                return None
+            first: dict[int, bool] = {}
+            for entry_lsn, added, head_id in reversed(self.history):
+                if entry_lsn <= lsn:
+                    break
+                first[head_id] = added  # the earliest change after lsn wins
+            alive = self.alive
+            hidden = {h for h, added in first.items() if added and h in alive}
+            restored = {h for h, added in first.items() if not added and h not in alive}
+        return hidden, restored
+
+    def ids(self) -> np.ndarray:
+        """Every alive head's id."""
+        with self._lock:
+            return np.fromiter(self.alive, dtype=np.int64, count=len(self.alive))
 
     def search(self, queries: np.ndarray, k: int, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The *k* nearest alive heads of each query: (ids, hnswlib distances)."""
@@ -198,6 +242,58 @@ class HeadIndex:
         """Ids of every element, alive or marked deleted."""
         with self._lock:
             return {int(i) for i in self._index.get_ids_list()}
+
+
+def distances(metric: str, queries: np.ndarray, heads: np.ndarray) -> np.ndarray:
+    """(queries × heads) distances as hnswlib measures them, between prepared vectors."""
+    queries = queries.astype(np.float64)
+    heads = heads.astype(np.float64)
+    if metric == "l2":
+        squared = (queries**2).sum(axis=1)[:, None] - 2 * queries @ heads.T + (heads**2).sum(axis=1)[None, :]
+        return np.maximum(squared, 0)
+    return 1.0 - queries @ heads.T
+
+
+class HeadView:
+    """The head index as it stood at an earlier LSN, for reads of a transaction that began then.
+
+    A transaction under REPEATABLE READ (or SQLite's WAL mode) reads posting
+    lists as they were when it began: the lists of heads added since are
+    empty to it, and the vectors it can see are still under the heads
+    retired since. Its queries must route as the head index stood at the LSN
+    its own read of the state row shows. The view is the process's head
+    index with the heads added since left out and those retired since put
+    back (their vectors from the heads table, where a retired head's row
+    stays for a grace period and in every older snapshot).
+    """
+
+    def __init__(self, head: HeadIndex, lsn: int, hidden: set[int], restored_ids: np.ndarray, restored_vectors: np.ndarray) -> None:
+        self.head = head
+        self.metric = head.metric
+        self.dimensions = head.dimensions
+        self.generation = head.generation
+        self.lsn = lsn
+        self.hidden = hidden
+        self.restored_ids = np.asarray(restored_ids, dtype=np.int64)
+        self.restored = prepare(restored_vectors.reshape(len(self.restored_ids), head.dimensions), head.metric)
+
+    def __len__(self) -> int:
+        return max(0, len(self.head) - len(self.hidden)) + len(self.restored_ids)
+
+    def ids(self) -> np.ndarray:
+        own = self.head.ids()
+        return np.concatenate([own[~np.isin(own, list(self.hidden))], self.restored_ids])
+
+    def search(self, queries: np.ndarray, k: int, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        queries = prepare(np.atleast_2d(queries), self.metric)
+        k = min(k, len(self))
+        labels, found = self.head.search(queries, k + len(self.hidden), ef)
+        found = np.where(np.isin(labels, list(self.hidden)), np.inf, found)
+        if len(self.restored_ids):
+            labels = np.hstack([labels, np.broadcast_to(self.restored_ids, (len(queries), len(self.restored_ids)))])
+            found = np.hstack([found, distances(self.metric, queries, self.restored)])
+        order = np.argsort(found, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(labels, order, axis=1), np.take_along_axis(found, order, axis=1)
 
 
 class _Copies:

@@ -1,0 +1,174 @@
+"""Queries and writes inside transactions whose snapshot is older than this process's head index.
+
+Under REPEATABLE READ (MySQL/MariaDB) and in SQLite's WAL mode, a transaction
+reads every table as it was when it began. When a split commits in another
+thread of the same process meanwhile, the process's shared head index moves
+past what the transaction can see: the split's new lists are empty to it,
+and its vectors are still under the retired head.
+"""
+
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from django.db import connection, connections, transaction
+
+from tests.indexing import build, check, clustered
+from tests.test_maintenance import crowd_one_head, declared
+from tests.testapp.models import Streamed
+from vectorindex import L2Distance, maintenance
+from vectorindex.models import Head
+from vectorindex.registry import runtime
+
+
+def levels():
+    return ["read committed", "repeatable read"] if connection.vendor == "mysql" else ["wal"]
+
+
+@contextmanager
+def transaction_at(level):
+    """A transaction at *level* whose snapshot is taken at once."""
+    if connection.vendor == "mysql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET TRANSACTION ISOLATION LEVEL {level.upper()}")
+        with transaction.atomic():
+            Streamed.objects.count()
+            yield
+        return
+    # SQLite: in WAL mode a deferred transaction reads one snapshot, and a
+    # writer on another connection may commit meanwhile.
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    mode, connection.transaction_mode = connection.transaction_mode, None
+    try:
+        with transaction.atomic():
+            Streamed.objects.count()
+            yield
+    finally:
+        connection.transaction_mode = mode
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA journal_mode=DELETE")
+
+
+def in_thread(work):
+    """Run *work* on another thread (its own connection) and wait for it."""
+    errors = []
+
+    def run():
+        try:
+            work()
+        except BaseException as error:  # noqa: BLE001 - raised in the test's thread
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive()
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def crowded(transactional_db, settings):
+    settings.VECTORINDEX = {"JOBS": "manual"}  # the split runs when the test says
+    Streamed.objects.bulk_create(Streamed(embedding=v) for v in clustered(600, seed=4))
+    build("streamed_embedding")
+    target = crowd_one_head(150)
+    runtime(declared(), "default").current(*runtime(declared(), "default").open())
+    return target
+
+
+def split_and_catch_up(target):
+    """Split *target* and its follow-ups, then let the process's head index catch up (a query)."""
+    queue = [("split", {"head_id": target})]
+    while queue:
+        name, arguments = queue.pop(0)
+        queue.extend(maintenance.run(name, declared(), **arguments).follow_up)
+    rt = runtime(declared(), "default")
+    rt.current(*rt.open())
+
+
+@pytest.mark.parametrize("level", levels())
+def test_a_query_routes_as_its_snapshot_sees_the_heads(crowded, level):
+    target = crowded
+    crowd = list(Streamed.objects.order_by("-pk").values_list("pk", "embedding")[:150])
+    queries = [vector for _pk, vector in crowd[:20]]
+    with transaction_at(level):
+        head_before = runtime(declared(), "default").head.lsn
+        in_thread(lambda: split_and_catch_up(target))
+        assert runtime(declared(), "default").head.lsn > head_before  # the shared head moved on
+        found = [list(Streamed.objects.order_by(L2Distance("embedding", q)).values_list("pk", flat=True)[:10]) for q in queries]
+        exact = [list(Streamed.objects.exact().order_by(L2Distance("embedding", q)).values_list("pk", flat=True)[:10]) for q in queries]
+    assert not Head.objects.get(pk=target).alive
+    hits = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact)])
+    assert hits >= 0.9, hits
+
+
+@pytest.mark.parametrize("level", levels())
+def test_a_query_of_a_transaction_older_than_the_processes_snapshot(crowded, level):
+    """The process's head index is loaded from a snapshot newer than the transaction's LSN."""
+    from vectorindex.recovery import take_snapshot
+
+    target = crowded
+    queries = list(Streamed.objects.order_by("-pk").values_list("embedding", flat=True)[:10])
+    with transaction_at(level):
+        rt = runtime(declared(), "default")
+
+        def split_snapshot_reload():
+            split_and_catch_up(target)
+            take_snapshot(declared(), "default")
+            rt.forget()
+            rt.current(*rt.open())  # loaded afresh from the new snapshot: no history before it
+
+        in_thread(split_snapshot_reload)
+        found = [list(Streamed.objects.order_by(L2Distance("embedding", q)).values_list("pk", flat=True)[:10]) for q in queries]
+        exact = [list(Streamed.objects.exact().order_by(L2Distance("embedding", q)).values_list("pk", flat=True)[:10]) for q in queries]
+    hits = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact)])
+    assert hits >= 0.9, hits
+
+
+@pytest.mark.skipif("connection.vendor != 'mysql'", reason="a SQLite transaction that writes sees every commit before it")
+@pytest.mark.parametrize("level", ["read committed", "repeatable read"])
+def test_a_write_routed_to_a_head_retired_after_its_snapshot(crowded, level):
+    target = crowded
+    centre = Head.objects.get(pk=target).vector
+    vector = np.frombuffer(bytes(centre), dtype="<f4") + 0.01
+    rt = runtime(declared(), "default")
+    lsn = rt.head.lsn
+    with transaction_at(level):
+        in_thread(lambda: [maintenance.run("split", declared(), head_id=target)])
+        assert rt.head.lsn == lsn  # nothing has told this process about the split yet
+        point = Streamed.objects.create(embedding=vector)
+    assert not Head.objects.get(pk=target).alive
+    assert Streamed.objects.order_by(L2Distance("embedding", vector)).first().pk == point.pk
+    assert "streamed_embedding: ok" in check("streamed_embedding")
+
+
+@pytest.mark.skipif("connection.vendor != 'mysql'", reason="SQLite has no isolation levels to choose")
+def test_jobs_read_committed_rows_whatever_the_sessions_isolation(crowded, monkeypatch):
+    """A job that waited for a lock must see what the transaction it waited for committed."""
+    from vectorindex.storage import Storage
+
+    seen = []
+    original = Storage.read_postings
+
+    def read_postings(self, *args, **kwargs):
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT trx_isolation_level FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = CONNECTION_ID()"
+            )
+            seen.extend(row[0] for row in cursor.fetchall())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Storage, "read_postings", read_postings)
+    with connection.cursor() as cursor:
+        cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    try:
+        maintenance.run("split", declared(), head_id=crowded)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    assert seen and set(seen) == {"READ COMMITTED"}, seen
