@@ -196,6 +196,27 @@ def test_scan_maintain_compact_and_collect(small, settings):
     assert all_found()
 
 
+def test_a_lost_reassign_is_found_by_the_scan_and_its_head_kept_until_it_runs(small, settings):
+    settings.VECTORINDEX = {"JOBS": "manual", "RETIRED_GRACE": 0}
+    target = crowd_one_head()
+    outcome = maintenance.split(declared(), target)  # its follow-up, the reassign, is never sent
+    [(job, arguments)] = outcome.follow_up
+    assert Head.objects.get(pk=target).split_into == arguments["new_head_ids"]
+    found = maintenance.scan(declared())
+    assert (job, arguments) == ("reassign", {"head_id": target, "new_head_ids": arguments["new_head_ids"]})
+    assert (job, arguments) in found
+    assert ("collect", {}) not in found  # the retired head stays until its reassign has run
+    settings.VECTORINDEX = {"JOBS": "manual"}  # with the grace period, a reassign may still be queued
+    assert (job, arguments) not in maintenance.scan(declared())
+    assert (job, arguments) in maintenance.scan(declared(), lost_after=0)
+    out = io.StringIO()
+    call_command("vectorindex", "maintain", INDEX, verbosity=2, stdout=out)
+    assert f"after splitting head {target}" in out.getvalue()
+    assert Head.objects.get(pk=target).split_into is None
+    assert not any(name == "reassign" for name, _ in maintenance.scan(declared(), lost_after=0))
+    assert "streamed_embedding: ok" in check(INDEX)
+
+
 # Triggers and inline jobs -------------------------------------------------------------
 
 
@@ -280,8 +301,13 @@ def test_a_job_killed_at_any_step_can_run_again(step, settings):
     process = worker("job", job, INDEX, *arguments, fault=step)
     process.wait(60)
     assert process.returncode == -9, process.stderr.read()
+    if job == "reassign":  # the scan finds the killed reassign's work
+        assert ("reassign", {"head_id": target, "new_head_ids": [int(h) for h in arguments[1].split(",")]}) in (
+            maintenance.scan(declared(), lost_after=0)
+        )
     report = run_worker("job", job, INDEX, *arguments)  # again, to the end
     assert report["detail"]
+    assert not Head.objects.filter(split_into__isnull=False).exists() or job != "reassign"
     assert "streamed_embedding: ok" in check(INDEX)
     assert all_found()
     assert recall(top10(queries), exact10(queries)) >= before - 0.02

@@ -170,6 +170,7 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
         points = prepare(vectors, declared.metric)
         chosen, labels = partition(points, limit, declared.metric, seed=head_id, reach=options["probe_epsilon"])
         new_ids, _lsn = change_heads(storage, state[2], add=vectors[chosen], retire=[head_id])
+        storage.mark_split(head_id, new_ids)
         fault("split", "heads")
         rows = []
         for label, members in enumerate(_replicate(points, points[chosen], labels, declared)):
@@ -290,64 +291,73 @@ def reassign(declared: Declared, head_id: int, new_head_ids: list[int], using: s
     lists that are nearer to a new head than to their own. A candidate moves only
     if its nearest head's list does not hold it already (a replica is not
     misplaced for being a replica); a moved vector gets a new version and is
-    routed again, replicas and all.
+    routed again, replicas and all. The same transaction notes on the old head
+    that its reassign has run (until then the scan finds it, if this job is lost).
     """
-    metric = declared.metric
     with job_transaction(using):
         rt, storage, state = _open(declared, using)
         if state[0] != IndexState.Status.READY:
             return Outcome("reassign", "index not ready")
-        head = rt.current(storage, state)
-        new_ids = [h for h in new_head_ids if h in head.alive]
-        old = storage.head_vector(head_id)
-        if not new_ids or old is None:
-            return Outcome("reassign", "nothing to do: the split's heads are gone")
-        new_vectors = prepare(storage.head_vectors(new_ids), metric)
-        # Nearby lists: the heads nearest to the old head and to each new one.
-        nearby = head.search(np.vstack([prepare(old[None, :], metric), new_vectors]), REASSIGN_NEIGHBOURS)[0]
-        neighbours = sorted({int(h) for h in nearby.ravel()} - set(new_ids))
-        owners_all, entries_all = storage.read_postings_with_owners(new_ids + neighbours)
-        if not len(entries_all):
-            return Outcome("reassign", "nothing to do: empty lists")
-        live_mask = _current(storage, entries_all)
-        owners_all, entries_all = owners_all[live_mask], entries_all[live_mask]
-        vectors = storage.payload.vectors(entries_all)
-        own = np.array([np.nan] * len(entries_all))
-        owner_ids = sorted(set(owners_all.tolist()))
-        owner_vectors = dict(zip(owner_ids, storage.head_vectors(owner_ids)))
-        for h in owner_ids:
-            mask = owners_all == h
-            own[mask] = _head_distance(metric, vectors[mask], owner_vectors[h])[:, 0]
-        to_old = _head_distance(metric, vectors, prepare(old[None, :], metric))[:, 0]
-        to_new = _head_distance(metric, vectors, new_vectors).min(axis=1)
-        in_new = np.isin(owners_all, new_ids)
-        candidate = (in_new & (own > to_old)) | (~in_new & (to_new < own))
-        if not candidate.any():
-            return Outcome("reassign", "no vector changed its nearest head")
-        best = head.search(vectors[candidate], 1)[0][:, 0]
-        # A vector its nearest head's list holds already stays where it is, and
-        # one from a neighbouring list moves only to a new head: its nearest
-        # head may be a list not read here, which holds it.
-        held = set(zip(entries_all["id"].tolist(), owners_all.tolist()))
-        moves = np.array(
-            [(int(i), int(b)) not in held and (new or int(b) in new_ids)
-             for i, b, new in zip(entries_all["id"][candidate], best, in_new[candidate])],
-            dtype=bool,
-        )
-        moving = entries_all[candidate][moves]
-        if not len(moving):
-            return Outcome("reassign", "no vector changed its nearest head")
-        # Only vectors still at the version read may move: a user's update since
-        # then has appended the newer vector itself.
-        locked = storage.lock_versions(moving["id"].tolist())
-        still = np.array([locked.get(int(i)) == int(v) for i, v in zip(moving["id"], moving["version"])], bool)
-        moving = moving[still]
-        _, first = np.unique(moving["id"], return_index=True)
-        moving = moving[first]
-        storage.bump_versions(moving["id"].tolist())
-        fault("reassign", "versions")
-        _route_and_append(rt, storage, moving, moving["version"] + 1, using)
-        fault("reassign", "appended")
+        outcome = _reassign(declared, head_id, new_head_ids, using, rt, storage, state)
+        storage.reassigned(head_id)
+    return outcome
+
+
+def _reassign(
+    declared: Declared, head_id: int, new_head_ids: list[int], using: str, rt: Any, storage: Storage, state: tuple
+) -> Outcome:
+    metric = declared.metric
+    head = rt.current(storage, state)
+    new_ids = [h for h in new_head_ids if h in head.alive]
+    old = storage.head_vector(head_id)
+    if not new_ids or old is None:
+        return Outcome("reassign", "nothing to do: the split's heads are gone")
+    new_vectors = prepare(storage.head_vectors(new_ids), metric)
+    # Nearby lists: the heads nearest to the old head and to each new one.
+    nearby = head.search(np.vstack([prepare(old[None, :], metric), new_vectors]), REASSIGN_NEIGHBOURS)[0]
+    neighbours = sorted({int(h) for h in nearby.ravel()} - set(new_ids))
+    owners_all, entries_all = storage.read_postings_with_owners(new_ids + neighbours)
+    if not len(entries_all):
+        return Outcome("reassign", "nothing to do: empty lists")
+    live_mask = _current(storage, entries_all)
+    owners_all, entries_all = owners_all[live_mask], entries_all[live_mask]
+    vectors = storage.payload.vectors(entries_all)
+    own = np.array([np.nan] * len(entries_all))
+    owner_ids = sorted(set(owners_all.tolist()))
+    owner_vectors = dict(zip(owner_ids, storage.head_vectors(owner_ids)))
+    for h in owner_ids:
+        mask = owners_all == h
+        own[mask] = _head_distance(metric, vectors[mask], owner_vectors[h])[:, 0]
+    to_old = _head_distance(metric, vectors, prepare(old[None, :], metric))[:, 0]
+    to_new = _head_distance(metric, vectors, new_vectors).min(axis=1)
+    in_new = np.isin(owners_all, new_ids)
+    candidate = (in_new & (own > to_old)) | (~in_new & (to_new < own))
+    if not candidate.any():
+        return Outcome("reassign", "no vector changed its nearest head")
+    best = head.search(vectors[candidate], 1)[0][:, 0]
+    # A vector its nearest head's list holds already stays where it is, and
+    # one from a neighbouring list moves only to a new head: its nearest
+    # head may be a list not read here, which holds it.
+    held = set(zip(entries_all["id"].tolist(), owners_all.tolist()))
+    moves = np.array(
+        [(int(i), int(b)) not in held and (new or int(b) in new_ids)
+         for i, b, new in zip(entries_all["id"][candidate], best, in_new[candidate])],
+        dtype=bool,
+    )
+    moving = entries_all[candidate][moves]
+    if not len(moving):
+        return Outcome("reassign", "no vector changed its nearest head")
+    # Only vectors still at the version read may move: a user's update since
+    # then has appended the newer vector itself.
+    locked = storage.lock_versions(moving["id"].tolist())
+    still = np.array([locked.get(int(i)) == int(v) for i, v in zip(moving["id"], moving["version"])], bool)
+    moving = moving[still]
+    _, first = np.unique(moving["id"], return_index=True)
+    moving = moving[first]
+    storage.bump_versions(moving["id"].tolist())
+    fault("reassign", "versions")
+    _route_and_append(rt, storage, moving, moving["version"] + 1, using)
+    fault("reassign", "appended")
     return Outcome("reassign", f"moved {len(moving)} vectors after splitting head {head_id}")
 
 
@@ -433,8 +443,14 @@ def collect(declared: Declared, using: str = "default") -> Outcome:
     return Outcome("collect", f"{len(expired)} retired heads deleted")
 
 
-def scan(declared: Declared, using: str = "default") -> list[tuple[str, dict[str, Any]]]:
-    """The jobs the index needs now: the safety net for triggers that were lost."""
+def scan(declared: Declared, using: str = "default", *, lost_after: float | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The jobs the index needs now: the safety net for triggers that were lost.
+
+    A reassign whose split retired its head more than *lost_after* seconds
+    ago (``RETIRED_GRACE`` unless given) and has not run is taken as lost
+    (its worker died, or its message did) and asked for again: before
+    then, it may still be waiting in a queue.
+    """
     _rt, storage, state = _open(declared, using)
     if state[0] != IndexState.Status.READY:
         return []
@@ -450,9 +466,13 @@ def scan(declared: Declared, using: str = "default") -> list[tuple[str, dict[str
             jobs.append(("merge", {"head_id": head_id}))
         elif rows > options["defragment_rows"]:
             jobs.append(("defragment", {"head_id": head_id, "above_rows": options["defragment_rows"]}))
+    grace = vectorindex_settings.RETIRED_GRACE
+    lost = timezone.now() - timedelta(seconds=grace if lost_after is None else lost_after)
+    for head_id, new_head_ids in storage.pending_reassigns(before=lost):
+        jobs.append(("reassign", {"head_id": head_id, "new_head_ids": new_head_ids}))
     if storage.wal_length() >= vectorindex_settings.WAL_SNAPSHOT_ENTRIES:
         jobs.append(("compact", {}))
-    before = timezone.now() - timedelta(seconds=vectorindex_settings.RETIRED_GRACE)
+    before = timezone.now() - timedelta(seconds=grace)
     if storage.expired_heads(before):
         jobs.append(("collect", {}))
     return jobs
@@ -496,7 +516,7 @@ def maintain(declared: Declared, using: str = "default", *, rounds: int = 50, re
     """Run jobs until the scan finds nothing to do (or *rounds* scans have run)."""
     outcomes: list[Outcome] = []
     for _round in range(rounds):
-        jobs = scan(declared, using)
+        jobs = scan(declared, using, lost_after=0)  # every pending reassign, now (they are idempotent)
         if not jobs:
             break
         queue = list(jobs)

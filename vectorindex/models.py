@@ -71,6 +71,10 @@ class Head(models.Model):
     # A retired head's posting rows stay readable for a grace period: a process
     # whose head index is a moment old still routes queries to it.
     retired_at = models.DateTimeField(null=True, blank=True)
+    # The heads a split replaced this one with, until the reassign after the
+    # split has run (None then): the scan finds a reassign whose job was lost,
+    # and the head is not collected before it.
+    split_into = models.JSONField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["index", "alive"], name="vectorindex_head_alive")]

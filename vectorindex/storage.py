@@ -16,6 +16,7 @@ autocommit mode see what the query's connection would. Locks, per backend:
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -274,12 +275,38 @@ class Storage:
         return bool(rows and rows[0][0])
 
     def expired_heads(self, before: Any) -> list[int]:
-        """Retired heads whose grace period ended before *before*."""
+        """Retired heads whose grace period ended before *before*, and whose reassign has run."""
         rows = self._execute(
-            f"SELECT id FROM {self.head_table} WHERE index_id = %s AND alive = %s AND retired_at < %s",
+            f"SELECT id FROM {self.head_table} WHERE index_id = %s AND alive = %s AND retired_at < %s "
+            "AND split_into IS NULL",
             [self.index_id, False, before],
         )
         return [row[0] for row in rows]
+
+    def mark_split(self, head_id: int, new_head_ids: Sequence[int]) -> None:
+        """Note on a retired head the heads its split made: its reassign is to do."""
+        self._execute(
+            f"UPDATE {self.head_table} SET split_into = %s WHERE id = %s AND index_id = %s",
+            [json.dumps([int(h) for h in new_head_ids]), head_id, self.index_id],
+        )
+
+    def reassigned(self, head_id: int) -> None:
+        """The reassign after *head_id*'s split has run."""
+        self._execute(
+            f"UPDATE {self.head_table} SET split_into = NULL WHERE id = %s AND index_id = %s", [head_id, self.index_id]
+        )
+
+    def pending_reassigns(self, before: Any = None) -> list[tuple[int, list[int]]]:
+        """(retired head, the heads its split made) of every split whose reassign has not run.
+
+        With *before*, only splits retired before then.
+        """
+        sql = f"SELECT id, split_into FROM {self.head_table} WHERE index_id = %s AND split_into IS NOT NULL"
+        params: list[Any] = [self.index_id]
+        if before is not None:
+            sql += " AND retired_at < %s"
+            params.append(before)
+        return [(head_id, json.loads(ids) if isinstance(ids, str) else ids) for head_id, ids in self._execute(sql, params)]
 
     def delete_heads(self, head_ids: Sequence[int]) -> None:
         """A retired head and its posting rows, gone for good."""
