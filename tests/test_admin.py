@@ -113,3 +113,132 @@ def test_index_health_page_and_actions(superuser_client):
     )
     assert "passage_embedding is not built" in response.content.decode()
     assert superuser_client.get(reverse("admin:vectorindex_indexstate_change", args=[state.pk])).status_code == 200
+
+
+# Who may run the index actions -------------------------------------------------------
+
+CHANGELIST = "admin:vectorindex_indexstate_changelist"
+
+
+@pytest.fixture
+def built_point(db):
+    """The point index, built (so that a snapshot or a check of it would succeed)."""
+    from tests.indexing import build, clustered
+    from tests.testapp.models import Point
+    from vectorindex.models import IndexState
+
+    Point.objects.bulk_create(Point(embedding=v) for v in clustered(300))
+    build("point_embedding")
+    return IndexState.objects.get(name="point_embedding")
+
+
+@pytest.fixture
+def checks_run(monkeypatch):
+    """The names of the indexes whose invariants were checked (the check still runs)."""
+    from vectorindex import recovery
+
+    names = []
+    real = recovery.check
+
+    def check(declared, using="default"):
+        names.append(declared.name)
+        return real(declared, using)
+
+    monkeypatch.setattr(recovery, "check", check)
+    return names
+
+
+def snapshot_ids():
+    from vectorindex.models import Snapshot
+
+    return set(Snapshot.objects.values_list("pk", flat=True))
+
+
+def post_action(client, action, state):
+    return client.post(
+        reverse(CHANGELIST), {"action": action, "_selected_action": [state.pk], "index": 0}, follow=True
+    )
+
+
+def staff(*codenames, name="staff"):
+    user = User.objects.create_user(name, password="pw", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="vectorindex", codename__in=codenames))
+    return user
+
+
+@pytest.mark.parametrize("user", [None, "member"])
+def test_index_actions_refuse_anonymous_and_non_staff_users(client, built_point, checks_run, user):
+    if user:
+        member = User.objects.create_user(user, password="pw")
+        member.user_permissions.add(*Permission.objects.filter(content_type__app_label="vectorindex"))
+        client.force_login(member)
+    before = snapshot_ids()
+    for action in ["take_snapshot", "check_invariants"]:
+        response = client.post(reverse(CHANGELIST), {"action": action, "_selected_action": [built_point.pk], "index": 0})
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("admin:login"))
+    assert snapshot_ids() == before
+    assert checks_run == []
+
+
+def test_view_only_staff_is_neither_offered_the_actions_nor_can_post_them(client, built_point, checks_run):
+    client.force_login(staff("view_indexstate"))
+    page = client.get(reverse(CHANGELIST))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "point_embedding" in html
+    assert 'value="take_snapshot"' not in html and 'value="check_invariants"' not in html
+    before = snapshot_ids()
+    for action in ["take_snapshot", "check_invariants"]:
+        response = post_action(client, action, built_point)
+        assert response.status_code == 200
+        assert 'class="messagelist"' not in response.content.decode()  # no action ran, none failed
+    assert snapshot_ids() == before
+    assert checks_run == []
+
+
+def test_each_index_action_needs_its_own_permission(client, built_point, checks_run):
+    client.force_login(staff("view_indexstate", "snapshot_indexstate"))
+    html = client.get(reverse(CHANGELIST)).content.decode()
+    assert 'value="take_snapshot"' in html and 'value="check_invariants"' not in html
+    before = snapshot_ids()
+    assert "Point_embedding: snapshot at LSN 0" in post_action(client, "take_snapshot", built_point).content.decode()
+    assert snapshot_ids() - before
+    assert "No action selected." in post_action(client, "check_invariants", built_point).content.decode()
+    assert checks_run == []
+
+    client.force_login(staff("view_indexstate", "check_indexstate", name="checker"))
+    html = client.get(reverse(CHANGELIST)).content.decode()
+    assert 'value="check_invariants"' in html and 'value="take_snapshot"' not in html
+    before = snapshot_ids()
+    assert "Point_embedding: ok" in post_action(client, "check_invariants", built_point).content.decode()
+    assert checks_run == ["point_embedding"]
+    assert "No action selected." in post_action(client, "take_snapshot", built_point).content.decode()
+    assert snapshot_ids() == before
+
+
+def test_superuser_has_the_index_action_permissions(superuser_client):
+    html = superuser_client.get(reverse(CHANGELIST)).content.decode()
+    assert 'value="take_snapshot"' in html and 'value="check_invariants"' in html
+
+
+def test_index_list_counts_heads_and_vectors_without_a_query_per_row(superuser_client, built_point):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from vectorindex.models import Head, IndexState
+
+    def changelist():
+        with CaptureQueriesContext(connection) as queries:
+            html = superuser_client.get(reverse(CHANGELIST)).content.decode()
+        return html, len(queries)
+
+    alive = Head.objects.filter(index=built_point, alive=True).count()
+    html, queries = changelist()
+    assert f'<td class="field-heads">{alive}</td><td class="field-vectors">300</td>' in html
+    rows = IndexState.objects.count()
+    for number in range(3):
+        IndexState.objects.create(name=f"gone_{number}", model_label="testapp.Gone", field_name="embedding", distance="l2", dimensions=2, declared=False)
+    html, more_rows_queries = changelist()
+    assert html.count('<td class="field-heads">0</td><td class="field-vectors">0</td>') == 3 + rows - 1
+    assert more_rows_queries == queries

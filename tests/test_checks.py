@@ -1,12 +1,15 @@
 """System checks."""
 
+import contextlib
+
 import pytest
+from django.apps import apps
 from django.core import checks
 from django.db import models
 from django.test.utils import isolate_apps
 
-from tests.testapp.models import Plain
-from vectorindex import VectorField
+from tests.testapp.models import Plain, Point
+from vectorindex import VectorField, VectorIndex
 
 
 def ids(messages):
@@ -60,3 +63,112 @@ def test_jobs_without_a_broker_or_a_scan_warn(settings):
     settings.VECTORINDEX = {"JOBS": "inline"}
     settings.CELERY_BROKER_URL = None
     assert check_jobs() == []
+
+
+# The index's databases ----------------------------------------------------------------
+
+ELSEWHERE = {
+    "postgresql": {"ENGINE": "django.db.backends.postgresql", "NAME": "vectorindex", "USER": "postgres", "HOST": "127.0.0.1", "PORT": "5432"},
+    "oracle": {"ENGINE": "django.db.backends.oracle", "NAME": "127.0.0.1:1521/vectorindex", "USER": "system"},
+    "sqlite": {"ENGINE": "django.db.backends.sqlite3", "NAME": "elsewhere.sqlite3"},
+    "mysql": {"ENGINE": "django.db.backends.mysql", "NAME": "vectorindex", "USER": "root", "HOST": "127.0.0.1", "PORT": "3306"},
+}
+
+
+class PointElsewhere:
+    """Reads, writes and migrates Point on database 'elsewhere', every other model on 'default'."""
+
+    def db_for_read(self, model, **hints):
+        return "elsewhere" if model is Point else None
+
+    db_for_write = db_for_read
+
+    def allow_migrate(self, db, app_label, model_name=None, **hints):
+        return db == ("elsewhere" if model_name == "point" else "default")
+
+
+@pytest.fixture
+def elsewhere(settings, monkeypatch):
+    """A second database, 'elsewhere', of the vendor asked for; nothing connects to it.
+
+    The alias goes into the DATABASES dict Django's connections read (they read
+    the setting once, so a new DATABASES setting would not reach them).
+    """
+    from django.db import connections
+
+    def add(vendor, routers=(PointElsewhere(),)):
+        monkeypatch.setitem(connections.settings, "elsewhere", dict(ELSEWHERE[vendor]))
+        settings.DATABASE_ROUTERS = list(routers)
+
+    yield add
+    with contextlib.suppress(AttributeError):  # no connection object when its driver is missing
+        del connections["elsewhere"]
+
+
+def index_database_errors():
+    from vectorindex.checks import check_vector_indexes
+
+    return [message for message in check_vector_indexes() if message.id == "vectorindex.E105"]
+
+
+@pytest.mark.parametrize("vendor", ["postgresql", "oracle"])
+def test_an_index_on_an_unsupported_database_is_refused(elsewhere, vendor):
+    elsewhere(vendor)
+    [error] = index_database_errors()
+    assert error.obj is Point
+    assert error.msg == (
+        f"testapp.Point: VectorIndex 'point_embedding' is on database 'elsewhere', which is {vendor}: "
+        "the index needs SQLite or MySQL/MariaDB."
+    )
+    assert "a VectorField without an index works on any database" in error.hint
+
+
+class PointWrittenElsewhere:
+    """Writes Point on 'elsewhere' but migrates nothing there (its table made by other means)."""
+
+    def db_for_write(self, model, **hints):
+        return "elsewhere" if model is Point else None
+
+    def allow_migrate(self, db, app_label, model_name=None, **hints):
+        return db == "default"
+
+
+def test_a_database_the_router_only_writes_to_counts_too(elsewhere):
+    elsewhere("postgresql", routers=[PointWrittenElsewhere()])
+    assert [error.obj for error in index_database_errors()] == [Point]
+
+
+def test_without_a_router_every_database_may_hold_an_indexed_model(elsewhere):
+    elsewhere("postgresql", routers=())
+    errors = index_database_errors()
+    indexed = {model for model in apps.get_models() if any(isinstance(i, VectorIndex) for i in model._meta.indexes)}
+    assert {error.obj for error in errors} == indexed
+    assert all("on database 'elsewhere'" in error.msg for error in errors)
+
+
+@pytest.mark.parametrize("vendor", ["sqlite", "mysql"])
+def test_an_index_on_sqlite_or_mysql_passes(elsewhere, vendor):
+    elsewhere(vendor)
+    assert index_database_errors() == []
+    elsewhere(vendor, routers=())
+    assert index_database_errors() == []
+
+
+def test_the_test_database_passes():
+    assert index_database_errors() == []
+
+
+def test_storage_refuses_an_unsupported_database(monkeypatch):
+    """If an index ever reaches another database, it says so instead of taking SQLite's locks."""
+    from django.db import NotSupportedError, connection
+
+    from vectorindex.storage import Storage
+
+    Storage(connection, index_id=1, dimensions=16)
+    monkeypatch.setattr(connection, "vendor", "postgresql")
+    with pytest.raises(NotSupportedError) as refused:
+        Storage(connection, index_id=1, dimensions=16)
+    assert str(refused.value) == (
+        "A VectorIndex needs SQLite or MySQL/MariaDB; database 'default' is postgresql. "
+        "A VectorField without an index works on any database."
+    )

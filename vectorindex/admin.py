@@ -15,6 +15,9 @@ from typing import Any, Callable
 
 import numpy as np
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils.html import format_html
 
 from .conf import vectorindex_settings
@@ -127,13 +130,33 @@ class IndexStateAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
         return False  # removing the VectorIndex from Meta.indexes does that
 
-    @admin.display(description="alive heads")
-    def heads(self, obj: IndexState) -> int:
-        return Head.objects.using(obj._state.db).filter(index=obj, alive=True).count()
+    def get_queryset(self, request: Any) -> QuerySet:
+        # The counts come with the list's one query, not one query per row.
+        return super().get_queryset(request).annotate(
+            alive_heads=_count(Head.objects.filter(index=OuterRef("pk"), alive=True), "index"),
+            live_vectors=_count(Version.objects.filter(index_id=OuterRef("pk"), deleted=False), "index_id"),
+        )
 
-    @admin.display(description="vectors")
+    @admin.display(description="alive heads", ordering="alive_heads")
+    def heads(self, obj: IndexState) -> int:
+        return obj.alive_heads
+
+    @admin.display(description="vectors", ordering="live_vectors")
     def vectors(self, obj: IndexState) -> int:
-        return Version.objects.using(obj._state.db).filter(index_id=obj.pk, deleted=False).count()
+        return obj.live_vectors
+
+    # The actions need permissions of their own (IndexState.Meta.permissions):
+    # a user who may only view the list is neither offered them nor can post them.
+
+    def _has_permission(self, request: Any, action: str) -> bool:
+        codename = get_permission_codename(action, self.opts)
+        return request.user.has_perm(f"{self.opts.app_label}.{codename}")
+
+    def has_snapshot_permission(self, request: Any) -> bool:
+        return self._has_permission(request, "snapshot")
+
+    def has_check_permission(self, request: Any) -> bool:
+        return self._has_permission(request, "check")
 
     def _each(self, request: Any, queryset: Any, work: Callable[[Any, str], str]) -> None:
         from .registry import get_declared
@@ -145,13 +168,13 @@ class IndexStateAdmin(admin.ModelAdmin):
             except (LookupError, VectorIndexError) as error:
                 self.message_user(request, f"{state.name}: {error}", messages.ERROR)
 
-    @admin.action(description="Take a snapshot of the selected indexes")
+    @admin.action(description="Take a snapshot of the selected indexes", permissions=["snapshot"])
     def take_snapshot(self, request: Any, queryset: Any) -> None:
         from .recovery import take_snapshot
 
         self._each(request, queryset, lambda declared, using: f"snapshot at LSN {take_snapshot(declared, using).lsn}")
 
-    @admin.action(description="Check the selected indexes' invariants")
+    @admin.action(description="Check the selected indexes' invariants", permissions=["check"])
     def check_invariants(self, request: Any, queryset: Any) -> None:
         from .recovery import check
 
@@ -162,6 +185,12 @@ class IndexStateAdmin(admin.ModelAdmin):
             return "ok" + (f" ({'; '.join(warnings)})" if warnings else "")
 
         self._each(request, queryset, run)
+
+
+def _count(rows: QuerySet, key: str) -> Coalesce:
+    """The number of *rows* (filtered on the outer row) as a subquery; 0 when there are none."""
+    counted = rows.order_by().values(key).annotate(n=Count("*")).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
 
 
 class _Violations(VectorIndexError):

@@ -1,5 +1,8 @@
 """What differs between database backends, kept in one place.
 
+The index lives on SQLite and MySQL/MariaDB only (:func:`check_supported`,
+system check ``vectorindex.E105``).
+
 The exact path reads a whole table's keys and vectors in one pass. Django's
 MySQL backend uses mysqlclient's default cursor, which buffers the entire result
 in client memory before the first row is returned; an unbuffered server-side
@@ -11,6 +14,34 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import NotSupportedError, connections
+
+# The index's locks and its posting-list sequence (storage.py) are written for
+# these; a VectorField without an index works on any database (its distances
+# are computed in numpy from a plain binary column).
+SUPPORTED_VENDORS = ("sqlite", "mysql")
+SUPPORTED = "SQLite or MySQL/MariaDB"
+
+
+def vendor(alias: str) -> str:
+    """The vendor of database *alias* (``"sqlite"``, ``"mysql"``, ``"postgresql"``, …), without connecting."""
+    try:
+        return connections[alias].vendor
+    except (ImportError, ImproperlyConfigured):
+        # The backend's driver is not installed here (psycopg, oracledb):
+        # Django's own backends are named after their vendor.
+        return connections.settings[alias]["ENGINE"].rsplit(".", 1)[-1]
+
+
+def check_supported(connection: Any) -> None:
+    """Refuse a database the index's storage is not written for, instead of treating it as SQLite."""
+    if connection.vendor not in SUPPORTED_VENDORS:
+        raise NotSupportedError(
+            f"A VectorIndex needs {SUPPORTED}; database '{connection.alias}' is "
+            f"{connection.vendor}. A VectorField without an index works on any database."
+        )
 
 
 def stream_rows(

@@ -8,6 +8,7 @@ from django.apps import apps
 from django.core import checks
 from django.core.exceptions import FieldDoesNotExist
 
+from .backends import SUPPORTED, SUPPORTED_VENDORS, vendor
 from .fields import VectorField
 from .query import VectorQuerySet
 
@@ -127,7 +128,28 @@ def check_model_vector_indexes(model: Any) -> list[checks.CheckMessage]:
                     id="vectorindex.E104",
                 )
             )
+        for alias, kind in _unsupported_databases(model):
+            messages.append(
+                checks.Error(
+                    f"{label} is on database '{alias}', which is {kind}: the index needs {SUPPORTED}.",
+                    hint=f"Keep {model._meta.label} on {SUPPORTED} (a database router decides where "
+                    "it is read, written and migrated), or remove the VectorIndex: a VectorField "
+                    "without an index works on any database, its queries answered exactly.",
+                    obj=model,
+                    id="vectorindex.E105",
+                )
+            )
     return messages
+
+
+def _unsupported_databases(model: Any) -> list[tuple[str, str]]:
+    """(alias, vendor) of each unsupported database *model* may be read from, written to or migrated on."""
+    from django.db import connections, router
+
+    aliases = {router.db_for_read(model), router.db_for_write(model)}
+    aliases.update(alias for alias in connections if router.allow_migrate_model(alias, model))
+    found = [(alias, vendor(alias)) for alias in sorted(aliases)]
+    return [(alias, name) for alias, name in found if name not in SUPPORTED_VENDORS]
 
 
 @checks.register()

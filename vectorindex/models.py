@@ -55,6 +55,12 @@ class IndexState(models.Model):
     class Meta:
         verbose_name = "vector index"
         verbose_name_plural = "vector indexes"
+        # The admin's actions: a snapshot pauses head-changing jobs, a check
+        # reads every row of the index; viewing the list allows neither.
+        permissions = [
+            ("snapshot_indexstate", "Can take a snapshot of a vector index"),
+            ("check_indexstate", "Can check a vector index's invariants"),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -28,6 +28,7 @@ import numpy as np
 from django.db import OperationalError, connections, transaction
 from django.utils import timezone
 
+from .backends import check_supported
 from .conf import vectorindex_settings
 from .engine import codec, postings
 from .exceptions import SnapshotError
@@ -173,6 +174,7 @@ class Storage:
     """One index's rows, through one database connection."""
 
     def __init__(self, connection: Any, index_id: int, dimensions: int, payload: postings.Payload | None = None) -> None:
+        check_supported(connection)  # its locks are SQLite's or MySQL's, nobody else's
         self.connection = connection
         self.index_id = index_id
         self.dimensions = dimensions
