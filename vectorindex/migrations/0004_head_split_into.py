@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('vectorindex', '0002_index_payload'),
+        ('vectorindex', '0003_indexstate_permissions'),
     ]
 
     operations = [
