@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,22 +50,29 @@ class BuildReport:
         return self.vectors / self.seconds if self.seconds else float("inf")
 
 
-def _read_vectors(declared: Declared, using: str, progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
-    """(pks, vectors) of every row whose vector is not NULL, streamed in chunks."""
+def stream_vectors(declared: Declared, using: str, pks: Sequence[int] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(pks, vectors) of every row whose vector is not NULL (or of these rows), a chunk at a time."""
     from . import exact
     from .planner import DistancePlan
 
-    model = declared.model
-    queryset = model._base_manager.using(using).filter(**{f"{declared.field.name}__isnull": False})
-    total = queryset.count()
-    pks, blocks = [], []
-    done = 0
+    queryset = declared.model._base_manager.using(using).filter(**{f"{declared.field.name}__isnull": False})
+    if pks is not None:
+        queryset = queryset.filter(pk__in=list(pks))
     plan = DistancePlan(where_sql=queryset.query.where)
     for chunk in exact.scan(queryset, plan, terms=False, vectors=(declared.field.name,)):
         _present, matrix = chunk.vectors[declared.field.name]
-        pks.append(chunk.pks.astype(np.int64))
+        yield chunk.pks.astype(np.int64), matrix
+
+
+def _read_vectors(declared: Declared, using: str, progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
+    """(pks, vectors) of every row whose vector is not NULL, streamed in chunks."""
+    total = declared.model._base_manager.using(using).filter(**{f"{declared.field.name}__isnull": False}).count()
+    pks, blocks = [], []
+    done = 0
+    for chunk_pks, matrix in stream_vectors(declared, using):
+        pks.append(chunk_pks)
         blocks.append(matrix)
-        done += len(chunk)
+        done += len(chunk_pks)
         if progress:
             progress("read", done, total)
     if not pks:

@@ -9,6 +9,7 @@ the heads table when a snapshot is missing or does not verify.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from django.utils import timezone
 
 from .engine.head import HeadIndex, prepare
 from .exceptions import HeadIndexError, IndexNotReady, SnapshotError
+from .integrity import Survey, survey
 from .models import Head, IndexState, Snapshot
 from .registry import Declared, load, rebuild_from_heads, runtime
 from .storage import job_transaction
@@ -102,12 +104,21 @@ def recover(declared: Declared, using: str = "default") -> RecoveryReport:
 
 
 def check(declared: Declared, using: str = "default") -> tuple[list[str], list[str]]:
-    """(violations, warnings) of the index's invariants, on one consistent snapshot.
+    """(violations, warnings) of the index's invariants, on one consistent snapshot."""
+    return _on_one_snapshot(declared, using, lambda rt, storage, state: _check(declared, using, rt, storage, state))
 
-    The check runs while writes and jobs go on: it share-locks the state row
-    (a head-changing job finishes first, and the next waits) and reads
-    everything in one repeatable-read transaction, so that rows, versions,
-    postings, heads and WAL are seen as of one moment.
+
+def surveyed(declared: Declared, using: str = "default") -> Survey:
+    """Every row against its entries (:mod:`vectorindex.integrity`), on one consistent snapshot."""
+    return _on_one_snapshot(declared, using, lambda rt, storage, state: survey(declared, using, storage, _head(rt, storage, state)[0]))
+
+
+def _on_one_snapshot(declared: Declared, using: str, work: Callable[[Any, Any, tuple[str, int, int]], Any]) -> Any:
+    """*work*(runtime, storage, state) while writes and jobs go on, on one consistent snapshot.
+
+    It share-locks the state row (a head-changing job finishes first, and
+    the next waits) and reads everything in one repeatable-read transaction,
+    so that rows, versions, postings, heads and WAL are seen as of one moment.
     """
     _ready(declared, using)
     connection = connections[using]
@@ -117,47 +128,44 @@ def check(declared: Declared, using: str = "default") -> tuple[list[str], list[s
     with transaction.atomic(using=using):
         rt, storage, _state = _ready(declared, using)
         state = storage.lock_state(exclusive=False)
-        return _check(declared, using, rt, storage, state)
+        return work(rt, storage, state)
+
+
+def _head(rt: Any, storage: Any, state: tuple[str, int, int]) -> tuple[HeadIndex | None, list[str]]:
+    """The head index loaded afresh from snapshot and WAL, as a new process would, and how it differs from the heads table."""
+    try:
+        head = load(rt, storage, state[1])
+    except (SnapshotError, HeadIndexError) as error:
+        return None, [f"the head index cannot be loaded: {error}"]
+    return head, verify(head, storage)
+
+
+# What a survey's findings mean, and what mends them.
+FINDINGS = {
+    "missing": "rows have a vector but no live version row",
+    "lost": "rows are in no posting list of an alive head at their current version",
+    "changed": "rows hold another vector than their index entry (changed outside Django)",
+    "unreachable": "rows are only in posting lists that a query for their own vector does not read "
+    "with the default probes and probe_epsilon",
+    "orphaned": "live version rows belong to no row with a vector",
+}
 
 
 def _check(declared: Declared, using: str, rt: Any, storage: Any, state: tuple[str, int, int]) -> tuple[list[str], list[str]]:
-    violations: list[str] = []
     warnings: list[str] = []
     options = declared.options
 
-    # Every alive head is in the head index (loaded afresh from snapshot and
-    # WAL, as a new process would); no retired head is.
-    try:
-        violations.extend(verify(load(rt, storage, state[1]), storage))
-    except (SnapshotError, HeadIndexError) as error:
-        violations.append(f"the head index cannot be loaded: {error}")
-
-    alive_heads = set(
-        Head.objects.using(using).filter(index_id=storage.index_id, alive=True).values_list("pk", flat=True)
-    )
-    found: set[tuple[int, int]] = set()
-    for owners, entries in storage.iter_postings():
-        keep = np.isin(owners, np.fromiter(alive_heads, np.int64, len(alive_heads)))
-        found.update(zip(entries["id"][keep].tolist(), entries["version"][keep].tolist()))
-
-    versions = storage.all_versions()
-    rows = set(
-        declared.model._base_manager.using(using)
-        .filter(**{f"{declared.field.name}__isnull": False})
-        .values_list("pk", flat=True)
-    )
-    unversioned = [pk for pk in rows if pk not in versions or versions[pk][1]]
-    if unversioned:
-        violations.append(f"{len(unversioned)} rows have no live version row (e.g. {sorted(unversioned)[:5]})")
-    lost = [pk for pk in rows if pk in versions and not versions[pk][1] and (pk, versions[pk][0]) not in found]
-    if lost:
-        violations.append(
-            f"{len(lost)} rows are in no posting list of an alive head at their current version "
-            f"(e.g. {sorted(lost)[:5]})"
-        )
-    ghosts = [vid for vid, (_v, deleted) in versions.items() if not deleted and vid not in rows]
-    if ghosts:
-        violations.append(f"{len(ghosts)} live version rows belong to no row with a vector (e.g. {sorted(ghosts)[:5]})")
+    # Every alive head is in the head index; no retired head is.
+    head, violations = _head(rt, storage, state)
+    found = survey(declared, using, storage, head)
+    for kind, meaning in FINDINGS.items():
+        keys = getattr(found, kind)
+        if keys:
+            violations.append(
+                f"{len(keys)} {meaning} (e.g. {sorted(keys)[:5]}); "
+                f"`manage.py vectorindex repair {declared.name}` mends them"
+            )
+    alive_heads = storage.alive_head_ids()
 
     limit = options["posting_limit"]
     sizes = storage.posting_sizes()

@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.lib.recfunctions  # noqa: F401  (np.lib.recfunctions)
 
 from ..exceptions import IndexNeedsRebuild
 from . import distances
@@ -50,6 +51,9 @@ _STORED = {"float32": "<f4", "float16": "<f2", "int8": "i1", "int4": "u1"}
 # of the range, so that no code times the step is beyond float32's range.
 _LEVELS = {"int8": 256, "int4": 16}
 _ZERO = {"int8": 0.0, "int4": 7.5}
+# Odd 64-bit constants for Payload.fingerprints: enough for 16,383 float32
+# dimensions (8 bytes a word).
+_MULTIPLIERS = np.random.default_rng(0x5EC7).integers(1, 2**63, size=8_200, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
 
 
 class Payload:
@@ -176,6 +180,22 @@ class Payload:
             if metric == "cosine":
                 return 1.0 - np.clip(dots / (norms * query_norm), -1.0, 1.0)
             return np.sqrt(np.maximum(norms * norms - 2 * dots + query_norm * query_norm, 0.0))
+
+    def fingerprints(self, entries: np.ndarray) -> np.ndarray:
+        """A 64-bit hash per entry of how it stores its vector: equal for two encodings of one vector.
+
+        The id, the version and int8/int4's norm are left out (the norm is a
+        float32 sum whose last bit may depend on how numpy vectorises a
+        batch); the codes, offset and step are exact functions of the vector.
+        """
+        names = [name for name in ("offset", "step", "vector") if name in self.dtype.names]
+        stored = np.lib.recfunctions.repack_fields(entries[names]).view(np.uint8).reshape(len(entries), -1)
+        padded = np.zeros((len(entries), -(-stored.shape[1] // 8) * 8), np.uint8)
+        padded[:, : stored.shape[1]] = stored
+        words = padded.view("<u8")
+        with np.errstate(over="ignore"):
+            mixed = (words * _MULTIPLIERS[: words.shape[1]]).sum(axis=1, dtype=np.uint64)
+            return mixed ^ (mixed >> np.uint64(29))
 
     # Entries <-> bytes ---------------------------------------------------------
 

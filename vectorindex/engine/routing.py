@@ -116,6 +116,12 @@ def probe(head: HeadIndex, query: np.ndarray, count: int, epsilon: float) -> np.
     return labels[0][keep]
 
 
+def probe_many(head: HeadIndex, queries: np.ndarray, count: int, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
+    """(heads, probed?) per query, as :func:`probe` chooses them for a *count* below the number of heads: (n, count) arrays."""
+    labels, distances = head.search(queries, count, ef=max(64, 2 * count))
+    return labels, _within(distances, epsilon, head.metric)
+
+
 def ranked_heads(head: HeadIndex, query: np.ndarray, count: int) -> np.ndarray:
     """The *count* nearest heads of *query*, nearest first, with no cut-off (every head from their number on)."""
     if count >= len(head):
@@ -124,4 +130,4 @@ def ranked_heads(head: HeadIndex, query: np.ndarray, count: int) -> np.ndarray:
     return labels[0]
 
 
-__all__ = ["assign", "prepare", "probe", "ranked_heads"]
+__all__ = ["assign", "prepare", "probe", "probe_many", "ranked_heads"]

@@ -1,4 +1,4 @@
-"""``manage.py vectorindex build|status|snapshot|recover|check``."""
+"""``manage.py vectorindex build|status|snapshot|recover|check|maintain|repair``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class Command(BaseCommand):
             ("recover", "load snapshot + WAL, verify against the heads table, rebuild the head index if needed"),
             ("check", "verify the index's invariants; exits non-zero on a violation"),
             ("maintain", "run maintenance (split, merge, defragment, snapshot, clean-up) until nothing is left to do"),
+            ("repair", "index again the rows check finds missing, lost, changed or unreachable; drop orphaned versions"),
         ]:
             sub = actions.add_parser(action, help=text, description=text)
             sub.add_argument("names", nargs="*", metavar="NAME", help="VectorIndex names")
@@ -34,6 +35,7 @@ class Command(BaseCommand):
             sub.add_argument("--database", default=DEFAULT_DB_ALIAS)
             if action == "build":
                 sub.add_argument("--seed", type=int, help="random seed for choosing heads")
+            if action in ("build", "repair"):
                 sub.add_argument("--no-progress", action="store_true")
             if action == "status":
                 sub.add_argument("--json", action="store_true", help="print JSON")
@@ -147,6 +149,31 @@ class Command(BaseCommand):
         counts = Counter(outcome.job for outcome in outcomes)
         summary = ", ".join(f"{count} {job}" for job, count in sorted(counts.items())) or "nothing to do"
         self.stdout.write(f"{declared.name}: {summary}")
+
+    def do_repair(self, declared: Any, options: dict) -> None:
+        from vectorindex.integrity import repair
+
+        bars: dict[str, tqdm] = {}
+        show = not options["no_progress"] and self.stdout.isatty()
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if show:
+                bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=f"{declared.name}: {stage}", leave=False))
+                bar.update(done - bar.n)
+
+        report = repair(declared, options["database"], progress=progress)
+        for bar in bars.values():
+            bar.close()
+        found = report.found
+        if not report.indexed and not report.orphans_dropped:
+            self.stdout.write(f"{declared.name}: nothing to repair")
+            return
+        kinds = ", ".join(f"{found[kind]} {kind}" for kind in ("missing", "lost", "changed", "unreachable"))
+        rows = "row" if report.indexed == 1 else "rows"
+        self.stdout.write(
+            f"{declared.name}: {report.indexed:,} {rows} indexed again ({kinds}), "
+            f"{report.orphans_dropped:,} orphaned version rows dropped"
+        )
 
     def do_check(self, declared: Any, options: dict) -> bool:
         violations, warnings = recovery.check(declared, options["database"])

@@ -1,0 +1,207 @@
+"""Each row against its index entries: what ``check`` reports and ``repair`` mends.
+
+Rows written outside Django (raw SQL, a restore of the model's table alone)
+and a row whose entries sit only in lists that no query for it reads are
+found by comparing every row with its entries:
+
+* *missing* — the row has a vector but no live version row;
+* *lost* — its current version is in no posting list of an alive head;
+* *changed* — its current entry holds another vector than the row (the
+  entry is encoded again from the row's vector and compared);
+* *unreachable* — its current entries are only in lists that a query for
+  its own vector, with the index's default ``probes`` and
+  ``probe_epsilon``, does not read;
+* *orphaned* — a live version row with no row (or a NULL vector) behind it.
+
+``repair`` indexes the first four again (a new version, routed afresh, in
+the same transaction as a lock on the row) and marks the orphans deleted:
+no rebuild, and writes go on meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .build import stream_vectors
+from .engine import routing
+from .engine.head import HeadIndex
+from .registry import Declared
+from .storage import Storage, job_transaction
+
+KINDS = ("missing", "lost", "changed", "unreachable", "orphaned")
+REPAIR_BATCH = 500
+
+
+@dataclass
+class Survey:
+    """The rows (or version rows, for orphans) of each kind, by primary key."""
+
+    missing: list[int] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)
+    changed: list[int] = field(default_factory=list)
+    unreachable: list[int] = field(default_factory=list)
+    orphaned: list[int] = field(default_factory=list)
+    rows: int = 0
+
+    def to_index(self) -> list[int]:
+        return sorted({*self.missing, *self.lost, *self.changed, *self.unreachable})
+
+
+def survey(declared: Declared, using: str, storage: Storage, head: HeadIndex | None) -> Survey:
+    """Every row against its entries, as this connection's transaction sees them.
+
+    Memory: a few integers per entry, and one chunk of rows at a time.
+    Without *head* (it could not be loaded), reachability is not judged.
+    """
+    found = Survey()
+    versions = storage.all_versions()
+    version_ids = np.array(sorted(versions), dtype=np.int64)
+    current = np.array([versions[i][0] for i in version_ids.tolist()], dtype=np.int64)
+    live = np.array([not versions[i][1] for i in version_ids.tolist()], dtype=bool)
+    entry_ids, owners, prints = _current_entries(storage, version_ids, current, live)
+
+    options = declared.options
+    count = min(options["probes"], len(head)) if head is not None else 0
+    alive = np.sort(head.ids()) if head is not None else np.empty(0, np.int64)
+    seen: list[np.ndarray] = []
+    for pks, vectors in stream_vectors(declared, using):
+        seen.append(pks)
+        found.rows += len(pks)
+        at = np.searchsorted(version_ids, pks).clip(max=max(len(version_ids) - 1, 0))
+        has_version = (version_ids[at] == pks) & live[at] if len(version_ids) else np.zeros(len(pks), bool)
+        found.missing.extend(pks[~has_version].tolist())
+        pks, vectors, at = pks[has_version], vectors[has_version], at[has_version]
+        first = np.searchsorted(entry_ids, pks)
+        indexed = first < len(entry_ids)
+        indexed[indexed] = entry_ids[first[indexed]] == pks[indexed]
+        found.lost.extend(pks[~indexed].tolist())
+        pks, vectors, at, first = pks[indexed], vectors[indexed], at[indexed], first[indexed]
+        encoded = storage.payload.entries(pks, current[at].astype(np.uint32), vectors)
+        same = storage.payload.fingerprints(encoded) == prints[first]
+        found.changed.extend(pks[~same].tolist())
+        if head is not None and 0 < count < len(head):
+            pks, vectors = pks[same], vectors[same]
+            found.unreachable.extend(pks[~_reachable(head, pks, vectors, count, options["probe_epsilon"], entry_ids, owners, alive)].tolist())
+    rows = np.concatenate(seen) if seen else np.empty(0, np.int64)
+    found.orphaned = version_ids[live & ~np.isin(version_ids, rows)].tolist()
+    return found
+
+
+def _current_entries(
+    storage: Storage, version_ids: np.ndarray, current: np.ndarray, live: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vector id, head, fingerprint) of every entry at its vector's current version in an alive list, sorted by id."""
+    alive = np.fromiter(storage.alive_head_ids(), dtype=np.int64)
+    ids, heads, prints = [], [], []
+    for owners, entries in storage.iter_postings():
+        if not len(entries) or not len(version_ids):
+            continue
+        at = np.searchsorted(version_ids, entries["id"]).clip(max=len(version_ids) - 1)
+        keep = (
+            (version_ids[at] == entries["id"]) & live[at] & (current[at] == entries["version"]) & np.isin(owners, alive)
+        )
+        ids.append(entries["id"][keep].astype(np.int64))
+        heads.append(owners[keep])
+        prints.append(storage.payload.fingerprints(entries[keep]))
+    if not ids:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.uint64)
+    ids_all, heads_all, prints_all = np.concatenate(ids), np.concatenate(heads), np.concatenate(prints)
+    order = np.argsort(ids_all, kind="stable")
+    return ids_all[order], heads_all[order], prints_all[order]
+
+
+def _reachable(
+    head: HeadIndex,
+    pks: np.ndarray,
+    vectors: np.ndarray,
+    count: int,
+    epsilon: float,
+    entry_ids: np.ndarray,
+    owners: np.ndarray,
+    alive: np.ndarray,
+) -> np.ndarray:
+    """Does a query for each row's own vector read a list that holds it?"""
+    if not len(pks):
+        return np.zeros(0, bool)
+    labels, probed = routing.probe_many(head, vectors, count, epsilon)
+    rows = np.repeat(np.arange(len(pks)), labels.shape[1])[probed.ravel()]
+    probe_keys = rows * len(alive) + np.searchsorted(alive, labels.ravel()[probed.ravel()])
+    start, stop = np.searchsorted(entry_ids, pks), np.searchsorted(entry_ids, pks, side="right")
+    holder_rows = np.repeat(np.arange(len(pks)), stop - start)
+    holder_heads = np.concatenate([owners[a:b] for a, b in zip(start.tolist(), stop.tolist())]) if len(pks) else owners[:0]
+    rank = np.searchsorted(alive, holder_heads).clip(max=max(len(alive) - 1, 0))
+    known = alive[rank] == holder_heads if len(alive) else np.zeros(len(holder_heads), bool)
+    hit = np.isin(holder_rows * len(alive) + rank, probe_keys) & known
+    reachable = np.zeros(len(pks), bool)
+    reachable[holder_rows[hit]] = True
+    return reachable
+
+
+@dataclass
+class RepairReport:
+    name: str
+    found: dict[str, int]
+    indexed: int
+    orphans_dropped: int
+
+
+def repair(declared: Declared, using: str = "default", *, progress: Callable[[str, int, int], None] | None = None) -> RepairReport:
+    """Index again the rows a survey finds missing, lost, changed or unreachable; mark orphans deleted.
+
+    The survey reads one consistent snapshot (as ``check`` does); each batch
+    is then mended in a transaction of its own that locks the rows first
+    (a user's save of one of them meanwhile has indexed it already, and the
+    row's vector as read under the lock is what gets indexed). Writes go on.
+    """
+    from .recovery import surveyed
+
+    found = surveyed(declared, using)
+    todo = found.to_index()
+    indexed = 0
+    for start in range(0, len(todo), REPAIR_BATCH):
+        indexed += _index_again(declared, using, todo[start : start + REPAIR_BATCH])
+        if progress:
+            progress("index", min(start + REPAIR_BATCH, len(todo)), len(todo))
+    dropped = 0
+    for start in range(0, len(found.orphaned), REPAIR_BATCH):
+        dropped += _drop_orphans(declared, using, found.orphaned[start : start + REPAIR_BATCH])
+        if progress:
+            progress("orphans", min(start + REPAIR_BATCH, len(found.orphaned)), len(found.orphaned))
+    counts = {kind: len(getattr(found, kind)) for kind in KINDS}
+    return RepairReport(declared.name, counts, indexed, dropped)
+
+
+def _index_again(declared: Declared, using: str, pks: list[int]) -> int:
+    from . import writes
+
+    model = declared.model
+    with job_transaction(using):
+        rows = list(
+            model._base_manager.using(using)
+            .select_for_update()
+            .filter(pk__in=pks)
+            .values_list("pk", declared.field.attname)
+        )
+        writes.index_vectors(declared, using, rows)
+    return sum(1 for _pk, vector in rows if vector is not None)
+
+
+def _drop_orphans(declared: Declared, using: str, vector_ids: list[int]) -> int:
+    from .registry import runtime
+
+    model = declared.model
+    with job_transaction(using):
+        storage, _state = runtime(declared, using).open()
+        locked = storage.lock_versions(vector_ids)  # live ones; a save of one of them waits
+        present = set(
+            model._base_manager.using(using)
+            .filter(pk__in=list(locked), **{f"{declared.field.name}__isnull": False})
+            .values_list("pk", flat=True)
+        )
+        orphans = [vector_id for vector_id in locked if vector_id not in present]
+        storage.delete_versions(orphans)
+    return len(orphans)
