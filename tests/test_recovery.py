@@ -191,3 +191,24 @@ def test_a_writer_killed_mid_transaction_or_after_commit_loses_nothing(moment):
     heads = Head.objects.filter(alive=True).count()
     # As built (4% of 2,000) when nothing committed; committed writes may have split a list.
     assert heads == 80 if moment == "hold" else heads >= 80
+
+
+def test_a_snapshot_of_a_graph_full_of_retired_heads_is_rebuilt_from_the_alive_ones(built):
+    from vectorindex.recovery import take_snapshot
+
+    declared = get_declared("point_embedding")
+    rt = runtime(declared, "default")
+    storage, state = rt.open()
+    head = rt.current(storage, state)
+    retire = sorted(head.alive)[:40]  # 40 of 120 retired, none added: their slots stay in the graph
+    with transaction.atomic():
+        state = storage.lock_state(exclusive=True)
+        change_heads(storage, state[2], retire=retire)
+    head = rt.current(*rt.open())
+    assert (len(head), head.elements) == (80, 120)
+    take_snapshot(declared, "default")
+    assert rt.head.elements == 80  # this process's own, rebuilt
+    reset_runtimes()
+    loaded = runtime(declared, "default").current(*runtime(declared, "default").open())
+    assert (len(loaded), loaded.elements) == (80, 80)
+    assert Snapshot.objects.get().heads == 80

@@ -25,6 +25,11 @@ from .registry import Declared, load, rebuild_from_heads, runtime
 from .storage import job_transaction
 
 
+# A snapshot is of a head index rebuilt from the alive heads when its graph
+# holds more than this many elements per alive head.
+COMPACT_ABOVE = 1.1
+
+
 def _ready(declared: Declared, using: str):
     rt = runtime(declared, using)
     storage, state = rt.open()
@@ -43,6 +48,12 @@ def take_snapshot(declared: Declared, using: str = "default") -> Snapshot:
     with job_transaction(using):
         state = storage.lock_state(exclusive=True)
         head = rt.current(storage, state)
+        if head.elements > COMPACT_ABOVE * len(head):
+            # Retired heads still in the graph: the snapshot (and every process
+            # that loads it) gets a graph of the alive heads alone.
+            head = rebuild_from_heads(rt, storage, state[1], state[2])
+            with rt.lock:
+                rt.head = head
         snapshot = storage.write_snapshot(state[1], state[2], head.to_bytes(), len(head))
         storage.delete_snapshots(keep=snapshot.pk)
         storage.truncate_wal(state[2])

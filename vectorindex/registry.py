@@ -338,7 +338,7 @@ def replay(head: HeadIndex, storage: Storage, lsn: int = 0) -> bool:
 
 
 def rebuild_from_heads(rt: Runtime, storage: Storage, generation: int, lsn: int) -> HeadIndex:
-    """A head index built from the heads table alone (recovery's last resort)."""
+    """A head index built from the heads table alone: recovery's last resort, and a compaction's fresh graph."""
     ids, vectors = storage.alive_heads()
     head = rt.empty_head(capacity=len(ids))
     head.add(ids, vectors)

@@ -121,3 +121,16 @@ def test_a_view_routes_as_the_head_index_stood_at_an_older_lsn(metric):
     np.testing.assert_allclose(distances, expected_distances, rtol=1e-4, atol=1e-5)
     hidden, restored = head.changes_since(20)  # 2..5 were there by then; 1000..1004 gone, 1005..1009 and 1 not
     assert hidden == set() and restored == {1, *range(1005, 1010)}
+
+
+def test_retired_heads_give_their_slots_to_new_ones():
+    head, vectors = make("l2", n=100)
+    for round_ in range(10):  # ten rounds of retiring 30 heads and adding 30
+        alive = sorted(head.alive)
+        head.remove(np.array(alive[:30]))
+        head.add(np.arange(30) + 10_000 * (round_ + 1), vectors[:30] + round_)
+    assert len(head) == 100 and head.elements == 100
+    copy = HeadIndex.from_bytes(head.to_bytes(), 8, "l2")
+    copy.remove(np.array(sorted(copy.alive)[:5]))
+    copy.add(np.arange(5) + 99_000, vectors[:5])  # a loaded index reuses slots too
+    assert copy.elements == 100

@@ -52,7 +52,12 @@ class HeadIndex:
         self.ef_construction = ef_construction
         self._lock = threading.Lock()
         self._index = hnswlib.Index(space=SPACES[metric], dim=dimensions)
-        self._index.init_index(max_elements=max(capacity, 16), ef_construction=ef_construction, M=m)
+        # A retired head's slot is taken by the next head added: the graph
+        # holds about as many elements as heads were ever alive at once,
+        # not every head the index ever had.
+        self._index.init_index(
+            max_elements=max(capacity, 16), ef_construction=ef_construction, M=m, allow_replace_deleted=True
+        )
         self.alive: set[int] = set()
         self._copies = _Copies(dimensions)
         # What this copy has applied: (generation, LSN) of the index state.
@@ -65,6 +70,12 @@ class HeadIndex:
 
     def __len__(self) -> int:
         return len(self.alive)
+
+    @property
+    def elements(self) -> int:
+        """Elements of the graph: the alive heads, and the retired ones whose slot no head has taken yet."""
+        with self._lock:
+            return self._index.element_count
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64)
@@ -79,7 +90,7 @@ class HeadIndex:
                     # held (vectors and links), and splits add heads one by one.
                     capacity = self._index.max_elements
                     self._index.resize_index(max(needed, capacity + max(1024, capacity // 8)))
-                self._index.add_items(data, ids)
+                self._index.add_items(data, ids, replace_deleted=True)
                 for head_id in ids.tolist():
                     self._copies.drop(head_id)  # a label added again has a new vector
             except RuntimeError as error:
@@ -227,7 +238,7 @@ class HeadIndex:
                 file.write(graph)
             index = hnswlib.Index(space=SPACES[metric], dim=dimensions)
             try:
-                index.load_index(path, max_elements=0)
+                index.load_index(path, max_elements=0, allow_replace_deleted=True)
             except RuntimeError as error:
                 raise HeadIndexError(f"the snapshot is not a readable head index: {error}") from error
         finally:
