@@ -1,6 +1,7 @@
 """LIRE maintenance: the jobs, their triggers, crashes, concurrency, and streams."""
 
 import io
+import json
 import threading
 
 import numpy as np
@@ -11,7 +12,7 @@ from django.db import connections, transaction
 from tests.indexing import build, check, clustered, recall, run_worker, worker
 from tests.testapp.models import Streamed
 from vectorindex import L2Distance, maintenance
-from vectorindex.models import Head, Posting, Snapshot, WalEntry
+from vectorindex.models import Head, Posting, Snapshot, Version, WalEntry
 from vectorindex.registry import get_declared, runtime
 
 INDEX = "streamed_embedding"  # posting_limit=64, merge_below=4, defragment_rows=8
@@ -217,6 +218,69 @@ def test_a_lost_reassign_is_found_by_the_scan_and_its_head_kept_until_it_runs(sm
     assert "streamed_embedding: ok" in check(INDEX)
 
 
+def status():
+    out = io.StringIO()
+    call_command("vectorindex", "status", INDEX, "--json", stdout=out)
+    return json.loads(out.getvalue())
+
+
+def test_deleting_half_the_rows_leaves_no_garbage_once_maintained(db, settings):
+    settings.VECTORINDEX = {"JOBS": "manual", "RETIRED_GRACE": 0}
+    Streamed.objects.bulk_create(Streamed(embedding=v) for v in clustered(2000, seed=7))
+    build(INDEX)
+    built = status()
+    per_vector = built["posting_entries"] / built["vectors"]
+    pks = list(Streamed.objects.values_list("pk", flat=True))
+    gone = set(np.random.default_rng(7).choice(pks, size=1000, replace=False).tolist())
+    Streamed.objects.filter(pk__in=gone).delete()
+    assert ("sweep", {}) in maintenance.scan(declared())
+    out = io.StringIO()
+    call_command("vectorindex", "maintain", INDEX, stdout=out)
+    assert "sweep" in out.getvalue()
+    after = status()
+    assert after["vectors"] == 1000 and after["deleted_versions"] == 0
+    assert after["posting_entries"] <= 1000 * per_vector * 1.1, (after["posting_entries"], per_vector)
+    assert maintenance.scan(declared()) == []  # and nothing left to do
+    assert "streamed_embedding: ok" in check(INDEX)
+    assert all_found()
+    # A deleted vector's primary key used again starts at version 1: no entry
+    # of the old vector is left to pass for it.
+    [reused] = sorted(gone)[:1]
+    old = clustered(2000, seed=7)[pks.index(reused)]
+    Streamed.objects.create(pk=reused, embedding=old + 30)
+    assert Version.objects.get(vector_id=reused).version == 1
+    assert Streamed.objects.order_by(L2Distance("embedding", old + 30)).first().pk == reused
+    nearest = Streamed.objects.approximate(probes=10_000, epsilon=1e9).order_by(L2Distance("embedding", old)).first()
+    assert nearest.pk != reused
+
+
+def test_a_sweep_keeps_the_version_rows_entries_still_name(small, settings):
+    settings.VECTORINDEX = {"JOBS": "manual"}
+    victims = list(Streamed.objects.order_by("pk").values_list("pk", flat=True)[:100])
+    Streamed.objects.filter(pk__in=victims).delete()
+    storage, _state = runtime(declared(), "default").open()
+    busy = int(storage.read_postings_with_owners(sorted(storage.alive_head_ids()))[0][0])
+    # A list the sweep cannot lock keeps its dead entries, and their vectors their version rows.
+    original = storage.lock_head
+
+    def lock_head(self, head_id, skip_locked=False):
+        return None if head_id == busy else original(head_id, skip_locked)
+
+    from vectorindex.storage import Storage
+
+    Storage.lock_head, saved = lock_head, Storage.lock_head
+    try:
+        outcome = maintenance.sweep(declared())
+    finally:
+        Storage.lock_head = saved
+    named = set(storage.read_postings([busy])["id"].tolist()) & set(victims)
+    assert named and f"{len(named)} still named" in outcome.detail
+    assert set(Version.objects.filter(deleted=True).values_list("vector_id", flat=True)) == named
+    assert ("sweep", {}) not in maintenance.scan(declared())  # those do not ask for another sweep
+    assert "sweep" in maintenance.sweep(declared()).job
+    assert not Version.objects.filter(deleted=True).exists()
+
+
 # Triggers and inline jobs -------------------------------------------------------------
 
 
@@ -273,7 +337,10 @@ def test_stream_of_inserts_and_deletes_keeps_recall_flat():
 
 # Crashes ---------------------------------------------------------------------------------
 
-STEPS = ["split:locked", "split:heads", "split:postings", "merge:retired", "merge:appended", "defragment:rewritten", "reassign:versions", "reassign:appended"]
+STEPS = [
+    "split:locked", "split:heads", "split:postings", "merge:retired", "merge:appended", "defragment:rewritten",
+    "reassign:versions", "reassign:appended", "sweep:batch",
+]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -295,6 +362,9 @@ def test_a_job_killed_at_any_step_can_run_again(step, settings):
         for i in range(3):
             Streamed.objects.create(embedding=centre + 0.01 * (i + 1))  # not the head row's own vector
     arguments = [str(target)]
+    if job == "sweep":  # deleted rows' entries to drop
+        Streamed.objects.filter(pk__in=list(Streamed.objects.order_by("pk").values_list("pk", flat=True)[:200])).delete()
+        arguments = []
     if job == "reassign":  # a split first, committed; the reassign that follows is killed
         outcome = maintenance.split(declared(), target)
         arguments = [str(target), ",".join(str(h) for h in outcome.follow_up[0][1]["new_head_ids"])]

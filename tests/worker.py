@@ -7,7 +7,7 @@ Runs against the database in DATABASE_URL (the test database). Modes:
   "written" before COMMIT and wait. Either way the test kills it (SIGKILL).
 * ``query NAME SEED`` — answer a fixed query set from a freshly loaded index and
   print the keys found.
-* ``job JOB NAME HEAD [NEW_HEADS]`` — run one maintenance job and the jobs it
+* ``job JOB NAME [HEAD [NEW_HEADS]]`` — run one maintenance job and the jobs it
   asks for (VECTORINDEX_FAULT may kill it at a step), and print what they did.
 """
 
@@ -48,8 +48,8 @@ def main() -> None:
         from vectorindex import maintenance
         from vectorindex.registry import get_declared
 
-        job, name, head = args[0], args[1], int(args[2])
-        arguments = {"head_id": head}
+        job, name = args[0], args[1]
+        arguments = {"head_id": int(args[2])} if len(args) > 2 else {}
         if job == "reassign":
             arguments["new_head_ids"] = [int(h) for h in args[3].split(",")]
         details, queue = [], [(job, arguments)]

@@ -151,6 +151,7 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
             status=IndexState.Status.READY,
             generation=generation,
             wal_lsn=0,
+            swept_deleted=0,
             built_at=timezone.now(),
             options=json.dumps(options),
             payload=json.dumps(payload.to_state()),

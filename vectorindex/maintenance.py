@@ -416,6 +416,76 @@ def defragment(declared: Declared, head_id: int, using: str = "default", above_r
     )
 
 
+# Sweep ----------------------------------------------------------------------------
+
+# Lists read per transaction of a sweep.
+SWEEP_LISTS = 200
+# The scan asks for a sweep once this share of the live vectors (and at least
+# SWEEP_MIN of them) were deleted since the last sweep.
+SWEEP_SHARE = 0.1
+SWEEP_MIN = 64
+
+
+def sweep(declared: Declared, using: str = "default") -> Outcome:
+    """Rewrite every list that holds entries of deleted or replaced vectors without them; then drop the deleted vectors' version rows.
+
+    A delete only marks the vector's version row, and leaves its entries in
+    every list that held them: no list grows for it, so no split ever drops
+    them, and queries read and skip them for ever. A sweep reads the lists a
+    few hundred at a time (a transaction each) and rewrites those with dead
+    entries, as a defragment does (a list some transaction holds now is
+    left for the next sweep). Lists left below ``merge_below`` or over
+    ``posting_limit`` get their merge or split next.
+
+    Then the version rows of deleted vectors that no entry of any list (a
+    retired head's too) names any more are removed. They are locked first:
+    a write that would give such a vector a version again (its primary key
+    used anew) waits, so that it can never meet an entry of the old vector
+    at the same version number.
+    """
+    rt, storage, state = _open(declared, using)
+    if state[0] != IndexState.Status.READY:
+        return Outcome("sweep", "index not ready")
+    options = declared.options
+    rewritten = dropped = 0
+    follow_up: list[tuple[str, dict[str, Any]]] = []
+    heads = sorted(storage.alive_head_ids())
+    for start in range(0, len(heads), SWEEP_LISTS):
+        with job_transaction(using):
+            owners, entries = storage.read_postings_with_owners(heads[start : start + SWEEP_LISTS])
+            dead = set(owners[~_current(storage, entries)].tolist())
+            for head_id in sorted(dead):
+                if not storage.lock_head(head_id, skip_locked=True):
+                    continue  # busy (left for the next sweep) or retired meanwhile
+                listed = storage.read_postings([head_id])
+                live = _live(storage, listed)
+                storage.replace_postings(head_id, [(c, p) for _h, c, p in _pack(storage, head_id, live)])
+                rewritten += 1
+                dropped += len(listed) - len(live)
+                if len(live) < options["merge_below"]:
+                    follow_up.append(("merge", {"head_id": head_id}))
+                elif len(live) > options["posting_limit"]:
+                    follow_up.append(("split", {"head_id": head_id}))
+        fault("sweep", "batch")
+    forgotten, named = _forget_versions(storage, using)
+    return Outcome(
+        "sweep",
+        f"{rewritten} lists rewritten without {dropped} dead entries; "
+        f"{forgotten} version rows of deleted vectors removed, {named} still named",
+        follow_up,
+    )
+
+
+def _forget_versions(storage: Storage, using: str) -> tuple[int, int]:
+    """Remove the version rows of deleted vectors that no entry names: (how many, how many are still named)."""
+    with job_transaction(using):
+        deleted = storage.lock_deleted_versions()
+        forgotten = np.setdiff1d(deleted, storage.referenced_ids(), assume_unique=True)
+        storage.forget_versions(forgotten)
+        storage.set_state(swept_deleted=len(deleted) - len(forgotten))
+    return len(forgotten), len(deleted) - len(forgotten)
+
+
 # Snapshot, garbage collection, scan ---------------------------------------------
 
 
@@ -434,13 +504,21 @@ def compact(declared: Declared, using: str = "default") -> Outcome:
 
 
 def collect(declared: Declared, using: str = "default") -> Outcome:
-    """Delete retired heads and their rows once their grace period is over."""
+    """Delete retired heads and their rows once their grace period is over.
+
+    Version rows of deleted vectors that the last sweep had to leave (a
+    retired list still named them) are then removed, if nothing names them now.
+    """
     with job_transaction(using):
         _rt, storage, _state = _open(declared, using)
         before = timezone.now() - timedelta(seconds=vectorindex_settings.RETIRED_GRACE)
         expired = storage.expired_heads(before)
         storage.delete_heads(expired)
-    return Outcome("collect", f"{len(expired)} retired heads deleted")
+    detail = f"{len(expired)} retired heads deleted"
+    if expired and storage.swept_deleted():
+        forgotten, _named = _forget_versions(storage, using)
+        detail += f"; {forgotten} version rows of deleted vectors removed"
+    return Outcome("collect", detail)
 
 
 def scan(declared: Declared, using: str = "default", *, lost_after: float | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -466,6 +544,9 @@ def scan(declared: Declared, using: str = "default", *, lost_after: float | None
             jobs.append(("merge", {"head_id": head_id}))
         elif rows > options["defragment_rows"]:
             jobs.append(("defragment", {"head_id": head_id, "above_rows": options["defragment_rows"]}))
+    live, deleted = storage.version_counts()
+    if deleted - storage.swept_deleted() >= max(SWEEP_MIN, SWEEP_SHARE * live):
+        jobs.append(("sweep", {}))
     grace = vectorindex_settings.RETIRED_GRACE
     lost = timezone.now() - timedelta(seconds=grace if lost_after is None else lost_after)
     for head_id, new_head_ids in storage.pending_reassigns(before=lost):
@@ -485,6 +566,7 @@ JOBS = {
     "defragment": defragment,
     "compact": compact,
     "collect": collect,
+    "sweep": sweep,
 }
 
 

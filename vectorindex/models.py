@@ -48,6 +48,10 @@ class IndexState(models.Model):
     generation = models.BigIntegerField(default=0)
     wal_lsn = models.BigIntegerField(default=0)
     built_at = models.DateTimeField(null=True, blank=True)
+    # Version rows of deleted vectors that the last sweep had to leave (entries
+    # in lists it could not rewrite still name them): the scan asks for the
+    # next sweep only once the deleted vectors outgrow these.
+    swept_deleted = models.BigIntegerField(default=0)
     declared = models.BooleanField(
         default=True, help_text="False once no model declares this index any more."
     )

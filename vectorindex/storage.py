@@ -231,6 +231,10 @@ class Storage:
             self._execute(f"UPDATE {self.state_table} SET wal_lsn = wal_lsn WHERE id = %s", [self.index_id])
         return self.read_state()
 
+    def swept_deleted(self) -> int:
+        """Deleted vectors' version rows the last sweep left."""
+        return self._execute(f"SELECT swept_deleted FROM {self.state_table} WHERE id = %s", [self.index_id])[0][0]
+
     def set_state(self, **values: Any) -> None:
         columns = ", ".join(f"{self.connection.ops.quote_name(k)} = %s" for k in values)
         self._execute(
@@ -653,6 +657,35 @@ class Storage:
                 f"UPDATE {self.version_table} SET deleted = %s WHERE index_id = %s AND vector_id IN ({self._marks(len(batch))})",
                 [True, self.index_id, *batch],
             )
+
+    def version_counts(self) -> tuple[int, int]:
+        """(live, deleted) version rows."""
+        counts = dict(self._execute(
+            f"SELECT deleted, COUNT(*) FROM {self.version_table} WHERE index_id = %s GROUP BY deleted", [self.index_id]
+        ))
+        return int(counts.get(False, counts.get(0, 0))), int(counts.get(True, counts.get(1, 0)))
+
+    def lock_deleted_versions(self) -> np.ndarray:
+        """The ids of deleted vectors, their version rows locked: a write that would bring one back waits."""
+        lock = " FOR UPDATE" if self.mysql else ""
+        rows = self._execute(
+            f"SELECT vector_id FROM {self.version_table} WHERE index_id = %s AND deleted = %s{lock}", [self.index_id, True]
+        )
+        return np.array(sorted(row[0] for row in rows), dtype=np.int64)
+
+    def forget_versions(self, vector_ids: Sequence[int]) -> None:
+        """Delete the version rows of these deleted vectors (only while they are deleted)."""
+        for batch in _batches([int(i) for i in vector_ids]):
+            self._execute(
+                f"DELETE FROM {self.version_table} WHERE index_id = %s AND deleted = %s "
+                f"AND vector_id IN ({self._marks(len(batch))})",
+                [self.index_id, True, *batch],
+            )
+
+    def referenced_ids(self) -> np.ndarray:
+        """The vector id of every entry of every posting list, retired heads' too (sorted, each once)."""
+        found = [np.unique(entries["id"]) for _owners, entries in self.iter_postings()]
+        return np.unique(np.concatenate(found)).astype(np.int64) if found else np.empty(0, np.int64)
 
     def current_versions(self, vector_ids: Sequence[int]) -> dict[int, int]:
         """vector id -> current version, for the ids whose rows are not deleted."""

@@ -53,6 +53,11 @@ def collect(index: str, using: str = "default") -> str:
     return _run("collect", index, using)
 
 
+@shared_task(name="vectorindex.sweep", **OPTIONS)
+def sweep(index: str, using: str = "default") -> str:
+    return _run("sweep", index, using)
+
+
 @shared_task(name="vectorindex.scan", **OPTIONS)
 def scan(index: str | None = None, using: str = "default") -> int:
     """Enqueue what every index (or one) needs: the beat schedule's job."""
