@@ -168,6 +168,29 @@ def test_distance_conditions_and_slices_with_the_index(points):
     assert len(set(r.pk for r in rows) & set(truth[5:25])) >= 8
 
 
+def test_an_empty_slice_is_empty_and_reads_nothing(points):
+    """[:0] once raised "need at least one array" from the index path; an empty
+    slice or none() read every posting list before the exact path said []."""
+    query = clustered(1, seed=5)[0]
+    ordered = Point.objects.order_by(L2Distance("embedding", query))
+    for qs in [
+        ordered,  # the index path
+        ordered.exact(),
+        ordered.approximate(probes=10**4, epsilon=0),
+        ordered.filter(group=3),
+        Point.objects.alias(d=L2Distance("embedding", query)).filter(d__lt=5).order_by("d"),
+    ]:
+        for empty in (qs[:0], qs[5:5], qs[10:3], qs[3:10][7:9], qs.none()[:10]):
+            with CaptureQueriesContext(connection) as captured:
+                assert list(empty) == []
+                assert list(empty.iterator()) == []
+                assert list(empty.values_list("pk", flat=True)) == []
+                assert empty.count() == 0
+                assert not empty.exists()
+            assert captured.captured_queries == []
+    assert len(ordered[:3]) == 3  # the same querysets, not empty, still answer
+
+
 def test_queries_the_index_cannot_answer_go_exact(points):
     vectors, pks = points
     query = clustered(1, seed=5)[0]
