@@ -103,8 +103,14 @@ def assign(
 
 
 def probe(head: HeadIndex, query: np.ndarray, count: int, epsilon: float) -> np.ndarray:
-    """Heads to probe for *query*, nearest first: up to *count*, within ``(1+ε)``."""
+    """Heads to probe for *query*, nearest first: up to *count*, within ``(1+ε)``.
+
+    A *count* of every alive head means every list, with no ε cut-off.
+    """
+    every = count >= len(head)
     labels, distances = head.search(query, count, ef=max(64, 2 * count))
+    if every:
+        return labels[0]
     keep = _within(distances, epsilon, head.metric)[0]
     return labels[0][keep]
 
