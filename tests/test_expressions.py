@@ -193,6 +193,30 @@ def test_numpy_side_conditions_use_three_valued_logic(data):
         assert sorted(queryset.values_list("pk", flat=True)) == sorted(pks[mask].tolist()), name
 
 
+def test_distance_conditions_on_numbers_beyond_float_range_and_null_bounds(data):
+    """Django's FloatField raises OverflowError for 10**400; every distance is
+    below it. A NULL bound of a range is unknown, as in SQL's BETWEEN."""
+    matrix, pks, groups, query = data
+    values = reference_distances("l2", matrix, query)
+    middle = float(np.median(values))
+    qs = Item.objects.alias(d=L2Distance("embedding", query))
+    cases = {
+        "lt-huge": (qs.filter(d__lt=10**400), np.ones(N, bool)),
+        "gt-huge": (qs.filter(d__gt=10**400), np.zeros(N, bool)),
+        "gt-huge-negative": (qs.filter(d__gt=-(10**400)), np.ones(N, bool)),
+        "range-huge": (qs.filter(d__range=(-(10**400), middle)), values <= middle),
+        "in-huge": (qs.filter(d__in=[10**400, -(10**400)]), np.zeros(N, bool)),
+        "exclude-range-null-high": (qs.exclude(d__range=(middle, None)), values < middle),
+        "exclude-range-null-low": (qs.exclude(d__range=(None, middle)), values > middle),
+        "range-null": (qs.filter(d__range=(None, middle)), np.zeros(N, bool)),
+        "exclude-range-nulls": (qs.exclude(d__range=(None, None)), np.zeros(N, bool)),
+    }
+    for name, (queryset, mask) in cases.items():
+        assert sorted(queryset.values_list("pk", flat=True)) == sorted(pks[mask].tolist()), name
+    with pytest.raises(ValueError, match="^Field 'L2Distance' expected a number but got 'x'.$"):
+        qs.filter(d__lt="x")
+
+
 def test_two_distances_in_one_query(data):
     matrix, pks, groups, query = data
     other = -query
