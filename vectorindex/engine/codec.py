@@ -62,6 +62,17 @@ def _parse_int(text: str) -> int | Decimal:
     return int(text) if len(text) <= 40 else Decimal(text)
 
 
+def _loads(text: str) -> Any:
+    try:
+        values = json.loads(text)
+    except ValueError:  # not JSON, or an int of over 4,300 digits
+        return json.loads(text, parse_float=_parse_float, parse_int=_parse_int)
+    if isinstance(values, list) and (math.inf in values or -math.inf in values):
+        # Infinity, or a number beyond a float's range: read again to tell which.
+        return json.loads(text, parse_float=_parse_float, parse_int=_parse_int)
+    return values
+
+
 def parse_text(text: str) -> Any:
     """Parse ``"[1, 2, 3]"`` (the text form of a vector) into a list of numbers.
 
@@ -70,11 +81,14 @@ def parse_text(text: str) -> Any:
     """
     stripped = text.strip()
     if stripped.startswith("[") and stripped.endswith("]"):
-        for attempt in (stripped, _SPECIAL_FLOAT.sub(_json_special, stripped)):
-            try:
-                return json.loads(attempt, parse_float=_parse_float, parse_int=_parse_int)
-            except ValueError:
-                continue
+        try:
+            return _loads(stripped)
+        except ValueError:
+            pass
+        try:
+            return _loads(_SPECIAL_FLOAT.sub(_json_special, stripped))
+        except ValueError:
+            pass
     raise InvalidVector(
         "invalid_text",
         f"expected a vector written as [1.0, 2.0, …], got the string {_describe(text)}",
