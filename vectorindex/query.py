@@ -58,7 +58,7 @@ class VectorQuerySet(models.QuerySet):
         if probes is not None and (isinstance(probes, bool) or not isinstance(probes, int) or probes < 1):
             raise ValueError(f"approximate(probes=...) must be a positive integer, got {probes!r}.")
         if epsilon is not None:
-            # epsilon != epsilon: NaN, which compares as neither below 0 nor not.
+            # epsilon != epsilon finds NaN (which is not < 0); math.isnan would overflow on a huge int.
             if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or epsilon != epsilon or epsilon < 0:
                 raise ValueError(f"approximate(epsilon=...) must be a number of at least 0, got {epsilon!r}.")
             # An int too large for a float means no cut-off too.
