@@ -78,6 +78,24 @@ def test_add_page(superuser_client):
     assert "<summary>empty</summary>" in response.content.decode()
 
 
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("[1" + "0" * 400 + ", 0, 0, 0, 0, 0, 0, 0]", "expected numbers within float32 range (±3.402823e+38), got 1e+400 at position 0."),
+        ("[0, 0, 0, 0, 0, 0, 0, -1e400]", "expected numbers within float32 range (±3.402823e+38), got -1e+400 at position 7."),
+        ("[0, 0, inf, 0, 0, 0, 0, 0]", "expected finite numbers, got inf at position 2."),
+        ("[0, 0, 0, nan, 0, 0, 0, 0]", "expected finite numbers, got nan at position 3."),
+    ],
+)
+def test_add_page_shows_a_form_error_for_numbers_a_vector_cannot_hold(superuser_client, text, error):
+    response = superuser_client.post(reverse("admin:testapp_item_add"), {"name": "x", "group": 0, "category": "", "embedding": text})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert error in html
+    assert "<summary>not a valid vector</summary>" in html
+    assert not Item.objects.exists()
+
+
 def test_mixin_leaves_other_attributes_alone():
     model_admin = django_admin.site._registry[Item]
     with pytest.raises(AttributeError):

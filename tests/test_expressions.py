@@ -5,6 +5,8 @@ with the primary key as the tie-break, which is what the exact path promises.
 """
 
 import math
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -191,6 +193,30 @@ def test_numpy_side_conditions_use_three_valued_logic(data):
         assert sorted(queryset.values_list("pk", flat=True)) == sorted(pks[mask].tolist()), name
 
 
+def test_distance_conditions_on_numbers_beyond_float_range_and_null_bounds(data):
+    """Django's FloatField raises OverflowError for 10**400; every distance is
+    below it. A NULL bound of a range is unknown, as in SQL's BETWEEN."""
+    matrix, pks, groups, query = data
+    values = reference_distances("l2", matrix, query)
+    middle = float(np.median(values))
+    qs = Item.objects.alias(d=L2Distance("embedding", query))
+    cases = {
+        "lt-huge": (qs.filter(d__lt=10**400), np.ones(N, bool)),
+        "gt-huge": (qs.filter(d__gt=10**400), np.zeros(N, bool)),
+        "gt-huge-negative": (qs.filter(d__gt=-(10**400)), np.ones(N, bool)),
+        "range-huge": (qs.filter(d__range=(-(10**400), middle)), values <= middle),
+        "in-huge": (qs.filter(d__in=[10**400, -(10**400)]), np.zeros(N, bool)),
+        "exclude-range-null-high": (qs.exclude(d__range=(middle, None)), values < middle),
+        "exclude-range-null-low": (qs.exclude(d__range=(None, middle)), values > middle),
+        "range-null": (qs.filter(d__range=(None, middle)), np.zeros(N, bool)),
+        "exclude-range-nulls": (qs.exclude(d__range=(None, None)), np.zeros(N, bool)),
+    }
+    for name, (queryset, mask) in cases.items():
+        assert sorted(queryset.values_list("pk", flat=True)) == sorted(pks[mask].tolist()), name
+    with pytest.raises(ValueError, match="^Field 'L2Distance' expected a number but got 'x'.$"):
+        qs.filter(d__lt="x")
+
+
 def test_two_distances_in_one_query(data):
     matrix, pks, groups, query = data
     other = -query
@@ -269,6 +295,27 @@ def test_other_vector_field_and_related_path(db):
     doc = Document.objects.create(title="x", embedding=[1, 0, 0], summary_embedding=[0, 1, 0])
     got = Document.objects.annotate(a=L2Distance("summary_embedding", [0, 1, 0]), b=L2Distance("embedding", [0, 1, 0])).get()
     assert got.pk == doc.pk and got.a == 0.0 and math.isclose(got.b, math.sqrt(2))
+
+
+@pytest.mark.parametrize("distance", [L2Distance, CosineDistance, MaxInnerProduct, L1Distance])
+@pytest.mark.parametrize(
+    ("vector", "problem"),
+    [
+        ([10**400] + [0] * 7, "expected numbers within float32 range (±3.402823e+38), got 1e+400 at position 0"),
+        ([0] * 7 + [-(10**400)], "expected numbers within float32 range (±3.402823e+38), got -1e+400 at position 7"),
+        ([Decimal("1e400")] + [0] * 7, "expected numbers within float32 range (±3.402823e+38), got 1e+400 at position 0"),
+        ([Fraction(10**400)] + [0] * 7, "expected numbers within float32 range (±3.402823e+38), got 1e+400 at position 0"),
+        ("[1" + "0" * 400 + ", 0, 0, 0, 0, 0, 0, 0]", "expected numbers within float32 range (±3.402823e+38), got 1e+400 at position 0"),
+        ("[0, 1e400, 0, 0, 0, 0, 0, 0]", "expected numbers within float32 range (±3.402823e+38), got 1e+400 at position 1"),
+        ("[0, 0, inf, 0, 0, 0, 0, 0]", "expected finite numbers, got inf at position 2"),
+        ("[0, 0, 0, nan, 0, 0, 0, 0]", "expected finite numbers, got nan at position 3"),
+    ],
+    ids=["int", "negative-int", "decimal", "fraction", "400-digits", "1e400-text", "inf-text", "nan-text"],
+)
+def test_a_query_vector_a_float32_cannot_hold_is_refused_like_any_bad_query_vector(distance, vector, problem):
+    with pytest.raises(ValueError) as caught:
+        Item.objects.order_by(distance("embedding", vector))
+    assert str(caught.value) == f"{distance.__name__}: query vector: {problem}."
 
 
 def test_clear_errors(db):

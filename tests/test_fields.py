@@ -1,5 +1,7 @@
 """VectorField: declaration, storage, and refusing bad values before any write."""
 
+from decimal import Decimal
+
 import numpy as np
 import pytest
 from django.core.exceptions import FieldError, ValidationError
@@ -97,6 +99,8 @@ def test_a_corrupt_stored_value_is_reported():
 
 # Refusing bad values ---------------------------------------------------------------
 
+OUT_OF_RANGE = "expected numbers within float32 range (±3.402823e+38), got"
+
 BAD_VALUES = [
     ([1, 2, 3], "dimensions", "embedding: expected 8 dimensions, got 3."),
     ([1, 2, 3, 4, 5, 6, 7, float("nan")], "not_finite", "embedding: expected finite numbers, got nan at position 7."),
@@ -107,9 +111,16 @@ BAD_VALUES = [
     (np.array(3.0), "not_a_sequence", "embedding: expected a sequence of numbers, got a 0-d array array(3.)."),
     (7, "not_a_sequence", "embedding: expected a sequence of numbers, got 7 (int)."),
     ("not a vector", "invalid_text", "embedding: expected a vector written as [1.0, 2.0, …], got the string 'not a vector'."),
+    ("[0, 0, nan, 0, 0, 0, 0, 0]", "not_finite", "embedding: expected finite numbers, got nan at position 2."),
+    ([10**400] + [0] * 7, "out_of_range", f"embedding: {OUT_OF_RANGE} 1e+400 at position 0."),
+    ("[1" + "0" * 400 + ", 0, 0, 0, 0, 0, 0, 0]", "out_of_range", f"embedding: {OUT_OF_RANGE} 1e+400 at position 0."),
+    ([0] * 7 + [Decimal("-1e400")], "out_of_range", f"embedding: {OUT_OF_RANGE} -1e+400 at position 7."),
     (None, "null", "This field cannot be null."),
 ]
-BAD_IDS = ["length", "nan", "inf", "string-element", "nested", "2d", "0d", "scalar", "text", "null"]
+BAD_IDS = [
+    "length", "nan", "inf", "string-element", "nested", "2d", "0d", "scalar", "text", "nan-text",
+    "huge-int", "400-digits", "huge-decimal", "null",
+]
 
 
 def table_rows():

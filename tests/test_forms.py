@@ -8,6 +8,9 @@ from tests.testapp.models import Document, Item
 from vectorindex import VectorFormField, VectorWidget
 
 
+OUT_OF_RANGE = "expected numbers within float32 range (±3.402823e+38), got"
+
+
 class ItemForm(forms.ModelForm):
     class Meta:
         model = Item
@@ -32,6 +35,13 @@ def test_accepts_bracketed_text():
         ("[1, 2]", "expected 8 dimensions, got 2."),
         ("1 2 3", "expected a vector written as [1.0, 2.0, …], got the string '1 2 3'."),
         ("[1, 2, 3, 4, 5, 6, 7, NaN]", "expected finite numbers, got nan at position 7."),
+        ("[1, 2, 3, 4, 5, 6, 7, nan]", "expected finite numbers, got nan at position 7."),
+        ("[inf, 2, 3, 4, 5, 6, 7, 8]", "expected finite numbers, got inf at position 0."),
+        ("[1, -inf, 3, 4, 5, 6, 7, 8]", "expected finite numbers, got -inf at position 1."),
+        ("[1" + "0" * 400 + ", 2, 3, 4, 5, 6, 7, 8]", f"{OUT_OF_RANGE} 1e+400 at position 0."),
+        ("[1, -1" + "0" * 400 + ", 3, 4, 5, 6, 7, 8]", f"{OUT_OF_RANGE} -1e+400 at position 1."),
+        ("[1e400, 2, 3, 4, 5, 6, 7, 8]", f"{OUT_OF_RANGE} 1e+400 at position 0."),
+        ("[1, 2, 3, 4, 5, 6, 7, 1e39]", f"{OUT_OF_RANGE} 1e+39 at position 7."),
         ("", "This field is required."),
     ],
 )
@@ -39,6 +49,8 @@ def test_refuses_bad_text(text, message):
     form = ItemForm(data={"name": "x", "embedding": text})
     assert not form.is_valid()
     assert form.errors["embedding"] == [message]
+    html = str(form["embedding"])  # the form shown again, with the error
+    assert "<details class=\"vectorindex-vector\" open>" in html or text == ""
 
 
 @pytest.mark.django_db

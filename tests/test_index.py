@@ -143,6 +143,45 @@ def test_more_probes_do_not_lower_recall(points):
         Point.objects.approximate(probes=0)
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("probes", 0), ("probes", -1), ("probes", True), ("probes", 1.5), ("probes", "3"),
+        ("epsilon", float("nan")), ("epsilon", -1), ("epsilon", -float("inf")), ("epsilon", True), ("epsilon", "1"),
+    ],
+)
+def test_approximate_refuses_what_is_not_a_count_or_a_ratio(option, value):
+    expected = "a positive integer" if option == "probes" else "a number of at least 0"
+    with pytest.raises(ValueError) as caught:
+        Point.objects.approximate(**{option: value})
+    assert str(caught.value) == f"approximate({option}=...) must be {expected}, got {value!r}."
+
+
+def test_an_infinite_epsilon_probes_as_many_heads_as_asked_with_no_cut_off(points, monkeypatch):
+    from vectorindex import search
+    from vectorindex.registry import get_declared, runtime
+
+    rt = runtime(get_declared("point_embedding"), "default")
+    head = rt.current(*rt.open())
+    query = head.vectors(np.array([min(head.alive)]))[0]  # a head's own vector: ε = 2 keeps that head alone
+    probed = []
+    original = search.routing.probe
+
+    def probe(*args):
+        probed.append(original(*args))
+        return probed[-1]
+
+    monkeypatch.setattr(search.routing, "probe", probe)
+    ordered = L2Distance("embedding", query)
+    answers = [
+        [p.pk for p in Point.objects.approximate(probes=20, epsilon=epsilon).order_by(ordered)[:10]]
+        for epsilon in (None, float("inf"), 10**400, 1e9)
+    ]
+    # Any finite ε keeps only heads at the nearest one's distance when that is 0.
+    assert [len(heads) for heads in probed] == [1, 20, 20, 1]
+    assert answers[1] == answers[2] and all(len(rows) == 10 for rows in answers)
+
+
 def test_filtered_query_returns_k_rows(points):
     vectors, pks = points
     groups = np.arange(N) % 20  # group 3 is 5% of the rows
@@ -166,6 +205,29 @@ def test_distance_conditions_and_slices_with_the_index(points):
     rows = list(Point.objects.alias(d=L2Distance("embedding", query)).filter(d__gt=0).order_by("d")[10:20])
     assert len(rows) == 10
     assert len(set(r.pk for r in rows) & set(truth[5:25])) >= 8
+
+
+def test_an_empty_slice_is_empty_and_reads_nothing(points):
+    """[:0] once raised "need at least one array" from the index path; an empty
+    slice or none() read every posting list before the exact path said []."""
+    query = clustered(1, seed=5)[0]
+    ordered = Point.objects.order_by(L2Distance("embedding", query))
+    for qs in [
+        ordered,  # the index path
+        ordered.exact(),
+        ordered.approximate(probes=10**4, epsilon=0),
+        ordered.filter(group=3),
+        Point.objects.alias(d=L2Distance("embedding", query)).filter(d__lt=5).order_by("d"),
+    ]:
+        for empty in (qs[:0], qs[5:5], qs[10:3], qs[3:10][7:9], qs.none()[:10]):
+            with CaptureQueriesContext(connection) as captured:
+                assert list(empty) == []
+                assert list(empty.iterator()) == []
+                assert list(empty.values_list("pk", flat=True)) == []
+                assert empty.count() == 0
+                assert not empty.exists()
+            assert captured.captured_queries == []
+    assert len(ordered[:3]) == 3  # the same querysets, not empty, still answer
 
 
 def test_queries_the_index_cannot_answer_go_exact(points):

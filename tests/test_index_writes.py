@@ -1,9 +1,12 @@
 """Writes change the index inside the same transaction as the rows (DESIGN §3)."""
 
 import threading
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
@@ -115,6 +118,48 @@ def test_single_row_saves_keep_the_index_complete(built):
     created = [Point.objects.create(embedding=v) for v in vectors]
     assert "point_embedding: ok" in check("point_embedding")
     assert all(nearest(v) == p.pk for v, p in zip(vectors[::30], created[::30]))
+
+
+@pytest.mark.parametrize(
+    "huge",
+    [10**400, -(10**400), Decimal("1e400"), Fraction(10**400, 7), "[1" + "0" * 400 + ", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]"],
+    ids=["int", "negative-int", "decimal", "fraction", "400-digits"],
+)
+def test_a_number_beyond_float_range_is_refused_by_every_write_and_changes_nothing(built, huge):
+    value = huge if isinstance(huge, str) else [huge] + [0] * 15
+    point = Point.objects.order_by("pk").first()
+    before = list(Point.objects.order_by("pk").values_list("pk", "embedding")), index_rows()
+
+    def refused(write):
+        with pytest.raises(ValidationError) as caught, transaction.atomic():
+            write()
+        [error] = caught.value.error_dict["embedding"] if hasattr(caught.value, "error_dict") else [caught.value]
+        assert error.code == "out_of_range"
+        assert error.messages[0].startswith("embedding: expected numbers within float32 range (±3.402823e+38), got ")
+
+    refused(lambda: Point.objects.create(embedding=value))
+    refused(lambda: Point.objects.bulk_create([Point(embedding=[1] * 16), Point(embedding=value)]))
+    refused(lambda: Point.objects.filter(pk=point.pk).update(embedding=value))
+    point.embedding = value
+    refused(point.save)
+    refused(lambda: Point.objects.bulk_update([point], ["embedding"]))
+    refused(point.full_clean)
+    after = list(Point.objects.order_by("pk").values_list("pk", "embedding")), index_rows()
+    assert [pk for pk, _ in after[0]] == [pk for pk, _ in before[0]]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(after[0], before[0]))
+    assert after[1] == before[1]
+    assert "point_embedding: ok" in check("point_embedding")
+
+
+def test_a_bad_vector_saved_on_a_loaded_row_is_the_field_s_validation_error(built):
+    """The save's check for an unchanged vector reads the new value first; it
+    leaves a bad one for the field to refuse, as on a model with no index."""
+    point = Point.objects.order_by("pk").first()
+    point.embedding = [1, 2, 3]
+    with pytest.raises(ValidationError) as caught, transaction.atomic():
+        point.save()
+    assert caught.value.code == "dimensions"
+    assert caught.value.messages == ["embedding: expected 16 dimensions, got 3."]
 
 
 def test_bulk_create_with_ignore_conflicts_is_refused(built):

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connections, transaction
 
-from tests.indexing import build, check, clustered, recall, run_worker, worker
+from tests.indexing import RefusingSearches, build, check, clustered, recall, run_worker, worker
 from tests.testapp.models import Streamed
 from vectorindex import L2Distance, maintenance
 from vectorindex.models import Head, Posting, Snapshot, Version, WalEntry
@@ -97,6 +97,43 @@ def test_split_heads_are_vectors_of_the_list_not_centroids(small):
     for child, vector in zip(children, storage.head_vectors(children)):
         # Each new head is one of the vectors its own list holds.
         assert (storage.payload.vectors(placed[owners == child]) == vector).all(axis=1).any()
+
+
+def test_probes_of_every_alive_head_after_a_split_give_the_exact_answer(small, monkeypatch):
+    """approximate(probes=N) with N at or past the alive heads reads every list
+    (no ε cut-off), also where hnswlib, holding retired heads, cannot return
+    that many; one fewer is a normal approximate query."""
+    outcome = maintenance.split(declared(), crowd_one_head())
+    name, arguments = outcome.follow_up[0]
+    maintenance.run(name, declared(), **arguments)
+    # A merge retires a head and adds none: its element stays in hnswlib's
+    # graph (the split's new heads took the slot of the one it retired).
+    smallest = min(sizes(), key=sizes().get)
+    storage, _ = runtime(declared(), "default").open()
+    Streamed.objects.filter(pk__in=storage.read_postings([smallest])["id"].tolist()[1:]).delete()
+    assert "moved" in maintenance.merge(declared(), smallest).detail
+    rt = runtime(declared(), "default")
+    head = rt.current(*rt.open())
+    assert len(head.labels()) > len(head)  # the retired head is still in hnswlib's graph
+    alive = len(head)
+    # Heads' own vectors: the (1 + ε) rule keeps only the head itself. Not the
+    # split's: in the crowd its rows are nearer each other than the int8
+    # payload's estimates can rank, a matter of rerank, not of probing.
+    queries = head.vectors(np.array(sorted(head.alive - set(arguments["new_head_ids"]))))
+
+    def answers(probes):
+        search = Streamed.objects.approximate(probes=probes)
+        return [[p.pk for p in search.order_by(L2Distance("embedding", q))[:10]] for q in queries]
+
+    truth = [[p.pk for p in Streamed.objects.exact().order_by(L2Distance("embedding", q))[:10]] for q in queries]
+    for refusing in (False, True):
+        if refusing:
+            monkeypatch.setattr(head, "_index", RefusingSearches(head._index))
+        for probes in (alive, alive + 1, 10**4):
+            assert answers(probes) == truth, (refusing, probes)
+        fewer = answers(alive - 1)
+        assert all(len(rows) == 10 for rows in fewer) and recall(fewer, truth) >= 0.7
+    assert rt.current(*rt.open()) is head  # the searches above were all on the refusing copy
 
 
 def test_partition_of_many_copies_of_one_vector_stays_within_the_limit():

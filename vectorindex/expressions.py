@@ -9,6 +9,7 @@ the query by computing the distances in numpy (see :mod:`vectorindex.exact`).
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,11 +22,25 @@ from .engine import codec, distances
 __all__ = ["CosineDistance", "Distance", "L1Distance", "L2Distance", "MaxInnerProduct"]
 
 
+class DistanceField(FloatField):
+    """A distance's value: compared with a number beyond a float's range, as with ±inf.
+
+    Django's FloatField raises OverflowError for ``d__lt=10**400``; every
+    distance is below it.
+    """
+
+    def get_prep_value(self, value: Any) -> Any:
+        try:
+            return super().get_prep_value(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+
+
 class Distance(Func):
     """The distance from a ``VectorField`` to a constant query vector."""
 
     metric: ClassVar[str]
-    output_field = FloatField()
+    output_field = DistanceField()
 
     def __init__(self, expression: str | F, vector: Any, **extra: Any) -> None:
         name = type(self).__name__
@@ -43,7 +58,8 @@ class Distance(Func):
             )
         except codec.InvalidVector as error:
             raise ValueError(f"{name}: query vector: {error.message}.") from None
-        super().__init__(expression, output_field=FloatField(), **extra)
+        # Named, for Django's "Field 'L2Distance' expected a number but got 'x'."
+        super().__init__(expression, output_field=DistanceField(name=name), **extra)
 
     def resolve_expression(self, *args: Any, **kwargs: Any) -> Distance:
         from .fields import VectorField

@@ -256,6 +256,14 @@ def evaluate(
     with np.errstate(invalid="ignore"):
         if name == "range":
             low, high = (_constant(bound) for bound in rhs)
+            if low is None or high is None:
+                # As SQL: BETWEEN a NULL bound is unknown, or false by the other bound.
+                false = np.zeros_like(null)
+                if low is not None:
+                    false |= column < low
+                if high is not None:
+                    false |= column > high
+                return np.zeros_like(null), ~false
             true = (column >= low) & (column <= high)
         elif name == "in":
             true = np.isin(column, [_constant(item) for item in rhs])

@@ -9,6 +9,8 @@ declared, where the index takes part in them.
 from __future__ import annotations
 
 import inspect
+import math
+import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -48,13 +50,19 @@ class VectorQuerySet(models.QuerySet):
 
         ``probes`` heads are read at first (more only if too few rows pass the
         query's filters); ``epsilon`` skips heads farther than ``(1 + epsilon)``
-        times the nearest one. Defaults come from the VectorIndex declaration.
-        Where no index serves the query, these change nothing.
+        times the nearest one, and ``float("inf")`` skips none. ``probes`` of at
+        least the number of heads reads every list, whatever ``epsilon``.
+        Defaults come from the VectorIndex declaration. Where no index serves
+        the query, these change nothing.
         """
         if probes is not None and (isinstance(probes, bool) or not isinstance(probes, int) or probes < 1):
             raise ValueError(f"approximate(probes=...) must be a positive integer, got {probes!r}.")
-        if epsilon is not None and (isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or epsilon < 0):
-            raise ValueError(f"approximate(epsilon=...) must be a number of at least 0, got {epsilon!r}.")
+        if epsilon is not None:
+            # epsilon != epsilon finds NaN (which is not < 0); math.isnan would overflow on a huge int.
+            if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or epsilon != epsilon or epsilon < 0:
+                raise ValueError(f"approximate(epsilon=...) must be a number of at least 0, got {epsilon!r}.")
+            # An int too large for a float means no cut-off too.
+            epsilon = math.inf if epsilon > sys.float_info.max else float(epsilon)
         clone = self._chain()
         clone._vector_search = replace(self._vector_search, probes=probes, epsilon=epsilon, exact=False)
         return clone

@@ -81,6 +81,10 @@ def usable_index(queryset: Any, plan: DistancePlan) -> Declared | None:
     options: SearchOptions = queryset._vector_search
     if options.exact or plan.high is None or len(plan.order_keys) != 1:
         return None
+    if queryset.query.is_empty():
+        # none(), or an empty slice (Django empties a query whose slice is):
+        # the exact path answers [] without reading a row.
+        return None
     term, descending, nulls_first = plan.order_keys_effective()[0]
     if descending or nulls_first:
         return None

@@ -296,7 +296,10 @@ def _changed_value(instance: Any, declared: Declared, adding: bool, update_field
     value = getattr(instance, field.attname)
     loaded = instance.__dict__.get(LOADED, {})
     if not adding and field.attname in loaded:
-        current = None if value is None else codec.to_bytes(codec.coerce(value, field.dimensions))
+        try:
+            current = None if value is None else codec.to_bytes(codec.coerce(value, field.dimensions))
+        except codec.InvalidVector:
+            return True, value  # the field refuses it with a ValidationError when the row is written
         if current == loaded[field.attname]:
             return False, None
     return True, value

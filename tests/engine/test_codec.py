@@ -1,5 +1,8 @@
 """The codec that every vector passes through, without Django."""
 
+from decimal import Decimal
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -16,6 +19,7 @@ def test_accepts_lists_tuples_and_arrays_of_any_real_dtype():
         np.array([1, 2, 3], dtype=np.float16),
         np.array([1, 2, 3], dtype=np.float64),
         [np.float32(1), np.int64(2), 3.0],
+        [Fraction(1), Decimal("2.0"), np.longdouble(3)],
         "[1, 2, 3]",
         " [1.0,2,3e0] ",
     ):
@@ -50,6 +54,13 @@ def test_accepts_lists_tuples_and_arrays_of_any_real_dtype():
         ("[1, 2, NaN]", "not_finite", "expected finite numbers, got nan at position 2"),
         ('["1", 2, 3]', "not_numbers", "expected numbers, got '1' at position 0"),
         ([1e39, 0, 0], "out_of_range", "expected numbers within float32 range (±3.402823e+38), got 1e+39 at position 0"),
+        ("[1, 2, inf]", "not_finite", "expected finite numbers, got inf at position 2"),
+        ("[1, -INF, 2]", "not_finite", "expected finite numbers, got -inf at position 1"),
+        ("[nan,1,2]", "not_finite", "expected finite numbers, got nan at position 0"),
+        ('["inf", 1, 2]', "not_numbers", "expected numbers, got 'inf' at position 0"),
+        ([Decimal("NaN"), 1, 2], "not_finite", "expected finite numbers, got nan at position 0"),
+        ([Decimal("sNaN"), 1, 2], "not_finite", "expected finite numbers, got Decimal('sNaN') at position 0"),
+        ([0, Decimal("Infinity"), 2], "not_finite", "expected finite numbers, got inf at position 1"),
         ([], "dimensions", "expected 3 dimensions, got 0"),
     ],
 )
@@ -58,6 +69,50 @@ def test_refuses_bad_values_with_a_message_and_code(value, code, message):
         codec.coerce(value, 3)
     assert caught.value.code == code
     assert caught.value.message == message
+
+
+OUT_OF_RANGE = "expected numbers within float32 range (±3.402823e+38), got"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ([10**400, 0, 0], f"{OUT_OF_RANGE} 1e+400 at position 0"),
+        ([0, -(10**400), 0], f"{OUT_OF_RANGE} -1e+400 at position 1"),
+        ([0, 0, 10**5000], f"{OUT_OF_RANGE} 1e+5000 at position 2"),
+        ((10**39, 0, 0), f"{OUT_OF_RANGE} 1e+39 at position 0"),
+        ([Fraction(10**400, 3), 0, 0], f"{OUT_OF_RANGE} 3.333333e+399 at position 0"),
+        ([Decimal("1e400"), 0, 0], f"{OUT_OF_RANGE} 1e+400 at position 0"),
+        ([Decimal("-2.5e39"), 0, 0], f"{OUT_OF_RANGE} -2.5e+39 at position 0"),
+        *(
+            [
+                ([0, np.longdouble("1e400"), 0], f"{OUT_OF_RANGE} 1e+400 at position 1"),
+                (np.array([0, 0, np.longdouble("-1e400")]), f"{OUT_OF_RANGE} -1e+400 at position 2"),
+            ]
+            if np.finfo(np.longdouble).maxexp > 1024  # wider than a double here (x86-64 Linux)
+            else []
+        ),
+        ("[1" + "0" * 400 + ", 2, 3]", f"{OUT_OF_RANGE} 1e+400 at position 0"),
+        ("[1, -1" + "0" * 5000 + ", 3]", f"{OUT_OF_RANGE} -1e+5000 at position 1"),
+        ("[1e400, 2, 3]", f"{OUT_OF_RANGE} 1e+400 at position 0"),
+        ("[1, 2, -1.5E+400]", f"{OUT_OF_RANGE} -1.5e+400 at position 2"),
+    ],
+)
+def test_numbers_beyond_float_range_are_out_of_range_not_a_crash(value, message):
+    """Python ints, Fractions and text digits that large overflow float(); a
+    Decimal, a long double or text like 1e400 would become an infinity."""
+    with pytest.raises(codec.InvalidVector) as caught:
+        codec.coerce(value, 3)
+    assert caught.value.code == "out_of_range"
+    assert caught.value.message == message
+
+
+def test_small_exact_numbers_are_read_as_the_nearest_float32():
+    np.testing.assert_array_equal(
+        codec.coerce([Fraction(1, 3), Decimal("0.1"), Fraction(1, 10**400), Decimal("1e-400")], 4),
+        np.array([1 / 3, 0.1, 0, 0], dtype=np.float32),
+    )
+    np.testing.assert_array_equal(codec.coerce("[1e-400, 123456789012345678901234567890123456789]", 2), np.float32([0, 1.2345679e38]))
 
 
 def test_any_length_when_dimensions_is_none_but_not_empty():

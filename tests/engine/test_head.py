@@ -5,6 +5,7 @@ import threading
 import numpy as np
 import pytest
 
+from tests.indexing import RefusingSearches
 from vectorindex.engine.head import HeadIndex, prepare
 from vectorindex.exceptions import HeadIndexError
 
@@ -38,6 +39,50 @@ def test_removed_heads_are_never_returned_and_round_trip():
     assert np.array_equal(copy.search(vectors[:50], 5, ef=200)[0], head.search(vectors[:50], 5, ef=200)[0])
     copy.add(np.array([5]), vectors[:1])  # a loaded index still grows
     assert 5 in copy.alive
+
+
+def reference(metric, queries, vectors):
+    """hnswlib's distances (squared L2, or 1 - dot of prepared vectors), in float64."""
+    queries = prepare(queries, metric).astype(np.float64)
+    vectors = prepare(vectors, metric).astype(np.float64)
+    if metric == "l2":
+        return ((queries[:, None, :] - vectors[None, :, :]) ** 2).sum(axis=2)
+    return 1 - queries @ vectors.T
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_a_search_hnswlib_cannot_answer_ranks_the_alive_heads_exactly(metric):
+    head, vectors = make(metric)
+    head.remove(np.arange(1000, 1060))  # deleted elements stay in the graph
+    head._index = RefusingSearches(head._index)
+    alive = np.arange(1060, 1200)
+    queries = np.random.default_rng(5).normal(size=(4, 8)).astype(np.float32)
+    truth = reference(metric, queries, vectors[60:])
+    for k in (1, 10, len(head) - 1, len(head), len(head) + 1, 10**4):
+        labels, distances = head.search(queries, k)
+        assert labels.shape == distances.shape == (4, min(k, 140))
+        for row in range(4):
+            positions = labels[row] - 1060
+            assert len(set(labels[row].tolist())) == labels.shape[1] and set(labels[row].tolist()) <= set(alive.tolist())
+            np.testing.assert_allclose(distances[row], truth[row][positions], rtol=1e-4, atol=1e-4)
+            assert np.all(np.diff(distances[row]) >= -1e-5)  # nearest first
+            # The k nearest: none left out is nearer than the farthest returned.
+            assert np.sort(truth[row])[labels.shape[1] - 1] >= truth[row][positions].max() - 1e-4
+    labels, _, unique, found = head.search_with_vectors(queries, len(head) - 1)
+    assert labels.shape == (4, 139) and set(unique.tolist()) <= set(alive.tolist())
+    np.testing.assert_allclose(found, prepare(vectors[unique - 1000], metric), atol=1e-2)  # float16 copies
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_asking_for_every_alive_head_returns_them_all_past_deleted_ones(metric):
+    head, vectors = make(metric)
+    head.remove(np.arange(1000, 1200, 3))
+    alive = sorted(head.alive)
+    queries = np.random.default_rng(6).normal(size=(8, 8)).astype(np.float32)
+    for k in (len(head), len(head) + 1, 10**4):
+        labels, _ = head.search(queries, k)
+        assert all(sorted(row) == alive for row in labels.tolist())
+    assert head.search(queries, len(head) - 1)[0].shape == (8, len(head) - 1)
 
 
 def test_bad_snapshots_are_refused():

@@ -52,6 +52,16 @@ def test_probe_keeps_heads_within_epsilon(heads):
     assert len(routing.probe(head, query + 0.5, 10, 1000.0)) == 10
 
 
+def test_probing_every_head_reads_every_list_whatever_epsilon(heads):
+    head, centers = heads
+    head.remove(np.arange(0, 100, 4))  # retired heads stay in hnswlib's graph
+    query = centers[1].astype(np.float32)  # a head's own vector: ε keeps that head alone
+    assert routing.probe(head, query, 74, 0.0).tolist() == [1]
+    for count in (75, 76, 10**4):
+        probed = routing.probe(head, query, count, 0.0)
+        assert probed[0] == 1 and sorted(probed.tolist()) == sorted(head.alive)
+
+
 def test_posting_payloads_round_trip_and_are_capped():
     rng = np.random.default_rng(3)
     ids = np.arange(5000, dtype=np.int64) * 7

@@ -10,7 +10,10 @@ what was expected and what was received.
 from __future__ import annotations
 
 import json
+import math
 import numbers
+import re
+from decimal import Decimal, localcontext
 from typing import Any
 
 import numpy as np
@@ -34,29 +37,71 @@ def _describe(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def parse_text(text: str) -> Any:
-    """Parse ``"[1, 2, 3]"`` (the text form of a vector) into a list of numbers."""
-    stripped = text.strip()
-    if not (stripped.startswith("[") and stripped.endswith("]")):
-        raise InvalidVector(
-            "invalid_text",
-            f"expected a vector written as [1.0, 2.0, …], got the string {_describe(text)}",
-        )
+# Python's spellings of the special floats, as a whole item of the list; JSON
+# knows only NaN, Infinity and -Infinity.
+_SPECIAL_FLOAT = re.compile(r"(?<=[\[,])(\s*)([+-]?)(inf|infinity|nan)(?=\s*[,\]])", re.IGNORECASE)
+
+
+def _json_special(match: re.Match) -> str:
+    space, sign, word = match.groups()
+    if word.lower() == "nan":
+        return space + "NaN"
+    return space + ("-Infinity" if sign == "-" else "Infinity")
+
+
+def _parse_float(text: str) -> float | Decimal:
+    # A finite number beyond a float's range ("1e400") stays a Decimal, so that
+    # coerce() can say it is out of range instead of calling it infinite.
+    number = float(text)
+    return number if math.isfinite(number) else Decimal(text)
+
+
+def _parse_int(text: str) -> int | Decimal:
+    # Python refuses to read an int of over 4,300 digits; any of over 40 is
+    # beyond float32's range, and as a Decimal it is refused as that.
+    return int(text) if len(text) <= 40 else Decimal(text)
+
+
+def _loads(text: str) -> Any:
     try:
-        return json.loads(stripped)
-    except ValueError:
-        raise InvalidVector(
-            "invalid_text",
-            f"expected a vector written as [1.0, 2.0, …], got the string {_describe(text)}",
-        ) from None
+        values = json.loads(text)
+    except ValueError:  # not JSON, or an int of over 4,300 digits
+        return json.loads(text, parse_float=_parse_float, parse_int=_parse_int)
+    if isinstance(values, list) and (math.inf in values or -math.inf in values):
+        # Infinity, or a number beyond a float's range: read again to tell which.
+        return json.loads(text, parse_float=_parse_float, parse_int=_parse_int)
+    return values
+
+
+def parse_text(text: str) -> Any:
+    """Parse ``"[1, 2, 3]"`` (the text form of a vector) into a list of numbers.
+
+    ``inf``, ``-inf`` and ``nan`` are read as numbers (to be refused as not
+    finite, like JSON's ``Infinity`` and ``NaN``), not as unreadable text.
+    """
+    stripped = text.strip()
+    if stripped.startswith("[") and stripped.endswith("]"):
+        try:
+            return _loads(stripped)
+        except ValueError:
+            pass
+        try:
+            return _loads(_SPECIAL_FLOAT.sub(_json_special, stripped))
+        except ValueError:
+            pass
+    raise InvalidVector(
+        "invalid_text",
+        f"expected a vector written as [1.0, 2.0, …], got the string {_describe(text)}",
+    )
 
 
 def coerce(value: Any, dimensions: int | None) -> np.ndarray:
     """Return *value* as a float32 vector of *dimensions* values, or raise InvalidVector.
 
-    Accepts a list, a tuple or a numpy array of any real dtype (booleans are not
-    numbers here), and the text form ``"[1, 2, 3]"``. ``dimensions=None`` accepts
-    any length of at least one.
+    Accepts a list or a tuple of real numbers (int, float, Fraction, Decimal,
+    numpy scalars), a numpy array of any real dtype (booleans are not numbers
+    here), and the text form ``"[1, 2, 3]"``. ``dimensions=None`` accepts any
+    length of at least one.
     """
     if isinstance(value, str):
         value = parse_text(value)
@@ -112,12 +157,15 @@ def coerce(value: Any, dimensions: int | None) -> np.ndarray:
         overflow = np.isinf(vector)
         if overflow.any():
             position = int(np.argmax(overflow))
-            raise InvalidVector(
-                "out_of_range",
-                f"expected numbers within float32 range (±{FLOAT32_MAX:.7g}), "
-                f"got {array[position]} at position {position}",
-            )
+            raise _out_of_range(str(array[position]), position)
     return vector
+
+
+def _out_of_range(number: str, position: int) -> InvalidVector:
+    return InvalidVector(
+        "out_of_range",
+        f"expected numbers within float32 range (±{FLOAT32_MAX:.7g}), got {number} at position {position}",
+    )
 
 
 def _from_sequence(values: list | tuple) -> np.ndarray:
@@ -128,14 +176,49 @@ def _from_sequence(values: list | tuple) -> np.ndarray:
                 f"expected a flat sequence of numbers, got a nested sequence "
                 f"at position {position}",
             )
-        if isinstance(item, (bool, np.bool_)) or not isinstance(item, numbers.Real):
+        if isinstance(item, (bool, np.bool_)) or not isinstance(item, (numbers.Real, Decimal)):
             raise InvalidVector(
                 "not_numbers",
                 f"expected numbers, got {_describe(item)} at position {position}",
             )
     # float64 first, so that values beyond float32's range are caught, not
     # silently turned into infinities.
-    return np.asarray([float(item) for item in values], dtype=np.float64)
+    try:
+        array = np.asarray([float(item) for item in values], dtype=np.float64)
+    except (OverflowError, ValueError):
+        array = None
+    if array is None or not np.isfinite(array).all():
+        _refuse_beyond_float(values)
+    return array
+
+
+def _refuse_beyond_float(values: list | tuple) -> None:
+    """Raise for the first finite number too large for a float (and a signalling NaN).
+
+    An int or Fraction that large raises OverflowError in ``float()``; a
+    Decimal or a long double becomes an infinity, which is not what was written.
+    """
+    for position, item in enumerate(values):
+        try:
+            number = float(item)
+        except OverflowError:
+            raise _out_of_range(_scientific(item), position) from None
+        except ValueError:  # Decimal("sNaN")
+            raise InvalidVector(
+                "not_finite", f"expected finite numbers, got {_describe(item)} at position {position}"
+            ) from None
+        if math.isinf(number) and item != number:
+            raise _out_of_range(_scientific(item), position)
+
+
+def _scientific(number: numbers.Real | Decimal) -> str:
+    """A number too large for a float, in 7 significant digits: ``1e+400``."""
+    with localcontext(prec=7):
+        if isinstance(number, numbers.Rational):
+            number = Decimal(number.numerator) / Decimal(number.denominator)
+        if isinstance(number, Decimal):
+            return f"{number.normalize():e}"
+    return str(number)
 
 
 def to_bytes(vector: np.ndarray) -> bytes:

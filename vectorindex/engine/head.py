@@ -149,10 +149,7 @@ class HeadIndex:
                 empty = np.empty((len(queries), 0))
                 return empty.astype(np.int64), empty
             self._index.set_ef(max(ef or 0, k, 16))
-            try:
-                labels, distances = self._index.knn_query(queries, k=k)
-            except RuntimeError as error:
-                raise HeadIndexError(f"searching {k} heads failed: {error}") from error
+            labels, distances = self._knn(queries, k)
         return labels.astype(np.int64), distances
 
     def search_with_vectors(self, queries: np.ndarray, k: int, ef: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -170,13 +167,48 @@ class HeadIndex:
                 empty = np.empty((len(queries), 0))
                 return empty.astype(np.int64), empty, np.empty(0, np.int64), np.empty((0, self.dimensions), np.float32)
             self._index.set_ef(max(ef or 0, k, 16))
+            labels, distances = self._knn(queries, k)
             try:
-                labels, distances = self._index.knn_query(queries, k=k)
                 unique = np.unique(labels).astype(np.int64)
                 vectors = self._copies.get(unique, self._index.get_items)
             except RuntimeError as error:
                 raise HeadIndexError(f"searching {k} heads failed: {error}") from error
         return labels.astype(np.int64), distances, unique, vectors
+
+    def _knn(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """hnswlib's *k* nearest, or every alive head ranked exactly where it cannot answer.
+
+        hnswlib raises when it finds fewer than *k* alive elements: with *k*
+        near the number alive, the graph may reach too few of them past the
+        deleted ones. Ranking them all is what a query that asks for (almost)
+        every head needs anyway. Called under the lock.
+        """
+        try:
+            return self._index.knn_query(queries, k=k)
+        except RuntimeError:
+            return self._ranked(queries, k)
+
+    def _ranked(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The *k* nearest alive heads by brute force, in hnswlib's distances. Under the lock."""
+        ids = np.array(sorted(self.alive), dtype=np.int64)
+        try:
+            # Alive heads only: hnswlib cannot read a deleted element's vector.
+            vectors = np.asarray(self._index.get_items(ids), dtype=np.float32)
+        except RuntimeError as error:
+            raise HeadIndexError(f"searching {k} heads failed: {error}") from error
+        norms = np.einsum("ij,ij->i", vectors, vectors)
+        labels, distances = [], []
+        rows = max(1, 4_000_000 // len(ids))  # a distance matrix of at most 16 MB at a time
+        for start in range(0, len(queries), rows):
+            batch = queries[start : start + rows]
+            if SPACES[self.metric] == "l2":  # squared, as hnswlib's 'l2'
+                block = np.maximum(np.einsum("ij,ij->i", batch, batch)[:, None] + norms - 2 * (batch @ vectors.T), 0)
+            else:  # hnswlib's 'ip' is 1 - dot
+                block = 1 - batch @ vectors.T
+            order = np.argsort(block, axis=1, kind="stable")[:, :k]  # ties by id
+            labels.append(ids[order])
+            distances.append(np.take_along_axis(block, order, axis=1))
+        return np.concatenate(labels), np.concatenate(distances)
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """The stored (prepared) vectors of these alive heads."""
