@@ -35,7 +35,7 @@ from .engine.head import prepare
 from .engine.kmeans import kmeans
 from .exceptions import VectorIndexError
 from .models import IndexState
-from .registry import Declared, runtime
+from .registry import Declared, damaged_snapshot, runtime
 from .storage import Storage
 from .wal import change_heads
 
@@ -409,18 +409,28 @@ def defragment(declared: Declared, head_id: int, using: str = "default", above_r
 # Snapshot, garbage collection, scan ---------------------------------------------
 
 
-def compact(declared: Declared, using: str = "default") -> Outcome:
-    """Snapshot the head index and truncate the WAL, once the WAL is long."""
+def compact(declared: Declared, using: str = "default", damaged: int | None = None) -> Outcome:
+    """Snapshot the head index and truncate the WAL, once the WAL is long.
+
+    With *damaged* (the id of a snapshot that does not verify, 0 for none at
+    all), snapshot whatever the WAL's length, unless a newer snapshot has
+    replaced that one already.
+    """
     from .recovery import take_snapshot
 
     _rt, storage, state = _open(declared, using)
     if state[0] != IndexState.Status.READY:
         return Outcome("compact", "index not ready")
     length = storage.wal_length()
-    if length < vectorindex_settings.WAL_SNAPSHOT_ENTRIES:
+    if damaged is not None:
+        newest = storage.newest_snapshot(state[1])
+        if (newest.pk if newest else 0) != damaged:
+            return Outcome("compact", f"damaged snapshot {damaged} already replaced")
+    elif length < vectorindex_settings.WAL_SNAPSHOT_ENTRIES:
         return Outcome("compact", f"WAL has {length} entries: not yet")
     snapshot = take_snapshot(declared, using)
-    return Outcome("compact", f"snapshot at LSN {snapshot.lsn}; {length} WAL entries dropped")
+    replaced = f" in place of damaged snapshot {damaged}" if damaged else ""
+    return Outcome("compact", f"snapshot at LSN {snapshot.lsn}{replaced}; {length} WAL entries dropped")
 
 
 def collect(declared: Declared, using: str = "default") -> Outcome:
@@ -435,7 +445,7 @@ def collect(declared: Declared, using: str = "default") -> Outcome:
 
 def scan(declared: Declared, using: str = "default") -> list[tuple[str, dict[str, Any]]]:
     """The jobs the index needs now: the safety net for triggers that were lost."""
-    _rt, storage, state = _open(declared, using)
+    rt, storage, state = _open(declared, using)
     if state[0] != IndexState.Status.READY:
         return []
     options = declared.options
@@ -450,7 +460,10 @@ def scan(declared: Declared, using: str = "default") -> list[tuple[str, dict[str
             jobs.append(("merge", {"head_id": head_id}))
         elif rows > options["defragment_rows"]:
             jobs.append(("defragment", {"head_id": head_id, "above_rows": options["defragment_rows"]}))
-    if storage.wal_length() >= vectorindex_settings.WAL_SNAPSHOT_ENTRIES:
+    damaged = damaged_snapshot(rt, storage, state[1])
+    if damaged is not None:
+        jobs.append(("compact", {"damaged": damaged}))
+    elif storage.wal_length() >= vectorindex_settings.WAL_SNAPSHOT_ENTRIES:
         jobs.append(("compact", {}))
     before = timezone.now() - timedelta(seconds=vectorindex_settings.RETIRED_GRACE)
     if storage.expired_heads(before):

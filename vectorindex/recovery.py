@@ -80,7 +80,7 @@ def recover(declared: Declared, using: str = "default") -> RecoveryReport:
     _status, generation, lsn = state
     problems: list[str] = []
     try:
-        head = load(rt, storage, generation)
+        head = load(rt, storage, generation, strict=True)
         problems = verify(head, storage)
     except (SnapshotError, HeadIndexError) as error:
         problems = [str(error)]
@@ -127,7 +127,7 @@ def _check(declared: Declared, using: str, rt: Any, storage: Any, state: tuple[s
     # Every alive head is in the head index (loaded afresh from snapshot and
     # WAL, as a new process would); no retired head is.
     try:
-        violations.extend(verify(load(rt, storage, state[1]), storage))
+        violations.extend(verify(load(rt, storage, state[1], strict=True), storage))
     except (SnapshotError, HeadIndexError) as error:
         violations.append(f"the head index cannot be loaded: {error}")
 
