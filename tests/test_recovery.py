@@ -1,7 +1,10 @@
 """Snapshots, WAL replay, recovery, crashes, and the vectorindex command."""
 
+import hashlib
 import io
 import json
+import logging
+import re
 import signal
 
 import numpy as np
@@ -9,11 +12,13 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
+from tests.damage import CRAFTED, LOADED, Layout
 from tests.indexing import build, check, clustered, run_worker, worker
 from tests.testapp.models import Point
-from vectorindex import L2Distance
+from vectorindex import L2Distance, maintenance
 from vectorindex.models import Head, IndexState, Snapshot, SnapshotChunk, WalEntry
 from vectorindex.registry import get_declared, reset_runtimes, runtime
+from vectorindex.storage import SNAPSHOT_CHUNK, Storage
 from vectorindex.wal import change_heads
 
 
@@ -212,3 +217,160 @@ def test_a_snapshot_of_a_graph_full_of_retired_heads_is_rebuilt_from_the_alive_o
     loaded = runtime(declared, "default").current(*runtime(declared, "default").open())
     assert (len(loaded), loaded.elements) == (80, 80)
     assert Snapshot.objects.get().heads == 80
+
+
+# Damaged and crafted snapshots -------------------------------------------------
+
+
+def snapshot_bytes() -> tuple[Snapshot, bytes]:
+    snapshot = Snapshot.objects.get()
+    chunks = SnapshotChunk.objects.filter(snapshot_id=snapshot.pk).order_by("number").values_list("data", flat=True)
+    return snapshot, b"".join(bytes(chunk) for chunk in chunks)
+
+
+def flip_a_byte() -> Snapshot:
+    """One bit of the stored snapshot changed, as a bad disk or a bad hand would: its checksum no longer matches."""
+    snapshot, data = snapshot_bytes()
+    damaged = bytearray(data)
+    damaged[len(damaged) // 2] ^= 0x10
+    SnapshotChunk.objects.filter(snapshot_id=snapshot.pk, number=0).update(data=bytes(damaged[:SNAPSHOT_CHUNK]))
+    return snapshot
+
+
+def store_crafted(snapshot: Snapshot, data: bytes) -> None:
+    """*data* in place of the snapshot's bytes, with a checksum that matches them."""
+    SnapshotChunk.objects.filter(snapshot_id=snapshot.pk).delete()
+    chunks = [data[start : start + SNAPSHOT_CHUNK] for start in range(0, len(data), SNAPSHOT_CHUNK)]
+    for number, chunk in enumerate(chunks):
+        SnapshotChunk.objects.create(snapshot_id=snapshot.pk, number=number, data=chunk)
+    Snapshot.objects.filter(pk=snapshot.pk).update(
+        size=len(data), chunks=len(chunks), checksum=hashlib.sha256(data).hexdigest()
+    )
+
+
+def fallback_warnings(records: list[logging.LogRecord]) -> list[str]:
+    return [r.getMessage() for r in records if r.name == "vectorindex" and r.levelno == logging.WARNING]
+
+
+def test_a_damaged_snapshot_falls_back_to_the_heads_table_once(built, caplog):
+    queries = clustered(20, seed=8)
+    before = found_for(queries)
+    flip_a_byte()
+    reset_runtimes()
+    with caplog.at_level(logging.WARNING, logger="vectorindex"):
+        assert found_for(queries) == before
+        rt = runtime(get_declared("point_embedding"), "default")
+        head = rt.head
+        assert found_for(queries) == before  # the rebuilt head index is kept, not rebuilt per query
+        point = Point.objects.create(embedding=clustered(1, seed=9)[0] + 0.5)
+        assert Point.objects.order_by(L2Distance("embedding", point.embedding)).first() == point
+    assert rt.head is head and len(head) == 120
+    (warning,) = fallback_warnings(caplog.records)
+    assert "point_embedding: the head index is rebuilt from the heads table" in warning
+    assert "is incomplete or damaged" in warning
+
+
+def test_the_rebuilt_head_index_replays_what_committed_while_the_heads_were_read(built, monkeypatch):
+    """The rebuilt head index is labelled with an LSN read before the heads: a
+    split that commits after the heads were read is in the WAL after that LSN,
+    and replaying it brings the head index to the heads table exactly."""
+    from vectorindex.recovery import verify
+
+    flip_a_byte()
+    reset_runtimes()
+    read_heads = Storage.alive_heads
+    changed = []
+
+    def heads_then_a_split(storage):
+        heads = read_heads(storage)
+        if not changed:
+            state = storage.lock_state(exclusive=True)
+            new_ids, lsn = change_heads(storage, state[2], add=clustered(3, seed=90) + 25, retire=[int(heads[0][0])])
+            changed.append((new_ids, lsn, int(heads[0][0])))
+        return heads
+
+    monkeypatch.setattr(Storage, "alive_heads", heads_then_a_split)
+    rt = runtime(get_declared("point_embedding"), "default")
+    storage, state = rt.open()
+    head = rt.current(storage, state)
+    monkeypatch.undo()
+    new_ids, lsn, retired = changed[0]
+    assert head.lsn == lsn == 4
+    assert set(new_ids.tolist()) <= head.alive and retired not in head.alive
+    assert verify(head, storage) == []
+
+
+def test_the_scan_replaces_a_damaged_snapshot_no_process_has_loaded(built):
+    declared = get_declared("point_embedding")
+    damaged = flip_a_byte()
+    reset_runtimes()
+    assert ("compact", {"damaged": damaged.pk}) in maintenance.scan(declared)
+    outcomes = maintenance.maintain(declared)
+    (compacted,) = [o.detail for o in outcomes if o.job == "compact"]
+    assert re.fullmatch(rf"snapshot at LSN \d+ in place of damaged snapshot {damaged.pk}; \d+ WAL entries dropped", compacted)
+    assert not Snapshot.objects.filter(pk=damaged.pk).exists()
+    assert maintenance.scan(declared) == []
+    assert "point_embedding: ok" in check("point_embedding")
+
+
+def test_a_crafted_snapshot_is_reported_and_recovered(built):
+    snapshot, data = snapshot_bytes()
+    mutate, message = CRAFTED["upper neighbour too low"]
+    store_crafted(snapshot, mutate(data))
+    reset_runtimes()
+    output = check_output()
+    assert "the head index cannot be loaded: the saved hnswlib index links to element" in output
+    output = command("recover", "point_embedding")
+    assert re.search(message, output) and "head index from the heads table, 120 heads" in output
+    assert "point_embedding: ok" in check("point_embedding")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("order", ["query,write", "write,query"])
+def test_a_fresh_process_works_on_a_damaged_snapshot_and_it_is_replaced(order):
+    """A flipped byte: a new process queries and writes as if nothing happened,
+    warns once, and a new snapshot replaces the damaged one — asked for by the
+    write's transaction, or found by the maintenance scan."""
+    Point.objects.bulk_create(Point(embedding=v) for v in clustered(3000))
+    build("point_embedding")
+    before = found_for(clustered(30, seed=5))
+    damaged = flip_a_byte()
+    report = run_worker("use", "point_embedding", "5", order)
+    assert report["found"] == before
+    assert report["nearest"] == report["written"]
+    (warning,) = report["warnings"]
+    assert "rebuilt from the heads table" in warning and "is incomplete or damaged" in warning
+    if order == "write,query":
+        assert not Snapshot.objects.filter(pk=damaged.pk).exists()  # the write asked, its commit ran it
+    else:
+        assert Snapshot.objects.filter(pk=damaged.pk).exists()  # a read alone writes nothing
+        command("maintain", "point_embedding")
+    assert Snapshot.objects.exclude(pk=damaged.pk).count() == 1
+    again = run_worker("query", "point_embedding", "5")
+    assert again["warnings"] == [] and again["found"] == before
+    assert "point_embedding: ok" in check("point_embedding")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_crafted_snapshots_with_a_valid_checksum_never_crash_a_process():
+    """Each crafted snapshot, loaded by a fresh process through a query: it
+    answers as before (from the heads table), with one warning naming the fault."""
+    Point.objects.bulk_create(Point(embedding=v) for v in clustered(3000))
+    build("point_embedding")
+    before = found_for(clustered(30, seed=5))
+    snapshot, data = snapshot_bytes()
+    assert Layout.of(data).header["max_level"] >= 1
+    failures = {}
+    for name in LOADED:
+        mutate, message = CRAFTED[name]
+        store_crafted(snapshot, mutate(data))
+        process = worker("query", "point_embedding", "5")
+        out, err = process.communicate(timeout=120)
+        if process.returncode != 0:
+            failures[name] = f"exit {process.returncode}: {err[-500:]}"
+            continue
+        report = json.loads(out.strip().splitlines()[-1])
+        warnings = report["warnings"]
+        if report["found"] != before or len(warnings) != 1 or not re.search(message, warnings[0]):
+            failures[name] = f"found as before: {report['found'] == before}; warnings: {warnings}"
+    assert failures == {}

@@ -6,7 +6,15 @@ Runs against the database in DATABASE_URL (the test database). Modes:
   ``commit`` print their keys after COMMIT and then wait; with ``hold`` print
   "written" before COMMIT and wait. Either way the test kills it (SIGKILL).
 * ``query NAME SEED`` — answer a fixed query set from a freshly loaded index and
-  print the keys found.
+  print the keys found, and the warnings the app logged.
+* ``use NAME SEED query,write|write,query`` — the query set and a new point,
+  in that order; print the keys found, the new point's key, the key its own
+  vector finds first, and the warnings the app logged.
+* ``heads FILE DIMENSIONS`` — read the head-index snapshots in FILE (each a
+  uint64 length and its bytes), load each (printing its number first, so that a
+  process killed by a signal shows which one did it), search and grow the ones
+  that load; print how many loaded, how many were refused with HeadIndexError,
+  and any other error.
 * ``job JOB NAME [HEAD [NEW_HEADS]]`` — run one maintenance job and the jobs it
   asks for (VECTORINDEX_FAULT may kill it at a step), and print what they did.
 """
@@ -28,6 +36,7 @@ def main() -> None:
     from tests.testapp.models import Point
     from vectorindex import L2Distance
 
+    warnings = _logged_warnings()
     mode, *args = sys.argv[1:]
     if mode == "write":
         count, seed, how = int(args[0]), int(args[1]), args[2]
@@ -43,7 +52,20 @@ def main() -> None:
         seed = int(args[1])
         queries = clustered(30, seed=seed)
         found = [[p.pk for p in Point.objects.order_by(L2Distance("embedding", q))[:10]] for q in queries]
-        print(json.dumps({"found": found}), flush=True)
+        print(json.dumps({"found": found, "warnings": warnings}), flush=True)
+    elif mode == "use":
+        seed, report = int(args[1]), {}
+        for step in args[2].split(","):
+            if step == "query":
+                queries = clustered(30, seed=seed)
+                report["found"] = [[p.pk for p in Point.objects.order_by(L2Distance("embedding", q))[:10]] for q in queries]
+            else:
+                vector = clustered(1, seed=seed + 1)[0]
+                report["written"] = Point.objects.create(group=seed, embedding=vector).pk
+                report["nearest"] = Point.objects.order_by(L2Distance("embedding", vector)).first().pk
+        print(json.dumps({**report, "warnings": warnings}), flush=True)
+    elif mode == "heads":
+        print(json.dumps(_load_heads(args[0], int(args[1]))), flush=True)
     elif mode == "job":
         from vectorindex import maintenance
         from vectorindex.registry import get_declared
@@ -61,6 +83,50 @@ def main() -> None:
         print(json.dumps({"detail": details}), flush=True)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
+
+
+def _load_heads(path: str, dimensions: int) -> dict:
+    import numpy as np
+
+    from vectorindex.engine.head import HeadIndex
+    from vectorindex.exceptions import HeadIndexError
+
+    with open(path, "rb") as file:
+        blobs = file.read()
+    rng = np.random.default_rng(0)
+    outcome: dict = {"loaded": 0, "refused": 0, "other": []}
+    position, number = 0, 0
+    while position < len(blobs):
+        size = int.from_bytes(blobs[position : position + 8], "little")
+        data = blobs[position + 8 : position + 8 + size]
+        position += 8 + size
+        print(f"snapshot {number}", flush=True)
+        try:
+            head = HeadIndex.from_bytes(data, dimensions, "l2")
+            head.search(rng.normal(size=(20, dimensions)).astype(np.float32), 10, ef=50)
+            head.add(np.array([10**12 + number]), rng.normal(size=(1, dimensions)).astype(np.float32))
+            head.search(rng.normal(size=(5, dimensions)).astype(np.float32), 10, ef=50)
+            outcome["loaded"] += 1
+        except HeadIndexError:
+            outcome["refused"] += 1
+        except Exception as error:  # noqa: BLE001 - reported: only HeadIndexError may come out
+            outcome["other"].append(f"snapshot {number}: {type(error).__name__}: {error}")
+        number += 1
+    return outcome
+
+
+def _logged_warnings() -> list[str]:
+    """The messages of the warnings the app logs from now on (a list that fills)."""
+    import logging
+
+    messages: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logging.getLogger("vectorindex").addHandler(Keep(logging.WARNING))
+    return messages
 
 
 if __name__ == "__main__":

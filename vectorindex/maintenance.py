@@ -35,7 +35,7 @@ from .engine.head import prepare
 from .engine.kmeans import kmeans
 from .exceptions import VectorIndexError
 from .models import IndexState
-from .registry import Declared, runtime
+from .registry import Declared, damaged_snapshot, runtime
 from .storage import Storage, job_transaction
 from .wal import change_heads
 
@@ -489,18 +489,28 @@ def _forget_versions(storage: Storage, using: str) -> tuple[int, int]:
 # Snapshot, garbage collection, scan ---------------------------------------------
 
 
-def compact(declared: Declared, using: str = "default") -> Outcome:
-    """Snapshot the head index and truncate the WAL, once the WAL is long."""
+def compact(declared: Declared, using: str = "default", damaged: int | None = None) -> Outcome:
+    """Snapshot the head index and truncate the WAL, once the WAL is long.
+
+    With *damaged* (the id of a snapshot that does not verify, 0 for none at
+    all), snapshot whatever the WAL's length, unless a newer snapshot has
+    replaced that one already.
+    """
     from .recovery import take_snapshot
 
     _rt, storage, state = _open(declared, using)
     if state[0] != IndexState.Status.READY:
         return Outcome("compact", "index not ready")
     length = storage.wal_length()
-    if length < vectorindex_settings.WAL_SNAPSHOT_ENTRIES:
+    if damaged is not None:
+        newest = storage.newest_snapshot(state[1])
+        if (newest.pk if newest else 0) != damaged:
+            return Outcome("compact", f"damaged snapshot {damaged} already replaced")
+    elif length < vectorindex_settings.WAL_SNAPSHOT_ENTRIES:
         return Outcome("compact", f"WAL has {length} entries: not yet")
     snapshot = take_snapshot(declared, using)
-    return Outcome("compact", f"snapshot at LSN {snapshot.lsn}; {length} WAL entries dropped")
+    replaced = f" in place of damaged snapshot {damaged}" if damaged else ""
+    return Outcome("compact", f"snapshot at LSN {snapshot.lsn}{replaced}; {length} WAL entries dropped")
 
 
 def collect(declared: Declared, using: str = "default") -> Outcome:
@@ -529,7 +539,7 @@ def scan(declared: Declared, using: str = "default", *, lost_after: float | None
     (its worker died, or its message did) and asked for again: before
     then, it may still be waiting in a queue.
     """
-    _rt, storage, state = _open(declared, using)
+    rt, storage, state = _open(declared, using)
     if state[0] != IndexState.Status.READY:
         return []
     options = declared.options
@@ -551,7 +561,10 @@ def scan(declared: Declared, using: str = "default", *, lost_after: float | None
     lost = timezone.now() - timedelta(seconds=grace if lost_after is None else lost_after)
     for head_id, new_head_ids in storage.pending_reassigns(before=lost):
         jobs.append(("reassign", {"head_id": head_id, "new_head_ids": new_head_ids}))
-    if storage.wal_length() >= vectorindex_settings.WAL_SNAPSHOT_ENTRIES:
+    damaged = damaged_snapshot(rt, storage, state[1])
+    if damaged is not None:
+        jobs.append(("compact", {"damaged": damaged}))
+    elif storage.wal_length() >= vectorindex_settings.WAL_SNAPSHOT_ENTRIES:
         jobs.append(("compact", {}))
     before = timezone.now() - timedelta(seconds=grace)
     if storage.expired_heads(before):

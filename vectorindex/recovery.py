@@ -94,7 +94,7 @@ def recover(declared: Declared, using: str = "default") -> RecoveryReport:
     _status, generation, lsn = state
     problems: list[str] = []
     try:
-        head = load(rt, storage, generation)
+        head = load(rt, storage, generation, strict=True)
         problems = verify(head, storage)
     except (SnapshotError, HeadIndexError) as error:
         problems = [str(error)]
@@ -145,7 +145,7 @@ def _on_one_snapshot(declared: Declared, using: str, work: Callable[[Any, Any, t
 def _head(rt: Any, storage: Any, state: tuple[str, int, int]) -> tuple[HeadIndex | None, list[str]]:
     """The head index loaded afresh from snapshot and WAL, as a new process would, and how it differs from the heads table."""
     try:
-        head = load(rt, storage, state[1])
+        head = load(rt, storage, state[1], strict=True)
     except (SnapshotError, HeadIndexError) as error:
         return None, [f"the head index cannot be loaded: {error}"]
     return head, verify(head, storage)

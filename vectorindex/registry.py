@@ -13,6 +13,7 @@ from that snapshot instead.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -22,13 +23,14 @@ from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, models
 
+from . import jobs
 from .engine import codec
-from .engine.head import HeadIndex, HeadView
+from .engine.head import HeadIndex, HeadView, unpack
 from .engine.postings import Payload
-from .exceptions import SnapshotError
+from .exceptions import HeadIndexError, SnapshotError
 from .fields import VectorField
 from .indexes import VectorIndex
-from .models import IndexState, WalEntry
+from .models import IndexState, Snapshot, WalEntry
 from .storage import Storage, on_own_connection
 
 
@@ -285,32 +287,119 @@ def reset_runtimes() -> None:
     """Forget every cached head index (tests, and after a database is swapped)."""
     with _runtimes_lock:
         _runtimes.clear()
+        _verified.clear()
 
 
 LOAD_ATTEMPTS = 5
 
+logger = logging.getLogger("vectorindex")
 
-def load(rt: Runtime, storage: Storage, generation: int, lsn: int = 0) -> HeadIndex:
+# Snapshots this process has read and found whole: (alias, id, checksum, when written).
+_verified: set[tuple[str, int, str, Any]] = set()
+
+
+def load(rt: Runtime, storage: Storage, generation: int, lsn: int = 0, *, strict: bool = False) -> HeadIndex:
     """The head index of *generation*, up to at least *lsn*: newest snapshot, then the WAL after it.
 
     A compaction between reading the snapshot and reading the WAL deletes WAL
-    entries the snapshot does not hold: then the newer snapshot is read.
+    entries the snapshot does not hold: then the newer snapshot is read. A
+    snapshot that does not verify (checksum, chunks, or its bytes) is not the
+    end of the index: the head index is rebuilt from the heads table, with one
+    warning, and a snapshot to replace it is asked for. *strict* raises
+    instead (recovery and check report the damage).
     """
     options = rt.declared.options
+    warned = False
     for _attempt in range(LOAD_ATTEMPTS):
-        snapshot, data = storage.latest_snapshot(generation)
-        head = HeadIndex.from_bytes(
-            data,
-            rt.declared.field.dimensions,
-            rt.declared.metric,
-            m=options["m"],
-            ef_construction=options["ef_construction"],
-        )
+        newest = storage.newest_snapshot(generation)
+        try:
+            snapshot, data = storage.latest_snapshot(generation)
+            head = HeadIndex.from_bytes(
+                data,
+                rt.declared.field.dimensions,
+                rt.declared.metric,
+                m=options["m"],
+                ef_construction=options["ef_construction"],
+            )
+            head.lsn = snapshot.lsn
+            _remember_verified(rt, snapshot)
+        except (SnapshotError, HeadIndexError) as error:
+            if strict:
+                raise
+            if _snapshot_id(storage.newest_snapshot(generation)) != _snapshot_id(newest):
+                continue  # replaced (and the one read deleted) while it was read
+            if not warned:
+                logger.warning(
+                    "%s: the head index is rebuilt from the heads table until a new snapshot replaces a damaged one: %s",
+                    rt.declared.name,
+                    error,
+                )
+                warned = True
+            head = _rebuild_for_damaged(rt, storage, generation, _snapshot_id(newest))
         head.generation = generation
-        head.lsn = snapshot.lsn
         if replay(head, storage, lsn):
             return head
     raise SnapshotError(f"{rt.declared.name}: the WAL kept being compacted while the head index loaded")
+
+
+def _rebuild_for_damaged(rt: Runtime, storage: Storage, generation: int, damaged: int) -> HeadIndex:
+    """The head index from the heads table, labelled with an LSN read before the heads were.
+
+    Head changes committed between the two reads are then both in the heads
+    read and in the WAL after that LSN, and replaying them again is harmless:
+    an ADD of an alive head is skipped and a REMOVE of a missing one does nothing.
+    """
+    _status, _generation, before = storage.read_state()
+    head = rebuild_from_heads(rt, storage, generation, before)
+    _replace_snapshot(rt, damaged)
+    return head
+
+
+def _replace_snapshot(rt: Runtime, damaged: int) -> None:
+    """Ask for a snapshot in place of *damaged* (0: none was found), where that cannot deadlock.
+
+    The caller holds the runtime's lock, which the snapshot job takes too: a
+    job run inline right now (autocommit) would wait for it, and the
+    snapshot's lock on the state row could wait for a job waiting for it. After
+    the caller's commit, or on a broker, it runs free of both; otherwise the
+    maintenance scan finds the damaged snapshot (:func:`damaged_snapshot`).
+    """
+    if rt.connection.in_atomic_block or jobs.mode() == "celery":
+        jobs.enqueue("compact", rt.declared.name, rt.using, dedupe=True, damaged=damaged)
+
+
+def damaged_snapshot(rt: Runtime, storage: Storage, generation: int) -> int | None:
+    """The id of *generation*'s newest snapshot if it does not verify (0 when there is none), else None.
+
+    Each snapshot is read and checked once per process (the maintenance scan
+    asks every time it runs); one this process loaded counts as checked.
+    """
+    newest = storage.newest_snapshot(generation)
+    if newest is None:
+        return 0
+    if _verified_key(rt, newest) in _verified:
+        return None
+    try:
+        snapshot, data = storage.latest_snapshot(generation)
+        unpack(data, rt.declared.field.dimensions)
+    except (SnapshotError, HeadIndexError):
+        return newest.pk
+    _remember_verified(rt, snapshot)
+    return None
+
+
+def _snapshot_id(snapshot: Snapshot | None) -> int:
+    return snapshot.pk if snapshot is not None else 0
+
+
+def _verified_key(rt: Runtime, snapshot: Snapshot) -> tuple[str, int, str, Any]:
+    return (rt.using, snapshot.pk, snapshot.checksum, snapshot.created_at)
+
+
+def _remember_verified(rt: Runtime, snapshot: Snapshot) -> None:
+    if len(_verified) > 10_000:  # a process that lives through many compactions
+        _verified.clear()
+    _verified.add(_verified_key(rt, snapshot))
 
 
 def replay(head: HeadIndex, storage: Storage, lsn: int = 0) -> bool:
@@ -350,6 +439,7 @@ def rebuild_from_heads(rt: Runtime, storage: Storage, generation: int, lsn: int)
 __all__ = [
     "Declared",
     "Runtime",
+    "damaged_snapshot",
     "declared_indexes",
     "get_declared",
     "index_for",

@@ -746,15 +746,19 @@ class Storage:
             )
         return snapshot
 
-    def latest_snapshot(self, generation: int) -> tuple[Snapshot, bytes]:
-        """The newest snapshot of this generation, its bytes checked against its checksum."""
-        alias = self.connection.alias
-        snapshot = (
-            Snapshot.objects.using(alias)
+    def newest_snapshot(self, generation: int) -> Snapshot | None:
+        """The row of this generation's newest snapshot (not its bytes)."""
+        return (
+            Snapshot.objects.using(self.connection.alias)
             .filter(index_id=self.index_id, generation=generation)
             .order_by("-lsn", "-pk")
             .first()
         )
+
+    def latest_snapshot(self, generation: int) -> tuple[Snapshot, bytes]:
+        """The newest snapshot of this generation, its bytes checked against its checksum."""
+        alias = self.connection.alias
+        snapshot = self.newest_snapshot(generation)
         if snapshot is None:
             raise SnapshotError(f"no snapshot of generation {generation}")
         chunks = list(

@@ -44,8 +44,8 @@ def defragment(index: str, head_id: int, using: str = "default", above_rows: int
 
 
 @shared_task(name="vectorindex.compact", **OPTIONS)
-def compact(index: str, using: str = "default") -> str:
-    return _run("compact", index, using)
+def compact(index: str, using: str = "default", damaged: int | None = None) -> str:
+    return _run("compact", index, using, damaged=damaged)
 
 
 @shared_task(name="vectorindex.collect", **OPTIONS)

@@ -1,12 +1,15 @@
 """The head index: hnswlib behind a lock, with its own serialisation."""
 
+import json
+import subprocess
 import threading
 
 import numpy as np
 import pytest
 
-from tests.indexing import RefusingSearches
-from vectorindex.engine.head import HeadIndex, prepare
+from tests.damage import CRAFTED, Layout, fuzzed
+from tests.indexing import RefusingSearches, worker
+from vectorindex.engine.head import HeadIndex, prepare, unpack
 from vectorindex.exceptions import HeadIndexError
 
 
@@ -94,6 +97,55 @@ def test_bad_snapshots_are_refused():
         HeadIndex.from_bytes(data, 9, "l2")
     with pytest.raises(HeadIndexError):
         HeadIndex.from_bytes(data[:200], 8, "l2")
+
+
+def test_what_to_bytes_writes_passes_the_check():
+    head, vectors = make(n=300)
+    head.remove(np.arange(1000, 1300, 3))
+    alive, _graph, saved = unpack(head.to_bytes(), 8)
+    assert set(alive.tolist()) == head.alive and saved.count == 300 and saved.deleted.sum() == 100
+    empty = HeadIndex(8, "l2")
+    assert len(HeadIndex.from_bytes(empty.to_bytes(), 8, "l2")) == 0
+    grown = HeadIndex.from_bytes(head.to_bytes(), 8, "l2")
+    grown.add(np.arange(5000, 7000), np.repeat(vectors, 7, axis=0)[:2000])  # past the loaded capacity
+    assert HeadIndex.from_bytes(grown.to_bytes(), 8, "l2").alive == grown.alive
+
+
+@pytest.mark.parametrize("name", sorted(CRAFTED))
+def test_crafted_snapshots_are_refused_before_hnswlib_reads_them(name):
+    """Bytes that would make hnswlib read outside its buffers, or hold a graph
+    that is not ours, are named and refused; hnswlib never sees them."""
+    head, _ = make()
+    data = head.to_bytes()
+    assert Layout.of(data).header["max_level"] >= 1  # upper levels to damage
+    mutate, message = CRAFTED[name]
+    with pytest.raises(HeadIndexError, match=message):
+        unpack(mutate(data), 8)
+    with pytest.raises(HeadIndexError, match=message):
+        HeadIndex.from_bytes(mutate(data), 8, "l2")
+
+
+def test_damaged_bytes_never_kill_the_process_that_loads_them(tmp_path):
+    """Hundreds of random flips and cuts of a real snapshot, loaded, searched and
+    grown in another process: each loads or is refused, none kills it."""
+    head, _ = make(n=300)
+    head.remove(np.arange(1000, 1030))
+    data = head.to_bytes()
+    blobs = fuzzed(data, 400, seed=3) + [mutate(data) for mutate, _message in CRAFTED.values()]
+    path = tmp_path / "snapshots"
+    path.write_bytes(b"".join(len(blob).to_bytes(8, "little") + blob for blob in blobs))
+    process = worker("heads", str(path), "8")
+    try:
+        out, err = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    last = out.strip().splitlines()[-1] if out.strip() else "nothing"
+    assert process.returncode == 0, f"exit {process.returncode} after {last!r}: {err[-2000:]}"
+    report = json.loads(last)
+    assert report["other"] == []
+    assert report["loaded"] + report["refused"] == len(blobs)
+    assert report["refused"] >= len(CRAFTED) and report["loaded"] >= 20  # flips in vectors load
 
 
 def test_cosine_heads_are_stored_as_unit_vectors():

@@ -10,7 +10,8 @@ hnswlib's edges, which this class hides:
   one HeadIndex between its threads.
 * Every failure is a bare ``RuntimeError``; these become :class:`HeadIndexError`.
 * Its native format is the only serialisation used (never pickle): a snapshot
-  read back from the database is parsed by hnswlib, not executed.
+  read back from the database is parsed by hnswlib, not executed. hnswlib
+  trusts what it parses, so every byte is checked first (:mod:`.hnswfile`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import hnswlib
 import numpy as np
 
 from ..exceptions import HeadIndexError
+from . import hnswfile
 
 SPACES = {"l2": "l2", "cosine": "ip", "ip": "ip"}
 MAGIC = b"VIHEAD2\n"
@@ -251,34 +253,24 @@ class HeadIndex:
 
     @classmethod
     def from_bytes(cls, data: bytes, dimensions: int, metric: str, *, m: int = 16, ef_construction: int = 200) -> HeadIndex:
-        if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 16:
-            raise HeadIndexError("the snapshot does not start like a head index")
-        offset = len(MAGIC)
-        stored_dimensions, count = (int(v) for v in np.frombuffer(data, dtype="<u8", count=2, offset=offset))
-        offset += 16
-        if stored_dimensions != dimensions:
-            # Checked before hnswlib reads a byte: it trusts the caller's size.
-            raise HeadIndexError(f"the snapshot has {stored_dimensions} dimensions, expected {dimensions}")
-        if len(data) < offset + 8 * count:
-            raise HeadIndexError("the snapshot is truncated")
-        alive = np.frombuffer(data, dtype="<i8", count=count, offset=offset)
-        graph = data[offset + 8 * count :]
+        """A head index from :meth:`to_bytes`'s bytes, checked first (:func:`unpack`): no bytes crash hnswlib."""
+        alive, graph, saved = unpack(data, dimensions)
         head = cls(dimensions, metric, m=m, ef_construction=ef_construction, capacity=16)
         handle, path = tempfile.mkstemp(suffix=".hnsw")
         try:
             with os.fdopen(handle, "wb") as file:
                 file.write(graph)
             index = hnswlib.Index(space=SPACES[metric], dim=dimensions)
+            # hnswlib allocates for the saved capacity: at most the growth add() allows.
+            capacity = max(16, min(saved.capacity, saved.count + max(1024, saved.count // 8)))
             try:
-                index.load_index(path, max_elements=0, allow_replace_deleted=True)
+                index.load_index(path, max_elements=capacity, allow_replace_deleted=True)
             except RuntimeError as error:
                 raise HeadIndexError(f"the snapshot is not a readable head index: {error}") from error
         finally:
             os.unlink(path)
         head._index = index
         head.alive = {int(i) for i in alive}
-        if not head.alive <= head.labels():
-            raise HeadIndexError("the snapshot lists alive heads that its graph does not hold")
         return head
 
     def labels(self) -> set[int]:
@@ -337,6 +329,32 @@ class HeadView:
             found = np.hstack([found, distances(self.metric, queries, self.restored)])
         order = np.argsort(found, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(labels, order, axis=1), np.take_along_axis(found, order, axis=1)
+
+
+def unpack(data: bytes, dimensions: int) -> tuple[np.ndarray, memoryview, hnswfile.SavedIndex]:
+    """(alive ids, hnswlib's bytes, what they hold) of a snapshot; HeadIndexError when anything does not verify.
+
+    Everything is checked before hnswlib reads the bytes: our header, hnswlib's
+    layout (:func:`hnswfile.validate`), and that every alive id is an element
+    the graph holds and has not marked deleted.
+    """
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 16:
+        raise HeadIndexError("the snapshot does not start like a head index")
+    offset = len(MAGIC)
+    stored_dimensions, count = (int(v) for v in np.frombuffer(data, dtype="<u8", count=2, offset=offset))
+    offset += 16
+    if stored_dimensions != dimensions:
+        raise HeadIndexError(f"the snapshot has {stored_dimensions} dimensions, expected {dimensions}")
+    if len(data) < offset + 8 * count:
+        raise HeadIndexError("the snapshot is truncated")
+    alive = np.frombuffer(data, dtype="<i8", count=count, offset=offset)
+    graph = memoryview(data)[offset + 8 * count :]
+    saved = hnswfile.validate(graph, dimensions)
+    if count and not (np.diff(alive) > 0).all():
+        raise HeadIndexError("the snapshot's alive heads are not in order or repeat")
+    if not np.isin(alive, saved.labels[~saved.deleted]).all():
+        raise HeadIndexError("the snapshot lists alive heads that its graph does not hold, or holds as deleted")
+    return alive, graph, saved
 
 
 class _Copies:
