@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from . import jobs
 from .engine import postings, routing
+from .exceptions import CorruptVector
 from .models import IndexState
 from .registry import Declared, runtime
 
@@ -60,13 +61,18 @@ def _read_vectors(declared: Declared, using: str, progress: Progress | None) -> 
     pks, blocks = [], []
     done = 0
     plan = DistancePlan(where_sql=queryset.query.where)
-    for chunk in exact.scan(queryset, plan, terms=False, vectors=(declared.field.name,)):
-        _present, matrix = chunk.vectors[declared.field.name]
-        pks.append(chunk.pks.astype(np.int64))
-        blocks.append(matrix)
-        done += len(chunk)
-        if progress:
-            progress("read", done, total)
+    try:
+        for chunk in exact.scan(queryset, plan, terms=False, vectors=(declared.field.name,)):
+            _present, matrix = chunk.vectors[declared.field.name]
+            pks.append(chunk.pks.astype(np.int64))
+            blocks.append(matrix)
+            done += len(chunk)
+            if progress:
+                progress("read", done, total)
+    except CorruptVector as error:
+        # Raised before anything is written; the transaction rolls back the clearing.
+        again = f"run `manage.py vectorindex build {declared.name}` again once they are fixed"
+        raise CorruptVector(f"{error} The build changed nothing; {again}.") from None
     if not pks:
         return np.empty(0, np.int64), np.empty((0, declared.field.dimensions), np.float32)
     return np.concatenate(pks), np.concatenate(blocks)
