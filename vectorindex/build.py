@@ -82,7 +82,8 @@ def build(declared: Declared, using: str = "default", *, progress: Progress | No
     started = time.perf_counter()
     options = declared.options
     rt = runtime(declared, using)
-    storage, (previous_status, _generation, _lsn) = rt.open()
+    # An index built for another declaration is opened too: this replaces it.
+    storage, (previous_status, _generation, _lsn) = rt.open(outdated_ok=True)
     with transaction.atomic(using=using):
         # Committed at once: writers that see "building" wait on the state row.
         storage.set_state(status=IndexState.Status.BUILDING)
@@ -152,6 +153,10 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
             built_at=timezone.now(),
             options=json.dumps(options),
             payload=json.dumps(payload.to_state()),
+            dimensions=declared.field.dimensions,
+            distance=declared.metric,
+            built_dimensions=declared.field.dimensions,
+            built_distance=declared.metric,
         )
         # This process may use the new head index at once; others load the
         # snapshot. A rollback leaves a generation no state row will name.

@@ -67,3 +67,6 @@ class SnapshotError(VectorIndexError):
 class IndexNeedsRebuild(VectorIndexError):
     """The stored index was written in a layout this version no longer reads; rebuild it."""
 
+
+class IndexOutdated(IndexNeedsRebuild):
+    """The index was built for other dimensions or another distance than it now declares; rebuild it."""
