@@ -93,8 +93,17 @@ def test_a_corrupt_stored_value_is_reported():
     item = Item.objects.create(embedding=[0] * 8)
     with connection.cursor() as cursor:
         cursor.execute(f"UPDATE {Item._meta.db_table} SET embedding = %s WHERE id = %s", [b"\x00" * 12, item.pk])
-    with pytest.raises(CorruptVector, match=r"testapp.Item.embedding: stored value has 12 bytes, expected 32"):
+    with pytest.raises(CorruptVector) as caught:
         Item.objects.get(pk=item.pk)
+    assert str(caught.value) == (
+        "testapp.Item.embedding: a row stores 3 dimensions (12 bytes), expected 8; fix or clear such rows "
+        "(a distance query over them names them, and .defer('embedding') loads them)."
+    )
+    # As the message says: the row loads without its vector, and is fixed by a save.
+    loaded = Item.objects.defer("embedding").get(pk=item.pk)
+    loaded.embedding = [1] * 8
+    loaded.save()
+    assert Item.objects.get(pk=item.pk).embedding.tolist() == [1] * 8
 
 
 # Refusing bad values ---------------------------------------------------------------

@@ -1,5 +1,8 @@
 """App configuration: ``ready()`` only wires things up."""
 
+import sys
+from typing import Any
+
 from django.apps import AppConfig
 
 
@@ -19,13 +22,23 @@ class VectorIndexConfig(AppConfig):
         post_migrate.connect(_register_indexes, sender=self)
 
 
-def _register_indexes(using: str = "default", **kwargs: object) -> None:
-    """After migrate (and flush), every declared VectorIndex has its state row."""
+def _register_indexes(using: str = "default", verbosity: int = 1, stdout: Any = None, **kwargs: object) -> None:
+    """After migrate (and flush), every declared VectorIndex has its state row.
+
+    An index whose declaration changed since its build is reset to not built,
+    and migrate says so (at verbosity 1 and above) with what to run.
+    """
     from django.db import router
 
     from .models import IndexState
     from .registry import reset_runtimes, sync_states
 
     if router.allow_migrate_model(using, IndexState):
-        sync_states(using)
+        out = stdout or sys.stdout
+
+        def report(message: str) -> None:
+            if verbosity >= 1:
+                out.write(message + "\n")
+
+        sync_states(using, report=report)
     reset_runtimes()

@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from . import jobs
 from .engine import postings, routing
+from .exceptions import CorruptVector
 from .models import IndexState
 from .registry import Declared, runtime
 from .storage import job_transaction
@@ -69,12 +70,17 @@ def _read_vectors(declared: Declared, using: str, progress: Progress | None) -> 
     total = declared.model._base_manager.using(using).filter(**{f"{declared.field.name}__isnull": False}).count()
     pks, blocks = [], []
     done = 0
-    for chunk_pks, matrix in stream_vectors(declared, using):
-        pks.append(chunk_pks)
-        blocks.append(matrix)
-        done += len(chunk_pks)
-        if progress:
-            progress("read", done, total)
+    try:
+        for chunk_pks, matrix in stream_vectors(declared, using):
+            pks.append(chunk_pks)
+            blocks.append(matrix)
+            done += len(chunk_pks)
+            if progress:
+                progress("read", done, total)
+    except CorruptVector as error:
+        # Raised before anything is written; the transaction rolls back the clearing.
+        again = f"run `manage.py vectorindex build {declared.name}` again once they are fixed"
+        raise CorruptVector(f"{error} The build changed nothing; {again}.") from None
     if not pks:
         return np.empty(0, np.int64), np.empty((0, declared.field.dimensions), np.float32)
     return np.concatenate(pks), np.concatenate(blocks)
@@ -84,7 +90,8 @@ def build(declared: Declared, using: str = "default", *, progress: Progress | No
     started = time.perf_counter()
     options = declared.options
     rt = runtime(declared, using)
-    storage, (previous_status, _generation, _lsn) = rt.open()
+    # An index built for another declaration is opened too: this replaces it.
+    storage, (previous_status, _generation, _lsn) = rt.open(outdated_ok=True)
     with transaction.atomic(using=using):
         # Committed at once: writers that see "building" wait on the state row.
         storage.set_state(status=IndexState.Status.BUILDING)
@@ -155,6 +162,10 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
             built_at=timezone.now(),
             options=json.dumps(options),
             payload=json.dumps(payload.to_state()),
+            dimensions=declared.field.dimensions,
+            distance=declared.metric,
+            built_dimensions=declared.field.dimensions,
+            built_distance=declared.metric,
         )
         # This process may use the new head index at once; others load the
         # snapshot. A rollback leaves a generation no state row will name.

@@ -31,13 +31,14 @@ import numpy as np
 from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.models import Case, FloatField, IntegerField, Value, When, prefetch_related_objects
+from django.db.models.functions import Length
 from django.db.models.query import ModelIterable
 from django.db.models.sql.where import WhereNode
 
 from .backends import stream_rows
 from .conf import vectorindex_settings
 from .engine import codec
-from .exceptions import CorruptVector
+from .exceptions import ROWS_NAMED, CorruptVector
 from .planner import DistancePlan, evaluate
 
 
@@ -103,28 +104,64 @@ def scan(
     pk_converters = compiler.get_converters([compiler.select[0][0]])
     dimensions = {path: _field(model, path).dimensions for path in paths}
     size = vectorindex_settings.EXACT_CHUNK_SIZE
-    for rows in stream_rows(connection, sql, params, size):
-        columns = list(zip(*rows))
-        if pk_converters:
-            rows_of_pk = compiler.apply_converters(([pk] for pk in columns[0]), pk_converters)
-            pks = [row[0] for row in rows_of_pk]
-        else:
-            pks = columns[0]
-        matrices = {
-            path: _matrix(columns[position + 1], dimensions[path], model, path)
-            for position, path in enumerate(paths)
-        }
-        values = [np.full(len(rows), np.nan) for _ in plan.terms]
-        for index in needed:
-            term = plan.terms[index]
-            present, matrix = matrices[term.field_path]
-            values[index][present] = term.compute(matrix)
-        chunk = Chunk(np.asarray(pks), values, {p: matrices[p] for p in vectors})
-        if plan.where_numpy is not None:
-            keep, _ = evaluate(plan.where_numpy, values, plan)
-            chunk = _take(chunk, keep)
-        if len(chunk):
-            yield chunk
+    wrong: tuple[str, list[tuple[Any, int]]] | None = None
+    stream = stream_rows(connection, sql, params, size)
+    try:
+        for rows in stream:
+            columns = list(zip(*rows))
+            if pk_converters:
+                rows_of_pk = compiler.apply_converters(([pk] for pk in columns[0]), pk_converters)
+                pks = [row[0] for row in rows_of_pk]
+            else:
+                pks = columns[0]
+            try:
+                matrices = {
+                    path: _matrix(columns[position + 1], dimensions[path], path)
+                    for position, path in enumerate(paths)
+                }
+            except _WrongSized as error:
+                wrong = (error.path, [(pks[i], nbytes) for i, nbytes in error.rows])
+                break
+            values = [np.full(len(rows), np.nan) for _ in plan.terms]
+            for index in needed:
+                term = plan.terms[index]
+                present, matrix = matrices[term.field_path]
+                values[index][present] = term.compute(matrix)
+            chunk = Chunk(np.asarray(pks), values, {p: matrices[p] for p in vectors})
+            if plan.where_numpy is not None:
+                keep, _ = evaluate(plan.where_numpy, values, plan)
+                chunk = _take(chunk, keep)
+            if len(chunk):
+                yield chunk
+    finally:
+        stream.close()  # before the wrong rows are counted: MySQL reads one result at a time
+    if wrong is not None:
+        path, seen = wrong
+        raise _wrong_sized(sql_queryset(queryset, plan), path, seen)
+
+
+def _wrong_sized(queryset: Any, path: str, seen: list[tuple[Any, int]]) -> CorruptVector:
+    """The error naming the rows of *queryset* whose *path* vector has the wrong size.
+
+    Counted in SQL, by the length of each stored blob. *seen* — (primary key,
+    bytes) of wrong rows the scan found — stands in should none be counted
+    (another transaction fixed them meanwhile).
+    """
+    field = _field(queryset.model, path)
+    *relations, _name = path.split("__")
+    pk_path = "__".join([*relations, "pk"])
+    wrong = (
+        queryset.annotate(vectorindex_stored_bytes=Length(path))
+        .filter(**{f"{path}__isnull": False})
+        .exclude(vectorindex_stored_bytes=field.dimensions * 4)
+        .values_list(pk_path, "vectorindex_stored_bytes")
+        .distinct()
+        .order_by(pk_path)
+    )
+    count = wrong.count()
+    rows = list(wrong[:ROWS_NAMED]) if count else list(seen)
+    label = f"{field.model._meta.label}.{field.name}"
+    return CorruptVector.in_rows(label, field.dimensions, rows, max(count, len(rows)))
 
 
 def _field(model: Any, path: str) -> Any:
@@ -135,9 +172,16 @@ def _field(model: Any, path: str) -> Any:
     return opts.get_field(name)
 
 
-def _matrix(
-    blobs: tuple, dimensions: int, model: Any, path: str
-) -> tuple[np.ndarray, np.ndarray]:
+class _WrongSized(Exception):
+    """Blobs of one chunk's vector column with the wrong size: (position in the chunk, bytes)."""
+
+    def __init__(self, path: str, rows: list[tuple[int, int]]) -> None:
+        super().__init__(path)
+        self.path = path
+        self.rows = rows
+
+
+def _matrix(blobs: tuple, dimensions: int, path: str) -> tuple[np.ndarray, np.ndarray]:
     """(present mask, matrix of the present rows) of one chunk's vector column."""
     if None in blobs:
         present = np.fromiter((blob is not None for blob in blobs), bool, len(blobs))
@@ -146,8 +190,9 @@ def _matrix(
         present = np.ones(len(blobs), bool)
     try:
         return present, codec.stack_bytes(list(blobs), dimensions)
-    except codec.InvalidVector as error:
-        raise CorruptVector(f"{model._meta.label}.{path}: {error.message}.") from None
+    except codec.WrongSize as error:
+        in_chunk = np.flatnonzero(present)[error.positions]
+        raise _WrongSized(path, list(zip(in_chunk.tolist(), error.sizes.tolist()))) from None
 
 
 def _take(chunk: Chunk, keep: np.ndarray) -> Chunk:

@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from .engine import codec
-from .exceptions import CorruptVector
+from .exceptions import CorruptVector, stored_size
 
 __all__ = ["VectorField"]
 
@@ -114,9 +114,12 @@ class VectorField(models.Field):
         if value is None:
             return None
         if len(value) != self.dimensions * 4:
+            # The row is not known here (a converter sees one value); the exact
+            # path's scan, which has the keys, names every such row.
             raise CorruptVector(
-                f"{self.model._meta.label}.{self.name}: stored value has {len(value)} "
-                f"bytes, expected {self.dimensions * 4} ({self.dimensions} float32 values)."
+                f"{self.model._meta.label}.{self.name}: a row stores {stored_size(len(value))}, "
+                f"expected {self.dimensions}; fix or clear such rows (a distance query over them "
+                f"names them, and .defer({self.name!r}) loads them)."
             )
         return codec.from_bytes(value)
 

@@ -40,6 +40,13 @@ class IndexState(models.Model):
     # (``{"format": …}``, with int8's ranges): it changes only with a rebuild,
     # whatever ``options`` — the declaration — says now.
     payload = models.JSONField(default=dict, blank=True)
+    # What the stored contents were built for. ``dimensions`` and ``distance``
+    # follow the declaration at every migrate; these follow only the build, so
+    # that a declaration changed since is seen: migrate then resets the index
+    # and every reader refuses it until it is rebuilt. Kept after a reset, to
+    # say why the index is not built.
+    built_dimensions = models.PositiveIntegerField(null=True, blank=True)
+    built_distance = models.CharField(max_length=10, blank=True, default="")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.EMPTY)
     # A random token drawn by every build: a process whose head index is of
     # another generation reloads it from the snapshot instead of replaying the

@@ -34,7 +34,9 @@ def _ready(declared: Declared, using: str):
     rt = runtime(declared, using)
     storage, state = rt.open()
     if state[0] != IndexState.Status.READY:
-        raise IndexNotReady(f"{declared.name} is not built; run `manage.py vectorindex build {declared.name}`.")
+        changes = rt.changes_since_build()
+        why = f" (its contents were deleted when its declaration changed: {', '.join(changes)})" if changes else ""
+        raise IndexNotReady(f"{declared.name} is not built{why}; run `manage.py vectorindex build {declared.name}`.")
     return rt, storage, state
 
 
@@ -197,7 +199,7 @@ def _check(declared: Declared, using: str, rt: Any, storage: Any, state: tuple[s
 
 def status(declared: Declared, using: str = "default") -> dict[str, Any]:
     rt = runtime(declared, using)
-    storage, state = rt.open()
+    storage, state = rt.open(outdated_ok=True)
     report: dict[str, Any] = {
         "name": declared.name,
         "model": declared.model._meta.label,
@@ -207,7 +209,11 @@ def status(declared: Declared, using: str = "default") -> dict[str, Any]:
         "status": state[0],
         "wal_lsn": state[2],
     }
-    if state[0] != IndexState.Status.READY:
+    changes = rt.changes_since_build()
+    if changes:
+        # Not built (migrate reset it), or built but refused by every reader.
+        report["changed_since_build"] = changes
+    if state[0] != IndexState.Status.READY or changes:
         return report
     head = rt.current(storage, state)
     heads = Head.objects.using(using).filter(index_id=storage.index_id)

@@ -15,19 +15,20 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections, models
+from django.db import connections, models, transaction
 
 from . import jobs
 from .engine import codec
 from .engine.head import HeadIndex, HeadView, unpack
 from .engine.postings import Payload
-from .exceptions import HeadIndexError, SnapshotError
+from .exceptions import HeadIndexError, IndexOutdated, SnapshotError
 from .fields import VectorField
 from .indexes import VectorIndex
 from .models import IndexState, Snapshot, WalEntry
@@ -106,8 +107,15 @@ def get_declared(name: str) -> Declared:
         raise LookupError(f"No VectorIndex named {name!r}; declared: {known}.") from None
 
 
-def sync_states(using: str = "default") -> list[IndexState]:
-    """Register every declared index in the state table (run after migrate)."""
+def sync_states(
+    using: str = "default", *, reset: bool = True, report: Callable[[str], None] | None = None
+) -> list[IndexState]:
+    """Register every declared index in the state table (run after migrate).
+
+    With *reset*, an index built for other dimensions or another distance
+    than it now declares is reset to not built: its contents cannot serve the
+    field as it now is. *report* is told of each, with what to run.
+    """
     states = []
     declared = declared_indexes()
     for name, item in declared.items():
@@ -122,9 +130,74 @@ def sync_states(using: str = "default") -> list[IndexState]:
                 "declared": True,
             },
         )
+        changes = reset_if_outdated(state, item, using) if reset else []
+        if changes and report is not None:
+            report(_reset_message(item, changes))
         states.append(state)
     IndexState.objects.using(using).exclude(name__in=list(declared)).update(declared=False)
     return states
+
+
+def build_changes(declared: Declared, dimensions: int | None, distance: str) -> list[str]:
+    """How *declared* differs from what its index was built for: ``["dimensions 8 → 16"]``.
+
+    Nothing differs from an index never built (no dimensions, no distance).
+    """
+    changes = []
+    if dimensions is not None and dimensions != declared.field.dimensions:
+        changes.append(f"dimensions {dimensions} → {declared.field.dimensions}")
+    if distance and distance != declared.metric:
+        changes.append(f"distance {distance} → {declared.metric}")
+    return changes
+
+
+def reset_if_outdated(state: IndexState, declared: Declared, using: str) -> list[str]:
+    """Delete the contents of *state*'s index and mark it not built, if they no longer fit *declared*.
+
+    The changes that made it so, or [] when nothing was reset. The state row
+    is locked first, so a build in progress finishes before this looks.
+    """
+
+    def changes() -> list[str]:
+        if state.status == IndexState.Status.EMPTY:
+            return []
+        return build_changes(declared, state.built_dimensions, state.built_distance)
+
+    if not changes():
+        return []  # the usual case, without a lock
+    storage = Storage(connections[using], state.pk, declared.field.dimensions)
+    with transaction.atomic(using=using):
+        storage.lock_state(exclusive=True)
+        state.refresh_from_db(fields=["status", "built_dimensions", "built_distance"])
+        found = changes()
+        if not found:
+            return []
+        storage.clear()
+        # built_dimensions and built_distance stay: they say why it is not built.
+        storage.set_state(
+            status=IndexState.Status.EMPTY, generation=0, wal_lsn=0, payload=json.dumps({}), built_at=None
+        )
+    state.refresh_from_db()
+    return found
+
+
+def _reset_message(declared: Declared, changes: list[str]) -> str:
+    field = declared.field
+    rows = f" once its rows store {field.dimensions}-dimensional vectors (the build names any that do not)"
+    return (
+        f"Vector index {declared.name} ({declared.model._meta.label}.{field.name}): {', '.join(changes)} since "
+        f"it was built; its contents were deleted and it is not built (queries take the exact path). "
+        f"Run `manage.py vectorindex build {declared.name}`"
+        f"{rows if any(change.startswith('dimensions') for change in changes) else ''}."
+    )
+
+
+def outdated_message(declared: Declared, changes: list[str]) -> str:
+    """What to do about an index built for another declaration than *declared*."""
+    return (
+        f"{declared.name} was built for another declaration ({', '.join(changes)}); rebuild it with "
+        f"`manage.py vectorindex build {declared.name}` (`manage.py migrate` resets it to not built until then)."
+    )
 
 
 # Per-process runtime ----------------------------------------------------------
@@ -147,15 +220,18 @@ class Runtime:
     def connection(self) -> Any:
         return connections[self.using]
 
-    def open(self) -> tuple[Storage, tuple[str, int, int]]:
+    def open(self, *, outdated_ok: bool = False) -> tuple[Storage, tuple[str, int, int]]:
         """This index's storage on the alias, and its state: (status, generation, LSN).
 
         One primary-key read of the state row. The row's id is remembered; a
         state table that was emptied and refilled since (as between tests) is
-        found again by name.
+        found again by name. A ready index built for other dimensions or
+        another distance than declared is refused (IndexOutdated), unless
+        *outdated_ok* (a build, which replaces it; status, which reports it):
+        its contents are then not read.
         """
         table = self.connection.ops.quote_name(IndexState._meta.db_table)
-        columns = "id, status, generation, wal_lsn"
+        columns = "id, status, generation, wal_lsn, built_dimensions, built_distance"
         for _attempt in range(2):
             with self.connection.cursor() as cursor:
                 if self.state_id is not None:
@@ -168,11 +244,25 @@ class Runtime:
                     row = cursor.fetchone()
             if row is not None:
                 self.state_id = row[0]
-                payload = self._payload(table, row[0], row[2])
-                storage = Storage(self.connection, row[0], self.declared.field.dimensions, payload)
+                changes = build_changes(self.declared, row[4], row[5])
+                if changes and row[1] == IndexState.Status.READY and not outdated_ok:
+                    raise IndexOutdated(outdated_message(self.declared, changes))
+                dimensions = self.declared.field.dimensions
+                payload = Payload(dimensions) if changes else self._payload(table, row[0], row[2])
+                storage = Storage(self.connection, row[0], dimensions, payload)
                 return storage, (row[1], row[2], row[3])
-            sync_states(self.using)
+            sync_states(self.using, reset=False)
         raise ImproperlyConfigured(f"The vector index {self.declared.name!r} could not be registered.")
+
+    def changes_since_build(self) -> list[str]:
+        """How the declaration differs from what the index was last built for (one read)."""
+        built = (
+            IndexState.objects.using(self.using)
+            .filter(name=self.declared.name)
+            .values_list("built_dimensions", "built_distance")
+            .first()
+        )
+        return build_changes(self.declared, *built) if built else []
 
     def storage_for(self, head: HeadIndex | None) -> Storage | None:
         """This index's storage for *head*'s generation, with no read of the state row.
@@ -440,6 +530,7 @@ __all__ = [
     "Declared",
     "Runtime",
     "damaged_snapshot",
+    "build_changes",
     "declared_indexes",
     "get_declared",
     "index_for",
@@ -447,6 +538,7 @@ __all__ = [
     "load",
     "rebuild_from_heads",
     "replay",
+    "reset_if_outdated",
     "reset_runtimes",
     "runtime",
     "sync_states",

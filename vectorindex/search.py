@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .engine import routing
+from .exceptions import CorruptVector
 from .models import IndexState
 from .planner import DistancePlan, SearchOptions, evaluate
 from .registry import Declared, index_for, runtime
@@ -213,6 +214,11 @@ def _model_vectors(declared: Declared, using: str, pks: list[int]) -> dict[int, 
         )
 
     rows = read_by_keys(connection, sql, [], sorted(set(pks)), kind="rows", per_reader=ROWS_PER_READER)
+    size = declared.field.dimensions * 4
+    wrong = sorted((pk, len(blob)) for pk, blob in rows if blob is not None and len(blob) != size)
+    if wrong:
+        field = declared.field
+        raise CorruptVector.in_rows(f"{field.model._meta.label}.{field.name}", field.dimensions, wrong)
     return {pk: codec.from_bytes(bytes(blob)) for pk, blob in rows if blob is not None}
 
 

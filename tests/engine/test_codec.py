@@ -141,6 +141,18 @@ def test_stack_bytes_builds_a_matrix_and_checks_lengths():
         codec.stack_bytes([codec.to_bytes(rows[0]), b"\x00" * 8], 3)
 
 
+def test_stack_bytes_checks_each_length_not_only_the_total():
+    """An 8-byte and a 16-byte blob add up to two 3-dimensional vectors: still two of the wrong size."""
+    blobs = [codec.to_bytes(np.zeros(3, np.float32)), b"\x00" * 8, b"\x00" * 16]
+    with pytest.raises(codec.WrongSize) as caught:
+        codec.stack_bytes(blobs, 3)
+    assert caught.value.positions.tolist() == [1, 2]
+    assert caught.value.sizes.tolist() == [8, 16]
+    assert caught.value.message == (
+        "expected 3 vectors of 3 dimensions (12 bytes each), got 2 of another size (the first, at position 1, has 8 bytes)"
+    )
+
+
 def test_text_round_trips_every_float32_exactly():
     rng = np.random.default_rng(1)
     vector = np.concatenate(

@@ -235,18 +235,31 @@ def from_bytes(data: bytes | bytearray | memoryview) -> np.ndarray:
     return np.frombuffer(data, dtype=STORAGE_DTYPE).astype(np.float32)
 
 
+class WrongSize(InvalidVector):
+    """Stored blobs whose length is not that of the expected dimensions."""
+
+    def __init__(self, positions: np.ndarray, sizes: np.ndarray, dimensions: int, total: int) -> None:
+        super().__init__(
+            "corrupt",
+            f"expected {total} vectors of {dimensions} dimensions ({dimensions * 4} bytes each), "
+            f"got {len(positions)} of another size (the first, at position {positions[0]}, "
+            f"has {sizes[0]} bytes)",
+        )
+        self.positions = positions  # in the blobs given
+        self.sizes = sizes  # their lengths in bytes
+
+
 def stack_bytes(blobs: list[bytes], dimensions: int) -> np.ndarray:
     """Many stored blobs of one dimension as an ``(n, dimensions)`` float32 matrix.
 
-    One ``join`` and one ``frombuffer``: no Python work per element.
+    One ``join`` and one ``frombuffer``; each blob's length is checked, since
+    blobs of several wrong sizes can add up to the right total.
     """
+    sizes = np.fromiter(map(len, blobs), np.int64, len(blobs))
+    wrong = np.flatnonzero(sizes != dimensions * 4)
+    if len(wrong):
+        raise WrongSize(wrong, sizes[wrong], dimensions, len(blobs))
     data = b"".join(blobs)
-    if len(data) != len(blobs) * dimensions * 4:
-        raise InvalidVector(
-            "corrupt",
-            f"expected {len(blobs)} vectors of {dimensions} dimensions "
-            f"({len(blobs) * dimensions * 4} bytes), got {len(data)} bytes",
-        )
     matrix = np.frombuffer(data, dtype=STORAGE_DTYPE).reshape(len(blobs), dimensions)
     return matrix.astype(np.float32, copy=False)
 

@@ -89,7 +89,14 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(report, indent=2, default=str))
             return
         self.stdout.write(f"{report['name']} ({report['model']}.{report['field']}, {report['distance']}, {report['dimensions']}-d): {report['status']}")
-        if report["status"] != "ready":
+        changes = report.get("changed_since_build")
+        if changes:
+            what = "is refused until rebuilt" if report["status"] == "ready" else "was reset"
+            self.stdout.write(
+                f"  its declaration changed since it was built ({', '.join(changes)}): it {what}; "
+                f"run `manage.py vectorindex build {report['name']}`"
+            )
+        if report["status"] != "ready" or changes:
             return
         sizes = report["posting_sizes"]
         self.stdout.write(f"  vectors        {report['vectors']:,} ({report['deleted_versions']:,} deleted versions)")
