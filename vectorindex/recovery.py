@@ -20,6 +20,7 @@ from .engine.head import HeadIndex, prepare
 from .exceptions import HeadIndexError, IndexNotReady, SnapshotError
 from .models import Head, IndexState, Snapshot
 from .registry import Declared, load, rebuild_from_heads, runtime
+from .wording import counted
 
 
 def _ready(declared: Declared, using: str):
@@ -54,9 +55,15 @@ def verify(head: HeadIndex, storage: Any) -> list[str]:
     missing = alive - head.alive
     extra = head.alive - alive
     if missing:
-        problems.append(f"{len(missing)} alive heads are not in the head index (e.g. {sorted(missing)[:5]})")
+        problems.append(
+            f"{counted(len(missing), 'alive head')} {'is' if len(missing) == 1 else 'are'} "
+            f"not in the head index (e.g. {sorted(missing)[:5]})"
+        )
     if extra:
-        problems.append(f"{len(extra)} heads in the head index are retired or unknown (e.g. {sorted(extra)[:5]})")
+        problems.append(
+            f"{counted(len(extra), 'head')} in the head index {'is' if len(extra) == 1 else 'are'} "
+            f"retired or unknown (e.g. {sorted(extra)[:5]})"
+        )
     common = np.array(sorted(alive & head.alive), dtype=np.int64)
     if len(common):
         stored = prepare(vectors[np.searchsorted(ids, common)], head.metric)
@@ -147,24 +154,32 @@ def _check(declared: Declared, using: str, rt: Any, storage: Any, state: tuple[s
     )
     unversioned = [pk for pk in rows if pk not in versions or versions[pk][1]]
     if unversioned:
-        violations.append(f"{len(unversioned)} rows have no live version row (e.g. {sorted(unversioned)[:5]})")
+        violations.append(
+            f"{counted(len(unversioned), 'row')} {'has' if len(unversioned) == 1 else 'have'} "
+            f"no live version row (e.g. {sorted(unversioned)[:5]})"
+        )
     lost = [pk for pk in rows if pk in versions and not versions[pk][1] and (pk, versions[pk][0]) not in found]
     if lost:
         violations.append(
-            f"{len(lost)} rows are in no posting list of an alive head at their current version "
+            f"{counted(len(lost), 'row')} {'is' if len(lost) == 1 else 'are'} "
+            f"in no posting list of an alive head at the current version "
             f"(e.g. {sorted(lost)[:5]})"
         )
     ghosts = [vid for vid, (_v, deleted) in versions.items() if not deleted and vid not in rows]
     if ghosts:
-        violations.append(f"{len(ghosts)} live version rows belong to no row with a vector (e.g. {sorted(ghosts)[:5]})")
+        violations.append(
+            f"{counted(len(ghosts), 'live version row')} {'belongs' if len(ghosts) == 1 else 'belong'} "
+            f"to no row with a vector (e.g. {sorted(ghosts)[:5]})"
+        )
 
     limit = options["posting_limit"]
     sizes = storage.posting_sizes()
     oversized = [h for h, (entries, _rows) in sizes.items() if h in alive_heads and entries > limit]
     if oversized:
         warnings.append(
-            f"{len(oversized)} posting lists are over the limit of {limit} entries "
-            f"(largest {max(sizes[h][0] for h in oversized)}); splitting them is maintenance's job"
+            f"{counted(len(oversized), 'posting list')} {'is' if len(oversized) == 1 else 'are'} "
+            f"over the limit of {counted(limit, 'entry', 'entries')} "
+            f"(largest {max(sizes[h][0] for h in oversized):,}); splitting is maintenance's job"
         )
     built, declared_format = storage.payload.format, options["payload"]
     if built != declared_format:
@@ -187,6 +202,10 @@ def status(declared: Declared, using: str = "default") -> dict[str, Any]:
         "status": state[0],
         "wal_lsn": state[2],
     }
+    if state[0] == IndexState.Status.EMPTY:
+        # What a build would index: a "not built" index may have rows waiting.
+        rows = declared.model._base_manager.using(using).filter(**{f"{declared.field.name}__isnull": False})
+        report["rows_with_vectors"] = rows.count()
     if state[0] != IndexState.Status.READY:
         return report
     head = rt.current(storage, state)
@@ -211,11 +230,11 @@ def status(declared: Declared, using: str = "default") -> dict[str, Any]:
             "deleted_versions": len(versions) - live,
             "wal_entries": storage.wal_length(),
             "snapshot_lsn": snapshot.lsn if snapshot else None,
-            "snapshot_age_s": (timezone.now() - snapshot.created_at).total_seconds() if snapshot else None,
+            "snapshot_age_s": round((timezone.now() - snapshot.created_at).total_seconds(), 1) if snapshot else None,
             "snapshot_bytes": snapshot.size if snapshot else None,
             "head_index_bytes": head.nbytes(),
             "raw_vector_bytes": raw_bytes,
-            "head_index_share": head.nbytes() / raw_bytes if raw_bytes else None,
+            "head_index_share": round(head.nbytes() / raw_bytes, 4) if raw_bytes else None,
             "payload": storage.payload.format,
             "declared_payload": declared.options["payload"],
             "entry_bytes": storage.payload.dtype.itemsize,
@@ -225,7 +244,9 @@ def status(declared: Declared, using: str = "default") -> dict[str, Any]:
 
 
 def _distribution(values: np.ndarray) -> dict[str, float]:
+    """Percentiles and mean of per-list counts, to a tenth (interpolation gives 103.90000000000003)."""
     if not len(values):
         return {}
     q = np.percentile(values, [0, 50, 90, 99, 100])
-    return {"min": float(q[0]), "p50": float(q[1]), "p90": float(q[2]), "p99": float(q[3]), "max": float(q[4]), "mean": float(values.mean())}
+    named = zip(["min", "p50", "p90", "p99", "max", "mean"], [*q, values.mean()])
+    return {name: round(float(value), 1) for name, value in named}
