@@ -13,6 +13,7 @@ from vectorindex import L2Distance, VectorIndex
 from vectorindex.models import Head, IndexState, Posting, Snapshot, SnapshotChunk, Version, WalEntry
 from vectorindex.operations import RenameIndex, rename_vector_indexes
 from vectorindex.registry import get_declared, reset_runtimes, runtime, sync_states
+from vectorindex.removal import leftovers
 from vectorindex.wal import change_heads
 
 pytestmark = pytest.mark.django_db(transaction=True)  # schema editors and migrate run outside a test transaction
@@ -168,3 +169,20 @@ def test_migrate_runs_rename_index_as_vectorindex_rename_index():
     assert (operation.model_name, operation.old_name, operation.new_name) == ("shelf", "shelf_embedding", "shelf_vectors")
     assert other.operations == kept
 
+
+def test_delete_model_leaves_what_its_index_stored_and_drop_deletes_it():
+    before = built_shelf()
+    try:
+        call_command("migrate", "testapp", "0004", verbosity=0)  # the index as it was first named
+        call_command("migrate", "testapp", "0003", verbosity=0)  # DeleteModel: Django drops the table, nothing else
+        assert stored("shelf_embedding") == before
+        [left] = [item for item in leftovers() if item.name == "shelf_embedding"]
+        assert (left.model, left.field, left.heads, left.versions) == ("testapp.Shelf", "embedding", before["heads"], 200)
+        out = io.StringIO()
+        call_command("vectorindex", "drop", "shelf_embedding", "--no-input", stdout=out)
+        assert out.getvalue().startswith(f"shelf_embedding: dropped {before['heads']} heads, ")
+        assert stored("shelf_embedding") == {}
+        assert "shelf_embedding" not in {item.name for item in leftovers()}
+    finally:
+        call_command("migrate", "testapp", verbosity=0)
+    assert IndexState.objects.get(name="shelf_vectors").status == "empty"
