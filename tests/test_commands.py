@@ -255,7 +255,9 @@ def test_djangos_options_work_after_the_action_word(settings):
     out, err, code = from_argv("maintain", "point_embedding", "-v", "2", "--database", "default")
     assert code == 0, err
     assert re.search(r"^  split: head \d+: [\d,]+ live entries into \d+ new heads$", out, re.MULTILINE), out
-    assert from_argv("-v", "2", "maintain", "point_embedding")[0].endswith("point_embedding: nothing to do\n")
+    assert from_argv("-v", "2", "--database", "default", "maintain", "point_embedding")[0].endswith(
+        "point_embedding: nothing to do\n"
+    )
     out, err, code = from_argv("status", "nope")
     assert (out, code) == ("", 1)
     assert err.startswith("CommandError: No VectorIndex named 'nope'; declared: ")

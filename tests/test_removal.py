@@ -52,6 +52,23 @@ def built_shelf():
     return stored("shelf_vectors")
 
 
+def shelf_migrations():
+    """testapp's migrations around Shelf: (the one before it, the one creating it, its RenameIndex), by name."""
+    graph = MigrationLoader(connection).graph
+    nodes = {key: migration for key, migration in graph.nodes.items() if key[0] == "testapp"}
+
+    def holding(kind, **values):
+        return next(
+            key for key, migration in nodes.items()
+            if any(isinstance(op, kind) and all(getattr(op, k) == v for k, v in values.items()) for op in migration.operations)
+        )
+
+    created = holding(migrations.CreateModel, name="Shelf")
+    renamed = holding(migrations.RenameIndex, old_name="shelf_embedding", new_name="shelf_vectors")
+    [before] = [parent.key for parent in graph.node_map[created].parents]
+    return before[1], created[1], renamed[1]
+
+
 def run(operations, backwards=False, collect=False):
     """Apply migration *operations* on testapp as ``migrate`` would; the SQL when *collect*."""
     state = MigrationLoader(connection).project_state()
@@ -124,11 +141,12 @@ def test_a_change_of_distance_drops_the_built_index():
 
 
 def test_rename_index_keeps_the_built_index_both_ways():
-    """testapp 0005 is the RenameIndex makemigrations wrote for shelf_embedding -> shelf_vectors."""
+    """testapp's RenameIndex for shelf_embedding -> shelf_vectors is the one makemigrations wrote."""
+    _before, created, _renamed = shelf_migrations()
     before = built_shelf()
     generation = IndexState.objects.get(name="shelf_vectors").generation
     try:
-        call_command("migrate", "testapp", "0004", verbosity=0)  # RenameIndex backwards
+        call_command("migrate", "testapp", created, verbosity=0)  # RenameIndex backwards
         renamed = IndexState.objects.get(name="shelf_embedding")
         assert (renamed.status, renamed.generation) == ("ready", generation)
         assert stored("shelf_embedding") == before
@@ -160,8 +178,9 @@ def test_other_indexes_are_renamed_as_django_does():
 
 def test_migrate_runs_rename_index_as_vectorindex_rename_index():
     loader = MigrationLoader(connection)
-    migration = loader.graph.nodes["testapp", "0005_rename_shelf_embedding_shelf_vectors"]
-    other = loader.graph.nodes["testapp", "0004_shelf"]
+    _before, created, renamed = shelf_migrations()
+    migration = loader.graph.nodes["testapp", renamed]
+    other = loader.graph.nodes["testapp", created]
     kept = list(other.operations)
     rename_vector_indexes(plan=[(other, False), (migration, False)])
     [operation] = migration.operations
@@ -171,10 +190,11 @@ def test_migrate_runs_rename_index_as_vectorindex_rename_index():
 
 
 def test_delete_model_leaves_what_its_index_stored_and_drop_deletes_it():
+    before_shelf, created, _renamed = shelf_migrations()
     before = built_shelf()
     try:
-        call_command("migrate", "testapp", "0004", verbosity=0)  # the index as it was first named
-        call_command("migrate", "testapp", "0003", verbosity=0)  # DeleteModel: Django drops the table, nothing else
+        call_command("migrate", "testapp", created, verbosity=0)  # the index as it was first named
+        call_command("migrate", "testapp", before_shelf, verbosity=0)  # DeleteModel: Django drops the table, nothing else
         assert stored("shelf_embedding") == before
         [left] = [item for item in leftovers() if item.name == "shelf_embedding"]
         assert (left.model, left.field, left.heads, left.versions) == ("testapp.Shelf", "embedding", before["heads"], 200)
