@@ -58,8 +58,8 @@ def test_rows_written_with_raw_sql_are_found_by_check_and_mended_by_repair(built
     assert found.orphaned == [rows[3].pk, rows[4].pk]
     assert found.lost == [] and found.unreachable == []
     violations, _warnings = check_invariants(declared())
-    assert any("1 rows have a vector but no live version row (e.g. [50000])" in v for v in violations), violations
-    assert any("3 rows hold another vector than their index entry" in v and "repair point_embedding" in v for v in violations)
+    assert any("1 row has a vector but no live version row (e.g. [50000])" in v for v in violations), violations
+    assert any("3 rows hold another vector than their index entry" in v for v in violations)
     assert any("2 live version rows belong to no row with a vector" in v for v in violations)
 
     report = repair(declared())
@@ -91,7 +91,7 @@ def test_a_row_only_in_a_list_no_query_for_it_reads_is_unreachable_until_repaire
     assert first(point.embedding, **EVERY_LIST) == point.pk  # not lost: every list read finds it
     assert surveyed(declared()).unreachable == [point.pk]
     violations, _warnings = check_invariants(declared())
-    assert any("1 rows are only in posting lists that a query for their own vector does not read" in v for v in violations)
+    assert any("1 row is only in posting lists that a query for its own vector does not read" in v for v in violations)
     assert repair(declared()).indexed == 1
     assert first(point.embedding) == point.pk
     assert "point_embedding: ok" in check(INDEX)

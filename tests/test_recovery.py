@@ -57,7 +57,7 @@ def test_commands_refuse_unknown_names_and_unbuilt_indexes(db):
     with pytest.raises(CommandError, match="point_embedding: point_embedding is not built"):
         command("check", "point_embedding")
     with pytest.raises(CommandError, match="Name one or more indexes, or --all"):
-        command("status")
+        command("check")
 
 
 def test_check_finds_a_lost_vector(built):
@@ -71,7 +71,7 @@ def test_check_finds_a_lost_vector(built):
         )
     with pytest.raises(CommandError, match="Invariants violated in: point_embedding"):
         command("check", "point_embedding")
-    assert "1 rows are in no posting list of an alive head at their current version" in check_output()
+    assert "1 row is in no posting list of an alive head at its current version" in check_output()
 
 
 def check_output():

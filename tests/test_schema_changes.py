@@ -469,11 +469,11 @@ def test_a_user_changes_dimensions_then_distance_then_removes_and_adds_the_index
         assert fixed["nearest"][0] == new
         assert fixed["check"] == "shop_embedding: ok\n"
 
-        # distance l2 → cosine: the index removed and added again in one migration.
+        # distance l2 → cosine: the index removed and added again in one migration,
+        # which drops what it stored (RemoveIndex): a new index, not built.
         run = shop(tmp_path, 16, "cosine")
         deployed = run("makemigrations", "migrate", "status", "save", "build", "check")
-        assert "Vector index shop_embedding (shop.Item.embedding): distance l2 → cosine since it was built" in deployed["migrate"]
-        assert (deployed["status"]["status"], deployed["status"]["changed_since_build"]) == ("empty", ["distance l2 → cosine"])
+        assert deployed["status"]["status"] == "empty" and "changed_since_build" not in deployed["status"]
         assert isinstance(deployed["save"], int)
         assert deployed["build"].startswith("shop_embedding: 42 vectors")
         assert deployed["check"] == "shop_embedding: ok\n"

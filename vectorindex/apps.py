@@ -12,13 +12,15 @@ class VectorIndexConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_migrate
+        from django.db.models.signals import post_migrate, pre_migrate
 
         from . import checks  # noqa: F401  (registers the system checks)
         from .hooks import install
+        from .operations import rename_vector_indexes
 
         install()  # raw saves (loaddata) of indexed models reach their index
 
+        pre_migrate.connect(rename_vector_indexes, sender=self)
         post_migrate.connect(_register_indexes, sender=self)
 
 

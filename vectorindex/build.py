@@ -102,6 +102,12 @@ def build(declared: Declared, using: str = "default", *, progress: Progress | No
             storage.set_state(status=previous_status)
         raise
     report.seconds = time.perf_counter() - started
+    # Counted as `status` counts them, after the commit: lists the balancing
+    # left over the limit were split then, by inline jobs, with new heads.
+    alive = storage.alive_head_ids()
+    sizes = storage.posting_sizes()
+    report.heads = len(alive)
+    report.entries = sum(sizes.get(head_id, (0, 0))[0] for head_id in alive)
     return report
 
 

@@ -7,7 +7,8 @@ Declared like any other index, in ``Meta.indexes``::
 
 The migration that adds it changes nothing in the model's table (its DDL is a
 no-op statement naming the index) and, at the end of ``migrate``, registers
-the index in the app's index-state table. Its contents —
+the index in the app's index-state table; the migration that removes it
+deletes what it stored. Its contents —
 heads, posting lists, versions, head WAL and snapshots — live in the app's own
 tables (:mod:`vectorindex.models`) and are filled by ``manage.py vectorindex
 build`` and then kept current by every write.
@@ -124,12 +125,22 @@ class VectorIndex(Index):
     # B-tree index on the primary key was made here once: MariaDB then chose
     # it over the clustered primary key for `pk IN (...)`, two page reads a
     # row instead of one, and every insert paid for one more B-tree.
+    #
+    # What the index stored goes with it: RemoveIndex deletes it at the end
+    # of the migration, unless the migration adds the index back (a change of
+    # options, or a rename), which then keeps it (vectorindex.removal).
 
     def create_sql(self, model: Any, schema_editor: Any, using: str = "", **kwargs: Any) -> Any:
+        from .removal import adopt
+
+        adopt(self, model, schema_editor)
         return self._noop(model, "kept in vectorindex's tables")
 
     def remove_sql(self, model: Any, schema_editor: Any, **kwargs: Any) -> Any:
-        return self._noop(model, "its index state is marked undeclared after migrate")
+        from .removal import defer_drop
+
+        defer_drop(self, model, schema_editor)
+        return self._noop(model, "removed; what it stored goes at the end of the migration, unless the migration adds it back")
 
     def _noop(self, model: Any, what: str) -> Statement:
         return Statement(

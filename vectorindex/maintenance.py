@@ -38,6 +38,7 @@ from .models import IndexState
 from .registry import Declared, damaged_snapshot, runtime
 from .storage import Storage, job_transaction
 from .wal import change_heads
+from .wording import counted
 
 FAULT_ENV = "VECTORINDEX_FAULT"
 REASSIGN_NEIGHBOURS = 8
@@ -165,7 +166,7 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
         if len(live) <= limit:
             if len(live) < len(entries):
                 storage.replace_postings(head_id, [(c, p) for _h, c, p in _pack(storage, head_id, live)])
-            return Outcome("split", f"head {head_id}: {len(live)} live entries, within the limit after dropping {len(entries) - len(live)} stale")
+            return Outcome("split", f"head {head_id}: {counted(len(live), 'live entry', 'live entries')}, within the limit after dropping {len(entries) - len(live):,} stale")
         vectors = storage.payload.vectors(live)
         points = prepare(vectors, declared.metric)
         chosen, labels = partition(points, limit, declared.metric, seed=head_id, reach=options["probe_epsilon"])
@@ -182,7 +183,7 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
         fault("split", "postings")
     return Outcome(
         "split",
-        f"head {head_id}: {len(live)} live entries into {len(new_ids)} new heads",
+        f"head {head_id}: {counted(len(live), 'live entry', 'live entries')} into {counted(len(new_ids), 'new head')}",
         [("reassign", {"head_id": head_id, "new_head_ids": new_ids.tolist()})],
     )
 
@@ -358,7 +359,7 @@ def _reassign(
     fault("reassign", "versions")
     _route_and_append(rt, storage, moving, moving["version"] + 1, using)
     fault("reassign", "appended")
-    return Outcome("reassign", f"moved {len(moving)} vectors after splitting head {head_id}")
+    return Outcome("reassign", f"moved {counted(len(moving), 'vector')} after splitting head {head_id}")
 
 
 # Merge, defragment ----------------------------------------------------------------
@@ -373,7 +374,7 @@ def merge(declared: Declared, head_id: int, using: str = "default") -> Outcome:
         rt, storage, state = locked
         live = _live(storage, storage.read_postings([head_id]))
         if len(live) >= declared.options["merge_below"]:
-            return Outcome("merge", f"head {head_id} has {len(live)} live entries: not merged")
+            return Outcome("merge", f"head {head_id} has {counted(len(live), 'live entry', 'live entries')}: not merged")
         if storage.alive_head_count() <= 1:
             return Outcome("merge", "the last head is never merged")
         rt.current(storage, state)  # up to date as committed, before the change below
@@ -381,7 +382,7 @@ def merge(declared: Declared, head_id: int, using: str = "default") -> Outcome:
         fault("merge", "retired")
         _route_and_append(rt, storage, live, live["version"], using, exclude=frozenset([head_id]))
         fault("merge", "appended")
-    return Outcome("merge", f"head {head_id}: {len(live)} vectors moved to other heads")
+    return Outcome("merge", f"head {head_id}: {counted(len(live), 'vector')} moved to other heads")
 
 
 def defragment(declared: Declared, head_id: int, using: str = "default", above_rows: int = 0) -> Outcome:
@@ -402,7 +403,7 @@ def defragment(declared: Declared, head_id: int, using: str = "default", above_r
             return Outcome("defragment", f"head {head_id} is retired")
         stored = storage.list_rows(head_id)
         if stored <= above_rows:
-            return Outcome("defragment", f"head {head_id}: {stored} rows, packed already")
+            return Outcome("defragment", f"head {head_id}: {counted(stored, 'row')}, packed already")
         rows: dict[int, int] = {}
         entries = storage.read_postings([head_id], rows)
         live = _live(storage, entries)
@@ -412,7 +413,7 @@ def defragment(declared: Declared, head_id: int, using: str = "default", above_r
     # was packed first, is still over the limit: no append will cross it again.
     follow_up = [("split", {"head_id": head_id})] if len(live) > declared.options["posting_limit"] else []
     return Outcome(
-        "defragment", f"head {head_id}: {rows.get(head_id, 0)} rows, {len(entries)} entries -> {len(live)} live entries", follow_up
+        "defragment", f"head {head_id}: {counted(rows.get(head_id, 0), 'row')}, {counted(len(entries), 'entry', 'entries')} -> {counted(len(live), 'live entry', 'live entries')}", follow_up
     )
 
 
@@ -470,8 +471,8 @@ def sweep(declared: Declared, using: str = "default") -> Outcome:
     forgotten, named = _forget_versions(storage, using)
     return Outcome(
         "sweep",
-        f"{rewritten} lists rewritten without {dropped} dead entries; "
-        f"{forgotten} version rows of deleted vectors removed, {named} still named",
+        f"{counted(rewritten, 'list')} rewritten without {counted(dropped, 'dead entry', 'dead entries')}; "
+        f"{counted(forgotten, 'version row')} of deleted vectors removed, {named:,} still named",
         follow_up,
     )
 
@@ -507,10 +508,10 @@ def compact(declared: Declared, using: str = "default", damaged: int | None = No
         if (newest.pk if newest else 0) != damaged:
             return Outcome("compact", f"damaged snapshot {damaged} already replaced")
     elif length < vectorindex_settings.WAL_SNAPSHOT_ENTRIES:
-        return Outcome("compact", f"WAL has {length} entries: not yet")
+        return Outcome("compact", f"WAL has {counted(length, 'entry', 'entries')}: not yet")
     snapshot = take_snapshot(declared, using)
     replaced = f" in place of damaged snapshot {damaged}" if damaged else ""
-    return Outcome("compact", f"snapshot at LSN {snapshot.lsn}{replaced}; {length} WAL entries dropped")
+    return Outcome("compact", f"snapshot at LSN {snapshot.lsn}{replaced}; {counted(length, 'WAL entry', 'WAL entries')} dropped")
 
 
 def collect(declared: Declared, using: str = "default") -> Outcome:
@@ -524,10 +525,10 @@ def collect(declared: Declared, using: str = "default") -> Outcome:
         before = timezone.now() - timedelta(seconds=vectorindex_settings.RETIRED_GRACE)
         expired = storage.expired_heads(before)
         storage.delete_heads(expired)
-    detail = f"{len(expired)} retired heads deleted"
+    detail = f"{counted(len(expired), 'retired head')} deleted"
     if expired and storage.swept_deleted():
         forgotten, _named = _forget_versions(storage, using)
-        detail += f"; {forgotten} version rows of deleted vectors removed"
+        detail += f"; {counted(forgotten, 'version row')} of deleted vectors removed"
     return Outcome("collect", detail)
 
 

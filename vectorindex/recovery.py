@@ -23,6 +23,7 @@ from .integrity import Survey, survey
 from .models import Head, IndexState, Snapshot
 from .registry import Declared, load, rebuild_from_heads, runtime
 from .storage import job_transaction
+from .wording import counted
 
 
 # A snapshot is of a head index rebuilt from the alive heads when its graph
@@ -70,9 +71,15 @@ def verify(head: HeadIndex, storage: Any) -> list[str]:
     missing = alive - head.alive
     extra = head.alive - alive
     if missing:
-        problems.append(f"{len(missing)} alive heads are not in the head index (e.g. {sorted(missing)[:5]})")
+        problems.append(
+            f"{counted(len(missing), 'alive head')} {'is' if len(missing) == 1 else 'are'} "
+            f"not in the head index (e.g. {sorted(missing)[:5]})"
+        )
     if extra:
-        problems.append(f"{len(extra)} heads in the head index are retired or unknown (e.g. {sorted(extra)[:5]})")
+        problems.append(
+            f"{counted(len(extra), 'head')} in the head index {'is' if len(extra) == 1 else 'are'} "
+            f"retired or unknown (e.g. {sorted(extra)[:5]})"
+        )
     common = np.array(sorted(alive & head.alive), dtype=np.int64)
     if len(common):
         stored = prepare(vectors[np.searchsorted(ids, common)], head.metric)
@@ -153,14 +160,22 @@ def _head(rt: Any, storage: Any, state: tuple[str, int, int]) -> tuple[HeadIndex
     return head, verify(head, storage)
 
 
-# What a survey's findings mean, and what mends them.
+# What a survey's findings mean (for one row, for several).
 FINDINGS = {
-    "missing": "rows have a vector but no live version row",
-    "lost": "rows are in no posting list of an alive head at their current version",
-    "changed": "rows hold another vector than their index entry (changed outside Django)",
-    "unreachable": "rows are only in posting lists that a query for their own vector does not read "
-    "with the default probes and probe_epsilon",
-    "orphaned": "live version rows belong to no row with a vector",
+    "missing": ("row has a vector but no live version row", "rows have a vector but no live version row"),
+    "lost": (
+        "row is in no posting list of an alive head at its current version",
+        "rows are in no posting list of an alive head at their current version",
+    ),
+    "changed": (
+        "row holds another vector than its index entry (changed outside Django)",
+        "rows hold another vector than their index entry (changed outside Django)",
+    ),
+    "unreachable": (
+        "row is only in posting lists that a query for its own vector does not read with the default probes and probe_epsilon",
+        "rows are only in posting lists that a query for their own vector does not read with the default probes and probe_epsilon",
+    ),
+    "orphaned": ("live version row belongs to no row with a vector", "live version rows belong to no row with a vector"),
 }
 
 
@@ -174,10 +189,7 @@ def _check(declared: Declared, using: str, rt: Any, storage: Any, state: tuple[s
     for kind, meaning in FINDINGS.items():
         keys = getattr(found, kind)
         if keys:
-            violations.append(
-                f"{len(keys)} {meaning} (e.g. {sorted(keys)[:5]}); "
-                f"`manage.py vectorindex repair {declared.name}` mends them"
-            )
+            violations.append(f"{len(keys):,} {meaning[len(keys) != 1]} (e.g. {sorted(keys)[:5]})")
     alive_heads = storage.alive_head_ids()
 
     limit = options["posting_limit"]
@@ -185,8 +197,9 @@ def _check(declared: Declared, using: str, rt: Any, storage: Any, state: tuple[s
     oversized = [h for h, (entries, _rows) in sizes.items() if h in alive_heads and entries > limit]
     if oversized:
         warnings.append(
-            f"{len(oversized)} posting lists are over the limit of {limit} entries "
-            f"(largest {max(sizes[h][0] for h in oversized)}); splitting them is maintenance's job"
+            f"{counted(len(oversized), 'posting list')} {'is' if len(oversized) == 1 else 'are'} "
+            f"over the limit of {counted(limit, 'entry', 'entries')} "
+            f"(largest {max(sizes[h][0] for h in oversized):,}); splitting is maintenance's job"
         )
     built, declared_format = storage.payload.format, options["payload"]
     if built != declared_format:
@@ -213,6 +226,10 @@ def status(declared: Declared, using: str = "default") -> dict[str, Any]:
     if changes:
         # Not built (migrate reset it), or built but refused by every reader.
         report["changed_since_build"] = changes
+    if state[0] == IndexState.Status.EMPTY:
+        # What a build would index: a "not built" index may have rows waiting.
+        rows = declared.model._base_manager.using(using).filter(**{f"{declared.field.name}__isnull": False})
+        report["rows_with_vectors"] = rows.count()
     if state[0] != IndexState.Status.READY or changes:
         return report
     head = rt.current(storage, state)
@@ -237,11 +254,11 @@ def status(declared: Declared, using: str = "default") -> dict[str, Any]:
             "deleted_versions": len(versions) - live,
             "wal_entries": storage.wal_length(),
             "snapshot_lsn": snapshot.lsn if snapshot else None,
-            "snapshot_age_s": (timezone.now() - snapshot.created_at).total_seconds() if snapshot else None,
+            "snapshot_age_s": round((timezone.now() - snapshot.created_at).total_seconds(), 1) if snapshot else None,
             "snapshot_bytes": snapshot.size if snapshot else None,
             "head_index_bytes": head.nbytes(),
             "raw_vector_bytes": raw_bytes,
-            "head_index_share": head.nbytes() / raw_bytes if raw_bytes else None,
+            "head_index_share": round(head.nbytes() / raw_bytes, 4) if raw_bytes else None,
             "payload": storage.payload.format,
             "declared_payload": declared.options["payload"],
             "entry_bytes": storage.payload.dtype.itemsize,
@@ -251,7 +268,9 @@ def status(declared: Declared, using: str = "default") -> dict[str, Any]:
 
 
 def _distribution(values: np.ndarray) -> dict[str, float]:
+    """Percentiles and mean of per-list counts, to a tenth (interpolation gives 103.90000000000003)."""
     if not len(values):
         return {}
     q = np.percentile(values, [0, 50, 90, 99, 100])
-    return {"min": float(q[0]), "p50": float(q[1]), "p90": float(q[2]), "p99": float(q[3]), "max": float(q[4]), "mean": float(values.mean())}
+    named = zip(["min", "p50", "p90", "p99", "max", "mean"], [*q, values.mean()])
+    return {name: round(float(value), 1) for name, value in named}

@@ -72,3 +72,14 @@ class Streamed(models.Model):
         indexes = [
             VectorIndex(fields=["embedding"], name="streamed_embedding", posting_limit=64, merge_below=4, defragment_rows=8)
         ]
+
+
+class Shelf(models.Model):
+    """An indexed model whose index was renamed by a migration (RenameIndex)."""
+
+    embedding = VectorField(dimensions=4)
+
+    objects = VectorManager()
+
+    class Meta:
+        indexes = [VectorIndex(fields=["embedding"], name="shelf_vectors")]

@@ -1,8 +1,18 @@
-"""``manage.py vectorindex build|status|snapshot|recover|check|maintain|repair``."""
+"""``manage.py vectorindex build|status|snapshot|recover|check|maintain|repair|drop``.
+
+An action is a row of ``ACTIONS`` and a ``do_<action>(target, options)``
+method that calls one service function and prints what it returns; a
+``finish_<action>(options)`` method, where there is one, runs once every
+target is done.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -10,59 +20,169 @@ from django.db import DEFAULT_DB_ALIAS
 from tqdm import tqdm
 
 from vectorindex import build as building
-from vectorindex import recovery
+from vectorindex import recovery, removal
 from vectorindex.exceptions import VectorIndexError
-from vectorindex.registry import declared_indexes, get_declared
+from vectorindex.registry import Declared, declared_indexes, get_declared
+from vectorindex.wording import counted
+
+
+def _build_options(parser: CommandParser) -> None:
+    parser.add_argument("--seed", type=int, help="random seed for choosing heads")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _repair_options(parser: CommandParser) -> None:
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _status_options(parser: CommandParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _drop_options(parser: CommandParser) -> None:
+    parser.add_argument(
+        "--force", action="store_true", help="also drop an index that a model declares (it is then not built)"
+    )
+    parser.add_argument(
+        "--noinput", "--no-input", action="store_false", dest="interactive", help="do not ask for confirmation"
+    )
+
+
+@dataclass(frozen=True)
+class Action:
+    help: str
+    options: Callable[[CommandParser], None] | None = None
+    # With no NAME: every declared index, instead of asking for NAME or --all.
+    every_by_default: bool = False
+    # Its targets are declared indexes; otherwise, names of stored contents.
+    declared: bool = True
+
+
+ACTIONS: dict[str, Action] = {
+    "build": Action("index the existing rows (replaces any earlier build)", _build_options),
+    "status": Action(
+        "heads, posting lists, vectors, WAL, snapshot, memory; with no NAME, every index "
+        "and what removed indexes left behind",
+        _status_options,
+        every_by_default=True,
+    ),
+    "snapshot": Action("write the head index to the database and truncate the WAL"),
+    "recover": Action("load snapshot + WAL, verify against the heads table, rebuild the head index if needed"),
+    "check": Action("verify the index's invariants; exits non-zero on a violation"),
+    "maintain": Action(
+        "run maintenance (split, merge, defragment, snapshot, clean-up) until nothing is left to do",
+        every_by_default=True,
+    ),
+    "repair": Action(
+        "index again the rows check finds missing, lost, changed or unreachable; drop orphaned version rows",
+        _repair_options,
+    ),
+    "drop": Action(
+        "delete what an index that no model declares any more left in vectorindex's tables",
+        _drop_options,
+        declared=False,
+    ),
+}
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Django's options of every command (-v, --traceback, --settings, …) and --database.
+
+    Each action's parser takes them too, so that they may follow the action
+    word; there they have no default, which would overwrite a value given
+    before the action word.
+    """
+    common = BaseCommand().create_parser("manage.py", "vectorindex", add_help=False)
+    common.add_argument("--database", help=f"the database alias (default: {DEFAULT_DB_ALIAS})")
+    for option in common._actions:
+        option.default = argparse.SUPPRESS
+    return common
 
 
 class Command(BaseCommand):
-    help = "Build, inspect, snapshot, recover and check vector indexes."
+    help = "Build, inspect, snapshot, recover, check, maintain, repair and drop vector indexes."
 
     def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help=f"the database alias (default: {DEFAULT_DB_ALIAS})")
+        common = _common_options()
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-        for action, text in [
-            ("build", "index the existing rows (replaces any earlier build)"),
-            ("status", "heads, posting lists, vectors, WAL, snapshot, memory"),
-            ("snapshot", "write the head index to the database and truncate the WAL"),
-            ("recover", "load snapshot + WAL, verify against the heads table, rebuild the head index if needed"),
-            ("check", "verify the index's invariants; exits non-zero on a violation"),
-            ("maintain", "run maintenance (split, merge, defragment, snapshot, clean-up) until nothing is left to do"),
-            ("repair", "index again the rows check finds missing, lost, changed or unreachable; drop orphaned versions"),
-        ]:
-            sub = actions.add_parser(action, help=text, description=text)
+        for name, action in ACTIONS.items():
+            sub = actions.add_parser(name, help=action.help, description=action.help, parents=[common])
             sub.add_argument("names", nargs="*", metavar="NAME", help="VectorIndex names")
-            sub.add_argument("--all", action="store_true", help="every declared VectorIndex")
-            sub.add_argument("--database", default=DEFAULT_DB_ALIAS)
-            if action == "build":
-                sub.add_argument("--seed", type=int, help="random seed for choosing heads")
-            if action in ("build", "repair"):
-                sub.add_argument("--no-progress", action="store_true")
-            if action == "status":
-                sub.add_argument("--json", action="store_true", help="print JSON")
+            if action.declared:
+                sub.add_argument("--all", action="store_true", help="every declared VectorIndex")
+            if action.options:
+                action.options(sub)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        action = options["action"]
+        run = getattr(self, f"do_{action}")
+        steps = [
+            (getattr(target, "name", target), partial(run, target, options))
+            for target in self._targets(ACTIONS[action], options)
+        ]
+        finish = getattr(self, f"finish_{action}", None)
+        if finish is not None:
+            steps.append((action, partial(finish, options)))
+        self.reports: list[dict[str, Any]] = []
+        self._run(steps)
+
+    def _run(self, steps: list[tuple[str, Callable[[], Any]]]) -> None:
+        """Run every step, then fail with one CommandError that names each index that failed.
+
+        A step that returns False found violations. An error that is not a
+        CommandError (a database error, a bug) is named with its type; the
+        first is the CommandError's cause, whose traceback Django shows under
+        --traceback.
+        """
+        errors: list[str] = []
+        violated: list[str] = []
+        cause: Exception | None = None
+        for name, step in steps:
+            try:
+                if step() is False:
+                    violated.append(name)
+            except CommandError as error:  # says what to do already
+                errors.append(str(error))
+            except Exception as error:  # noqa: BLE001 - named, and the other indexes still run
+                kind = "" if isinstance(error, VectorIndexError) else f"{type(error).__name__}: "
+                errors.append(f"{name}: {kind}{error}")
+                cause = cause or error
+        if violated:
+            errors.append(f"Invariants violated in: {', '.join(violated)}")
+        if errors:
+            raise CommandError("\n".join(errors)) from cause
+
+    def _targets(self, action: Action, options: dict) -> list[Any]:
         names = options["names"]
-        if options["all"] or (options["action"] == "maintain" and not names):
-            names = sorted(declared_indexes())
+        if not action.declared:
+            if not names:
+                raise CommandError(f"Name the index to drop ({self._leftover_names(options['database'])}).")
+            return names
+        if options["all"] or (action.every_by_default and not names):
+            return [declared_indexes()[name] for name in sorted(declared_indexes())]
         if not names:
             known = ", ".join(sorted(declared_indexes())) or "none declared"
             raise CommandError(f"Name one or more indexes, or --all ({known}).")
-        try:
-            indexes = [get_declared(name) for name in names]
-        except LookupError as error:
-            raise CommandError(str(error)) from None
-        handler = getattr(self, f"do_{options['action']}")
-        failed = []
-        for declared in indexes:
+        found = []
+        for name in names:
             try:
-                if handler(declared, options) is False:
-                    failed.append(declared.name)
-            except VectorIndexError as error:
-                raise CommandError(f"{declared.name}: {error}") from None
-        if failed:
-            raise CommandError(f"Invariants violated in: {', '.join(failed)}")
+                found.append(get_declared(name))
+            except LookupError as error:
+                hint = ""
+                if removal.find(name, options["database"]) is not None:
+                    hint = f" {name!r} is what a removed index left behind: `manage.py vectorindex drop {name}` deletes it."
+                raise CommandError(f"{error}{hint}") from None
+        return found
 
-    def do_build(self, declared: Any, options: dict) -> None:
+    @staticmethod
+    def _leftover_names(database: str) -> str:
+        names = [stored.name for stored in removal.leftovers(database)]
+        return f"left by removed indexes: {', '.join(names)}" if names else "no removed index left anything behind"
+
+    # build -----------------------------------------------------------------------
+
+    def do_build(self, declared: Declared, options: dict) -> None:
         bars: dict[str, tqdm] = {}
         show = not options["no_progress"] and self.stdout.isatty()
 
@@ -78,61 +198,56 @@ class Command(BaseCommand):
         for bar in bars.values():
             bar.close()
         self.stdout.write(
-            f"{declared.name}: {report.vectors:,} vectors, {report.heads:,} heads, "
-            f"{report.entries:,} posting entries in {report.seconds:.1f} s "
+            f"{declared.name}: {counted(report.vectors, 'vector')}, {counted(report.heads, 'head')}, "
+            f"{counted(report.entries, 'posting entry', 'posting entries')} in {report.seconds:.1f} s "
             f"({report.vectors_per_second:,.0f} vectors/s)"
         )
 
-    def do_status(self, declared: Any, options: dict) -> None:
+    # status ----------------------------------------------------------------------
+
+    def do_status(self, declared: Declared, options: dict) -> None:
         report = recovery.status(declared, options["database"])
         if options["json"]:
-            self.stdout.write(json.dumps(report, indent=2, default=str))
-            return
-        self.stdout.write(f"{report['name']} ({report['model']}.{report['field']}, {report['distance']}, {report['dimensions']}-d): {report['status']}")
-        changes = report.get("changed_since_build")
-        if changes:
-            what = "is refused until rebuilt" if report["status"] == "ready" else "was reset"
-            self.stdout.write(
-                f"  its declaration changed since it was built ({', '.join(changes)}): it {what}; "
-                f"run `manage.py vectorindex build {report['name']}`"
-            )
-        if report["status"] != "ready" or changes:
-            return
-        sizes = report["posting_sizes"]
-        self.stdout.write(f"  vectors        {report['vectors']:,} ({report['deleted_versions']:,} deleted versions)")
-        self.stdout.write(f"  heads          {report['heads']:,} alive, {report['retired_heads']:,} retired")
-        self.stdout.write(
-            f"  posting lists  {report['posting_lists']:,}, {report['posting_entries']:,} entries; "
-            f"entries per list min {sizes.get('min', 0):.0f} / p50 {sizes.get('p50', 0):.0f} / "
-            f"p90 {sizes.get('p90', 0):.0f} / max {sizes.get('max', 0):.0f}; "
-            f"rows per list max {report['posting_rows_per_list'].get('max', 0):.0f}"
-        )
-        rebuild = "" if report["payload"] == report["declared_payload"] else (
-            f" (declared {report['declared_payload']}: takes effect at the next build)"
-        )
-        self.stdout.write(f"  entries        {report['payload']}, {report['entry_bytes']:,} bytes each{rebuild}")
-        age = report["snapshot_age_s"]
-        self.stdout.write(
-            f"  WAL            {report['wal_entries']:,} entries after LSN {report['snapshot_lsn']}; "
-            f"snapshot {report['snapshot_bytes'] or 0:,} bytes, {age if age is None else round(age)} s old"
-        )
-        share = report["head_index_share"]
-        self.stdout.write(
-            f"  memory         head index {report['head_index_bytes']:,} bytes = "
-            f"{'-' if share is None else f'{share:.1%}'} of {report['raw_vector_bytes']:,} raw vector bytes"
-        )
+            self.reports.append(report)  # written together by finish_status
+        else:
+            for line in status_lines(report):
+                self.stdout.write(line)
 
-    def do_snapshot(self, declared: Any, options: dict) -> None:
+    def finish_status(self, options: dict) -> None:
+        leftovers = [] if options["names"] else removal.leftovers(options["database"])
+        if options["json"]:
+            if len(options["names"]) == 1:
+                document: Any = self.reports[0] if self.reports else None
+            else:
+                document = {"indexes": self.reports, "leftovers": [asdict(stored) for stored in leftovers]}
+            if document is not None:
+                self.stdout.write(json.dumps(document, indent=2, default=str))
+            return
+        if not options["names"] and not declared_indexes():
+            self.stdout.write("No model declares a VectorIndex.")
+        if leftovers:
+            self.stdout.write("Left behind by removed indexes (no model declares them):")
+        for stored in leftovers:
+            self.stdout.write(f"  {stored.name} (was {stored.model}.{stored.field}): {stored.describe()}")
+            self.stdout.write(f"    `manage.py vectorindex drop {stored.name}` deletes it")
+
+    # snapshot, recover, maintain, check ---------------------------------------------
+
+    def do_snapshot(self, declared: Declared, options: dict) -> None:
         snapshot = recovery.take_snapshot(declared, options["database"])
-        self.stdout.write(f"{declared.name}: snapshot at LSN {snapshot.lsn}, {snapshot.size:,} bytes in {snapshot.chunks} chunks")
+        self.stdout.write(
+            f"{declared.name}: snapshot at LSN {snapshot.lsn}, {snapshot.size:,} bytes in {counted(snapshot.chunks, 'chunk')}"
+        )
 
-    def do_recover(self, declared: Any, options: dict) -> None:
+    def do_recover(self, declared: Declared, options: dict) -> None:
         report = recovery.recover(declared, options["database"])
         for problem in report.problems:
             self.stdout.write(f"{declared.name}: {problem}")
-        self.stdout.write(f"{declared.name}: head index from the {report.source}, {report.heads:,} heads at LSN {report.lsn}")
+        self.stdout.write(
+            f"{declared.name}: head index from the {report.source}, {counted(report.heads, 'head')} at LSN {report.lsn}"
+        )
 
-    def do_maintain(self, declared: Any, options: dict) -> None:
+    def do_maintain(self, declared: Declared, options: dict) -> None:
         from collections import Counter
 
         from vectorindex import maintenance
@@ -140,7 +255,9 @@ class Command(BaseCommand):
 
         state = IndexState.objects.using(options["database"]).filter(name=declared.name).first()
         if state is None or state.status != IndexState.Status.READY:
-            self.stdout.write(f"{declared.name}: not built, nothing to maintain")
+            self.stdout.write(
+                f"{declared.name}: not built, nothing to maintain; `manage.py vectorindex build {declared.name}` builds it"
+            )
             return
         show = self.stdout.isatty()
         bar = tqdm(desc=f"{declared.name}: jobs", unit="job", leave=False, disable=not show)
@@ -154,10 +271,22 @@ class Command(BaseCommand):
         outcomes = maintenance.maintain(declared, options["database"], report=report)
         bar.close()
         counts = Counter(outcome.job for outcome in outcomes)
-        summary = ", ".join(f"{count} {job}" for job, count in sorted(counts.items())) or "nothing to do"
-        self.stdout.write(f"{declared.name}: {summary}")
+        jobs = ", ".join(f"{count} {job}" for job, count in sorted(counts.items()))
+        self.stdout.write(f"{declared.name}: {counted(len(outcomes), 'job')} ({jobs})" if outcomes else f"{declared.name}: nothing to do")
 
-    def do_repair(self, declared: Any, options: dict) -> None:
+    def do_check(self, declared: Declared, options: dict) -> bool:
+        violations, warnings = recovery.check(declared, options["database"])
+        for warning in warnings:
+            self.stdout.write(f"{declared.name}: warning: {warning}")
+        for violation in violations:
+            self.stderr.write(f"{declared.name}: VIOLATION: {violation}")
+        for fix in dict.fromkeys(remedy(declared.name, violation) for violation in violations):
+            self.stderr.write(f"{declared.name}: fix: {fix}")
+        if not violations:
+            self.stdout.write(f"{declared.name}: ok")
+        return not violations
+
+    def do_repair(self, declared: Declared, options: dict) -> None:
         from vectorindex.integrity import repair
 
         bars: dict[str, tqdm] = {}
@@ -171,23 +300,90 @@ class Command(BaseCommand):
         report = repair(declared, options["database"], progress=progress)
         for bar in bars.values():
             bar.close()
-        found = report.found
         if not report.indexed and not report.orphans_dropped:
             self.stdout.write(f"{declared.name}: nothing to repair")
             return
-        kinds = ", ".join(f"{found[kind]} {kind}" for kind in ("missing", "lost", "changed", "unreachable"))
-        rows = "row" if report.indexed == 1 else "rows"
+        kinds = ", ".join(f"{report.found[kind]:,} {kind}" for kind in ("missing", "lost", "changed", "unreachable"))
         self.stdout.write(
-            f"{declared.name}: {report.indexed:,} {rows} indexed again ({kinds}), "
-            f"{report.orphans_dropped:,} orphaned version rows dropped"
+            f"{declared.name}: {counted(report.indexed, 'row')} indexed again ({kinds}), "
+            f"{counted(report.orphans_dropped, 'orphaned version row')} dropped"
         )
 
-    def do_check(self, declared: Any, options: dict) -> bool:
-        violations, warnings = recovery.check(declared, options["database"])
-        for warning in warnings:
-            self.stdout.write(f"{declared.name}: warning: {warning}")
-        for violation in violations:
-            self.stderr.write(f"{declared.name}: VIOLATION: {violation}")
-        if not violations:
-            self.stdout.write(f"{declared.name}: ok")
-        return not violations
+    # drop --------------------------------------------------------------------------
+
+    def do_drop(self, name: str, options: dict) -> None:
+        database = options["database"]
+        declared = declared_indexes().get(name)
+        if declared is not None and not options["force"]:
+            raise CommandError(
+                f"{name} is declared by {declared.model._meta.label}: `manage.py vectorindex build {name}` "
+                f"replaces its contents. To delete them anyway (the index is then not built), add --force."
+            )
+        stored = removal.find(name, database)
+        if stored is None:
+            raise CommandError(f"Nothing is stored for an index named {name!r} ({self._leftover_names(database)}).")
+        if options["interactive"] and not self._confirm(stored, database):
+            self.stdout.write(f"{name}: drop cancelled.")
+            return
+        dropped = removal.drop(name, database) or stored
+        self.stdout.write(f"{name}: dropped {dropped.describe()}")
+
+    def _confirm(self, stored: removal.Stored, database: str) -> bool:
+        answer = input(
+            f"You have requested to drop the vector index {stored.name!r} ({stored.model}.{stored.field}) "
+            f"in the {database!r} database:\n{stored.describe()}.\n"
+            "This will IRREVERSIBLY DESTROY them.\n"
+            "Are you sure you want to do this?\n\n"
+            "    Type 'yes' to continue, or 'no' to cancel: "
+        )
+        return answer == "yes"
+
+
+def remedy(name: str, violation: str) -> str:
+    """The command that fixes a kind of violation: the head index is recovered, rows are repaired."""
+    if "head index" in violation:
+        return f"`manage.py vectorindex recover {name}` rebuilds the head index from the heads table"
+    return (
+        f"`manage.py vectorindex repair {name}` indexes the rows the check names and drops what belongs to no row "
+        f"(`manage.py vectorindex build {name}` rebuilds the whole index)"
+    )
+
+
+def status_lines(report: dict[str, Any]) -> list[str]:
+    """``status`` in words."""
+    name = report["name"]
+    title = f"{name} ({report['model']}.{report['field']}, {report['distance']}, {report['dimensions']}-d)"
+    changes = report.get("changed_since_build")
+    if changes:
+        what = "is refused until rebuilt" if report["status"] == "ready" else "was reset"
+        return [
+            f"{title}: {'not built' if report['status'] == 'empty' else report['status']}",
+            f"  its declaration changed since it was built ({', '.join(changes)}): it {what}; "
+            f"run `manage.py vectorindex build {name}`",
+        ]
+    if report["status"] == "empty":
+        waiting = report["rows_with_vectors"]
+        rows = f"{counted(waiting, 'row')} with vectors" if waiting else "no rows with vectors yet"
+        return [f"{title}: not built: {rows}; run `manage.py vectorindex build {name}`"]
+    if report["status"] != "ready":
+        return [f"{title}: {report['status']}"]
+    sizes = report["posting_sizes"]
+    rebuild = "" if report["payload"] == report["declared_payload"] else (
+        f" (declared {report['declared_payload']}: takes effect at the next build)"
+    )
+    age = report["snapshot_age_s"]
+    snapshot = "no snapshot" if age is None else f"snapshot {report['snapshot_bytes']:,} bytes, {age:,.0f} s old"
+    share = report["head_index_share"]
+    return [
+        f"{title}: ready",
+        f"  vectors        {report['vectors']:,} ({counted(report['deleted_versions'], 'deleted version')})",
+        f"  heads          {report['heads']:,} alive, {report['retired_heads']:,} retired",
+        f"  posting lists  {report['posting_lists']:,}, {counted(report['posting_entries'], 'entry', 'entries')}; "
+        f"entries per list min {sizes.get('min', 0):,.0f} / p50 {sizes.get('p50', 0):,.0f} / "
+        f"p90 {sizes.get('p90', 0):,.0f} / max {sizes.get('max', 0):,.0f}; "
+        f"rows per list max {report['posting_rows_per_list'].get('max', 0):,.0f}",
+        f"  entries        {report['payload']}, {report['entry_bytes']:,} bytes each{rebuild}",
+        f"  WAL            {counted(report['wal_entries'], 'entry', 'entries')} after LSN {report['snapshot_lsn']}; {snapshot}",
+        f"  memory         head index {report['head_index_bytes']:,} bytes = "
+        f"{'-' if share is None else f'{share:.1%}'} of {report['raw_vector_bytes']:,} raw vector bytes",
+    ]

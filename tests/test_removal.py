@@ -1,0 +1,208 @@
+"""A removed or renamed VectorIndex: what migrations do with what it stored, and ``vectorindex drop``."""
+
+import io
+
+import pytest
+from django.core.management import call_command
+from django.db import connection, migrations, models, transaction
+from django.db.migrations.loader import MigrationLoader
+
+from tests.indexing import build, check, clustered
+from tests.testapp.models import Point, Shelf
+from vectorindex import L2Distance, VectorIndex
+from vectorindex.models import Head, IndexState, Posting, Snapshot, SnapshotChunk, Version, WalEntry
+from vectorindex.operations import RenameIndex, rename_vector_indexes
+from vectorindex.registry import get_declared, reset_runtimes, runtime, sync_states
+from vectorindex.removal import leftovers
+from vectorindex.wal import change_heads
+
+pytestmark = pytest.mark.django_db(transaction=True)  # schema editors and migrate run outside a test transaction
+
+
+def stored(name):
+    """Rows of each of vectorindex's tables that belong to index *name*."""
+    state = IndexState.objects.filter(name=name).first()
+    if state is None:
+        return {}
+    snapshots = list(Snapshot.objects.filter(index=state).values_list("pk", flat=True))
+    return {
+        "heads": Head.objects.filter(index=state).count(),
+        "postings": Posting.objects.filter(index_id=state.pk).count(),
+        "versions": Version.objects.filter(index_id=state.pk).count(),
+        "wal": WalEntry.objects.filter(index_id=state.pk).count(),
+        "snapshots": len(snapshots),
+        "chunks": SnapshotChunk.objects.filter(snapshot_id__in=snapshots).count(),
+    }
+
+
+def built_points():
+    """Point's index built, with a head added through the WAL, so that each of the tables holds some of it."""
+    Point.objects.bulk_create(Point(embedding=v) for v in clustered(600))
+    build("point_embedding")
+    with transaction.atomic():
+        storage, _state = runtime(get_declared("point_embedding"), "default").open()
+        state = storage.lock_state(exclusive=True)
+        change_heads(storage, state[2], add=clustered(1, seed=3))
+    return stored("point_embedding")
+
+
+def built_shelf():
+    Shelf.objects.bulk_create(Shelf(embedding=v) for v in clustered(200, dimensions=4))
+    build("shelf_vectors")
+    return stored("shelf_vectors")
+
+
+def shelf_migrations():
+    """testapp's migrations around Shelf: (the one before it, the one creating it, its RenameIndex), by name."""
+    graph = MigrationLoader(connection).graph
+    nodes = {key: migration for key, migration in graph.nodes.items() if key[0] == "testapp"}
+
+    def holding(kind, **values):
+        return next(
+            key for key, migration in nodes.items()
+            if any(isinstance(op, kind) and all(getattr(op, k) == v for k, v in values.items()) for op in migration.operations)
+        )
+
+    created = holding(migrations.CreateModel, name="Shelf")
+    renamed = holding(migrations.RenameIndex, old_name="shelf_embedding", new_name="shelf_vectors")
+    [before] = [parent.key for parent in graph.node_map[created].parents]
+    return before[1], created[1], renamed[1]
+
+
+def run(operations, backwards=False, collect=False):
+    """Apply migration *operations* on testapp as ``migrate`` would; the SQL when *collect*."""
+    state = MigrationLoader(connection).project_state()
+    states = [state]
+    for operation in operations:
+        states.append(states[-1].clone())
+        operation.state_forwards("testapp", states[-1])
+    with connection.schema_editor(collect_sql=collect) as editor:
+        steps = list(zip(operations, states, states[1:]))
+        for operation, before, after in reversed(steps) if backwards else steps:
+            if backwards:
+                operation.database_backwards("testapp", editor, after, before)
+            else:
+                operation.database_forwards("testapp", editor, before, after)
+    return editor.collected_sql if collect else None
+
+
+def test_remove_index_deletes_what_the_index_stored_and_adding_it_back_builds_afresh():
+    before = built_points()
+    assert all(before.values()), before
+    shelf = built_shelf()
+    removal = [migrations.RemoveIndex("point", "point_embedding")]
+
+    sql = run(removal, collect=True)  # what sqlmigrate prints
+    deletes = [statement for statement in sql if statement.startswith("DELETE")]
+    assert len(deletes) == 7 and all("'point_embedding'" in statement for statement in deletes)
+    assert sql[-1].startswith("DELETE FROM") and "vectorindex_indexstate" in sql[-1]
+    assert stored("point_embedding") == before  # collecting ran nothing
+
+    run(removal)
+    assert stored("point_embedding") == {}
+    assert not Posting.objects.exclude(index_id__in=IndexState.objects.values("pk")).exists()
+    assert stored("shelf_vectors") == shelf  # another index's contents are untouched
+
+    run(removal, backwards=True)  # AddIndex again; migrate then registers it
+    sync_states()
+    reset_runtimes()
+    out = io.StringIO()
+    call_command("vectorindex", "status", "point_embedding", stdout=out)
+    assert out.getvalue() == (
+        "point_embedding (testapp.Point.embedding, l2, 16-d): not built: 600 rows with vectors; "
+        "run `manage.py vectorindex build point_embedding`\n"
+    )
+    build("point_embedding")
+    assert "point_embedding: ok" in check("point_embedding")
+    vector = Point.objects.order_by("pk").first()
+    assert Point.objects.order_by(L2Distance("embedding", vector.embedding)).first().pk == vector.pk
+
+
+def test_a_change_of_options_keeps_the_built_index():
+    """makemigrations writes a changed option as RemoveIndex + AddIndex of the same name."""
+    before = built_points()
+    generation = IndexState.objects.get(name="point_embedding").generation
+    run([
+        migrations.RemoveIndex("point", "point_embedding"),
+        migrations.AddIndex("point", VectorIndex(fields=["embedding"], name="point_embedding", probes=64)),
+    ])
+    assert stored("point_embedding") == before
+    assert IndexState.objects.get(name="point_embedding").generation == generation
+    assert "point_embedding: ok" in check("point_embedding")
+
+
+def test_a_change_of_distance_drops_the_built_index():
+    built_points()
+    run([
+        migrations.RemoveIndex("point", "point_embedding"),
+        migrations.AddIndex("point", VectorIndex(fields=["embedding"], name="point_embedding", distance="cosine")),
+    ])
+    assert stored("point_embedding") == {}  # the entries were routed by L2: a cosine index starts again
+
+
+def test_rename_index_keeps_the_built_index_both_ways():
+    """testapp's RenameIndex for shelf_embedding -> shelf_vectors is the one makemigrations wrote."""
+    _before, created, _renamed = shelf_migrations()
+    before = built_shelf()
+    generation = IndexState.objects.get(name="shelf_vectors").generation
+    try:
+        call_command("migrate", "testapp", created, verbosity=0)  # RenameIndex backwards
+        renamed = IndexState.objects.get(name="shelf_embedding")
+        assert (renamed.status, renamed.generation) == ("ready", generation)
+        assert stored("shelf_embedding") == before
+        # migrate registered the name the models declare, as an index not built yet
+        assert IndexState.objects.get(name="shelf_vectors").status == "empty"
+    finally:
+        call_command("migrate", "testapp", verbosity=0)
+    assert not IndexState.objects.filter(name="shelf_embedding").exists()
+    state = IndexState.objects.get(name="shelf_vectors")
+    assert (state.status, state.generation, state.declared) == ("ready", generation, True)
+    assert stored("shelf_vectors") == before
+    reset_runtimes()
+    assert "shelf_vectors: ok" in check("shelf_vectors")
+    shelf = Shelf.objects.order_by("pk")[7]
+    assert Shelf.objects.order_by(L2Distance("embedding", shelf.embedding)).first().pk == shelf.pk
+
+
+def test_other_indexes_are_renamed_as_django_does():
+    plain = models.Index(fields=["group"], name="point_group_plain")
+    operations = [migrations.AddIndex("point", plain), RenameIndex("point", "point_group_renamed", old_name="point_group_plain")]
+    run(operations)
+    try:
+        with connection.cursor() as cursor:
+            names = set(connection.introspection.get_constraints(cursor, Point._meta.db_table))
+        assert "point_group_renamed" in names and "point_group_plain" not in names
+    finally:
+        run(operations, backwards=True)
+
+
+def test_migrate_runs_rename_index_as_vectorindex_rename_index():
+    loader = MigrationLoader(connection)
+    _before, created, renamed = shelf_migrations()
+    migration = loader.graph.nodes["testapp", renamed]
+    other = loader.graph.nodes["testapp", created]
+    kept = list(other.operations)
+    rename_vector_indexes(plan=[(other, False), (migration, False)])
+    [operation] = migration.operations
+    assert type(operation) is RenameIndex
+    assert (operation.model_name, operation.old_name, operation.new_name) == ("shelf", "shelf_embedding", "shelf_vectors")
+    assert other.operations == kept
+
+
+def test_delete_model_leaves_what_its_index_stored_and_drop_deletes_it():
+    before_shelf, created, _renamed = shelf_migrations()
+    before = built_shelf()
+    try:
+        call_command("migrate", "testapp", created, verbosity=0)  # the index as it was first named
+        call_command("migrate", "testapp", before_shelf, verbosity=0)  # DeleteModel: Django drops the table, nothing else
+        assert stored("shelf_embedding") == before
+        [left] = [item for item in leftovers() if item.name == "shelf_embedding"]
+        assert (left.model, left.field, left.heads, left.versions) == ("testapp.Shelf", "embedding", before["heads"], 200)
+        out = io.StringIO()
+        call_command("vectorindex", "drop", "shelf_embedding", "--no-input", stdout=out)
+        assert out.getvalue().startswith(f"shelf_embedding: dropped {before['heads']} heads, ")
+        assert stored("shelf_embedding") == {}
+        assert "shelf_embedding" not in {item.name for item in leftovers()}
+    finally:
+        call_command("migrate", "testapp", verbosity=0)
+    assert IndexState.objects.get(name="shelf_vectors").status == "empty"

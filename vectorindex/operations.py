@@ -1,0 +1,55 @@
+"""Migration operations: a renamed VectorIndex keeps what it stored.
+
+``makemigrations`` writes Django's ``RenameIndex`` when only an index's name
+changes. Django renames with ``ALTER TABLE … RENAME INDEX`` where the database
+can (MySQL, MariaDB), and by removing and adding the index elsewhere. A
+VectorIndex has no index in the database to rename, so the first fails; its
+contents live in vectorindex's tables under its name. ``migrate`` therefore
+runs each ``RenameIndex`` as :class:`RenameIndex` below (a ``pre_migrate``
+receiver swaps them), which removes and adds a VectorIndex on every database:
+the addition takes the removed index's contents over under the new name
+(:func:`vectorindex.removal.adopt`). Other indexes are renamed as Django does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import migrations
+
+from .indexes import VectorIndex
+
+__all__ = ["RenameIndex", "rename_vector_indexes"]
+
+
+class RenameIndex(migrations.RenameIndex):
+    """Django's ``RenameIndex``, which moves a VectorIndex's stored contents to its new name."""
+
+    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        # Backwards, Django swaps the names and comes here too.
+        old = self._vector_index(from_state, app_label, self.old_name)
+        if old is None:
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+            return
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if self.allow_migrate_model(schema_editor.connection.alias, model):
+            new = to_state.models[app_label, self.model_name_lower].get_index_by_name(self.new_name)
+            schema_editor.remove_index(model, old)
+            schema_editor.add_index(model, new)
+
+    def _vector_index(self, state: Any, app_label: str, name: str | None) -> VectorIndex | None:
+        if name is None:  # an unnamed index of index_together
+            return None
+        index = state.models[app_label, self.model_name_lower].get_index_by_name(name)
+        return index if isinstance(index, VectorIndex) else None
+
+
+def rename_vector_indexes(plan: list[tuple[Any, bool]] | None = None, **kwargs: Any) -> None:
+    """``pre_migrate``: the migrations about to run rename indexes with :class:`RenameIndex`."""
+    for migration, _backwards in plan or ():
+        migration.operations = [
+            RenameIndex(op.model_name, op.new_name, old_name=op.old_name, old_fields=op.old_fields)
+            if type(op) is migrations.RenameIndex
+            else op
+            for op in migration.operations
+        ]

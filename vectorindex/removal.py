@@ -1,0 +1,215 @@
+"""Removing an index's stored contents: a migration's ``RemoveIndex``, and ``vectorindex drop``.
+
+An index keeps its heads, posting lists, versions, head WAL and snapshots in
+vectorindex's tables under its state row, which is found by the index's name.
+``RemoveIndex`` deletes them at the end of its migration, unless the same
+migration adds the index back (Django writes a change of options, and a
+rename where the database has no ``RENAME INDEX``, as a removal and an
+addition): then the added index takes them over. Dropping the model's table
+(``DeleteModel``) or uninstalling its app touches no index, so what such an
+index stored stays behind: ``status`` lists these leftovers and ``drop``
+deletes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connections, router, transaction
+from django.db.backends.ddl_references import Statement
+from django.db.models import Count, Sum
+
+from .models import Head, IndexState, Posting, Snapshot, SnapshotChunk, Version, WalEntry
+from .wording import counted
+
+__all__ = ["Stored", "drop", "drop_statements", "find", "leftovers", "rename_statements"]
+
+
+def drop_statements(connection: Any, name: str) -> list[tuple[str, list[str]]]:
+    """(sql, params) that delete index *name*'s contents, then its state row.
+
+    The state row goes last: a drop cut short (MySQL runs a migration's
+    statements outside a transaction) leaves it, and what is left is still a
+    leftover that ``status`` lists and ``drop`` finishes. The index is found
+    with ``= (SELECT …)``, not ``IN (SELECT …)``: MariaDB before 11.1 reads the
+    whole table for an IN-subquery of a DELETE, but range-scans by a scalar one.
+    """
+    quote = connection.ops.quote_name
+    state = quote(IndexState._meta.db_table)
+    snapshot = quote(Snapshot._meta.db_table)
+    index_id = f"(SELECT id FROM {state} WHERE name = %s)"
+    statements = [
+        f"DELETE FROM {quote(model._meta.db_table)} WHERE index_id = {index_id}"
+        for model in (Posting, Version, WalEntry)
+    ]
+    statements += [
+        f"DELETE FROM {quote(SnapshotChunk._meta.db_table)} "
+        f"WHERE snapshot_id IN (SELECT id FROM {snapshot} WHERE index_id = {index_id})",
+        f"DELETE FROM {snapshot} WHERE index_id = {index_id}",
+        f"DELETE FROM {quote(Head._meta.db_table)} WHERE index_id = {index_id}",
+        f"DELETE FROM {state} WHERE name = %s",
+    ]
+    return [(sql, [name]) for sql in statements]
+
+
+def rename_statements(connection: Any, old: str, new: str) -> list[tuple[str, list[str]]]:
+    """(sql, params) that store index *old*'s contents as *new*'s, dropping whatever *new* had.
+
+    Index names are unique in a project, so a state row already named *new*
+    is a leftover, or the empty row registered when a migration was unapplied.
+    """
+    state = connection.ops.quote_name(IndexState._meta.db_table)
+    return [*drop_statements(connection, new), (f"UPDATE {state} SET name = %s WHERE name = %s", [new, old])]
+
+
+# In a migration ------------------------------------------------------------------
+
+
+class _Deferred(Statement):
+    """A statement left in the schema editor's deferred SQL, run at the end of the migration.
+
+    *removed* is the VectorIndex whose removal it belongs to, if any. Its parts
+    are plain text, so Django's clean-ups of deferred SQL that refers to a
+    dropped table or index leave it alone.
+    """
+
+    def __init__(self, schema_editor: Any, sql: str, params: list[str], table: str, removed: Any = None) -> None:
+        # Deferred SQL is executed without parameters: the values are written
+        # in as literals, with "%" doubled for the %-formatting still applied.
+        literals = tuple(str(schema_editor.quote_value(value)).replace("%", "%%") for value in params)
+        super().__init__("%(sql)s", sql=sql % literals)
+        self.table = table
+        self.removed = removed
+
+
+def _stored_here(connection: Any) -> bool:
+    """Whether vectorindex's tables are in this database (allowed there, and migrated already)."""
+    return router.allow_migrate_model(connection.alias, IndexState) and (
+        IndexState._meta.db_table in connection.introspection.table_names()
+    )
+
+
+def defer_drop(index: Any, model: Any, schema_editor: Any) -> None:
+    """``RemoveIndex``: delete *index*'s stored contents at the end of the migration.
+
+    Deferred rather than run at once, so that an ``AddIndex`` of the same
+    field later in the migration can take them over (:func:`adopt`). The
+    statements are the schema editor's, so ``sqlmigrate`` prints them and an
+    atomic migration runs them in its transaction.
+    """
+    connection = schema_editor.connection
+    if not _stored_here(connection):
+        return
+    table = model._meta.db_table
+    for sql, params in drop_statements(connection, index.name):
+        schema_editor.deferred_sql.append(_Deferred(schema_editor, sql, params, table, removed=index))
+
+
+def adopt(index: Any, model: Any, schema_editor: Any) -> None:
+    """``AddIndex``: take over the contents of an index removed earlier in this migration.
+
+    The removed index must be on the same table and field with the same
+    distance (its contents are then right for this one); other options
+    (``probes``, ``posting_limit``, …) take effect as they are registered. One
+    of the same name is preferred; one of another name is renamed.
+    """
+    deferred = schema_editor.deferred_sql
+    candidates = [
+        statement.removed
+        for statement in deferred
+        if isinstance(statement, _Deferred)
+        and statement.removed is not None
+        and statement.table == model._meta.db_table
+        and statement.removed.field_name == index.field_name
+        and statement.removed.distance == index.distance
+    ]
+    if not candidates:
+        return
+    removed = next((candidate for candidate in candidates if candidate.name == index.name), candidates[0])
+    deferred[:] = [s for s in deferred if not (isinstance(s, _Deferred) and s.removed is removed)]
+    if removed.name != index.name:
+        for sql, params in rename_statements(schema_editor.connection, removed.name, index.name):
+            deferred.append(_Deferred(schema_editor, sql, params, model._meta.db_table))
+
+
+# Leftovers ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What one index keeps in vectorindex's tables."""
+
+    name: str
+    model: str
+    field: str
+    status: str
+    heads: int
+    posting_rows: int
+    posting_entries: int
+    versions: int
+    wal_entries: int
+    snapshots: int
+    snapshot_bytes: int
+
+    def describe(self) -> str:
+        return ", ".join(
+            [
+                counted(self.heads, "head"),
+                f"{counted(self.posting_entries, 'posting entry', 'posting entries')} "
+                f"in {counted(self.posting_rows, 'row')}",
+                counted(self.versions, "version"),
+                counted(self.wal_entries, "WAL entry", "WAL entries"),
+                f"{counted(self.snapshots, 'snapshot')} ({self.snapshot_bytes:,} bytes)",
+            ]
+        )
+
+
+def _measure(state: IndexState, using: str) -> Stored:
+    postings = Posting.objects.using(using).filter(index_id=state.pk).aggregate(rows=Count("*"), entries=Sum("count"))
+    snapshots = Snapshot.objects.using(using).filter(index_id=state.pk).aggregate(count=Count("*"), size=Sum("size"))
+    return Stored(
+        name=state.name,
+        model=state.model_label,
+        field=state.field_name,
+        status=state.status,
+        heads=Head.objects.using(using).filter(index_id=state.pk).count(),
+        posting_rows=postings["rows"],
+        posting_entries=postings["entries"] or 0,
+        versions=Version.objects.using(using).filter(index_id=state.pk).count(),
+        wal_entries=WalEntry.objects.using(using).filter(index_id=state.pk).count(),
+        snapshots=snapshots["count"],
+        snapshot_bytes=snapshots["size"] or 0,
+    )
+
+
+def find(name: str, using: str = "default") -> Stored | None:
+    """What index *name* stores, declared or not; None when nothing is stored under that name."""
+    state = IndexState.objects.using(using).filter(name=name).first()
+    return None if state is None else _measure(state, using)
+
+
+def leftovers(using: str = "default") -> list[Stored]:
+    """What indexes that no model declares any more left behind, by name."""
+    from .registry import declared_indexes
+
+    states = IndexState.objects.using(using).exclude(name__in=list(declared_indexes())).order_by("name")
+    return [_measure(state, using) for state in states]
+
+
+def drop(name: str, using: str = "default") -> Stored | None:
+    """Delete index *name*'s stored contents and its state row in one transaction; what they were."""
+    from .registry import reset_runtimes
+
+    connection = connections[using]
+    with transaction.atomic(using=using):
+        # Locked first, so that a job still running on the index finishes before.
+        state = IndexState.objects.using(using).select_for_update().filter(name=name).first()
+        if state is None:
+            return None
+        found = _measure(state, using)
+        with connection.cursor() as cursor:
+            for sql, params in drop_statements(connection, name):
+                cursor.execute(sql, params)
+    reset_runtimes()  # this process's head index of the dropped contents
+    return found
