@@ -31,6 +31,10 @@ DEFAULTS: dict[str, Any] = {
     "JOBS": "auto",
     # The maintenance scan (Celery beat) runs this often, in seconds.
     "SCAN_INTERVAL": 60,
+    # Seconds a maintenance job waits for a row lock that another
+    # transaction holds (a user's long transaction) before it gives up and
+    # is run again later.
+    "JOB_LOCK_TIMEOUT": 5,
     # A snapshot is taken (and the WAL truncated) once the WAL is this long.
     "WAL_SNAPSHOT_ENTRIES": 1_000,
     # Connections a query reads on at once (MySQL/MariaDB, outside a
@@ -57,6 +61,7 @@ POSITIVE_INTEGERS = (
     "SCAN_INTERVAL",
     "WAL_SNAPSHOT_ENTRIES",
     "QUERY_READERS",
+    "JOB_LOCK_TIMEOUT",
 )
 NON_NEGATIVE_NUMBERS = {"RETIRED_GRACE": "seconds", "QUERY_READERS_ABOVE_US": "microseconds"}
 

@@ -28,3 +28,7 @@ class SnapshotError(VectorIndexError):
 
 class IndexNeedsRebuild(VectorIndexError):
     """The stored index was written in a layout this version no longer reads; rebuild it."""
+
+
+class JobBusy(VectorIndexError):
+    """A maintenance job gave up waiting for a lock another transaction holds; it runs again later."""

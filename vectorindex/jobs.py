@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import transaction
 
 from .conf import vectorindex_settings
+from .exceptions import JobBusy
 
 logger = logging.getLogger("vectorindex.jobs")
 
@@ -83,6 +84,9 @@ def run_inline(job: str, index: str, using: str, **arguments: Any) -> None:
         name, kwargs = queue.pop(0)
         try:
             outcome = maintenance.run(name, get_declared(index), using, **kwargs)
+        except JobBusy as busy:
+            logger.warning("vectorindex %s", busy)  # the scan finds it again
+            continue
         except Exception:  # noqa: BLE001 - the scan will find the work again
             logger.exception("vectorindex job %s on %s failed", name, index)
             continue
