@@ -1,5 +1,5 @@
-"""Where jobs run: a broker that is down, and jobs that meet a lock another
-transaction keeps."""
+"""Where jobs run: a broker that is down, the inline safety-net scan, and jobs
+that meet a lock another transaction keeps."""
 
 import logging
 import os
@@ -14,6 +14,7 @@ from django.core.management import call_command
 from django.db import connection, connections
 
 from tests.indexing import build, check, clustered, worker
+from tests.test_maintenance import crowd_one_head
 from tests.testapp.models import Point, Streamed
 from vectorindex import jobs, maintenance
 from vectorindex.exceptions import JobBusy
@@ -212,6 +213,36 @@ def test_one_warning_per_outage_and_a_note_when_the_broker_is_back(settings, cel
         assert [r.levelname for r in caplog.records] == ["WARNING", "INFO", "WARNING"]
     finally:
         client.flushdb()
+
+
+# The inline safety-net scan -------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_inline_a_write_runs_the_scan_once_SCAN_INTERVAL_has_passed(settings, monkeypatch):
+    built(settings)
+    target = crowd_one_head()  # its split is lost: jobs are off
+    assert ("split", {"head_id": target}) in maintenance.scan(declared())
+    scans = []
+    scan = maintenance.scan
+    monkeypatch.setattr(maintenance, "scan", lambda *args, **kwargs: scans.append(args) or scan(*args, **kwargs))
+    new = iter(clustered(3, seed=8))
+
+    settings.VECTORINDEX = {"JOBS": "inline", "SCAN_INTERVAL": 3600}
+    Streamed.objects.create(embedding=next(new))
+    assert scans == [] and Head.objects.get(pk=target).alive
+
+    settings.VECTORINDEX = {"JOBS": "inline", "SCAN_INTERVAL": 1}
+    time.sleep(1.1)
+    Streamed.objects.create(embedding=next(new))
+    assert len(scans) == 1
+    assert not Head.objects.get(pk=target).alive  # the scan found the split, and it ran
+    assert max(sizes().values()) <= 64
+
+    settings.VECTORINDEX = {"JOBS": "inline", "SCAN_INTERVAL": 3600}
+    Streamed.objects.create(embedding=next(new))
+    assert len(scans) == 1  # within the interval, a write is one time check
+    assert "streamed_embedding: ok" in check(INDEX)
 
 
 # Jobs that meet a lock another transaction keeps ---------------------------------------

@@ -30,7 +30,9 @@ DEFAULTS: dict[str, Any] = {
     # "manual" (only when `manage.py vectorindex maintain` runs), or "auto":
     # celery when CELERY_BROKER_URL is set, inline otherwise.
     "JOBS": "auto",
-    # The maintenance scan (Celery beat) runs this often, in seconds.
+    # The maintenance scan runs this often, in seconds: Celery beat's schedule
+    # with "celery"; with "inline", a process that writes to an index scans it
+    # after a commit once this long has passed since it last did.
     "SCAN_INTERVAL": 60,
     # Seconds a commit waits for the broker when it sends a job ("celery"):
     # to connect, and for each reply. A job that cannot be sent is left for

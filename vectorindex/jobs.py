@@ -7,7 +7,8 @@ a rolled-back write triggers nothing. With Celery (``VECTORINDEX["JOBS"]`` is
 broker; otherwise the job runs right there, in the process that committed —
 the embedded default, which needs nothing else installed. In "manual" mode
 nothing is sent: ``manage.py vectorindex maintain`` does the work when run. A
-lost enqueue is caught by the periodic maintenance scan.
+lost enqueue is caught by the periodic maintenance scan: Celery beat's, or
+inline, one that writing processes run every ``SCAN_INTERVAL`` seconds.
 
 A broker that is down costs a commit one attempt of about ``ENQUEUE_TIMEOUT``
 seconds and one warning per outage: while it stays down, jobs are not sent at
@@ -205,3 +206,48 @@ def run_inline(job: str, index: str, using: str, **arguments: Any) -> None:
         logger.debug("vectorindex %s on %s: %s", name, index, outcome.detail)
         queue.extend(outcome.follow_up)
 
+
+# Inline safety-net scans ------------------------------------------------------
+
+# (index, using) -> when this process last scanned that index, or first wrote
+# to it, or built it.
+_scanned: dict[tuple[str, str], float] = {}
+_scanned_lock = threading.Lock()
+
+
+def wrote(index: str, using: str) -> None:
+    """A write to *index*: inline, it is scanned after the commit when ``SCAN_INTERVAL`` has passed.
+
+    The scan finds what lost jobs left undone (a process killed between
+    its commit and its job, a job that gave up on a lock); Celery beat runs
+    it when jobs go to Celery. A time check per write while none is due.
+    """
+    key = (index, using)
+    now = time.monotonic()
+    interval = vectorindex_settings.SCAN_INTERVAL
+    if now - _scanned.setdefault(key, now) < interval or mode() != "inline":
+        return
+    with _scanned_lock:
+        if now - _scanned[key] < interval:
+            return  # another thread's write took this one
+        _scanned[key] = now
+    transaction.on_commit(lambda: scan_inline(index, using), using=using, robust=True)
+
+
+def scanned(index: str, using: str) -> None:
+    """*index* needs no safety-net scan for ``SCAN_INTERVAL`` seconds (it was just built)."""
+    _scanned[(index, using)] = time.monotonic()
+
+
+def scan_inline(index: str, using: str) -> None:
+    """Run the maintenance scan of *index* and the jobs it finds, here."""
+    from . import maintenance
+    from .registry import get_declared
+
+    try:
+        found = maintenance.scan(get_declared(index), using)
+    except Exception:  # noqa: BLE001 - the next scan tries again
+        logger.exception("vectorindex scan of %s failed", index)
+        return
+    for job, arguments in found:
+        run_inline(job, index, using, **arguments)
