@@ -71,6 +71,7 @@ def worker(*args: str, fault: str | None = None) -> subprocess.Popen:
         [sys.executable, "-m", "tests.worker", *args],
         cwd=ROOT,
         env=env,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -30,6 +30,14 @@ def test_unknown_and_bad_values_are_refused(settings):
     settings.VECTORINDEX = {"RETIRED_GRACE": "5"}
     with pytest.raises(ImproperlyConfigured, match="'RETIRED_GRACE'\\] must be a number of seconds ≥ 0, got '5'."):
         vectorindex_settings.RETIRED_GRACE
+    for bad in (0, -1.5, float("inf"), float("nan"), "2", True):
+        settings.VECTORINDEX = {"ENQUEUE_TIMEOUT": bad}
+        expected = f"'ENQUEUE_TIMEOUT'\\] must be a finite number of seconds > 0, got {bad!r}."
+        with pytest.raises(ImproperlyConfigured, match=expected):
+            vectorindex_settings.ENQUEUE_TIMEOUT
+    settings.VECTORINDEX = {"JOB_LOCK_TIMEOUT": 0.5}
+    with pytest.raises(ImproperlyConfigured, match="'JOB_LOCK_TIMEOUT'\\] must be a positive integer, got 0.5."):
+        vectorindex_settings.JOB_LOCK_TIMEOUT
     with pytest.raises(AttributeError):
         vectorindex_settings.NOT_A_SETTING
 

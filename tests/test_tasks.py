@@ -3,12 +3,13 @@
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from tests.indexing import ROOT, build, check, clustered, database_url
-from tests.testapp.models import Streamed
+from tests.testapp.models import Point, Streamed
 from vectorindex.models import Head
 
 BROKER = os.environ.get("VECTORINDEX_TEST_BROKER", "redis://127.0.0.1:6379/15")
@@ -92,3 +93,37 @@ def test_the_scan_task_enqueues_what_the_index_needs(worker_process, settings):
     tasks.scan.delay(index="streamed_embedding")
     assert wait_for(lambda: not Head.objects.get(pk=target).alive), "the scan's split never ran"
     assert "streamed_embedding: ok" in check("streamed_embedding")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_split_that_meets_a_writers_lock_is_retried_with_a_countdown(worker_process, settings):
+    """The worker's split gives up after JOB_LOCK_TIMEOUT (5 s by default) and
+    is retried later, rather than holding the worker for the database's own
+    lock wait timeout; after the writer commits, the retry does the split."""
+    from tests.test_jobs import Writer, crowd_point_head, point_head
+    from vectorindex import tasks
+
+    settings.VECTORINDEX = {"JOBS": "manual"}  # only the task sent below runs
+    output: list[str] = []
+
+    def read() -> None:
+        for line in worker_process.stdout:
+            output.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    Point.objects.bulk_create(Point(embedding=v) for v in clustered(600, seed=4))
+    build("point_embedding")
+    target, head = point_head(clustered(2, seed=5)[1])
+    crowd_point_head(target, head)
+    holding = Writer()  # appends to the target head, and keeps its transaction open
+    try:
+        tasks.split.delay(index="point_embedding", head_id=target)
+        assert wait_for(lambda: any("retry: Retry in" in line for line in output)), "".join(output)[-3000:]
+        assert Head.objects.get(pk=target).alive
+        holding.commit()
+    finally:
+        holding.process.kill()
+        holding.process.wait(30)
+    assert wait_for(lambda: not Head.objects.get(pk=target).alive), "the retried split never ran"
+    assert any("vectorindex.split" in line and "succeeded" in line for line in output), "".join(output)[-3000:]
+    assert "point_embedding: ok" in check("point_embedding")

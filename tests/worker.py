@@ -2,9 +2,10 @@
 
 Runs against the database in DATABASE_URL (the test database). Modes:
 
-* ``write N SEED commit|hold`` — save N points inside one transaction; with
-  ``commit`` print their keys after COMMIT and then wait; with ``hold`` print
-  "written" before COMMIT and wait. Either way the test kills it (SIGKILL).
+* ``write N SEED commit|hold|wait`` — save N points inside one transaction;
+  with ``commit`` print their keys after COMMIT and then wait; with ``hold``
+  print "written" before COMMIT and wait; with ``wait`` print "written", read a
+  line from stdin, COMMIT and print "committed". Then the test kills it (SIGKILL).
 * ``query NAME SEED`` — answer a fixed query set from a freshly loaded index and
   print the keys found, and the warnings the app logged.
 * ``use NAME SEED query,write|write,query`` — the query set and a new point,
@@ -43,9 +44,12 @@ def main() -> None:
         vectors = clustered(count, seed=seed)
         with transaction.atomic():
             points = [Point.objects.create(group=seed, embedding=v) for v in vectors]
-            if how == "hold":
+            if how in ("hold", "wait"):
                 print(json.dumps({"written": [p.pk for p in points]}), flush=True)
-                time.sleep(600)
+                if how == "hold":
+                    time.sleep(600)
+                else:
+                    sys.stdin.readline()
         print(json.dumps({"committed": [p.pk for p in points]}), flush=True)
         time.sleep(600)
     elif mode == "query":

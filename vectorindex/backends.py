@@ -8,15 +8,21 @@ MySQL backend uses mysqlclient's default cursor, which buffers the entire result
 in client memory before the first row is returned; an unbuffered server-side
 cursor (``SSCursor``) keeps the pass within one chunk of memory. SQLite's cursor
 already steps through the result lazily.
+
+How long a statement waits for a lock another transaction holds is a session
+setting on MySQL/MariaDB (``innodb_lock_wait_timeout``, in seconds) and a
+connection setting on SQLite (its busy timeout, in milliseconds, which bounds
+the wait for the one write lock).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import NotSupportedError, connections
+from django.db import DatabaseError, NotSupportedError, connections
 
 # The index's locks and its posting-list sequence (storage.py) are written for
 # these; a VectorField without an index works on any database (its distances
@@ -72,3 +78,31 @@ def _streaming_cursor(connection: Any) -> Any:
     if connection.queries_logged:
         return connection.make_debug_cursor(raw)
     return connection.make_cursor(raw)
+
+
+# vendor -> (statement reading the lock wait timeout, statement setting it,
+# units in a second).
+LOCK_TIMEOUTS = {
+    "mysql": ("SELECT @@SESSION.innodb_lock_wait_timeout", "SET SESSION innodb_lock_wait_timeout = {}", 1),
+    "sqlite": ("PRAGMA busy_timeout", "PRAGMA busy_timeout = {}", 1000),
+}
+
+
+@contextmanager
+def lock_timeout(connection: Any, seconds: int) -> Iterator[None]:
+    """Inside, a lock wait on *connection* gives up after *seconds*; the setting before is restored after."""
+    read, write, units = LOCK_TIMEOUTS[connection.vendor]
+    with connection.cursor() as cursor:
+        cursor.execute(read)
+        previous = int(cursor.fetchone()[0])
+        cursor.execute(write.format(int(seconds * units)))
+    try:
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(write.format(previous))
+        except DatabaseError:
+            # The connection broke: one whose settings are unknown is not reused.
+            if not connection.in_atomic_block:
+                connection.close()

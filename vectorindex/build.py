@@ -178,7 +178,9 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
         with rt.lock:
             rt.head = head
             rt.payload = (generation, payload)
-        # A list that balancing left over the limit is split once this commits.
+        # A list that balancing left over the limit is split once this commits;
+        # nothing else is due: no safety-net scan for a while.
+        jobs.scanned(declared.name, using)
         limit = options["posting_limit"]
         for head_id, (size, _rows) in storage.posting_sizes().items():
             if size > limit:

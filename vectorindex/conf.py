@@ -8,6 +8,7 @@ typo does not silently leave a default in force.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.conf import settings
@@ -29,8 +30,18 @@ DEFAULTS: dict[str, Any] = {
     # "manual" (only when `manage.py vectorindex maintain` runs), or "auto":
     # celery when CELERY_BROKER_URL is set, inline otherwise.
     "JOBS": "auto",
-    # The maintenance scan (Celery beat) runs this often, in seconds.
+    # The maintenance scan runs this often, in seconds: Celery beat's schedule
+    # with "celery"; with "inline", a process that writes to an index scans it
+    # after a commit once this long has passed since it last did.
     "SCAN_INTERVAL": 60,
+    # Seconds a commit waits for the broker when it sends a job ("celery"):
+    # to connect, and for each reply. A job that cannot be sent is left for
+    # the scan.
+    "ENQUEUE_TIMEOUT": 2.0,
+    # Seconds a maintenance job waits for a row lock that another
+    # transaction holds (a user's long transaction) before it gives up and
+    # is run again later.
+    "JOB_LOCK_TIMEOUT": 5,
     # A snapshot is taken (and the WAL truncated) once the WAL is this long.
     "WAL_SNAPSHOT_ENTRIES": 1_000,
     # Connections a query reads on at once (MySQL/MariaDB, outside a
@@ -57,7 +68,9 @@ POSITIVE_INTEGERS = (
     "SCAN_INTERVAL",
     "WAL_SNAPSHOT_ENTRIES",
     "QUERY_READERS",
+    "JOB_LOCK_TIMEOUT",
 )
+POSITIVE_NUMBERS = {"ENQUEUE_TIMEOUT": "seconds"}
 NON_NEGATIVE_NUMBERS = {"RETIRED_GRACE": "seconds", "QUERY_READERS_ABOVE_US": "microseconds"}
 
 
@@ -92,6 +105,10 @@ class VectorIndexSettings:
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ImproperlyConfigured(f"VECTORINDEX['{name}'] must be a number of {unit} ≥ 0, got {value!r}.")
+        for name, unit in POSITIVE_NUMBERS.items():
+            value = merged[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ImproperlyConfigured(f"VECTORINDEX['{name}'] must be a finite number of {unit} > 0, got {value!r}.")
         for name in POSITIVE_INTEGERS:
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

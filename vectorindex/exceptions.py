@@ -70,3 +70,7 @@ class IndexNeedsRebuild(VectorIndexError):
 
 class IndexOutdated(IndexNeedsRebuild):
     """The index was built for other dimensions or another distance than it now declares; rebuild it."""
+
+
+class JobBusy(VectorIndexError):
+    """A maintenance job gave up waiting for a lock another transaction holds; it runs again later."""

@@ -7,7 +7,13 @@ a rolled-back write triggers nothing. With Celery (``VECTORINDEX["JOBS"]`` is
 broker; otherwise the job runs right there, in the process that committed —
 the embedded default, which needs nothing else installed. In "manual" mode
 nothing is sent: ``manage.py vectorindex maintain`` does the work when run. A
-lost enqueue is caught by the periodic maintenance scan.
+lost enqueue is caught by the periodic maintenance scan: Celery beat's, or
+inline, one that writing processes run every ``SCAN_INTERVAL`` seconds.
+
+A broker that is down costs a commit one attempt of about ``ENQUEUE_TIMEOUT``
+seconds and one warning per outage: while it stays down, jobs are not sent at
+all (the scan finds their work), and it is tried again every ``BROKER_RETRY``
+seconds.
 """
 
 from __future__ import annotations
@@ -15,12 +21,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 
 from .conf import vectorindex_settings
+from .exceptions import JobBusy
 
 logger = logging.getLogger("vectorindex.jobs")
 
@@ -66,11 +74,117 @@ def enqueue(job: str, index: str, using: str, *, dedupe: bool = False, **argumen
 
 def dispatch(job: str, index: str, using: str, **arguments: Any) -> None:
     if mode() == "celery":
-        from . import tasks
-
-        getattr(tasks, job).delay(index=index, using=using, **arguments)
+        send(job, index, using, **arguments)
         return
     run_inline(job, index, using, **arguments)
+
+
+# A broker that failed a send is left alone this many seconds (the jobs not
+# sent meanwhile are the scan's to find), then one send tries it again.
+BROKER_RETRY = 30.0
+
+
+@dataclass
+class _Outage:
+    """A broker that failed a send: when to try it again, and what was not sent meanwhile."""
+
+    retry_at: float
+    skipped: int = 0
+
+
+# Broker URL -> its outage, while it lasts (a URL of its own per broker:
+# settings or tests may point the app at another).
+_outages: dict[str, _Outage] = {}
+_outages_lock = threading.Lock()
+
+
+def send(job: str, index: str, using: str, **arguments: Any) -> bool:
+    """Send *job* to the broker; was it sent?
+
+    Never raises and never waits much longer than ``ENQUEUE_TIMEOUT``: a
+    failed send is logged (a warning for the first failure of an outage, not
+    for each job), and the job's work is left for the maintenance scan.
+    """
+    import kombu.pools
+
+    from . import tasks
+
+    task = getattr(tasks, job)
+    kwargs = {"index": index, "using": using, **arguments}
+    if task.app.conf.task_always_eager:
+        task.apply_async(kwargs=kwargs)  # runs here: no broker
+        return True
+    connection = _bounded_connection(task.app)
+    url = connection.as_uri()
+    now = time.monotonic()
+    with _outages_lock:
+        outage = _outages.get(url)
+        if outage is not None and now < outage.retry_at:
+            outage.skipped += 1
+            return False
+    try:
+        with kombu.pools.connections[connection].acquire(block=True, timeout=vectorindex_settings.ENQUEUE_TIMEOUT) as pooled:
+            try:
+                task.apply_async(kwargs=kwargs, connection=pooled, retry=False)
+            except Exception:
+                pooled.collect()  # a fresh connection next time, without talking to the broker
+                raise
+    except Exception as error:  # noqa: BLE001 - any failure to send is the scan's to make up for
+        _failed(url, job, index, error)
+        return False
+    _sent(url)
+    return True
+
+
+def _bounded_connection(app: Any) -> Any:
+    """A connection to *app*'s broker on which a send waits at most ``ENQUEUE_TIMEOUT`` seconds.
+
+    Celery's own producer pool would not do: kombu connects in a loop that
+    sleeps between attempts until ``broker_connection_timeout`` (4 s) has
+    passed, a publish with ``retry`` does that up to 3 more times, and the
+    Redis transport waits for a reply for ever by default (a broker that
+    accepts connections but does not answer hangs the commit). Here a send
+    makes one attempt (``max_retries`` 0 stops the connect loop; the publish
+    has no retry), and every step has the timeout: connecting
+    (``connect_timeout``; Redis: ``socket_connect_timeout``) and each reply
+    (Redis: ``socket_timeout``; RabbitMQ: ``read_timeout``/``write_timeout``).
+    Each transport ignores the options of the others.
+    """
+    timeout = vectorindex_settings.ENQUEUE_TIMEOUT
+    options = {
+        **app.conf.broker_transport_options,
+        "max_retries": 0,
+        "socket_connect_timeout": timeout,
+        "socket_timeout": timeout,
+        "read_timeout": timeout,
+        "write_timeout": timeout,
+    }
+    return app.connection_for_write(connect_timeout=timeout, transport_options=options)
+
+
+def _failed(url: str, job: str, index: str, error: Exception) -> None:
+    with _outages_lock:
+        new = url not in _outages
+        outage = _outages.setdefault(url, _Outage(0.0))
+        outage.retry_at = time.monotonic() + BROKER_RETRY
+    if new:
+        logger.warning(
+            "vectorindex could not send %s on %s to the broker (%s: %s); until it is reachable again, "
+            "jobs are not sent and the maintenance scan finds their work.",
+            job, index, type(error).__name__, error,
+        )
+    else:
+        logger.debug("vectorindex: the broker is still unreachable (%s)", error)
+
+
+def _sent(url: str) -> None:
+    with _outages_lock:
+        outage = _outages.pop(url, None)
+    if outage is not None:
+        logger.info(
+            "vectorindex: the broker is reachable again; %d jobs not sent meanwhile are left for the maintenance scan.",
+            outage.skipped,
+        )
 
 
 def run_inline(job: str, index: str, using: str, **arguments: Any) -> None:
@@ -83,8 +197,57 @@ def run_inline(job: str, index: str, using: str, **arguments: Any) -> None:
         name, kwargs = queue.pop(0)
         try:
             outcome = maintenance.run(name, get_declared(index), using, **kwargs)
+        except JobBusy as busy:
+            logger.warning("vectorindex %s", busy)  # the scan finds it again
+            continue
         except Exception:  # noqa: BLE001 - the scan will find the work again
             logger.exception("vectorindex job %s on %s failed", name, index)
             continue
         logger.debug("vectorindex %s on %s: %s", name, index, outcome.detail)
         queue.extend(outcome.follow_up)
+
+
+# Inline safety-net scans ------------------------------------------------------
+
+# (index, using) -> when this process last scanned that index, or first wrote
+# to it, or built it.
+_scanned: dict[tuple[str, str], float] = {}
+_scanned_lock = threading.Lock()
+
+
+def wrote(index: str, using: str) -> None:
+    """A write to *index*: inline, it is scanned after the commit when ``SCAN_INTERVAL`` has passed.
+
+    The scan finds what lost jobs left undone (a process killed between
+    its commit and its job, a job that gave up on a lock); Celery beat runs
+    it when jobs go to Celery. A time check per write while none is due.
+    """
+    key = (index, using)
+    now = time.monotonic()
+    interval = vectorindex_settings.SCAN_INTERVAL
+    if now - _scanned.setdefault(key, now) < interval or mode() != "inline":
+        return
+    with _scanned_lock:
+        if now - _scanned[key] < interval:
+            return  # another thread's write took this one
+        _scanned[key] = now
+    transaction.on_commit(lambda: scan_inline(index, using), using=using, robust=True)
+
+
+def scanned(index: str, using: str) -> None:
+    """*index* needs no safety-net scan for ``SCAN_INTERVAL`` seconds (it was just built)."""
+    _scanned[(index, using)] = time.monotonic()
+
+
+def scan_inline(index: str, using: str) -> None:
+    """Run the maintenance scan of *index* and the jobs it finds, here."""
+    from . import maintenance
+    from .registry import get_declared
+
+    try:
+        found = maintenance.scan(get_declared(index), using)
+    except Exception:  # noqa: BLE001 - the next scan tries again
+        logger.exception("vectorindex scan of %s failed", index)
+        return
+    for job, arguments in found:
+        run_inline(job, index, using, **arguments)

@@ -25,15 +25,16 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from django.db import OperationalError
+from django.db import OperationalError, connections
 from django.utils import timezone
 
 from . import writes
+from .backends import lock_timeout
 from .conf import vectorindex_settings
 from .engine import routing
 from .engine.head import prepare
 from .engine.kmeans import kmeans
-from .exceptions import VectorIndexError
+from .exceptions import JobBusy, VectorIndexError
 from .models import IndexState
 from .registry import Declared, damaged_snapshot, runtime
 from .storage import Storage, job_transaction
@@ -587,40 +588,75 @@ JOBS = {
 RETRIES = 4
 
 
-def _transient(error: OperationalError) -> bool:
-    """A deadlock or lock wait the database broke off: the job can simply run again."""
-    code = error.args[0] if error.args else None
-    return code in (1205, 1213) or "database is locked" in str(error)
+def _deadlock(error: OperationalError) -> bool:
+    """A deadlock the database broke off: the job can simply run again."""
+    return bool(error.args) and error.args[0] == 1213
+
+
+def _lock_wait(error: OperationalError) -> bool:
+    """A lock wait that ran out (MySQL/MariaDB's lock wait timeout; SQLite's busy timeout)."""
+    return bool(error.args) and error.args[0] == 1205 or "database is locked" in str(error)
 
 
 def run(name: str, declared: Declared, using: str = "default", **arguments: Any) -> Outcome:
-    """Run one job; a transaction the database broke off (deadlock) is run again.
+    """Run one job, waiting at most ``JOB_LOCK_TIMEOUT`` seconds for each lock.
 
-    Jobs are idempotent, and a broken-off transaction left nothing behind.
+    A transaction the database broke off for a deadlock is run again at once:
+    jobs are idempotent, and a broken-off transaction left nothing behind. A
+    lock held longer than that (a user's transaction that stays open, on
+    SQLite any writer's) raises :class:`JobBusy` instead: the job runs again
+    later (a Celery retry, the scan), rather than hold its worker and the
+    locks it took first for the database's own timeout, 50 s on InnoDB.
     """
-    for attempt in range(RETRIES):
-        try:
-            return JOBS[name](declared, using=using, **arguments)
-        except OperationalError as error:
-            if not _transient(error) or attempt == RETRIES - 1:
-                raise
-            time.sleep(0.05 * 2**attempt * (1 + random.random()))
+    seconds = vectorindex_settings.JOB_LOCK_TIMEOUT
+    with lock_timeout(connections[using], seconds):
+        for attempt in range(RETRIES):
+            started = time.monotonic()
+            try:
+                return JOBS[name](declared, using=using, **arguments)
+            except OperationalError as error:
+                busy = _lock_wait(error)
+                # SQLite says "locked" at once, without waiting, where a wait
+                # would deadlock: that one is a deadlock, and runs again too.
+                if busy and (time.monotonic() - started >= seconds or attempt == RETRIES - 1):
+                    given = ", ".join(f"{key}={value}" for key, value in arguments.items())
+                    raise JobBusy(
+                        f"{name}({given}) on {declared.name}: a lock stayed held by another transaction "
+                        f"for over {seconds} s (JOB_LOCK_TIMEOUT); left to run again later"
+                    ) from error
+                if not (busy or _deadlock(error)) or attempt == RETRIES - 1:
+                    raise
+                time.sleep(0.05 * 2**attempt * (1 + random.random()))
     raise AssertionError("unreachable")
 
 
 def maintain(declared: Declared, using: str = "default", *, rounds: int = 50, report: Any = None) -> list[Outcome]:
-    """Run jobs until the scan finds nothing to do (or *rounds* scans have run)."""
+    """Run jobs until the scan finds nothing to do (or *rounds* scans have run).
+
+    A job that gave up on a lock (:class:`JobBusy`) is reported and not tried
+    again in this call: a transaction that holds its lock may stay open long.
+    """
     outcomes: list[Outcome] = []
+    busy: set[tuple[str, str]] = set()
     for _round in range(rounds):
-        jobs = scan(declared, using, lost_after=0)  # every pending reassign, now (they are idempotent)
+        # Every pending reassign, now: they are idempotent.
+        jobs = [job for job in scan(declared, using, lost_after=0) if _key(*job) not in busy]
         if not jobs:
             break
         queue = list(jobs)
         while queue:
             name, arguments = queue.pop(0)
-            outcome = run(name, declared, using, **arguments)
+            try:
+                outcome = run(name, declared, using, **arguments)
+            except JobBusy as error:
+                busy.add(_key(name, arguments))
+                outcome = Outcome(name, str(error))
             outcomes.append(outcome)
             queue.extend(outcome.follow_up)
             if report:
                 report(outcome)
     return outcomes
+
+
+def _key(name: str, arguments: dict[str, Any]) -> tuple[str, str]:
+    return name, repr(sorted(arguments.items()))

@@ -414,8 +414,18 @@ class Storage:
         returning = self.connection.features.can_return_rows_from_bulk_insert
         statements = [
             (
-                f"SET @vectorindex_ok = (SELECT COUNT(*) FROM {self.state_table} WHERE id = %s AND name = %s "
-                "AND status = %s AND generation = %s AND wal_lsn = %s)",
+                # SELECT … INTO, not SET @… = (SELECT …): InnoDB reads a SET's
+                # subquery with a shared lock on the state row, held to the end
+                # of the user's transaction, and every snapshot and split
+                # (which lock that row exclusively) waited for it. A plain read
+                # is enough: the other paths read the state row without a lock
+                # too, and what the check guards against is caught anyway — a
+                # head retired by a change that commits after this read shows
+                # in the head locks below (the write then routes again), and a
+                # new head that this routing did not know is the same race as
+                # for a write that committed just before the change.
+                f"SELECT COUNT(*) FROM {self.state_table} WHERE id = %s AND name = %s "
+                "AND status = %s AND generation = %s AND wal_lsn = %s INTO @vectorindex_ok",
                 [self.index_id, name, IndexState.Status.READY, generation, lsn],
             ),
             (self._lock_heads_sql(len(ids), f" AND {ok}"), [self.index_id, *ids]),

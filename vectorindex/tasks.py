@@ -1,23 +1,33 @@
 """Celery tasks: thin wrappers over :mod:`vectorindex.maintenance`.
 
 Each takes primitive ids and is idempotent; ``acks_late`` returns a task whose
-worker died to the queue, and running it again is safe.
+worker died to the queue, and running it again is safe. A job that gave up
+waiting for a lock another transaction kept is retried with a countdown, twice
+as long each time, up to ``BUSY_RETRIES`` times; after that the maintenance
+scan finds its work.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery import shared_task
+from celery import current_task, shared_task
 
 from . import maintenance
+from .conf import vectorindex_settings
+from .exceptions import JobBusy
 from .registry import declared_indexes, get_declared
 
 OPTIONS = {"acks_late": True, "ignore_result": True, "reject_on_worker_lost": True}
+BUSY_RETRIES = 5
 
 
 def _run(job: str, index: str, using: str, **arguments: Any) -> str:
-    outcome = maintenance.run(job, get_declared(index), using, **arguments)
+    try:
+        outcome = maintenance.run(job, get_declared(index), using, **arguments)
+    except JobBusy as busy:
+        countdown = vectorindex_settings.JOB_LOCK_TIMEOUT * 2**current_task.request.retries
+        raise current_task.retry(exc=busy, countdown=countdown, max_retries=BUSY_RETRIES) from busy
     for name, follow_up in outcome.follow_up:
         globals()[name].delay(index=index, using=using, **follow_up)
     return outcome.detail

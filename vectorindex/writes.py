@@ -122,6 +122,7 @@ def index_vectors(
     """
     if not rows:
         return
+    jobs.wrote(declared.name, using)
     if new and len(rows) == 1 and rows[0][1] is not None and _index_new_one(declared, using, *rows[0], routed):
         return
     ready = _ready_storage(declared, using)
@@ -264,6 +265,7 @@ def unindex(declared: Declared, using: str, pks: Iterable[Any]) -> None:
     pks = list(pks)
     if not pks:
         return
+    jobs.wrote(declared.name, using)
     ready = _ready_storage(declared, using)
     if ready is not None:
         ready[1].delete_versions(pks)
