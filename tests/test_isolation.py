@@ -172,3 +172,46 @@ def test_jobs_read_committed_rows_whatever_the_sessions_isolation(crowded, monke
         with connection.cursor() as cursor:
             cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
     assert seen and set(seen) == {"READ COMMITTED"}, seen
+
+
+@pytest.mark.skipif("connection.vendor != 'mysql'", reason="on SQLite a transaction that writes begins after the build's")
+@pytest.mark.parametrize("level", ["read committed", "repeatable read"])
+def test_a_write_that_waited_for_a_build_writes_the_entries_the_build_chose(transactional_db, level, monkeypatch):
+    """The first read saw the index not built (no entry layout yet); the build then chose int8."""
+    import time
+
+    from tests.testapp.models import Point
+    from vectorindex import build as building
+    from vectorindex.models import IndexState
+
+    Point.objects.bulk_create(Point(embedding=v) for v in clustered(2000, seed=8))
+    original = building._read_vectors
+
+    def slow_read(*args, **kwargs):
+        time.sleep(1.5)  # the build holds the state row meanwhile
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(building, "_read_vectors", slow_read)
+    started = threading.Event()
+
+    def build_it():
+        started.set()
+        build("point_embedding")
+
+    thread = threading.Thread(target=lambda: (build_it(), connections.close_all()))
+    thread.start()
+    started.wait()
+    while IndexState.objects.get(name="point_embedding").status != "building":
+        time.sleep(0.01)
+    time.sleep(0.5)
+    vector = clustered(1, seed=9)[0] + 25
+    if connection.vendor == "mysql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET TRANSACTION ISOLATION LEVEL {level.upper()}")
+    with transaction.atomic():
+        assert IndexState.objects.get(name="point_embedding").status == "building"  # as this transaction first saw it
+        point = Point.objects.create(embedding=vector)  # waits for the build
+    thread.join(120)
+    assert IndexState.objects.get(name="point_embedding").status == "ready"
+    assert Point.objects.order_by(L2Distance("embedding", vector)).first().pk == point.pk
+    assert "point_embedding: ok" in check("point_embedding")

@@ -340,20 +340,47 @@ class Runtime:
         ids, vectors = storage.head_rows(sorted(restored))
         return HeadView(head, lsn, hidden, ids, vectors)
 
-    def newest(self) -> HeadIndex:
+    def newest(self, seen: tuple[str, int, int] | None = None) -> HeadIndex:
         """The head index up to the newest commit, whatever this connection's transaction sees.
 
         A writer that routed to a head retired meanwhile catches up with
         this. Under REPEATABLE READ, a transaction reads the state row and
         the WAL as they were when it began, and would find the same old
-        state again and again: on MySQL/MariaDB inside a transaction, they
-        are read on a connection of the process's own, in autocommit mode.
-        (SQLite has one writer at a time: a writing transaction sees every
-        commit before it.)
+        state again and again: on MySQL/MariaDB inside a transaction, the
+        state row is also read on a connection of the process's own, in
+        autocommit mode, and where it is further on in the same generation,
+        the WAL is replayed from there. Otherwise (this transaction's own
+        build or head changes, not committed yet, are newer than anything
+        committed) this connection's view is the newest. (SQLite has one
+        writer at a time: a writing transaction sees every commit before it.)
         """
+        storage, state = self.open()
+        seen = seen or state
         if self.connection.vendor == "mysql" and self.connection.in_atomic_block:
-            return on_own_connection(self.using, lambda: self.current(*self.open()))
-        return self.current(*self.open())
+            head = on_own_connection(self.using, lambda: self._committed(storage, state, seen))
+            if head is not None:
+                return head
+        return self.current(storage, seen)
+
+    def _committed(self, mine: Storage, state: tuple[str, int, int], seen: tuple[str, int, int]) -> HeadIndex | None:
+        """On this thread's connection: the head index at the newest commit, if that is *seen*'s generation, at least as far, and further than *state*."""
+        storage = Storage(self.connection, mine.index_id, mine.dimensions, mine.payload)
+        committed = storage.read_state()
+        if committed[1] != seen[1] or committed[2] < seen[2] or committed == state:
+            return None
+        return self.current(storage, committed)
+
+    def storage_at(self, state: tuple[str, int, int]) -> Storage:
+        """This index's storage with the entry layout of *state*'s generation, as a lock on the state row reads it."""
+        with self.connection.cursor() as cursor:
+            table = self.connection.ops.quote_name(IndexState._meta.db_table)
+            lock = " LOCK IN SHARE MODE" if self.connection.vendor == "mysql" else ""
+            cursor.execute(f"SELECT payload FROM {table} WHERE id = %s{lock}", [self.state_id])
+            (stored,) = cursor.fetchone()
+        payload = Payload.from_state(self.declared.field.dimensions, json.loads(stored) if isinstance(stored, str) else stored)
+        with self.lock:
+            self.payload = (state[1], payload)
+        return Storage(self.connection, self.state_id, self.declared.field.dimensions, payload)
 
     def forget(self) -> None:
         with self.lock:

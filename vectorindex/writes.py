@@ -41,7 +41,7 @@ class IndexWriteError(VectorIndexError):
 
 
 def _ready_storage(declared: Declared, using: str):
-    """(runtime, storage, state) when the index takes writes now, else None.
+    """(runtime, storage, state, waited for a build?) when the index takes writes now, else None.
 
     An index that is not ready has nothing to append to: its build will read
     the row. While a build runs, the shared lock makes this writer wait for it
@@ -53,7 +53,10 @@ def _ready_storage(declared: Declared, using: str):
         state = storage.lock_state(exclusive=False)
         if state[0] != IndexState.Status.READY:
             return None
-    return rt, storage, state
+        # The build this writer waited for chose the entries' layout: the
+        # state row as the lock read it, not as the transaction first saw it.
+        return rt, rt.storage_at(state), state, True
+    return rt, storage, state, False
 
 
 def _coerced(declared: Declared, values: Sequence[Any]) -> np.ndarray:
@@ -128,7 +131,7 @@ def index_vectors(
     ready = _ready_storage(declared, using)
     if ready is None:
         return
-    rt, storage, state = ready
+    rt, storage, state, waited = ready
     present = [(pk, value) for pk, value in rows if value is not None]
     absent = [pk for pk, value in rows if value is None]
     if absent:
@@ -140,7 +143,7 @@ def index_vectors(
         vectors = routed.vectors  # coerced once, ahead
     else:
         vectors = _coerced(declared, [value for _, value in present])
-    head = rt.current(storage, state)
+    head = rt.newest(seen=state) if waited else rt.current(storage, state)
     assigned = routed.result_for(head) if routed is not None else None
     _route_and_append(declared, using, rt, storage, head, pks, vectors, assigned)
 
