@@ -5,6 +5,7 @@
     python -m bench stream                   update stability under inserts and deletes
     python -m bench exact --limit 100000     the exact path alone
     python -m bench plots --search F.json    PNG plots of saved results
+    python -m bench torture --minutes 10     writers, worker and database killed over and over; every row checked
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ BENCHMARKS = {
     "stream": "bench.stream",
     "exact": "bench.exact",
     "plots": "bench.plots",
+    "torture": "bench.torture",
 }
 
 

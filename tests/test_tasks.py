@@ -127,3 +127,25 @@ def test_a_split_that_meets_a_writers_lock_is_retried_with_a_countdown(worker_pr
     assert wait_for(lambda: not Head.objects.get(pk=target).alive), "the retried split never ran"
     assert any("vectorindex.split" in line and "succeeded" in line for line in output), "".join(output)[-3000:]
     assert "point_embedding: ok" in check("point_embedding")
+
+
+@pytest.mark.django_db
+def test_the_scan_of_every_index_goes_on_past_one_that_fails(monkeypatch, caplog):
+    from vectorindex import maintenance, tasks
+
+    scanned = []
+
+    def scan(declared, using):
+        scanned.append(declared.name)
+        if declared.name == "package_embedding":
+            raise RuntimeError("not migrated")
+        return []
+
+    monkeypatch.setattr(maintenance, "scan", scan)
+    assert tasks.scan() == 0
+    from vectorindex.registry import declared_indexes
+
+    assert scanned == sorted(declared_indexes()) and scanned[0] == "package_embedding"
+    assert "the scan of package_embedding failed" in caplog.text
+    with pytest.raises(RuntimeError, match="not migrated"):
+        tasks.scan(index="package_embedding")

@@ -24,6 +24,25 @@ class VectorIndexConfig(AppConfig):
         post_migrate.connect(_register_indexes, sender=self)
 
 
+def _migrated(state_apps: Any) -> bool:
+    """Does the database, as migrate left it, have every column of vectorindex's models?
+
+    Not after ``migrate vectorindex 0002`` (going back): its tables are then
+    older than the models, and nothing here may touch them.
+    """
+    from django.apps import apps
+
+    for model in apps.get_app_config("vectorindex").get_models():
+        try:
+            migrated = state_apps.get_model(model._meta.label)
+        except LookupError:
+            return False
+        columns = {field.column for field in migrated._meta.concrete_fields}
+        if not {field.column for field in model._meta.concrete_fields} <= columns:
+            return False
+    return True
+
+
 def _register_indexes(using: str = "default", verbosity: int = 1, stdout: Any = None, **kwargs: object) -> None:
     """After migrate (and flush), every declared VectorIndex has its state row.
 
@@ -35,7 +54,8 @@ def _register_indexes(using: str = "default", verbosity: int = 1, stdout: Any = 
     from .models import IndexState
     from .registry import reset_runtimes, sync_states
 
-    if router.allow_migrate_model(using, IndexState):
+    state_apps = kwargs.get("apps")
+    if router.allow_migrate_model(using, IndexState) and (state_apps is None or _migrated(state_apps)):
         out = stdout or sys.stdout
 
         def report(message: str) -> None:

@@ -9,6 +9,7 @@ scan finds its work.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import current_task, shared_task
@@ -17,6 +18,8 @@ from . import maintenance
 from .conf import vectorindex_settings
 from .exceptions import JobBusy
 from .registry import declared_indexes, get_declared
+
+logger = logging.getLogger("vectorindex.tasks")
 
 OPTIONS = {"acks_late": True, "ignore_result": True, "reject_on_worker_lost": True}
 BUSY_RETRIES = 5
@@ -71,10 +74,19 @@ def sweep(index: str, using: str = "default") -> str:
 @shared_task(name="vectorindex.scan", **OPTIONS)
 def scan(index: str | None = None, using: str = "default") -> int:
     """Enqueue what every index (or one) needs: the beat schedule's job."""
-    names = [index] if index else sorted(declared_indexes())
+    if index:
+        return _scan(index, using)
     sent = 0
-    for name in names:
-        for job, arguments in maintenance.scan(get_declared(name), using):
-            globals()[job].delay(index=name, using=using, **arguments)
-            sent += 1
+    for name in sorted(declared_indexes()):
+        try:
+            sent += _scan(name, using)
+        except Exception:  # noqa: BLE001 - one index's trouble (not migrated, say) does not stop the others' scans
+            logger.exception("vectorindex: the scan of %s failed", name)
     return sent
+
+
+def _scan(name: str, using: str) -> int:
+    jobs = maintenance.scan(get_declared(name), using)
+    for job, arguments in jobs:
+        globals()[job].delay(index=name, using=using, **arguments)
+    return len(jobs)

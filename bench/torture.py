@@ -1,0 +1,358 @@
+"""Torture: writers, a maintenance worker and the database itself killed over and over; then every row checked.
+
+Starts a MariaDB server of its own (another port, a scratch data directory),
+builds ``package_embedding`` on ``--rows`` rows of the data set with small
+posting lists (so that splits, merges and reassigns never stop), and for
+``--minutes`` runs ``--writers`` writer processes (inserts through
+``bulk_create``, ``create`` and the deserializer's raw saves; vector updates
+through ``save``, ``update`` and ``bulk_update``; deletes) and a Celery worker
+with the maintenance scan every few seconds, while it kills (SIGKILL) a
+writer, the worker or the database server every few seconds and starts it
+again. Then, with nothing killed any more, it lets maintenance finish and
+checks every row: each is queried by its own vector with every list read
+(lost rows), the index's own check finds what a query with the default
+settings would not reach (unreachable rows), and each deleted row's last
+vector is queried (deleted rows returned).
+
+    python -m bench torture --minutes 20 --writers 3
+
+Needs Redis (the broker, ``--broker``) and MariaDB's binaries. Writers log
+what they committed to files under ``--scratch``; the server's data directory
+is there too, and is removed at the end unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .common import DEFAULT_DATASET, ROOT
+
+TUNING = ["posting_limit=40", "merge_below=4", "defragment_rows=8"]
+NOISE = 0.02  # added to each dataset vector, so that no two rows hold the same vector
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--writers", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=3_000, help="rows the index is built on")
+    parser.add_argument("--kill-every", type=float, default=4.0, help="seconds between kills, on average")
+    parser.add_argument("--port", type=int, default=3391)
+    parser.add_argument("--scratch", type=Path, default=Path("/tmp/vectorindex-torture"))
+    parser.add_argument("--broker", default="redis://127.0.0.1:6379/13")
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory (the server's data, the logs)")
+    parser.add_argument("--writer", type=int, help=argparse.SUPPRESS)  # a writer process's number
+    args = parser.parse_args()
+    if args.writer is not None:
+        return write(args)
+    run(args)
+
+
+# The server --------------------------------------------------------------------------
+
+
+class Server:
+    """A MariaDB server of this run's own, killed and started at will."""
+
+    def __init__(self, scratch: Path, port: int) -> None:
+        self.data = scratch / "mariadb"
+        self.port = port
+        self.socket = scratch / "mariadb.sock"
+        self.process: subprocess.Popen | None = None
+        self.log = scratch / "mariadb.log"
+
+    def install(self) -> None:
+        shutil.rmtree(self.data, ignore_errors=True)
+        self.data.mkdir(parents=True)
+        installer = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
+        subprocess.run(
+            [installer, "--no-defaults", f"--datadir={self.data}", "--user=root", "--auth-root-authentication-method=normal"],
+            check=True, capture_output=True,
+        )
+
+    def start(self) -> None:
+        binary = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+        self.process = subprocess.Popen(
+            [binary, "--no-defaults", f"--datadir={self.data}", f"--port={self.port}", "--bind-address=127.0.0.1",
+             f"--socket={self.socket}", f"--pid-file={self.data / 'pid'}", "--user=root", f"--log-error={self.log}",
+             "--innodb-buffer-pool-size=256M", "--max-connections=200", "--skip-name-resolve"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        import MySQLdb
+
+        for _ in range(300):
+            try:
+                MySQLdb.connect(host="127.0.0.1", port=self.port, user="root").close()
+                return
+            except MySQLdb.OperationalError:
+                time.sleep(0.1)
+        raise SystemExit(f"the MariaDB server on port {self.port} did not start; see {self.log}")
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(60)
+            self.process = None
+
+
+# The run ------------------------------------------------------------------------------
+
+
+def run(args) -> None:
+    args.scratch.mkdir(parents=True, exist_ok=True)
+    server = Server(args.scratch, args.port)
+    server.install()
+    server.start()
+    import MySQLdb
+
+    connection = MySQLdb.connect(host="127.0.0.1", port=args.port, user="root")
+    connection.cursor().execute("CREATE DATABASE torture CHARACTER SET utf8mb4")
+    connection.close()
+    environment = {
+        **os.environ,
+        "DATABASE_URL": f"mysql://root@127.0.0.1:{args.port}/torture",
+        "DJANGO_SETTINGS_MODULE": "demo_project.settings",
+        "CELERY_BROKER_URL": args.broker,
+        "VECTORINDEX_SCAN_INTERVAL": "5",
+        "BENCH_TUNING": json.dumps(TUNING),
+        "BENCH_SETTINGS": json.dumps(["RETIRED_GRACE=5", "WAL_SNAPSHOT_ENTRIES=200"]),
+    }
+    os.environ.update(environment)
+    from .common import configure, setup, tune
+
+    setup("unused.sqlite3")
+    tune(TUNING)
+    configure(json.loads(environment["BENCH_SETTINGS"]))
+    import redis
+
+    redis.Redis.from_url(args.broker).flushdb()
+    from demo_project.packages.models import Package
+    from vectorindex import build
+    from vectorindex.registry import get_declared
+
+    base = np.load(args.dataset / "base.f16.npy", mmap_mode="r")
+    rng = np.random.default_rng(args.seed)
+    first = rng.choice(len(base), size=args.rows, replace=False)
+    vectors = base[np.sort(first)].astype(np.float32) + rng.normal(scale=NOISE, size=(args.rows, base.shape[1])).astype(np.float32)
+    Package.objects.bulk_create(Package(name=f"seed{i}", summary="", embedding=v) for i, v in enumerate(vectors))
+    report = build.build(get_declared("package_embedding"))
+    print(f"built on {report.vectors:,} rows: {report.heads:,} heads", flush=True)
+    from django.db import connections
+
+    connections.close_all()
+
+    logs = args.scratch / "logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir()
+    children: dict[str, subprocess.Popen] = {}
+
+    def start(name: str) -> None:
+        if name == "worker":
+            command = [sys.executable, "-m", "bench.worker", "--pool=solo", "--loglevel=WARNING", "--without-gossip",
+                       "--without-mingle", "--without-heartbeat", "--beat", f"--schedule={args.scratch / 'beat'}"]
+        else:
+            number = int(name.removeprefix("writer"))
+            command = [sys.executable, "-m", "bench", "torture", "--writer", str(number), "--scratch", str(args.scratch),
+                       "--dataset", str(args.dataset), "--seed", str(args.seed * 100 + number + random.randrange(10**6))]
+        log = open(logs / f"{name}.out", "a")
+        children[name] = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
+
+    names = ["worker", *(f"writer{i}" for i in range(args.writers))]
+    for name in names:
+        start(name)
+    kills = {"writer": 0, "worker": 0, "database": 0}
+    chooser = random.Random(args.seed)
+    deadline = time.monotonic() + 60 * args.minutes
+    while time.monotonic() < deadline:
+        time.sleep(chooser.expovariate(1 / args.kill_every))
+        for name, child in list(children.items()):
+            if child.poll() is not None:  # died by itself (it should not): start it again
+                print(f"{name} exited with {child.returncode}; started again", flush=True)
+                start(name)
+        victim = chooser.choice(["database", "worker", *(["writer"] * 2)])
+        if victim == "database":
+            server.kill()
+            time.sleep(chooser.uniform(0.2, 2.0))
+            server.start()
+        else:
+            name = "worker" if victim == "worker" else chooser.choice(names[1:])
+            children[name].send_signal(signal.SIGKILL)
+            children[name].wait()
+            start(name)
+        kills[victim] += 1
+    for name, child in children.items():
+        child.send_signal(signal.SIGTERM if name == "worker" else signal.SIGKILL)
+    for child in children.values():
+        child.wait(120)
+    print(f"killed: {kills}", flush=True)
+    results = verify(args, kills)
+    server.stop()
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    if not args.keep:
+        shutil.rmtree(args.scratch, ignore_errors=True)
+
+
+def verify(args, kills: dict) -> dict:
+    """Maintenance to the end, then every row against the index."""
+    from django.db import connections
+
+    connections.close_all()
+    from demo_project.packages.models import Package
+    from vectorindex import CosineDistance, maintenance, recovery
+    from vectorindex.registry import get_declared, reset_runtimes
+
+    reset_runtimes()
+    declared = get_declared("package_embedding")
+    operations = {}
+    deleted_vectors: dict[int, list[float]] = {}
+    for path in (args.scratch / "logs").glob("writer*.jsonl"):
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the last line of a writer killed while writing it
+            operations[record["op"]] = operations.get(record["op"], 0) + 1
+            for pk, vector in record.get("deleted", {}).items():
+                deleted_vectors[int(pk)] = vector
+    started = time.perf_counter()
+    outcomes = maintenance.maintain(declared, rounds=200)
+    drained = time.perf_counter() - started
+    survey = recovery.surveyed(declared)
+    rows = list(Package.objects.values_list("pk", "embedding"))
+    every = Package.objects.approximate(probes=10**6)
+
+    def found(pk: int, vector: np.ndarray) -> bool:
+        # QuerySet.update() gives several rows one vector: the row is found
+        # when it is among the nearest, at the nearest distance.
+        nearest = every.annotate(d=CosineDistance("embedding", vector)).order_by("d").values_list("pk", "d")[:20]
+        return any(other == pk and d <= nearest[0][1] + 1e-6 for other, d in nearest)
+
+    lost = [pk for pk, vector in rows if not found(pk, vector)]
+    present = {pk for pk, _vector in rows}
+    returned = [
+        pk for pk, vector in deleted_vectors.items()
+        if pk not in present and pk in every.order_by(CosineDistance("embedding", vector)).values_list("pk", flat=True)[:10]
+    ]
+    status = recovery.status(declared)
+    from vectorindex.registry import runtime
+
+    head = runtime(declared, "default").current(*runtime(declared, "default").open())
+    return {
+        "minutes": args.minutes,
+        "writers": args.writers,
+        "operations_committed": operations,
+        "kills": kills,
+        "maintenance_after": {"jobs": len(outcomes), "seconds": round(drained, 1)},
+        "rows": len(rows),
+        "rows_lost": len(lost),
+        "lost_examples": lost[:10],
+        "rows_unreachable_with_defaults": len(survey.unreachable),
+        "survey": {kind: len(getattr(survey, kind)) for kind in ("missing", "lost", "changed", "unreachable", "orphaned")},
+        "deleted_rows_checked": len(deleted_vectors),
+        "deleted_rows_returned": len(returned),
+        "heads": status.get("heads"),
+        "retired_heads": status.get("retired_heads"),
+        "head_index_elements": head.elements,
+        "posting_entries": status.get("posting_entries"),
+        "deleted_versions": status.get("deleted_versions"),
+    }
+
+
+# A writer --------------------------------------------------------------------------
+
+
+def write(args) -> None:
+    """One writer process: random writes for ever, each logged once committed."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_project.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core import serializers
+    from django.db import connections, transaction
+
+    from demo_project.packages.models import Package
+
+    from .common import configure, tune
+
+    tune(json.loads(os.environ["BENCH_TUNING"]))
+    configure(json.loads(os.environ["BENCH_SETTINGS"]))
+    base = np.load(args.dataset / "base.f16.npy", mmap_mode="r")
+    rng = np.random.default_rng(args.seed)
+    log = open(args.scratch / "logs" / f"writer{args.writer}.jsonl", "a")
+
+    def vector() -> np.ndarray:
+        return base[rng.integers(len(base))].astype(np.float32) + rng.normal(scale=NOISE, size=base.shape[1]).astype(np.float32)
+
+    def committed(op: str, **details) -> None:
+        log.write(json.dumps({"op": op, **details}) + "\n")
+        log.flush()
+
+    def some(count: int) -> list:
+        pks = list(Package.objects.order_by("?").values_list("pk", flat=True)[:count])
+        return list(Package.objects.filter(pk__in=pks))
+
+    while True:
+        op = rng.choice(
+            ["bulk_create", "create", "raw", "save", "update", "bulk_update", "delete"],
+            p=[0.15, 0.2, 0.05, 0.2, 0.1, 0.1, 0.2],
+        )
+        try:
+            if op == "bulk_create":
+                Package.objects.bulk_create(Package(name="b", summary="", embedding=vector()) for _ in range(rng.integers(1, 20)))
+            elif op == "create":
+                Package.objects.create(name="c", summary="", embedding=vector())
+            elif op == "raw":  # as loaddata saves
+                row = Package(name="r", summary="", embedding=vector())
+                for obj in serializers.deserialize("json", serializers.serialize("json", [row])):
+                    obj.save()
+            elif op == "save":
+                for row in some(1):
+                    row.embedding = vector()
+                    row.save()
+            elif op == "update":
+                pks = [row.pk for row in some(3)]
+                Package.objects.filter(pk__in=pks).update(embedding=vector())
+            elif op == "bulk_update":
+                rows = some(5)
+                for row in rows:
+                    row.embedding = vector()
+                Package.objects.bulk_update(rows, ["embedding"])
+            else:
+                rows = some(int(rng.integers(1, 6)))
+                with transaction.atomic():
+                    gone = {row.pk: row.embedding.tolist() for row in rows}
+                    Package.objects.filter(pk__in=list(gone)).delete()
+                committed(op, deleted=gone)
+                continue
+            committed(op)
+        except Exception:  # noqa: BLE001 - the server was killed: a new connection, and on
+            connections.close_all()
+            time.sleep(0.3)
+
+
+if __name__ == "__main__":
+    main()
