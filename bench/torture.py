@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +177,17 @@ def run(args) -> None:
             command = [sys.executable, "-m", "bench", "torture", "--writer", str(number), "--scratch", str(args.scratch),
                        "--dataset", str(args.dataset), "--seed", str(args.seed * 100 + number + random.randrange(10**6))]
         log = open(logs / f"{name}.out", "a")
-        children[name] = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
+        # A group of its own: the worker's beat is a child process of it, killed with it.
+        children[name] = subprocess.Popen(
+            command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def kill(name: str, how: int = signal.SIGKILL) -> None:
+        try:
+            os.killpg(children[name].pid, how)
+        except ProcessLookupError:
+            pass  # the whole group is gone already
+        children[name].wait(120)
 
     names = ["worker", *(f"writer{i}" for i in range(args.writers))]
     for name in names:
@@ -189,6 +200,7 @@ def run(args) -> None:
         for name, child in list(children.items()):
             if child.poll() is not None:  # died by itself (it should not): start it again
                 print(f"{name} exited with {child.returncode}; started again", flush=True)
+                kill(name)  # what is left of its group
                 start(name)
         victim = chooser.choice(["database", "worker", *(["writer"] * 2)])
         if victim == "database":
@@ -197,14 +209,11 @@ def run(args) -> None:
             server.start()
         else:
             name = "worker" if victim == "worker" else chooser.choice(names[1:])
-            children[name].send_signal(signal.SIGKILL)
-            children[name].wait()
+            kill(name)
             start(name)
         kills[victim] += 1
-    for name, child in children.items():
-        child.send_signal(signal.SIGTERM if name == "worker" else signal.SIGKILL)
-    for child in children.values():
-        child.wait(120)
+    for name in children:
+        kill(name, signal.SIGTERM if name == "worker" else signal.SIGKILL)
     print(f"killed: {kills}", flush=True)
     results = verify(args, kills)
     server.stop()
@@ -307,6 +316,9 @@ def write(args) -> None:
     def vector() -> np.ndarray:
         return base[rng.integers(len(base))].astype(np.float32) + rng.normal(scale=NOISE, size=base.shape[1]).astype(np.float32)
 
+    def name() -> str:
+        return uuid.uuid4().hex  # Package.name is unique
+
     def committed(op: str, **details) -> None:
         log.write(json.dumps({"op": op, **details}) + "\n")
         log.flush()
@@ -322,11 +334,11 @@ def write(args) -> None:
         )
         try:
             if op == "bulk_create":
-                Package.objects.bulk_create(Package(name="b", summary="", embedding=vector()) for _ in range(rng.integers(1, 20)))
+                Package.objects.bulk_create(Package(name=name(), summary="", embedding=vector()) for _ in range(rng.integers(1, 20)))
             elif op == "create":
-                Package.objects.create(name="c", summary="", embedding=vector())
+                Package.objects.create(name=name(), summary="", embedding=vector())
             elif op == "raw":  # as loaddata saves
-                row = Package(name="r", summary="", embedding=vector())
+                row = Package(name=name(), summary="", embedding=vector())
                 for obj in serializers.deserialize("json", serializers.serialize("json", [row])):
                     obj.save()
             elif op == "save":
@@ -349,7 +361,8 @@ def write(args) -> None:
                 committed(op, deleted=gone)
                 continue
             committed(op)
-        except Exception:  # noqa: BLE001 - the server was killed: a new connection, and on
+        except Exception as error:  # noqa: BLE001 - the server was killed: a new connection, and on
+            print(f"{op}: {type(error).__name__}: {error}", flush=True)
             connections.close_all()
             time.sleep(0.3)
 
