@@ -58,7 +58,8 @@ class Command(BaseCommand):
             except VectorIndexError as error:
                 raise CommandError(f"{declared.name}: {error}") from None
         if failed:
-            raise CommandError(f"Invariants violated in: {', '.join(failed)}")
+            what = "Maintenance did not finish for" if options["action"] == "maintain" else "Invariants violated in"
+            raise CommandError(f"{what}: {', '.join(failed)}")
 
     def do_build(self, declared: Any, options: dict) -> None:
         bars: dict[str, tqdm] = {}
@@ -123,7 +124,7 @@ class Command(BaseCommand):
             self.stdout.write(f"{declared.name}: {problem}")
         self.stdout.write(f"{declared.name}: head index from the {report.source}, {report.heads:,} heads at LSN {report.lsn}")
 
-    def do_maintain(self, declared: Any, options: dict) -> None:
+    def do_maintain(self, declared: Any, options: dict) -> bool:
         from collections import Counter
 
         from vectorindex import maintenance
@@ -142,11 +143,20 @@ class Command(BaseCommand):
             if verbose:
                 self.stdout.write(f"  {outcome.job}: {outcome.detail}")
 
-        outcomes = maintenance.maintain(declared, options["database"], report=report)
+        result = maintenance.maintain(declared, options["database"], report=report)
         bar.close()
-        counts = Counter(outcome.job for outcome in outcomes)
+        counts = Counter(outcome.job for outcome in result.outcomes)
         summary = ", ".join(f"{count} {job}" for job, count in sorted(counts.items())) or "nothing to do"
-        self.stdout.write(f"{declared.name}: {summary}")
+        if result.finished:
+            self.stdout.write(f"{declared.name}: {summary}")
+            return True
+        left = Counter(job for job, _arguments in result.left)
+        self.stderr.write(
+            f"{declared.name}: {summary}; NOT FINISHED: stopped after {result.rounds} rounds with "
+            f"{', '.join(f'{count} {job}' for job, count in sorted(left.items()))} still to do. Run it again; "
+            "if it never finishes without writes in between, lists are split and merged for ever."
+        )
+        return False
 
     def do_check(self, declared: Any, options: dict) -> bool:
         violations, warnings = recovery.check(declared, options["database"])
