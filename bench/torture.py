@@ -247,7 +247,7 @@ def verify(args, kills: dict) -> dict:
             for pk, vector in record.get("deleted", {}).items():
                 deleted_vectors[int(pk)] = vector
     started = time.perf_counter()
-    outcomes = maintenance.maintain(declared, rounds=200)
+    outcomes = maintenance.maintain(declared, rounds=200).outcomes
     drained = time.perf_counter() - started
     survey = recovery.surveyed(declared)
     rows = list(Package.objects.values_list("pk", "embedding"))

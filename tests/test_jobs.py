@@ -348,7 +348,7 @@ def test_a_split_gives_up_on_a_head_a_writer_holds_and_runs_after_the_commit(poi
     assert result is None and seconds < 10, (result, seconds)
     assert [r.exc_info for r in caplog.records] == [None]
     # maintain reports it, and does not try it again in every round.
-    outcomes, seconds = timed(lambda: maintenance.maintain(declared("point_embedding")))
+    outcomes, seconds = timed(lambda: maintenance.maintain(declared("point_embedding")).outcomes)
     gave_up = [o.detail for o in outcomes if o.detail.startswith(f"split(head_id={points})")]
     assert len(gave_up) == 1 and "JOB_LOCK_TIMEOUT" in gave_up[0], [o.detail for o in outcomes]
     assert Head.objects.get(pk=points).alive

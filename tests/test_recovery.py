@@ -305,7 +305,7 @@ def test_the_scan_replaces_a_damaged_snapshot_no_process_has_loaded(built):
     damaged = flip_a_byte()
     reset_runtimes()
     assert ("compact", {"damaged": damaged.pk}) in maintenance.scan(declared)
-    outcomes = maintenance.maintain(declared)
+    outcomes = maintenance.maintain(declared).outcomes
     (compacted,) = [o.detail for o in outcomes if o.job == "compact"]
     assert re.fullmatch(rf"snapshot at LSN \d+ in place of damaged snapshot {damaged.pk}; \d+ WAL entries dropped", compacted)
     assert not Snapshot.objects.filter(pk=damaged.pk).exists()

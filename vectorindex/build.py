@@ -229,7 +229,9 @@ def _assign_balanced(rt, head_vectors, vectors, options, progress) -> tuple[np.n
         added = []
         for label in over.tolist():
             members = rows[by_owner[ends[label] - sizes[label] : ends[label]]]
-            picked, _parts = partition(prepare(vectors[members], metric), limit, metric, seed=label)
+            picked, _parts = partition(
+                prepare(vectors[members], metric), limit, metric, seed=label, least=options["merge_below"]
+            )
             added.append(vectors[members[picked]])
         added = np.concatenate(added)
         labels = np.arange(len(head_vectors), len(head_vectors) + len(added))

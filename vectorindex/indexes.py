@@ -91,6 +91,7 @@ class VectorIndex(Index):
                 f"VectorIndex.distance must be one of {', '.join(repr(d) for d in DISTANCES)}, "
                 f"got {self.distance!r}."
             )
+        invalid: set[str] = set()
         for key, value in self.tuning.items():
             _default, kind, low, high = TUNING[key]
             if kind == "choice":
@@ -107,8 +108,33 @@ class VectorIndex(Index):
                 else:
                     wanted = f"a number from {low} to {high}"
             if not ok:
+                invalid.add(key)
                 messages.append(f"VectorIndex.{key} must be {wanted}, got {value!r}.")
+        if not invalid & {"posting_limit", "merge_below"}:
+            messages.extend(self._balance_problems())
         return messages
+
+    def _balance_problems(self) -> list[str]:
+        """A merge_below that would make maintenance split and merge the same lists for ever.
+
+        A split of n > posting_limit entries makes K = ⌈n / (posting_limit / 2)⌉
+        ≥ 3 parts: posting_limit / 3 entries or more on average, at most
+        posting_limit / 2. A part below merge_below is merged back, and a merge
+        adds fewer than merge_below entries to its neighbours. At most a
+        quarter of posting_limit, merge_below is below the average part (a
+        split balances its parts to hold from merge_below to posting_limit −
+        merge_below entries), and an average part that takes a merge (½ + ¼
+        of the limit) stays under the limit. Above it, parts too small to keep
+        are the rule, and merging each one splits a neighbour again.
+        """
+        limit, below = self.options["posting_limit"], self.options["merge_below"]
+        if below <= limit // 4:
+            return []
+        return [
+            f"VectorIndex.merge_below must be at most a quarter of posting_limit ({limit // 4} for "
+            f"posting_limit {limit}), got {below}: maintenance would merge a split's parts back and "
+            "split a merge's result again."
+        ]
 
     def deconstruct(self) -> tuple[str, tuple, dict]:
         path, args, kwargs = super().deconstruct()

@@ -170,7 +170,9 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
             return Outcome("split", f"head {head_id}: {counted(len(live), 'live entry', 'live entries')}, within the limit after dropping {len(entries) - len(live):,} stale")
         vectors = storage.payload.vectors(live)
         points = prepare(vectors, declared.metric)
-        chosen, labels = partition(points, limit, declared.metric, seed=head_id, reach=options["probe_epsilon"])
+        chosen, labels = partition(
+            points, limit, declared.metric, seed=head_id, reach=options["probe_epsilon"], least=options["merge_below"]
+        )
         new_ids, _lsn = change_heads(storage, state[2], add=vectors[chosen], retire=[head_id])
         storage.mark_split(head_id, new_ids)
         fault("split", "heads")
@@ -190,7 +192,7 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
 
 
 def partition(
-    points: np.ndarray, limit: int, metric: str, *, seed: int = 0, reach: float = math.inf
+    points: np.ndarray, limit: int, metric: str, *, seed: int = 0, reach: float = math.inf, least: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """(index of each new head among *points*, label per point): K ≥ 2 parts, none over *limit*.
 
@@ -203,35 +205,70 @@ def partition(
     vectors; a centroid is nearer to everything around it than any vector is,
     so centroid heads among vector heads drew the neighbouring lists' vectors,
     and queries, to lists that did not hold them (BENCHMARKS.md, "Where
-    recall was lost"). Each point then goes to its nearest head that has room,
-    the points nearest their heads first, but never to a head farther than
+    recall was lost"). The heads are then balanced (:func:`_balance`): each
+    is the nearest head of *least* (``merge_below``) to *limit* − *least*
+    points. A part below *least* is merged straight back into its
+    neighbours; a head nearest to more points than the limit has room for
+    gets the others back from the split's reassign, and one that is full
+    gets a merge's vectors: the list splits again, and did so for ever.
+    Each point then goes to its nearest head that has room, the points
+    nearest their heads first, but never to a head farther than
     ``(1 + reach)`` times its nearest one's distance (a query for the point
-    would not probe that list). A part that comes out over the limit that way
-    (a crowd around one head, the other heads far off) is partitioned again
-    on its own, among heads of its own points.
+    would not probe that list). A part that comes out over the limit that
+    way (a crowd around one head, the other heads far off) is partitioned
+    again on its own, among heads of its own points.
     """
-    heads, labels = _partition_once(points, limit, metric, seed=seed, reach=reach)
+    heads, labels = _partition_once(points, limit, metric, seed=seed, reach=reach, least=least)
     sizes = np.bincount(labels, minlength=len(heads))
     for part in np.flatnonzero(sizes > limit).tolist():
         # Every head is its own point's nearest, so a part never holds all the points.
         members = np.flatnonzero(labels == part)
-        inner_heads, inner_labels = partition(points[members], limit, metric, seed=seed + 1, reach=reach)
+        inner_heads, inner_labels = partition(points[members], limit, metric, seed=seed + 1, reach=reach, least=least)
         labels[members] = np.where(inner_labels == 0, part, len(heads) + inner_labels - 1)
         heads[part] = members[inner_heads[0]]
         heads = np.concatenate([heads, members[inner_heads[1:]]])
     return heads, labels
 
 
-def _partition_once(points: np.ndarray, limit: int, metric: str, *, seed: int, reach: float) -> tuple[np.ndarray, np.ndarray]:
+def _partition_once(
+    points: np.ndarray, limit: int, metric: str, *, seed: int, reach: float, least: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     parts = max(2, math.ceil(len(points) / (limit / 2)))
+    if least:
+        parts = max(2, min(parts, len(points) // least))
     centers, labels = kmeans(points, parts, seed=seed)
+    heads = _nearest_members(metric, points, centers, labels)
+    # Fewer distinct vectors than parts (copies of one vector): copies head the rest.
+    spare = np.setdiff1d(np.arange(len(points)), heads)
+    heads = np.concatenate([heads, spare[: max(0, parts - len(heads))]]).astype(np.int64)
+    heads = _balance(points, heads, limit, metric, least=least, seed=seed)
+    labels = _place(points, heads, limit, metric, reach)
+    while least and len(heads) > 2:
+        # A part balancing left too small (copies of one vector, which no
+        # pair of heads parts) goes to the other heads, if they have room.
+        sizes = np.bincount(labels, minlength=len(heads))
+        smallest = int(sizes.argmin())
+        if sizes[smallest] >= least:
+            break
+        fewer = np.delete(heads, smallest)
+        placed = _place(points, fewer, limit, metric, reach)
+        if np.bincount(placed, minlength=len(fewer)).max() > limit:
+            break
+        heads, labels = fewer, placed
+    return heads, labels
+
+
+def _nearest_members(metric: str, points: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per k-means part, its member nearest to its centroid."""
     heads = []
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         heads.append(members[np.argmin(_head_distance(metric, points[members], centers[label])[:, 0])])
-    # Fewer distinct vectors than parts (copies of one vector): copies head the rest.
-    spare = np.setdiff1d(np.arange(len(points)), heads)
-    heads = np.concatenate([heads, spare[: max(0, parts - len(heads))]]).astype(np.int64)
+    return np.array(heads, dtype=np.int64)
+
+
+def _place(points: np.ndarray, heads: np.ndarray, limit: int, metric: str, reach: float) -> np.ndarray:
+    """Label per point: its nearest head with room within reach, the points nearest their heads first."""
     distance = _head_distance(metric, points, points[heads])
     preference = np.argsort(distance, axis=1, kind="stable")
     true = np.sqrt(distance) if metric == "l2" else distance
@@ -243,7 +280,82 @@ def _partition_once(points: np.ndarray, limit: int, metric: str, *, seed: int, r
         label = next((j for j in preference[row] if room[j] > 0 and within[row, j]), preference[row, 0])
         labels[row] = label
         room[label] -= 1
-    return heads, labels
+    return labels
+
+
+def _balance(points: np.ndarray, heads: np.ndarray, limit: int, metric: str, *, least: int, seed: int) -> np.ndarray:
+    """Heads whose nearest points number from *least* to *limit* − *least* each, as far as a few steps get.
+
+    k-means' heads are often unbalanced that way: in many dimensions one
+    central vector is the nearest head of nearly every point (hubness), and
+    an outlier heads a part of its own (25 points came out 23/1/1). A part
+    over *limit* − *least* is cut in two (:func:`_bisect`); the head of a
+    part below *least* is dropped, its points going to their nearest other
+    heads.
+    """
+    heads = [int(h) for h in heads]
+    # A part with room for less than a merge's worth of entries would split
+    # again when its neighbour below merge_below merges into it.
+    most = limit - least
+    distance = _head_distance(metric, points, points[heads])  # one column per head, kept in step
+    for step in range(2 * len(heads) + 8):
+        nearest = distance.argmin(axis=1)
+        sizes = np.bincount(nearest, minlength=len(heads))
+        if sizes.max() > most:
+            part = int(sizes.argmax())
+            members = np.flatnonzero(nearest == part)
+            pair, balance = _bisect(points[members], metric, need=max(least, len(members) - most), seed=seed + step + 1)
+            if not balance:
+                break  # copies of one vector: the placement's room spreads them
+            heads[part] = int(members[pair[0]])
+            heads.append(int(members[pair[1]]))
+            distance[:, part] = _head_distance(metric, points, points[heads[part]])[:, 0]
+            distance = np.column_stack([distance, _head_distance(metric, points, points[heads[-1]])[:, 0]])
+        elif sizes.min() < least and len(heads) > 2:
+            part = int(sizes.argmin())
+            heads.pop(part)
+            distance = np.delete(distance, part, axis=1)
+        elif sizes.min() < least:
+            pair, balance = _bisect(points, metric, need=least, seed=seed + step + 1)
+            if balance <= sizes.min():
+                break
+            heads = [int(h) for h in pair]
+            distance = _head_distance(metric, points, points[heads])
+        else:
+            break
+    return np.array(heads, dtype=np.int64)
+
+
+BISECT_CANDIDATES = 32
+
+
+def _bisect(points: np.ndarray, metric: str, *, need: int, seed: int) -> tuple[tuple[int, int], int]:
+    """Two of *points* as heads, and the smaller of the two sets of points nearest to each.
+
+    Among the pairs drawn from 2-means' heads and a sample of the points, the
+    pair whose smaller side has at least *need* points and a third of them
+    (or comes nearest to it), and, among those, the tightest (least total
+    distance to the nearer head). A third: two lists of 6 and 24 would do
+    for a limit of 24, but the larger would split again at its next append.
+    """
+    need = min(max(need, len(points) // 3), len(points) // 2)
+    centers, labels = kmeans(points, 2, seed=seed)
+    sample = np.random.default_rng(seed).choice(len(points), size=min(BISECT_CANDIDATES, len(points)), replace=False)
+    candidates = np.unique(np.concatenate([_nearest_members(metric, points, centers, labels), sample]))
+    distance = _head_distance(metric, points, points[candidates])
+    best: tuple[tuple[int, float], tuple[int, int], int] | None = None
+    for i in range(len(candidates)):
+        nearer = distance[:, i : i + 1] <= distance  # ties go to i
+        balance = np.minimum(nearer.sum(axis=0), len(points) - nearer.sum(axis=0))
+        balance[i] = -1
+        cost = np.minimum(distance[:, i : i + 1], distance).sum(axis=0)
+        j = int(np.lexsort((cost, -np.minimum(balance, need)))[0])
+        key = (int(min(balance[j], need)), -float(cost[j]))
+        if best is None or key > best[0]:
+            best = (key, (int(candidates[i]), int(candidates[j])), int(balance[j]))
+    if best is None:
+        return (0, 0), 0
+    return best[1], max(best[2], 0)
 
 
 def _replicate(points: np.ndarray, centers: np.ndarray, labels: np.ndarray, declared: Declared) -> list[np.ndarray]:
@@ -630,19 +742,36 @@ def run(name: str, declared: Declared, using: str = "default", **arguments: Any)
     raise AssertionError("unreachable")
 
 
-def maintain(declared: Declared, using: str = "default", *, rounds: int = 50, report: Any = None) -> list[Outcome]:
-    """Run jobs until the scan finds nothing to do (or *rounds* scans have run).
+@dataclass
+class MaintenanceRun:
+    """What :func:`maintain` did, and what the last scan still found when it stopped."""
 
+    outcomes: list[Outcome]
+    rounds: int  # scans that found work
+    left: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        """The scan found nothing left to do (not: the rounds ran out)."""
+        return not self.left
+
+
+def maintain(declared: Declared, using: str = "default", *, rounds: int = 50, report: Any = None) -> MaintenanceRun:
+    """Run jobs until the scan finds nothing to do, or *rounds* scans have run.
+
+    Options that split and merge the same lists for ever (what system check
+    vectorindex.E101 refuses) would keep finding work: a run that stops at
+    *rounds* says so, with the jobs still found, rather than look finished.
     A job that gave up on a lock (:class:`JobBusy`) is reported and not tried
     again in this call: a transaction that holds its lock may stay open long.
     """
     outcomes: list[Outcome] = []
     busy: set[tuple[str, str]] = set()
-    for _round in range(rounds):
+    for done in range(rounds):
         # Every pending reassign, now: they are idempotent.
         jobs = [job for job in scan(declared, using, lost_after=0) if _key(*job) not in busy]
         if not jobs:
-            break
+            return MaintenanceRun(outcomes, done)
         queue = list(jobs)
         while queue:
             name, arguments = queue.pop(0)
@@ -655,7 +784,8 @@ def maintain(declared: Declared, using: str = "default", *, rounds: int = 50, re
             queue.extend(outcome.follow_up)
             if report:
                 report(outcome)
-    return outcomes
+    left = [job for job in scan(declared, using, lost_after=0) if _key(*job) not in busy]
+    return MaintenanceRun(outcomes, rounds, left)
 
 
 def _key(name: str, arguments: dict[str, Any]) -> tuple[str, str]:

@@ -83,3 +83,25 @@ class Shelf(models.Model):
 
     class Meta:
         indexes = [VectorIndex(fields=["embedding"], name="shelf_vectors")]
+
+
+class Quarter(models.Model):
+    """Indexed with merge_below a quarter of posting_limit 24: the largest vectorindex.E101 allows."""
+
+    embedding = VectorField(dimensions=64)
+
+    objects = VectorManager()
+
+    class Meta:
+        indexes = [VectorIndex(fields=["embedding"], name="quarter_embedding", posting_limit=24, merge_below=6)]
+
+
+class Smallest(models.Model):
+    """Indexed with the smallest posting_limit and the largest merge_below E101 allows for it."""
+
+    embedding = VectorField(dimensions=64)
+
+    objects = VectorManager()
+
+    class Meta:
+        indexes = [VectorIndex(fields=["embedding"], name="smallest_embedding", posting_limit=16, merge_below=4)]

@@ -125,12 +125,12 @@ class Command(BaseCommand):
         if finish is not None:
             steps.append((action, partial(finish, options)))
         self.reports: list[dict[str, Any]] = []
-        self._run(steps)
+        self._run(steps, "Maintenance did not finish for" if action == "maintain" else "Invariants violated in")
 
-    def _run(self, steps: list[tuple[str, Callable[[], Any]]]) -> None:
+    def _run(self, steps: list[tuple[str, Callable[[], Any]]], failing: str) -> None:
         """Run every step, then fail with one CommandError that names each index that failed.
 
-        A step that returns False found violations. An error that is not a
+        A step that returns False failed (*failing*: how to say so). An error that is not a
         CommandError (a database error, a bug) is named with its type; the
         first is the CommandError's cause, whose traceback Django shows under
         --traceback.
@@ -149,7 +149,7 @@ class Command(BaseCommand):
                 errors.append(f"{name}: {kind}{error}")
                 cause = cause or error
         if violated:
-            errors.append(f"Invariants violated in: {', '.join(violated)}")
+            errors.append(f"{failing}: {', '.join(violated)}")
         if errors:
             raise CommandError("\n".join(errors)) from cause
 
@@ -247,7 +247,7 @@ class Command(BaseCommand):
             f"{declared.name}: head index from the {report.source}, {counted(report.heads, 'head')} at LSN {report.lsn}"
         )
 
-    def do_maintain(self, declared: Declared, options: dict) -> None:
+    def do_maintain(self, declared: Declared, options: dict) -> bool:
         from collections import Counter
 
         from vectorindex import maintenance
@@ -268,11 +268,21 @@ class Command(BaseCommand):
             if verbose:
                 self.stdout.write(f"  {outcome.job}: {outcome.detail}")
 
-        outcomes = maintenance.maintain(declared, options["database"], report=report)
+        result = maintenance.maintain(declared, options["database"], report=report)
         bar.close()
-        counts = Counter(outcome.job for outcome in outcomes)
+        counts = Counter(outcome.job for outcome in result.outcomes)
         jobs = ", ".join(f"{count} {job}" for job, count in sorted(counts.items()))
-        self.stdout.write(f"{declared.name}: {counted(len(outcomes), 'job')} ({jobs})" if outcomes else f"{declared.name}: nothing to do")
+        summary = f"{counted(len(result.outcomes), 'job')} ({jobs})" if result.outcomes else "nothing to do"
+        if result.finished:
+            self.stdout.write(f"{declared.name}: {summary}")
+            return True
+        left = Counter(job for job, _arguments in result.left)
+        self.stderr.write(
+            f"{declared.name}: {summary}; NOT FINISHED: stopped after {result.rounds} rounds with "
+            f"{', '.join(f'{count} {job}' for job, count in sorted(left.items()))} still to do. Run it again; "
+            "if it never finishes without writes in between, lists are split and merged for ever."
+        )
+        return False
 
     def do_check(self, declared: Declared, options: dict) -> bool:
         violations, warnings = recovery.check(declared, options["database"])
