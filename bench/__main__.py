@@ -5,6 +5,7 @@
     python -m bench stream                   update stability under inserts and deletes
     python -m bench exact --limit 100000     the exact path alone
     python -m bench plots --search F.json    PNG plots of saved results
+    python -m bench garbage --limit 10900    half the rows deleted and maintained, against a fresh build
     python -m bench torture --minutes 10     writers, worker and database killed over and over; every row checked
 """
 
@@ -19,6 +20,7 @@ BENCHMARKS = {
     "stream": "bench.stream",
     "exact": "bench.exact",
     "plots": "bench.plots",
+    "garbage": "bench.garbage",
     "torture": "bench.torture",
 }
 

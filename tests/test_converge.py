@@ -161,7 +161,7 @@ def test_maintain_that_finds_nothing_left_is_finished(streamed):
 
 def test_maintain_that_stops_at_its_rounds_says_so(streamed, monkeypatch):
     # Every scan finds work, as it did for options that split and merge for ever.
-    monkeypatch.setattr(maintenance, "scan", lambda declared, using="default": [("compact", {})])
+    monkeypatch.setattr(maintenance, "scan", lambda declared, using="default", **kwargs: [("compact", {})])
     run = maintenance.maintain(get_declared("streamed_embedding"), rounds=3)
     assert not run.finished
     assert (len(run.outcomes), run.rounds, run.left) == (3, 3, [("compact", {})])
@@ -171,6 +171,6 @@ def test_maintain_that_stops_at_its_rounds_says_so(streamed, monkeypatch):
         call_command("vectorindex", "maintain", "streamed_embedding", stdout=out, stderr=err)
     assert out.getvalue() == ""
     assert err.getvalue() == (
-        "streamed_embedding: 50 compact; NOT FINISHED: stopped after 50 rounds with 1 compact still to do. "
+        "streamed_embedding: 50 jobs (50 compact); NOT FINISHED: stopped after 50 rounds with 1 compact still to do. "
         "Run it again; if it never finishes without writes in between, lists are split and merged for ever.\n"
     )
