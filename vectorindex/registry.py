@@ -351,8 +351,11 @@ class Runtime:
         autocommit mode, and where it is further on in the same generation,
         the WAL is replayed from there. Otherwise (this transaction's own
         build or head changes, not committed yet, are newer than anything
-        committed) this connection's view is the newest. (SQLite has one
-        writer at a time: a writing transaction sees every commit before it.)
+        committed) this connection's view is the newest. *seen* is the state
+        row as a lock read it (a writer that waited for a build): where this
+        transaction's own reads do not reach that far, the head index of that
+        generation comes from the other connection. (SQLite has one writer at
+        a time: a writing transaction sees every commit before it.)
         """
         storage, state = self.open()
         seen = seen or state
