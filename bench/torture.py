@@ -57,10 +57,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (the server's data, the logs)")
+    parser.add_argument("--target-rows", type=int, default=10_000, help="writers delete more than they insert above this")
+    parser.add_argument("--sample", type=int, default=3_000, help="rows (and deleted rows) queried with every list read")
+    parser.add_argument(
+        "--verify-only", action="store_true",
+        help="only the checks at the end, on the server a --keep run left (started again on its data)",
+    )
     parser.add_argument("--writer", type=int, help=argparse.SUPPRESS)  # a writer process's number
     args = parser.parse_args()
     if args.writer is not None:
         return write(args)
+    if args.verify_only:
+        return verify_only(args)
     run(args)
 
 
@@ -130,15 +138,7 @@ def run(args) -> None:
     connection = MySQLdb.connect(host="127.0.0.1", port=args.port, user="root")
     connection.cursor().execute("CREATE DATABASE torture CHARACTER SET utf8mb4")
     connection.close()
-    environment = {
-        **os.environ,
-        "DATABASE_URL": f"mysql://root@127.0.0.1:{args.port}/torture",
-        "DJANGO_SETTINGS_MODULE": "demo_project.settings",
-        "CELERY_BROKER_URL": args.broker,
-        "VECTORINDEX_SCAN_INTERVAL": "5",
-        "BENCH_TUNING": json.dumps(TUNING),
-        "BENCH_SETTINGS": json.dumps(["RETIRED_GRACE=5", "WAL_SNAPSHOT_ENTRIES=200"]),
-    }
+    environment = environment_for(args)
     os.environ.update(environment)
     from .common import configure, setup, tune
 
@@ -215,6 +215,7 @@ def run(args) -> None:
     for name in children:
         kill(name, signal.SIGTERM if name == "worker" else signal.SIGKILL)
     print(f"killed: {kills}", flush=True)
+    (args.scratch / "kills.json").write_text(json.dumps(kills))  # for a --verify-only run on what --keep kept
     results = verify(args, kills)
     server.stop()
     print(json.dumps(results, indent=2))
@@ -224,8 +225,49 @@ def run(args) -> None:
         shutil.rmtree(args.scratch, ignore_errors=True)
 
 
-def verify(args, kills: dict) -> dict:
-    """Maintenance to the end, then every row against the index."""
+def environment_for(args) -> dict:
+    return {
+        **os.environ,
+        "DATABASE_URL": f"mysql://root@127.0.0.1:{args.port}/torture",
+        "DJANGO_SETTINGS_MODULE": "demo_project.settings",
+        "CELERY_BROKER_URL": args.broker,
+        "VECTORINDEX_SCAN_INTERVAL": "5",
+        "BENCH_TUNING": json.dumps(TUNING),
+        "BENCH_SETTINGS": json.dumps(["RETIRED_GRACE=5", "WAL_SNAPSHOT_ENTRIES=200"]),
+    }
+
+
+def verify_only(args) -> None:
+    server = Server(args.scratch, args.port)
+    import MySQLdb
+
+    try:
+        MySQLdb.connect(host="127.0.0.1", port=args.port, user="root").close()
+    except MySQLdb.OperationalError:
+        server.start()
+    environment = environment_for(args)
+    environment["CELERY_BROKER_URL"] = ""  # maintenance runs here, not on a worker
+    os.environ.update(environment)
+    from .common import configure, setup, tune
+
+    setup("unused.sqlite3")
+    tune(TUNING)
+    configure(json.loads(environment["BENCH_SETTINGS"]) + ["JOBS=manual"])
+    kills = args.scratch / "kills.json"
+    results = verify(args, kills=json.loads(kills.read_text()) if kills.exists() else None)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def verify(args, kills: dict | None) -> dict:
+    """Maintenance to the end, then every row against the index.
+
+    Every row is compared with its entries by the index's own survey (what
+    ``check`` reads: missing, lost, changed, unreachable); a sample of the
+    rows is also queried by its own vector with every list read, and a
+    sample of the deleted rows by their last vector.
+    """
     from django.db import connections
 
     connections.close_all()
@@ -259,11 +301,17 @@ def verify(args, kills: dict) -> dict:
         nearest = every.annotate(d=CosineDistance("embedding", vector)).order_by("d").values_list("pk", "d")[:20]
         return any(other == pk and d <= nearest[0][1] + 1e-6 for other, d in nearest)
 
-    lost = [pk for pk, vector in rows if not found(pk, vector)]
+    chooser = random.Random(args.seed)
+    sample = chooser.sample(rows, min(args.sample, len(rows)))
+    started = time.perf_counter()
+    lost = [pk for pk, vector in sample if not found(pk, vector)]
+    queried = time.perf_counter() - started
     present = {pk for pk, _vector in rows}
+    gone = [(pk, vector) for pk, vector in deleted_vectors.items() if pk not in present]
+    gone = chooser.sample(gone, min(args.sample, len(gone)))
     returned = [
-        pk for pk, vector in deleted_vectors.items()
-        if pk not in present and pk in every.order_by(CosineDistance("embedding", vector)).values_list("pk", flat=True)[:10]
+        pk for pk, vector in gone
+        if pk in every.order_by(CosineDistance("embedding", vector)).values_list("pk", flat=True)[:10]
     ]
     status = recovery.status(declared)
     from vectorindex.registry import runtime
@@ -276,11 +324,16 @@ def verify(args, kills: dict) -> dict:
         "kills": kills,
         "maintenance_after": {"jobs": len(outcomes), "seconds": round(drained, 1)},
         "rows": len(rows),
+        "survey_of_every_row": {
+            kind: len(getattr(survey, kind)) for kind in ("missing", "lost", "changed", "unreachable", "orphaned")
+        },
+        "rows_unreachable_with_defaults": len(survey.unreachable),
+        "rows_queried_with_every_list": len(sample),
         "rows_lost": len(lost),
         "lost_examples": lost[:10],
-        "rows_unreachable_with_defaults": len(survey.unreachable),
-        "survey": {kind: len(getattr(survey, kind)) for kind in ("missing", "lost", "changed", "unreachable", "orphaned")},
-        "deleted_rows_checked": len(deleted_vectors),
+        "seconds_a_query_with_every_list": round(queried / max(len(sample), 1), 3),
+        "deleted_rows_logged": len(deleted_vectors),
+        "deleted_rows_queried": len(gone),
         "deleted_rows_returned": len(returned),
         "heads": status.get("heads"),
         "retired_heads": status.get("retired_heads"),
@@ -327,10 +380,19 @@ def write(args) -> None:
         pks = list(Package.objects.order_by("?").values_list("pk", flat=True)[:count])
         return list(Package.objects.filter(pk__in=pks))
 
+    target = args.target_rows
+    rows = target
+    operations = 0
     while True:
+        if operations % 50 == 0:  # how many rows there are, now and then
+            try:
+                rows = Package.objects.count()
+            except Exception:  # noqa: BLE001 - the server is down: as before
+                pass
+        operations += 1
         op = rng.choice(
             ["bulk_create", "create", "raw", "save", "update", "bulk_update", "delete"],
-            p=[0.15, 0.2, 0.05, 0.2, 0.1, 0.1, 0.2],
+            p=[0.15, 0.2, 0.05, 0.2, 0.1, 0.1, 0.2] if rows < target else [0.0, 0.05, 0.0, 0.2, 0.1, 0.1, 0.55],
         )
         try:
             if op == "bulk_create":
@@ -349,14 +411,14 @@ def write(args) -> None:
                 pks = [row.pk for row in some(3)]
                 Package.objects.filter(pk__in=pks).update(embedding=vector())
             elif op == "bulk_update":
-                rows = some(5)
-                for row in rows:
+                picked = some(5)
+                for row in picked:
                     row.embedding = vector()
-                Package.objects.bulk_update(rows, ["embedding"])
+                Package.objects.bulk_update(picked, ["embedding"])
             else:
-                rows = some(int(rng.integers(1, 6)))
+                doomed = some(int(rng.integers(1, 6 if rows < target else 20)))
                 with transaction.atomic():
-                    gone = {row.pk: row.embedding.tolist() for row in rows}
+                    gone = {row.pk: row.embedding.tolist() for row in doomed}
                     Package.objects.filter(pk__in=list(gone)).delete()
                 committed(op, deleted=gone)
                 continue
