@@ -471,3 +471,15 @@ def test_bulk_create_routes_again_when_the_heads_moved_since_it_routed_ahead(bui
     owners, _one_head = bulk_create_routed_ahead_to_one_head(monkeypatch, lsn_shift=-1, count=200, seed=9)
     assert len(owners) > 1  # routed again, on the head index as it is
     assert "point_embedding: ok" in check("point_embedding")
+
+
+def test_bulk_update_of_rows_deleted_meanwhile_leaves_no_version_behind(built):
+    points = list(Point.objects.order_by("pk")[:3])
+    Point.objects.filter(pk=points[0].pk).delete()  # by someone else, after these were loaded
+    fresh = clustered(3, seed=77)
+    for point, vector in zip(points, fresh):
+        point.embedding = vector
+    Point.objects.bulk_update(points, ["embedding"])
+    assert Version.objects.get(vector_id=points[0].pk).deleted
+    assert nearest(fresh[1]) == points[1].pk
+    assert "point_embedding: ok" in check("point_embedding")

@@ -119,3 +119,29 @@ def test_the_repair_command(built):
     out = io.StringIO()
     call_command("vectorindex", "repair", INDEX, stdout=out)
     assert out.getvalue().splitlines()[-1] == "point_embedding: nothing to repair"
+
+
+def test_repair_makes_a_row_reachable_even_where_routing_misses_its_head(built, monkeypatch):
+    """Routing's graph search can miss a head (one equal to the vector, in a worn graph): a repair checks with a query's own probe."""
+    from vectorindex.engine import routing
+
+    monkeypatch.setitem(declared().index.tuning, "probes", 8)
+    point = Point.objects.order_by("pk").first()
+    storage, _state = runtime(declared(), "default").open()
+    storage.bump_versions([point.pk])  # lost: every entry stale
+
+    def farthest(head, vectors, **kwargs):
+        ids = head.ids()
+        far = ids[np.argmax(np.linalg.norm(head.vectors(ids)[None, :, :] - vectors[:, None, :], axis=2), axis=1)]
+        return np.arange(len(vectors)), far
+
+    assign = routing.assign
+    routing.assign = farthest
+    try:
+        assert repair(declared()).found["lost"] == 1
+    finally:
+        routing.assign = assign
+    found = surveyed(declared())
+    assert (found.lost, found.unreachable) == ([], [])
+    assert first(point.embedding) == point.pk
+

@@ -374,6 +374,20 @@ def test_stream_of_inserts_and_deletes_keeps_recall_flat():
 
 # Crashes ---------------------------------------------------------------------------------
 
+
+def misplaced_in_a_neighbour(old_head, new_head):
+    """A row at a split's new head whose only entry is in a list beside the old head: its reassign moves it."""
+    rt = runtime(declared(), "default")
+    storage, state = rt.open()
+    head = rt.current(storage, state)
+    vector = storage.head_vector(new_head)
+    nearby = head.search(storage.head_vector(old_head), 9)[0][0].tolist()
+    beside = next(h for h in nearby if h not in (old_head, new_head) and h in head.alive and h != new_head)
+    row = Streamed.objects.create(embedding=vector)
+    version = storage.next_versions([row.pk])  # the entries its save wrote are stale now
+    ((count, data),) = storage.payload.pack(np.array([row.pk]), version, vector[None, :])
+    storage.append([(beside, count, data)])
+
 STEPS = [
     "split:locked", "split:heads", "split:postings", "merge:retired", "merge:appended", "defragment:rewritten",
     "reassign:versions", "reassign:appended", "sweep:batch",
@@ -404,7 +418,9 @@ def test_a_job_killed_at_any_step_can_run_again(step, settings):
         arguments = []
     if job == "reassign":  # a split first, committed; the reassign that follows is killed
         outcome = maintenance.split(declared(), target)
-        arguments = [str(target), ",".join(str(h) for h in outcome.follow_up[0][1]["new_head_ids"])]
+        new_heads = outcome.follow_up[0][1]["new_head_ids"]
+        arguments = [str(target), ",".join(str(h) for h in new_heads)]
+        misplaced_in_a_neighbour(target, new_heads[0])
     process = worker("job", job, INDEX, *arguments, fault=step)
     process.wait(60)
     assert process.returncode == -9, process.stderr.read()
@@ -475,3 +491,23 @@ def test_inserts_from_threads_while_splits_run():
     # it (seen twice in many CI runs; recall is approximate, not this).
     assert all_found(rows, probes=10_000, epsilon=1e9)
     assert found_share(rows) >= 0.99
+
+
+def test_a_reassign_does_not_move_a_vector_away_from_a_head_the_search_missed(small, settings, monkeypatch):
+    settings.VECTORINDEX = {"JOBS": "manual"}
+    outcome = maintenance.split(declared(), crowd_one_head())
+    [(_name, arguments)] = outcome.follow_up
+    rt = runtime(declared(), "default")
+    head = rt.current(*rt.open())
+    search = head.search
+
+    def missing_the_nearest(queries, k, ef=None):
+        if k != 1:
+            return search(queries, k, ef)
+        labels, distances = search(queries, len(head), ef=len(head) * 2)
+        return labels[:, -1:], distances[:, -1:]  # the farthest head, as a worn graph might answer
+
+    monkeypatch.setattr(head, "search", missing_the_nearest)
+    assert maintenance.reassign(declared(), **arguments).detail == "no vector changed its nearest head"
+    monkeypatch.undo()
+    assert "streamed_embedding: ok" in check(INDEX)

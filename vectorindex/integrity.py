@@ -185,7 +185,7 @@ def _index_again(declared: Declared, using: str, pks: list[int]) -> int:
             .filter(pk__in=pks)
             .values_list("pk", declared.field.attname)
         )
-        writes.index_vectors(declared, using, rows)
+        writes.index_vectors(declared, using, rows, reachable=True)
     return sum(1 for _pk, vector in rows if vector is not None)
 
 

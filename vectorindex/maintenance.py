@@ -43,6 +43,9 @@ from .wording import counted
 
 FAULT_ENV = "VECTORINDEX_FAULT"
 REASSIGN_NEIGHBOURS = 8
+# The search breadth a reassign looks for each candidate's nearest head with:
+# routing's own (engine.routing.assign).
+REASSIGN_EF = 64
 
 
 def fault(job: str, step: str) -> None:
@@ -448,14 +451,22 @@ def _reassign(
     candidate = (in_new & (own > to_old)) | (~in_new & (to_new < own))
     if not candidate.any():
         return Outcome("reassign", "no vector changed its nearest head")
-    best = head.search(vectors[candidate], 1)[0][:, 0]
+    found, found_distance = head.search(vectors[candidate], 1, ef=REASSIGN_EF)
+    best, nearer = found[:, 0], found_distance[:, 0]
     # A vector its nearest head's list holds already stays where it is, and
     # one from a neighbouring list moves only to a new head: its nearest
-    # head may be a list not read here, which holds it.
+    # head may be a list not read here, which holds it. Nor does a vector
+    # move unless the head found is nearer than every head here that holds
+    # it: the graph search can miss a head (one equal to the vector, say),
+    # and moving away from it would leave the vector where no query for it
+    # looks.
     held = set(zip(entries_all["id"].tolist(), owners_all.tolist()))
+    holding: dict[int, float] = {}
+    for vector_id, distance in zip(entries_all["id"].tolist(), own.tolist()):
+        holding[vector_id] = min(holding.get(vector_id, math.inf), distance)
     moves = np.array(
-        [(int(i), int(b)) not in held and (new or int(b) in new_ids)
-         for i, b, new in zip(entries_all["id"][candidate], best, in_new[candidate])],
+        [(int(i), int(b)) not in held and (new or int(b) in new_ids) and d < holding[int(i)] - 1e-6
+         for i, b, new, d in zip(entries_all["id"][candidate], best, in_new[candidate], nearer.tolist())],
         dtype=bool,
     )
     moving = entries_all[candidate][moves]

@@ -251,14 +251,27 @@ class VectorQuerySet(models.QuerySet):
         with transaction.atomic(using=self.db, savepoint=False):
             with writes.handled_by_caller():
                 updated = super().bulk_update(objs, fields, *args, **kwargs)
+            # Objects whose rows were deleted meanwhile updated nothing, and get
+            # no version: the rows updated are locked now, so those present
+            # stay present until this commits.
+            present = self._present([obj.pk for obj in objs])
             for declared in indexes:
                 rows = []
                 for obj in objs:
-                    rows.extend(writes.changed_rows(obj, declared, False, names))
+                    if obj.pk in present:
+                        rows.extend(writes.changed_rows(obj, declared, False, names))
                 writes.index_vectors(declared, self.db, rows)
         for obj in objs:
             writes.remember_loaded(obj)
         return updated
+
+    def _present(self, pks: list[Any]) -> set[Any]:
+        """Which of these primary keys have a row."""
+        found: set[Any] = set()
+        for start in range(0, len(pks), 1_000):
+            batch = pks[start : start + 1_000]
+            found.update(self.model._base_manager.using(self.db).filter(pk__in=batch).values_list("pk", flat=True))
+        return found
 
     def _by_primary_keys(self) -> Iterator[VectorQuerySet]:
         """The rows of a distance-filtered queryset, as plain pk__in querysets."""

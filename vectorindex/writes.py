@@ -64,10 +64,18 @@ def _coerced(declared: Declared, values: Sequence[Any]) -> np.ndarray:
     return np.stack([codec.coerce(value, declared.field.dimensions) for value in values])
 
 
-def _route(declared: Declared, head: Any, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(row, head id) pairs: each vector to its heads, by the index's replica options."""
+def _route(declared: Declared, head: Any, vectors: np.ndarray, reachable: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(row, head id) pairs: each vector to its heads, by the index's replica options.
+
+    *reachable* also makes sure that a query for each vector, with the
+    index's default probes, reads a list that holds it (routing.reach: a
+    wider search per vector, for repairs rather than every write).
+    """
     options = declared.options
-    return routing.assign(head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"])
+    members, owners = routing.assign(head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"])
+    if reachable:
+        members, owners = routing.reach(head, vectors, members, owners, options["probes"], options["probe_epsilon"])
+    return members, owners
 
 
 @dataclass(frozen=True)
@@ -115,8 +123,11 @@ def index_vectors(
     rows: Sequence[tuple[Any, Any]],
     routed: Routed | None = None,
     new: bool = False,
+    reachable: bool = False,
 ) -> None:
     """Index new or changed vectors: ``rows`` of (primary key, vector or None).
+
+    *reachable*: see :func:`_route` (a repair's).
 
     *routed*, from :func:`route_ahead` over the same values in the same order,
     spares routing them again. *new* says the rows are new to the index (just
@@ -145,7 +156,7 @@ def index_vectors(
         vectors = _coerced(declared, [value for _, value in present])
     head = rt.newest(seen=state) if waited else rt.current(storage, state)
     assigned = routed.result_for(head) if routed is not None else None
-    _route_and_append(declared, using, rt, storage, head, pks, vectors, assigned)
+    _route_and_append(declared, using, rt, storage, head, pks, vectors, assigned, reachable=reachable)
 
 
 def _index_new_one(declared: Declared, using: str, pk: Any, value: Any, routed: Routed | None) -> bool:
@@ -199,6 +210,7 @@ def _route_and_append(
     assigned: tuple[np.ndarray, np.ndarray] | None,
     versions: np.ndarray | None = None,
     held: frozenset[int] = frozenset(),
+    reachable: bool = False,
 ) -> None:
     """Route *vectors* (unless *assigned*), share-lock their heads, give versions (unless given), append.
 
@@ -207,7 +219,7 @@ def _route_and_append(
     """
     for _attempt in range(ROUTE_ATTEMPTS):
         if assigned is None:
-            assigned = _route(declared, head, vectors)
+            assigned = _route(declared, head, vectors, reachable)
         members, owners = assigned
         if held:
             keep = ~np.isin(owners, list(held))

@@ -122,6 +122,26 @@ def probe_many(head: HeadIndex, queries: np.ndarray, count: int, epsilon: float)
     return labels, _within(distances, epsilon, head.metric)
 
 
+def reach(
+    head: HeadIndex, vectors: np.ndarray, members: np.ndarray, owners: np.ndarray, count: int, epsilon: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """*members*, *owners* (from :func:`assign`), and for each vector that no query for it would find, one more pair.
+
+    A query for a vector reads the lists :func:`probe` chooses for it (with
+    a wider search than routing's); where none of those holds it (routing's
+    search missed a head at the vector itself, say), the first of them is
+    added, so that the vector is found at least by a query for itself.
+    """
+    if not len(vectors) or count >= len(head):
+        return members, owners
+    labels, probed = probe_many(head, vectors, count, epsilon)
+    reached = np.zeros(len(vectors), dtype=bool)
+    for row, owner in zip(members.tolist(), owners.tolist()):
+        reached[row] |= bool((labels[row][probed[row]] == owner).any())
+    missing = np.flatnonzero(~reached)
+    return np.concatenate([members, missing]), np.concatenate([owners, labels[missing, 0]])
+
+
 def ranked_heads(head: HeadIndex, query: np.ndarray, count: int) -> np.ndarray:
     """The *count* nearest heads of *query*, nearest first, with no cut-off (every head from their number on)."""
     if count >= len(head):
@@ -130,4 +150,4 @@ def ranked_heads(head: HeadIndex, query: np.ndarray, count: int) -> np.ndarray:
     return labels[0]
 
 
-__all__ = ["assign", "prepare", "probe", "probe_many", "ranked_heads"]
+__all__ = ["assign", "prepare", "probe", "probe_many", "ranked_heads", "reach"]
