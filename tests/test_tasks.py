@@ -125,7 +125,10 @@ def test_a_split_that_meets_a_writers_lock_is_retried_with_a_countdown(worker_pr
         holding.process.kill()
         holding.process.wait(30)
     assert wait_for(lambda: not Head.objects.get(pk=target).alive), "the retried split never ran"
-    assert any("vectorindex.split" in line and "succeeded" in line for line in output), "".join(output)[-3000:]
+    # The worker logs "succeeded" only after the split's transaction commits.
+    assert wait_for(lambda: any("vectorindex.split" in line and "succeeded" in line for line in output)), "".join(
+        output
+    )[-3000:]
     assert "point_embedding: ok" in check("point_embedding")
 
 
