@@ -116,7 +116,7 @@ def test_index_health_page_and_actions(superuser_client):
     assert response.status_code == 200
     assert "point_embedding" in html and "ready" in html
     state = IndexState.objects.get(name="point_embedding")
-    for action, expected in [("take_snapshot", "Point_embedding: snapshot at LSN 0"), ("check_invariants", "Point_embedding: ok")]:
+    for action, expected in [("take_snapshot", "“point_embedding”: snapshot at LSN 0"), ("check_invariants", "“point_embedding”: ok")]:
         response = superuser_client.post(
             reverse("admin:vectorindex_indexstate_changelist"),
             {"action": action, "_selected_action": [state.pk], "index": 0},
@@ -130,7 +130,17 @@ def test_index_health_page_and_actions(superuser_client):
         follow=True,
     )
     assert "passage_embedding is not built" in response.content.decode()
-    assert superuser_client.get(reverse("admin:vectorindex_indexstate_change", args=[state.pk])).status_code == 200
+    page = superuser_client.get(reverse("admin:vectorindex_indexstate_change", args=[state.pk]))
+    assert page.status_code == 200
+    # The payload's format and sizes, not its centre's numbers.
+    dimensions = Point._meta.get_field("embedding").dimensions
+    assert f"int8, center: {dimensions} values" in page.content.decode()
+    first_values = ", ".join(str(value) for value in state.payload["center"][:2])
+    assert first_values not in page.content.decode()
+    assert 'name="_save"' not in page.content.decode()  # viewed, never saved over a job's changes
+    post = superuser_client.post(reverse("admin:vectorindex_indexstate_change", args=[state.pk]), {"name": "renamed"})
+    assert post.status_code == 403
+    assert IndexState.objects.filter(name="point_embedding").exists()
 
 
 # Who may run the index actions -------------------------------------------------------
@@ -220,7 +230,7 @@ def test_each_index_action_needs_its_own_permission(client, built_point, checks_
     html = client.get(reverse(CHANGELIST)).content.decode()
     assert 'value="take_snapshot"' in html and 'value="check_invariants"' not in html
     before = snapshot_ids()
-    assert "Point_embedding: snapshot at LSN 0" in post_action(client, "take_snapshot", built_point).content.decode()
+    assert "“point_embedding”: snapshot at LSN 0" in post_action(client, "take_snapshot", built_point).content.decode()
     assert snapshot_ids() - before
     assert "No action selected." in post_action(client, "check_invariants", built_point).content.decode()
     assert checks_run == []
@@ -229,7 +239,7 @@ def test_each_index_action_needs_its_own_permission(client, built_point, checks_
     html = client.get(reverse(CHANGELIST)).content.decode()
     assert 'value="check_invariants"' in html and 'value="take_snapshot"' not in html
     before = snapshot_ids()
-    assert "Point_embedding: ok" in post_action(client, "check_invariants", built_point).content.decode()
+    assert "“point_embedding”: ok" in post_action(client, "check_invariants", built_point).content.decode()
     assert checks_run == ["point_embedding"]
     assert "No action selected." in post_action(client, "take_snapshot", built_point).content.decode()
     assert snapshot_ids() == before

@@ -120,15 +120,33 @@ class IndexStateAdmin(admin.ModelAdmin):
     list_display = ["name", "model_label", "field_name", "distance", "dimensions", "status", "heads", "vectors", "wal_lsn", "built_at"]
     list_filter = ["status", "distance", "declared"]
     actions = ["take_snapshot", "check_invariants"]
+    exclude = ["payload"]  # shown as payload_format
 
     def get_readonly_fields(self, request: Any, obj: Any = None) -> list[str]:
-        return [field.name for field in IndexState._meta.fields]
+        return [field.name if field.name != "payload" else "payload_format" for field in IndexState._meta.fields]
+
+    @admin.display(description="payload")
+    def payload_format(self, obj: IndexState) -> str:
+        """The stored format and how many values each of its parameters holds,
+        not the parameters themselves (int8's centre is a number a dimension)."""
+        payload = dict(obj.payload or {})
+        if not payload:
+            return "-"
+        parts = [str(payload.pop("format", "?"))]
+        for key, value in payload.items():
+            parts.append(f"{key}: {len(value)} values" if isinstance(value, list) else f"{key}: {value}")
+        return ", ".join(parts)
 
     def has_add_permission(self, request: Any) -> bool:
         return False  # indexes are declared in models, not here
 
     def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
         return False  # removing the VectorIndex from Meta.indexes does that
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        # Nothing here is edited by hand, and a save would write back every
+        # column over what a job changed meanwhile: the page is for viewing.
+        return False
 
     def get_queryset(self, request: Any) -> QuerySet:
         # The counts come with the list's one query, not one query per row.
@@ -159,14 +177,16 @@ class IndexStateAdmin(admin.ModelAdmin):
         return self._has_permission(request, "check")
 
     def _each(self, request: Any, queryset: Any, work: Callable[[Any, str], str]) -> None:
+        # The name is quoted: the admin capitalises a message's first letter,
+        # which would misspell an index name that began it.
         from .registry import get_declared
 
         for state in queryset:
             try:
                 text = work(get_declared(state.name), queryset.db)
-                self.message_user(request, f"{state.name}: {text}", messages.SUCCESS)
+                self.message_user(request, f"“{state.name}”: {text}", messages.SUCCESS)
             except (LookupError, VectorIndexError) as error:
-                self.message_user(request, f"{state.name}: {error}", messages.ERROR)
+                self.message_user(request, f"“{state.name}”: {error}", messages.ERROR)
 
     @admin.action(description="Take a snapshot of the selected indexes", permissions=["snapshot"])
     def take_snapshot(self, request: Any, queryset: Any) -> None:
