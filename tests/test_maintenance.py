@@ -318,6 +318,28 @@ def test_a_sweep_keeps_the_version_rows_entries_still_name(small, settings):
     assert not Version.objects.filter(deleted=True).exists()
 
 
+def test_a_collect_leaves_the_next_sweep_to_the_deletes_since_the_last(small, settings):
+    """A collect removes version rows that nothing names any more; the deletes
+    since the last sweep, still named by alive lists, still ask for a sweep."""
+    from vectorindex.models import IndexState
+
+    settings.VECTORINDEX = {"JOBS": "manual", "RETIRED_GRACE": 0}
+    IndexState.objects.filter(name=INDEX).update(swept_deleted=3)  # as a sweep that had to leave 3
+    live = Streamed.objects.count()
+    victims = list(Streamed.objects.order_by("pk").values_list("pk", flat=True)[: max(64, live // 5)])
+    Streamed.objects.filter(pk__in=victims).delete()
+    assert ("sweep", {}) in maintenance.scan(declared())
+    target = crowd_one_head()
+    [(job, arguments)] = maintenance.split(declared(), target).follow_up
+    maintenance.reassign(declared(), **arguments)
+    assert "1 retired head deleted" in maintenance.collect(declared()).detail
+    assert IndexState.objects.get(name=INDEX).swept_deleted <= 3
+    assert ("sweep", {}) in maintenance.scan(declared())
+    maintenance.sweep(declared())
+    assert ("sweep", {}) not in maintenance.scan(declared())
+    assert not Version.objects.filter(deleted=True).exists()
+
+
 # Triggers and inline jobs -------------------------------------------------------------
 
 

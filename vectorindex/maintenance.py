@@ -592,7 +592,7 @@ def sweep(declared: Declared, using: str = "default") -> Outcome:
                 elif len(live) > options["posting_limit"]:
                     follow_up.append(("split", {"head_id": head_id}))
         fault("sweep", "batch")
-    forgotten, named = _forget_versions(storage, using)
+    forgotten, named = _forget_versions(storage, using, swept=True)
     return Outcome(
         "sweep",
         f"{counted(rewritten, 'list')} rewritten without {counted(dropped, 'dead entry', 'dead entries')}; "
@@ -601,13 +601,20 @@ def sweep(declared: Declared, using: str = "default") -> Outcome:
     )
 
 
-def _forget_versions(storage: Storage, using: str) -> tuple[int, int]:
-    """Remove the version rows of deleted vectors that no entry names: (how many, how many are still named)."""
+def _forget_versions(storage: Storage, using: str, swept: bool = False) -> tuple[int, int]:
+    """Remove the version rows of deleted vectors that no entry names: (how many, how many are still named).
+
+    After a sweep (*swept*), the ones still named are what the sweep had to
+    leave, and the scan counts new deletes from there. After a collect, those
+    still named include vectors deleted since the sweep, whose entries no
+    sweep has met yet: the count the sweep left only drops by what was removed.
+    """
     with job_transaction(using):
         deleted = storage.lock_deleted_versions()
         forgotten = np.setdiff1d(deleted, storage.referenced_ids(), assume_unique=True)
         storage.forget_versions(forgotten)
-        storage.set_state(swept_deleted=len(deleted) - len(forgotten))
+        left = len(deleted) - len(forgotten) if swept else max(0, storage.swept_deleted() - len(forgotten))
+        storage.set_state(swept_deleted=left)
     return len(forgotten), len(deleted) - len(forgotten)
 
 
