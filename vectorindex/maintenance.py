@@ -61,6 +61,7 @@ class Outcome:
     job: str
     detail: str
     follow_up: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    busy: bool = False  # it gave up on a lock and did nothing (JobBusy)
 
 
 def _open(declared: Declared, using: str) -> tuple[Any, Storage, tuple[str, int, int]]:
@@ -767,11 +768,13 @@ class MaintenanceRun:
     outcomes: list[Outcome]
     rounds: int  # scans that found work
     left: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # Jobs that gave up on a lock and that the last scan still asks for.
+    busy: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
-        """The scan found nothing left to do (not: the rounds ran out)."""
-        return not self.left
+        """The scan found nothing left to do (not: the rounds ran out, nor a lock stayed held)."""
+        return not self.left and not self.busy
 
 
 def maintain(declared: Declared, using: str = "default", *, rounds: int = 50, report: Any = None) -> MaintenanceRun:
@@ -785,11 +788,18 @@ def maintain(declared: Declared, using: str = "default", *, rounds: int = 50, re
     """
     outcomes: list[Outcome] = []
     busy: set[tuple[str, str]] = set()
+
+    def stop(rounds_run: int, found: list[tuple[str, dict[str, Any]]], more: bool) -> MaintenanceRun:
+        gave_up = [job for job in found if _key(*job) in busy]
+        left = [job for job in found if _key(*job) not in busy] if more else []
+        return MaintenanceRun(outcomes, rounds_run, left, gave_up)
+
     for done in range(rounds):
         # Every pending reassign, now: they are idempotent.
-        jobs = [job for job in scan(declared, using, lost_after=0) if _key(*job) not in busy]
+        found = scan(declared, using, lost_after=0)
+        jobs = [job for job in found if _key(*job) not in busy]
         if not jobs:
-            return MaintenanceRun(outcomes, done)
+            return stop(done, found, more=False)
         queue = list(jobs)
         while queue:
             name, arguments = queue.pop(0)
@@ -797,13 +807,12 @@ def maintain(declared: Declared, using: str = "default", *, rounds: int = 50, re
                 outcome = run(name, declared, using, **arguments)
             except JobBusy as error:
                 busy.add(_key(name, arguments))
-                outcome = Outcome(name, str(error))
+                outcome = Outcome(name, str(error), busy=True)
             outcomes.append(outcome)
             queue.extend(outcome.follow_up)
             if report:
                 report(outcome)
-    left = [job for job in scan(declared, using, lost_after=0) if _key(*job) not in busy]
-    return MaintenanceRun(outcomes, rounds, left)
+    return stop(rounds, scan(declared, using, lost_after=0), more=True)
 
 
 def _key(name: str, arguments: dict[str, Any]) -> tuple[str, str]:

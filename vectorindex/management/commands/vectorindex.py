@@ -265,23 +265,35 @@ class Command(BaseCommand):
 
         def report(outcome: Any) -> None:
             bar.update(1)
-            if verbose:
+            if outcome.busy:
+                self.stderr.write(f"{declared.name}: {outcome.detail}")
+            elif verbose:
                 self.stdout.write(f"  {outcome.job}: {outcome.detail}")
 
         result = maintenance.maintain(declared, options["database"], report=report)
         bar.close()
-        counts = Counter(outcome.job for outcome in result.outcomes)
+        ran = [outcome for outcome in result.outcomes if not outcome.busy]
+        counts = Counter(outcome.job for outcome in ran)
         jobs = ", ".join(f"{count} {job}" for job, count in sorted(counts.items()))
-        summary = f"{counted(len(result.outcomes), 'job')} ({jobs})" if result.outcomes else "nothing to do"
+        summary = f"{counted(len(ran), 'job')} ({jobs})" if ran else "nothing to do"
         if result.finished:
             self.stdout.write(f"{declared.name}: {summary}")
             return True
-        left = Counter(job for job, _arguments in result.left)
-        self.stderr.write(
-            f"{declared.name}: {summary}; NOT FINISHED: stopped after {result.rounds} rounds with "
-            f"{', '.join(f'{count} {job}' for job, count in sorted(left.items()))} still to do. Run it again; "
-            "if it never finishes without writes in between, lists are split and merged for ever."
-        )
+
+        def listed(found: list) -> str:
+            return ", ".join(f"{count} {job}" for job, count in sorted(Counter(job for job, _ in found).items()))
+
+        if result.left:
+            self.stderr.write(
+                f"{declared.name}: {summary}; NOT FINISHED: stopped after {result.rounds} rounds with "
+                f"{listed(result.left)} still to do. Run it again; "
+                "if it never finishes without writes in between, lists are split and merged for ever."
+            )
+        if result.busy:
+            self.stderr.write(
+                f"{declared.name}: {summary}; NOT FINISHED: {listed(result.busy)} left undone, a lock held by "
+                "another transaction for over JOB_LOCK_TIMEOUT; run it again once that transaction ends."
+            )
         return False
 
     def do_check(self, declared: Declared, options: dict) -> bool:
