@@ -74,6 +74,17 @@ def test_rows_written_with_raw_sql_are_found_by_check_and_mended_by_repair(built
     assert repair(declared()).found == dict.fromkeys(report.found, 0)  # nothing left to mend
 
 
+def test_a_chunk_of_rows_none_of_which_is_indexed_is_reported(built, settings):
+    """Rows are surveyed a chunk at a time; a chunk with no indexed row at all is no special case."""
+    settings.VECTORINDEX = {"EXACT_CHUNK_SIZE": 4}
+    group = connection.ops.quote_name("group")
+    for pk, vector in enumerate(clustered(8, seed=8) + 70, start=50_000):
+        raw(f"INSERT INTO {{table}} (id, {group}, embedding) VALUES (%s, %s, %s)", [pk, 3, codec.to_bytes(vector)])
+    assert surveyed(declared()).missing == list(range(50_000, 50_008))
+    assert repair(declared()).indexed == 8
+    assert "point_embedding: ok" in check(INDEX)
+
+
 def test_a_row_only_in_a_list_no_query_for_it_reads_is_unreachable_until_repaired(built, monkeypatch):
     monkeypatch.setitem(declared().index.tuning, "probes", 8)  # fewer than the 32 heads: not every list
     rt = runtime(declared(), "default")

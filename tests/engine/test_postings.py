@@ -21,3 +21,15 @@ def test_int4_packs_dimension_j_and_j_plus_half_into_byte_j(dimensions):
     assert (np.abs(decoded - vectors) <= steps[:, None] / 2 + 1e-5).all()  # half a level, per vector
     query = np.random.default_rng(99).normal(size=dimensions).astype(np.float32)
     assert np.allclose(payload.estimate(entries, "ip", query), -(decoded @ query), atol=1e-4)
+
+
+@pytest.mark.parametrize("format", ["float32", "float16", "int8", "int4"])
+def test_fingerprints_of_no_entries_are_none(format):
+    vectors = np.random.default_rng(1).normal(size=(20, 16)).astype(np.float32)
+    payload = Payload.fit(format, vectors)
+    none = payload.entries(np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 16), np.float32))
+    assert payload.fingerprints(none).shape == (0,)
+    some = payload.entries(np.arange(3), np.ones(3, np.int64), vectors[:3])
+    again = payload.entries(np.arange(3) + 7, np.full(3, 4), vectors[:3])
+    assert (payload.fingerprints(some) == payload.fingerprints(again)).all()  # ids and versions left out
+    assert len(set(payload.fingerprints(some).tolist())) == 3

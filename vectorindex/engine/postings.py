@@ -189,7 +189,8 @@ class Payload:
         batch); the codes, offset and step are exact functions of the vector.
         """
         names = [name for name in ("offset", "step", "vector") if name in self.dtype.names]
-        stored = np.lib.recfunctions.repack_fields(entries[names]).view(np.uint8).reshape(len(entries), -1)
+        packed = np.lib.recfunctions.repack_fields(entries[names])
+        stored = packed.view(np.uint8).reshape(len(entries), packed.dtype.itemsize)  # (0, size) for none
         padded = np.zeros((len(entries), -(-stored.shape[1] // 8) * 8), np.uint8)
         padded[:, : stored.shape[1]] = stored
         words = padded.view("<u8")
