@@ -130,3 +130,68 @@ def test_the_base_class_save_base_indexes_once(built):
     models.Model.save_base(point, raw=True)
     assert Version.objects.get(vector_id=point.pk).version == 2
     assert found_first(vector + 2) == point.pk
+
+
+# Saves within saves, copies, partial saves ----------------------------------------------
+
+
+@pytest.mark.parametrize("fields", [None, ["group"], ["embedding"]], ids=["all", "other-field", "vector"])
+def test_a_post_save_receiver_that_saves_the_instance_again(built, fields):
+    """A receiver saving the instance anew runs inside the first save: the row
+    is indexed once, and the first save ends without error."""
+
+    def again(sender, instance, created, **kwargs):
+        if created:
+            instance.group = 9
+            instance.save(update_fields=fields)
+
+    post_save.connect(again, sender=Point)
+    try:
+        vector = clustered(1, seed=99)[0] + 40
+        point = Point.objects.create(group=1, embedding=vector)
+    finally:
+        post_save.disconnect(again, sender=Point)
+    assert Point.objects.get(pk=point.pk).group == (1 if fields == ["embedding"] else 9)
+    assert list(Version.objects.filter(vector_id=point.pk).values_list("version", "deleted")) == [(1, False)]
+    assert found_first(vector) == point.pk
+    assert "point_embedding: ok" in check("point_embedding")
+
+
+def test_a_copy_saved_with_its_pk_cleared_is_indexed(built):
+    """Django's way to copy an instance: pk set to None, then save() inserts a new row."""
+    point = Point.objects.order_by("pk").first()
+    original = point.pk
+    point.pk = None
+    point._state.adding = False  # as loaded: Django's docs do not reset it either
+    point.save()
+    assert point.pk != original
+    assert Version.objects.get(vector_id=point.pk).version == 1
+    found = set(
+        Point.objects.approximate(**EVERY_LIST).order_by(L2Distance("embedding", point.embedding)).values_list("pk", flat=True)[:2]
+    )
+    assert found == {original, point.pk}
+    assert "point_embedding: ok" in check("point_embedding")
+
+
+def test_a_vector_changed_but_left_out_of_update_fields_is_indexed_when_saved(built):
+    point = Point.objects.order_by("pk").first()
+    moved = clustered(1, seed=98)[0] - 45
+    point.embedding = moved
+    point.group = 5
+    point.save(update_fields=["group"])  # the row keeps its old vector
+    assert Version.objects.get(vector_id=point.pk).version == 1
+    point.save()  # now it is written, and indexed
+    assert Version.objects.get(vector_id=point.pk).version == 2
+    assert found_first(moved) == point.pk
+    assert "point_embedding: ok" in check("point_embedding")
+
+
+def test_a_vector_changed_then_other_fields_refreshed_is_indexed_when_saved(built):
+    point = Point.objects.order_by("pk").first()
+    moved = clustered(1, seed=97)[0] + 45
+    point.embedding = moved
+    point.refresh_from_db(fields=["group"])  # reads the group only
+    point.save()
+    assert Version.objects.get(vector_id=point.pk).version == 2
+    assert found_first(moved) == point.pk
+    assert "point_embedding: ok" in check("point_embedding")

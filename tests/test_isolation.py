@@ -215,3 +215,20 @@ def test_a_write_that_waited_for_a_build_writes_the_entries_the_build_chose(tran
     assert IndexState.objects.get(name="point_embedding").status == "ready"
     assert Point.objects.order_by(L2Distance("embedding", vector)).first().pk == point.pk
     assert "point_embedding: ok" in check("point_embedding")
+
+
+@pytest.mark.skipif("connection.vendor != 'mysql'", reason="SQLite's snapshot cannot write after another connection's commit")
+def test_bulk_update_under_repeatable_read_gives_no_version_to_a_row_deleted_after_the_snapshot(crowded):
+    from vectorindex.models import Version
+
+    points = list(Streamed.objects.order_by("pk")[:3])
+    fresh = clustered(3, seed=78) + 20
+    with transaction_at("repeatable read"):
+        in_thread(lambda: Streamed.objects.filter(pk=points[0].pk).delete())
+        assert Streamed.objects.filter(pk=points[0].pk).exists()  # still there, to this snapshot
+        for point, vector in zip(points, fresh):
+            point.embedding = vector
+        Streamed.objects.bulk_update(points, ["embedding"])
+    index_id = runtime(declared(), "default").open()[0].index_id
+    assert Version.objects.get(index_id=index_id, vector_id=points[0].pk).deleted
+    assert "streamed_embedding: ok" in check("streamed_embedding")

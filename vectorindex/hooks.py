@@ -53,6 +53,9 @@ def _wrap(model: Any) -> None:
         adding = self._state.adding
         routed = writes.route_before_save(self, using, adding, update_fields)
         with transaction.atomic(using=using, savepoint=False):
+            # A post_save receiver may save the instance again, through this
+            # wrapper: each level puts back what it found.
+            outer = self.__dict__.get(SAVING, False)
             self.__dict__[SAVING] = True
             try:
                 original_save_base(
@@ -64,7 +67,10 @@ def _wrap(model: Any) -> None:
                     update_fields=update_fields,
                 )
             finally:
-                del self.__dict__[SAVING]
+                if outer:
+                    self.__dict__[SAVING] = outer
+                else:
+                    del self.__dict__[SAVING]
             writes.after_save(self, using, adding, update_fields, routed)
 
     def from_db(cls, db, field_names, values, **kwargs):
@@ -76,11 +82,11 @@ def _wrap(model: Any) -> None:
 
     original_refresh = model.refresh_from_db
 
-    def refresh_from_db(self, *args, **kwargs):
+    def refresh_from_db(self, using=None, fields=None, *args, **kwargs):
         from . import writes
 
-        original_refresh(self, *args, **kwargs)
-        writes.remember_loaded(self)
+        original_refresh(self, using, fields, *args, **kwargs)
+        writes.remember_loaded(self, fields)  # only the fields read again
 
     setattr(save_base, MARK, True)
     save_base.__doc__ = original_save_base.__doc__

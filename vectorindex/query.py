@@ -262,15 +262,21 @@ class VectorQuerySet(models.QuerySet):
                         rows.extend(writes.changed_rows(obj, declared, False, names))
                 writes.index_vectors(declared, self.db, rows)
         for obj in objs:
-            writes.remember_loaded(obj)
+            writes.remember_loaded(obj, names)
         return updated
 
     def _present(self, pks: list[Any]) -> set[Any]:
-        """Which of these primary keys have a row."""
+        """Which of these primary keys have a row now.
+
+        A locking read: under REPEATABLE READ a plain one would answer from
+        the transaction's snapshot, which may still hold a row that another
+        transaction deleted before the update found nothing to update.
+        """
         found: set[Any] = set()
+        rows = self.model._base_manager.using(self.db).select_for_update()
         for start in range(0, len(pks), 1_000):
             batch = pks[start : start + 1_000]
-            found.update(self.model._base_manager.using(self.db).filter(pk__in=batch).values_list("pk", flat=True))
+            found.update(rows.filter(pk__in=batch).values_list("pk", flat=True))
         return found
 
     def _by_primary_keys(self) -> Iterator[VectorQuerySet]:

@@ -291,28 +291,43 @@ def unindex(declared: Declared, using: str, pks: Iterable[Any]) -> None:
 LOADED = "_vectorindex_loaded"
 
 
-def remember_loaded(instance: Any) -> None:
-    """Note the stored bytes of each indexed vector, to spot real changes later."""
-    loaded = {}
+def remember_loaded(instance: Any, update_fields: Any = None) -> None:
+    """Note the stored bytes of each indexed vector, and whose row holds them, to spot real changes later.
+
+    After a save with *update_fields*, only the fields it wrote: a vector
+    changed on the instance but left out of them is not what the row holds.
+    """
+    pk, known = instance.__dict__.get(LOADED, (None, {}))
+    loaded = dict(known) if update_fields is not None and pk == instance.pk else {}
     deferred = instance.get_deferred_fields()
     for declared in indexes_of(type(instance)):
-        attname = declared.field.attname
-        if attname not in deferred:
-            value = instance.__dict__.get(attname)
-            loaded[attname] = None if value is None else codec.to_bytes(codec.coerce(value, None))
-    instance.__dict__[LOADED] = loaded
+        field = declared.field
+        if field.attname in deferred:
+            continue
+        if update_fields is not None and field.name not in update_fields and field.attname not in update_fields:
+            continue
+        value = instance.__dict__.get(field.attname)
+        loaded[field.attname] = None if value is None else codec.to_bytes(codec.coerce(value, None))
+    instance.__dict__[LOADED] = (instance.pk, loaded)
 
 
 def _changed_value(instance: Any, declared: Declared, adding: bool, update_fields: Any) -> tuple[bool, Any]:
-    """(does this save change the indexed vector?, its value)."""
+    """(does this save change the indexed vector?, its value).
+
+    What was loaded counts only for the row it was loaded from: an instance
+    copied by setting its pk to None (or to another key) and saved writes a
+    row whose vector the index has not seen. A save nested in another (a
+    ``post_save`` receiver saving the instance again) notes what it indexed,
+    so that the outer save, still "adding", does not index it again.
+    """
     field = declared.field
     if update_fields is not None and field.name not in update_fields and field.attname not in update_fields:
         return False, None
     if field.attname in instance.get_deferred_fields():
         return False, None
     value = getattr(instance, field.attname)
-    loaded = instance.__dict__.get(LOADED, {})
-    if not adding and field.attname in loaded:
+    pk, loaded = instance.__dict__.get(LOADED, (None, {}))
+    if pk is not None and pk == instance.pk and field.attname in loaded:
         try:
             current = None if value is None else codec.to_bytes(codec.coerce(value, field.dimensions))
         except codec.InvalidVector:
@@ -356,7 +371,7 @@ def after_save(
         if ahead is not None and not (rows and ahead.routes(rows[0][1], declared.field.dimensions)):
             ahead = None  # changed since (by a pre_save receiver, say)
         index_vectors(declared, using, rows, routed=ahead, new=adding)
-    remember_loaded(instance)
+    remember_loaded(instance, update_fields)
 
 
 @contextmanager
