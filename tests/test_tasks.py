@@ -152,3 +152,29 @@ def test_the_scan_of_every_index_goes_on_past_one_that_fails(monkeypatch, caplog
     assert "the scan of package_embedding failed" in caplog.text
     with pytest.raises(RuntimeError, match="not migrated"):
         tasks.scan(index="package_embedding")
+
+
+def test_follow_ups_and_the_jobs_a_scan_finds_go_through_the_bounded_send(monkeypatch):
+    """Not Celery's ``delay``, which retries a publish for seconds and then
+    raises in a job whose work has already committed."""
+    from celery.app.task import Task
+
+    from vectorindex import jobs, maintenance, tasks
+
+    sent = []
+    reassign = ("reassign", {"head_id": 7, "new_head_ids": [8, 9]})
+    monkeypatch.setattr(jobs, "send", lambda job, index, using, **arguments: sent.append((job, index, using, arguments)) or True)
+    monkeypatch.setattr(maintenance, "run", lambda name, declared, using, **arguments: maintenance.Outcome(name, "split", [reassign]))
+    monkeypatch.setattr(maintenance, "scan", lambda declared, using: [("merge", {"head_id": 3})])
+
+    def published(*args, **kwargs):
+        raise AssertionError("sent with Celery's own publish")
+
+    monkeypatch.setattr(Task, "apply_async", published)
+    assert tasks.split.apply(kwargs={"index": "point_embedding", "head_id": 1}).get() == "split"
+    assert tasks.scan.apply(kwargs={"index": "point_embedding"}).get() == 1
+    assert sent == [
+        ("reassign", "point_embedding", "default", {"head_id": 7, "new_head_ids": [8, 9]}),
+        ("merge", "point_embedding", "default", {"head_id": 3}),
+    ]
+
