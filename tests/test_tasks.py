@@ -178,3 +178,21 @@ def test_follow_ups_and_the_jobs_a_scan_finds_go_through_the_bounded_send(monkey
         ("merge", "point_embedding", "default", {"head_id": 3}),
     ]
 
+
+def test_an_eager_task_that_meets_a_lock_is_left_for_the_scan_not_retried_at_once(monkeypatch, caplog):
+    """Run eagerly, a Celery retry runs the task again at once (the countdown
+    ignored), each try waiting JOB_LOCK_TIMEOUT inside the caller's commit."""
+    from vectorindex import maintenance, tasks
+    from vectorindex.exceptions import JobBusy
+
+    tries = []
+
+    def run(name, declared, using, **arguments):
+        tries.append(name)
+        raise JobBusy("split(head_id=1) on point_embedding: a lock stayed held by another transaction")
+
+    monkeypatch.setattr(maintenance, "run", run)
+    result = tasks.split.apply(kwargs={"index": "point_embedding", "head_id": 1})
+    assert result.successful(), result.traceback
+    assert tries == ["split"]
+    assert "left for the maintenance scan (eager tasks are not retried)" in caplog.text

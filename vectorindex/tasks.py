@@ -4,7 +4,10 @@ Each takes primitive ids and is idempotent; ``acks_late`` returns a task whose
 worker died to the queue, and running it again is safe. A job that gave up
 waiting for a lock another transaction kept is retried with a countdown, twice
 as long each time, up to ``BUSY_RETRIES`` times; after that the maintenance
-scan finds its work.
+scan finds its work. Run eagerly (``task_always_eager``), a busy job is not
+retried: Celery would run it again at once, ignoring the countdown, each try
+waiting ``JOB_LOCK_TIMEOUT`` inside the caller's commit; it is left for the
+scan instead.
 
 Follow-up jobs, and the jobs a scan finds, go through :func:`jobs.send`: one
 bounded attempt that never raises (Celery's ``delay`` retries a publish for
@@ -34,6 +37,9 @@ def _run(job: str, index: str, using: str, **arguments: Any) -> str:
     try:
         outcome = maintenance.run(job, get_declared(index), using, **arguments)
     except JobBusy as busy:
+        if current_task.request.is_eager:
+            logger.warning("vectorindex %s; left for the maintenance scan (eager tasks are not retried)", busy)
+            return str(busy)
         countdown = vectorindex_settings.JOB_LOCK_TIMEOUT * 2**current_task.request.retries
         raise current_task.retry(exc=busy, countdown=countdown, max_retries=BUSY_RETRIES) from busy
     for name, follow_up in outcome.follow_up:
