@@ -179,7 +179,7 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
             rt.head = head
             rt.payload = (generation, payload)
         # A list that balancing left over the limit is split once this commits;
-        # nothing else is due: no safety-net scan for a while.
+        # nothing else is due: no safety-net scan for a while (from the commit).
         jobs.scanned(declared.name, using)
         limit = options["posting_limit"]
         for head_id, (size, _rows) in storage.posting_sizes().items():
