@@ -101,9 +101,14 @@ _outages_lock = threading.Lock()
 def send(job: str, index: str, using: str, **arguments: Any) -> bool:
     """Send *job* to the broker; was it sent?
 
-    Never raises and never waits much longer than ``ENQUEUE_TIMEOUT``: a
-    failed send is logged (a warning for the first failure of an outage, not
-    for each job), and the job's work is left for the maintenance scan.
+    Never raises, and makes one attempt in which each step waits at most
+    ``ENQUEUE_TIMEOUT``: a connection from the pool (all of them busy sending
+    on other threads), connecting, and each reply. A broker that is down or
+    does not answer costs about one ``ENQUEUE_TIMEOUT``; one that is slow at
+    every step, a few (three or more: a Redis connection's set-up takes
+    replies of its own). A failed send is logged (a warning for the first
+    failure of an outage, not for each job), and the job's work is left for
+    the maintenance scan.
     """
     import kombu.pools
 
@@ -137,7 +142,7 @@ def send(job: str, index: str, using: str, **arguments: Any) -> bool:
 
 
 def _bounded_connection(app: Any) -> Any:
-    """A connection to *app*'s broker on which a send waits at most ``ENQUEUE_TIMEOUT`` seconds.
+    """A connection to *app*'s broker on which each step of a send waits at most ``ENQUEUE_TIMEOUT`` seconds.
 
     Celery's own producer pool would not do: kombu connects in a loop that
     sleeps between attempts until ``broker_connection_timeout`` (4 s) has
