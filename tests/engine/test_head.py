@@ -231,3 +231,18 @@ def test_retired_heads_give_their_slots_to_new_ones():
     copy.remove(np.array(sorted(copy.alive)[:5]))
     copy.add(np.arange(5) + 99_000, vectors[:5])  # a loaded index reuses slots too
     assert copy.elements == 100
+
+
+def test_a_head_index_takes_the_history_only_of_one_at_its_own_lsn():
+    older, newer = HeadIndex(4, "l2"), HeadIndex(4, "l2")
+    older.add(np.array([1, 2]), np.eye(4, dtype=np.float32)[:2])
+    older.lsn = newer.lsn = 6
+    for lsn, added, head_id in [(5, True, 2), (6, False, 3)]:
+        older.record(lsn, added, head_id)
+    newer.add(np.array([1, 2]), np.eye(4, dtype=np.float32)[:2])
+    assert newer.changes_since(4) is None
+    newer.take_history(older)
+    assert newer.changes_since(4) == ({2}, {3}) == older.changes_since(4)
+    newer.lsn = 7
+    with pytest.raises(HeadIndexError, match="a head index at LSN 7 cannot take the history of one at LSN 6"):
+        newer.take_history(older)

@@ -116,6 +116,19 @@ class HeadIndex:
             if len(self.history) > HISTORY:
                 self.history_from = self.history.popleft()[0]
 
+    def take_history(self, older: HeadIndex) -> None:
+        """Remember the WAL changes *older* remembers: this copy replaces it, at the same LSN.
+
+        A graph rebuilt from the alive heads knows no history of its own; a
+        transaction older than the LSN still needs one (see ``changes_since``).
+        """
+        if older.lsn != self.lsn:
+            raise HeadIndexError(f"a head index at LSN {self.lsn} cannot take the history of one at LSN {older.lsn}")
+        with older._lock:
+            history, history_from = deque(older.history), older.history_from
+        with self._lock:
+            self.history, self.history_from = history, history_from
+
     def changes_since(self, lsn: int) -> tuple[set[int], set[int]] | None:
         """(heads alive now that were not at *lsn*, heads alive at *lsn* that are not now).
 
