@@ -171,7 +171,8 @@ def test_a_violation_says_what_fixes_it(built):
     assert err.getvalue() == (
         f"point_embedding: VIOLATION: 1 row is in no posting list of an alive head at its current version (e.g. [{point.pk}])\n"
         "point_embedding: fix: `manage.py vectorindex repair point_embedding` indexes the rows the check names "
-        "and drops what belongs to no row (`manage.py vectorindex build point_embedding` rebuilds the whole index)\n"
+        "and marks deleted the versions that belong to no row (`manage.py vectorindex build point_embedding` "
+        "rebuilds the whole index)\n"
     )
 
 
