@@ -11,7 +11,7 @@ from django.db import OperationalError, connection
 from tests.indexing import build, clustered
 from tests.testapp.models import Point, Streamed
 from vectorindex import recovery
-from vectorindex.management.commands.vectorindex import Command
+from vectorindex.management.commands.vectorindex import ACTIONS, Command
 from vectorindex.models import Head, IndexState, Posting, Snapshot, Version
 from vectorindex.registry import declared_indexes, get_declared, runtime
 
@@ -92,6 +92,20 @@ def test_status_json_lists_every_index_and_the_leftovers(built):
     [left] = document["leftovers"]
     assert (left["name"], left["model"], left["versions"], left["wal_entries"]) == ("old_points", "testapp.Point", 600, 0)
     assert json.loads(command("status", "streamed_embedding", "--json")[0])["name"] == "streamed_embedding"
+
+
+@pytest.mark.parametrize("action", [name for name, action in ACTIONS.items() if action.declared])
+def test_names_given_with_all_are_refused_before_anything_runs(action):
+    """`status --all NAME --json` printed the first declared index, `build --all NAME` built every one."""
+    for argv, names in [
+        (["--all", "point_embedding"], "point_embedding"),
+        (["streamed_embedding", "point_embedding", "--all"], "streamed_embedding, point_embedding"),
+    ]:
+        with pytest.raises(CommandError) as refused:  # no database access: it is refused before anything runs
+            command(action, *argv, *(["--json"] if action == "status" else []))
+        assert str(refused.value) == f"Name indexes or give --all, not both (--all with {names})."
+    _out, err, code = from_argv("status", "--all", "point_embedding", "--json")
+    assert (err, code) == ("CommandError: Name indexes or give --all, not both (--all with point_embedding).\n", 1)
 
 
 def test_status_rounds_its_numbers(built):

@@ -159,6 +159,8 @@ class Command(BaseCommand):
             if not names:
                 raise CommandError(f"Name the index to drop ({self._leftover_names(options['database'])}).")
             return names
+        if options["all"] and names:
+            raise CommandError(f"Name indexes or give --all, not both (--all with {', '.join(names)}).")
         if options["all"] or (action.every_by_default and not names):
             return [declared_indexes()[name] for name in sorted(declared_indexes())]
         if not names:
