@@ -1,10 +1,12 @@
 """System checks."""
 
 import contextlib
+import io
 
 import pytest
 from django.apps import apps
 from django.core import checks
+from django.core.management import call_command
 from django.db import models
 from django.test.utils import isolate_apps
 
@@ -138,12 +140,39 @@ def test_a_database_the_router_only_writes_to_counts_too(elsewhere):
     assert [error.obj for error in index_database_errors()] == [Point]
 
 
-def test_without_a_router_every_database_may_hold_an_indexed_model(elsewhere):
-    elsewhere("postgresql", routers=())
-    errors = index_database_errors()
+def index_database_warnings():
+    from vectorindex.checks import check_vector_indexes
+
+    return [message for message in check_vector_indexes() if message.id == "vectorindex.W005"]
+
+
+class NoOpinion:
+    """A router for other apps: it says nothing of Point."""
+
+    def allow_migrate(self, db, app_label, model_name=None, **hints):
+        return None
+
+
+@pytest.mark.parametrize("routers", [(), (NoOpinion(),)])
+def test_an_extra_database_no_router_sends_an_indexed_model_to_is_only_warned_of(elsewhere, routers):
+    """Django would migrate every model on it, but only when asked to: an unrelated PostgreSQL database does not stop the project."""
+    elsewhere("postgresql", routers=routers)
+    assert index_database_errors() == []
+    warnings = index_database_warnings()
     indexed = {model for model in apps.get_models() if any(isinstance(i, VectorIndex) for i in model._meta.indexes)}
-    assert {error.obj for error in errors} == indexed
-    assert all("on database 'elsewhere'" in error.msg for error in errors)
+    assert {warning.obj for warning in warnings} == indexed
+    [point] = [warning for warning in warnings if warning.obj is Point]
+    assert point.msg == (
+        "testapp.Point: VectorIndex 'point_embedding': no database router keeps testapp.Point off database "
+        "'elsewhere', which is postgresql; `migrate --database elsewhere` would create its table there, "
+        "where the index cannot work (it needs SQLite or MySQL/MariaDB)."
+    )
+    call_command("check", stdout=io.StringIO(), stderr=io.StringIO())  # warnings only: nothing refused
+
+
+def test_a_router_that_keeps_the_indexed_model_off_the_extra_database_silences_the_warning(elsewhere):
+    elsewhere("postgresql", routers=[PointWrittenElsewhere()])  # Point migrated on 'default' only
+    assert index_database_warnings() == []
 
 
 @pytest.mark.parametrize("vendor", ["sqlite", "mysql"])

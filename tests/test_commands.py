@@ -11,7 +11,7 @@ from django.db import OperationalError, connection
 from tests.indexing import build, clustered
 from tests.testapp.models import Point, Streamed
 from vectorindex import recovery
-from vectorindex.management.commands.vectorindex import Command
+from vectorindex.management.commands.vectorindex import ACTIONS, Command
 from vectorindex.models import Head, IndexState, Posting, Snapshot, Version
 from vectorindex.registry import declared_indexes, get_declared, runtime
 
@@ -94,6 +94,20 @@ def test_status_json_lists_every_index_and_the_leftovers(built):
     assert json.loads(command("status", "streamed_embedding", "--json")[0])["name"] == "streamed_embedding"
 
 
+@pytest.mark.parametrize("action", [name for name, action in ACTIONS.items() if action.declared])
+def test_names_given_with_all_are_refused_before_anything_runs(action):
+    """`status --all NAME --json` printed the first declared index, `build --all NAME` built every one."""
+    for argv, names in [
+        (["--all", "point_embedding"], "point_embedding"),
+        (["streamed_embedding", "point_embedding", "--all"], "streamed_embedding, point_embedding"),
+    ]:
+        with pytest.raises(CommandError) as refused:  # no database access: it is refused before anything runs
+            command(action, *argv, *(["--json"] if action == "status" else []))
+        assert str(refused.value) == f"Name indexes or give --all, not both (--all with {names})."
+    _out, err, code = from_argv("status", "--all", "point_embedding", "--json")
+    assert (err, code) == ("CommandError: Name indexes or give --all, not both (--all with point_embedding).\n", 1)
+
+
 def test_status_rounds_its_numbers(built):
     out, _err = command("status", "point_embedding", "--json")
     report = json.loads(out)
@@ -171,7 +185,8 @@ def test_a_violation_says_what_fixes_it(built):
     assert err.getvalue() == (
         f"point_embedding: VIOLATION: 1 row is in no posting list of an alive head at its current version (e.g. [{point.pk}])\n"
         "point_embedding: fix: `manage.py vectorindex repair point_embedding` indexes the rows the check names "
-        "and drops what belongs to no row (`manage.py vectorindex build point_embedding` rebuilds the whole index)\n"
+        "and marks deleted the versions that belong to no row (`manage.py vectorindex build point_embedding` "
+        "rebuilds the whole index)\n"
     )
 
 

@@ -64,7 +64,7 @@ def test_rows_written_with_raw_sql_are_found_by_check_and_mended_by_repair(built
 
     report = repair(declared())
     assert report.found == {"missing": 1, "lost": 0, "changed": 3, "unreachable": 0, "orphaned": 2}
-    assert (report.indexed, report.orphans_dropped) == (4, 2)
+    assert (report.indexed, report.orphans_deleted) == (4, 2)
     assert "point_embedding: ok" in check(INDEX)
     assert first(new_vector) == 50_000
     for row, vector in zip(rows[:3], moved):
@@ -126,7 +126,7 @@ def test_the_repair_command(built):
     out = io.StringIO()
     call_command("vectorindex", "repair", INDEX, stdout=out)
     assert out.getvalue().splitlines()[-1] == (
-        "point_embedding: 1 row indexed again (0 missing, 0 lost, 1 changed, 0 unreachable), 0 orphaned version rows dropped"
+        "point_embedding: 1 row indexed again (0 missing, 0 lost, 1 changed, 0 unreachable), 0 orphaned version rows marked deleted"
     )
     out = io.StringIO()
     call_command("vectorindex", "repair", INDEX, stdout=out)

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 
 from tests.indexing import build, check, clustered, worker
 from tests.test_maintenance import crowd_one_head
@@ -243,6 +243,49 @@ def test_inline_a_write_runs_the_scan_once_SCAN_INTERVAL_has_passed(settings, mo
     settings.VECTORINDEX = {"JOBS": "inline", "SCAN_INTERVAL": 3600}
     Streamed.objects.create(embedding=next(new))
     assert len(scans) == 1  # within the interval, a write is one time check
+    assert "streamed_embedding: ok" in check(INDEX)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_inline_a_write_that_rolls_back_leaves_the_scan_due_for_the_next_commit(settings, monkeypatch):
+    built(settings)
+    scans = []
+    monkeypatch.setattr(jobs, "scan_inline", lambda index, using: scans.append(index))
+    settings.VECTORINDEX = {"JOBS": "inline", "SCAN_INTERVAL": 1}
+    time.sleep(1.1)
+    new = iter(clustered(4, seed=8))
+    with pytest.raises(RuntimeError, match="rolled back"), transaction.atomic():
+        Streamed.objects.create(embedding=next(new))
+        raise RuntimeError("rolled back")
+    assert scans == []
+    with transaction.atomic():
+        Streamed.objects.create(embedding=next(new))
+        Streamed.objects.create(embedding=next(new))
+        assert scans == []
+    assert scans == [INDEX]  # once, when the transaction committed
+    Streamed.objects.create(embedding=next(new))
+    assert scans == [INDEX]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_build_puts_off_the_scan_only_once_it_commits(settings, monkeypatch):
+    from vectorindex.build import build as build_index
+    from vectorindex.storage import Storage
+
+    built(settings)
+    key = (INDEX, "default")
+    monkeypatch.setitem(jobs._scanned, key, 0.0)
+
+    def fail(self):
+        raise RuntimeError("the build broke off")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Storage, "posting_sizes", fail)  # read last, inside the build's transaction
+        with pytest.raises(RuntimeError, match="the build broke off"):
+            build_index(declared(), seed=1)
+    assert jobs._scanned[key] == 0.0  # still due
+    build_index(declared(), seed=1)
+    assert jobs._scanned[key] > 0.0
     assert "streamed_embedding: ok" in check(INDEX)
 
 

@@ -219,6 +219,24 @@ def test_a_snapshot_of_a_graph_full_of_retired_heads_is_rebuilt_from_the_alive_o
     assert Snapshot.objects.get().heads == 80
 
 
+def test_a_graph_rebuilt_for_a_snapshot_keeps_the_changes_an_older_transaction_views(built):
+    """Without them, a query in a transaction older than the snapshot's LSN loads a whole head index as of its own."""
+    from vectorindex.recovery import take_snapshot
+
+    declared = get_declared("point_embedding")
+    rt = runtime(declared, "default")
+    storage, state = rt.open()
+    before = rt.current(storage, state).lsn
+    retire = sorted(rt.head.alive)[:40]
+    with transaction.atomic():
+        state = storage.lock_state(exclusive=True)
+        change_heads(storage, state[2], retire=retire)
+    rt.current(*rt.open())
+    take_snapshot(declared, "default")
+    assert rt.head.elements == 80  # rebuilt
+    assert rt.head.changes_since(before) == (set(), set(retire))
+
+
 # Damaged and crafted snapshots -------------------------------------------------
 
 

@@ -152,3 +152,47 @@ def test_the_scan_of_every_index_goes_on_past_one_that_fails(monkeypatch, caplog
     assert "the scan of package_embedding failed" in caplog.text
     with pytest.raises(RuntimeError, match="not migrated"):
         tasks.scan(index="package_embedding")
+
+
+def test_follow_ups_and_the_jobs_a_scan_finds_go_through_the_bounded_send(monkeypatch):
+    """Not Celery's ``delay``, which retries a publish for seconds and then
+    raises in a job whose work has already committed."""
+    from celery.app.task import Task
+
+    from vectorindex import jobs, maintenance, tasks
+
+    sent = []
+    reassign = ("reassign", {"head_id": 7, "new_head_ids": [8, 9]})
+    monkeypatch.setattr(jobs, "send", lambda job, index, using, **arguments: sent.append((job, index, using, arguments)) or True)
+    monkeypatch.setattr(maintenance, "run", lambda name, declared, using, **arguments: maintenance.Outcome(name, "split", [reassign]))
+    monkeypatch.setattr(maintenance, "scan", lambda declared, using: [("merge", {"head_id": 3})])
+
+    def published(*args, **kwargs):
+        raise AssertionError("sent with Celery's own publish")
+
+    monkeypatch.setattr(Task, "apply_async", published)
+    assert tasks.split.apply(kwargs={"index": "point_embedding", "head_id": 1}).get() == "split"
+    assert tasks.scan.apply(kwargs={"index": "point_embedding"}).get() == 1
+    assert sent == [
+        ("reassign", "point_embedding", "default", {"head_id": 7, "new_head_ids": [8, 9]}),
+        ("merge", "point_embedding", "default", {"head_id": 3}),
+    ]
+
+
+def test_an_eager_task_that_meets_a_lock_is_left_for_the_scan_not_retried_at_once(monkeypatch, caplog):
+    """Run eagerly, a Celery retry runs the task again at once (the countdown
+    ignored), each try waiting JOB_LOCK_TIMEOUT inside the caller's commit."""
+    from vectorindex import maintenance, tasks
+    from vectorindex.exceptions import JobBusy
+
+    tries = []
+
+    def run(name, declared, using, **arguments):
+        tries.append(name)
+        raise JobBusy("split(head_id=1) on point_embedding: a lock stayed held by another transaction")
+
+    monkeypatch.setattr(maintenance, "run", run)
+    result = tasks.split.apply(kwargs={"index": "point_embedding", "head_id": 1})
+    assert result.successful(), result.traceback
+    assert tries == ["split"]
+    assert "left for the maintenance scan (eager tasks are not retried)" in caplog.text

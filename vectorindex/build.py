@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,14 +51,12 @@ class BuildReport:
         return self.vectors / self.seconds if self.seconds else float("inf")
 
 
-def stream_vectors(declared: Declared, using: str, pks: Sequence[int] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(pks, vectors) of every row whose vector is not NULL (or of these rows), a chunk at a time."""
+def stream_vectors(declared: Declared, using: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(pks, vectors) of every row whose vector is not NULL, a chunk at a time."""
     from . import exact
     from .planner import DistancePlan
 
     queryset = declared.model._base_manager.using(using).filter(**{f"{declared.field.name}__isnull": False})
-    if pks is not None:
-        queryset = queryset.filter(pk__in=list(pks))
     plan = DistancePlan(where_sql=queryset.query.where)
     for chunk in exact.scan(queryset, plan, terms=False, vectors=(declared.field.name,)):
         _present, matrix = chunk.vectors[declared.field.name]
@@ -179,7 +177,7 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
             rt.head = head
             rt.payload = (generation, payload)
         # A list that balancing left over the limit is split once this commits;
-        # nothing else is due: no safety-net scan for a while.
+        # nothing else is due: no safety-net scan for a while (from the commit).
         jobs.scanned(declared.name, using)
         limit = options["posting_limit"]
         for head_id, (size, _rows) in storage.posting_sizes().items():

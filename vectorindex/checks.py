@@ -128,7 +128,8 @@ def check_model_vector_indexes(model: Any) -> list[checks.CheckMessage]:
                     id="vectorindex.E104",
                 )
             )
-        for alias, kind in _unsupported_databases(model):
+        used, unrouted = _databases(model)
+        for alias, kind in _unsupported(used):
             messages.append(
                 checks.Error(
                     f"{label} is on database '{alias}', which is {kind}: the index needs {SUPPORTED}.",
@@ -139,15 +140,63 @@ def check_model_vector_indexes(model: Any) -> list[checks.CheckMessage]:
                     id="vectorindex.E105",
                 )
             )
+        for alias, kind in _unsupported(unrouted):
+            messages.append(
+                checks.Warning(
+                    f"{label}: no database router keeps {model._meta.label} off database '{alias}', "
+                    f"which is {kind}; `migrate --database {alias}` would create its table there, "
+                    f"where the index cannot work (it needs {SUPPORTED}).",
+                    hint=f"Add a database router whose allow_migrate() returns False for "
+                    f"{model._meta.label} on '{alias}', or never migrate it there.",
+                    obj=model,
+                    id="vectorindex.W005",
+                )
+            )
     return messages
 
 
-def _unsupported_databases(model: Any) -> list[tuple[str, str]]:
-    """(alias, vendor) of each unsupported database *model* may be read from, written to or migrated on."""
+def _databases(model: Any) -> tuple[set[str], set[str]]:
+    """(aliases *model* is read from, written to, or routed to be migrated on; aliases only Django's default would migrate it on).
+
+    With no router that says otherwise, Django lets every model be migrated
+    on every database: a project with an unrelated extra database (a
+    PostgreSQL one for other apps) would have *model* there only if someone
+    ran ``migrate --database`` for it.
+    """
     from django.db import connections, router
 
-    aliases = {router.db_for_read(model), router.db_for_write(model)}
-    aliases.update(alias for alias in connections if router.allow_migrate_model(alias, model))
+    used = {router.db_for_read(model), router.db_for_write(model)}
+    unrouted = set()
+    for alias in connections:
+        if alias in used:
+            continue
+        allowed = _routed_migrate(alias, model)
+        if allowed:
+            used.add(alias)
+        elif allowed is None:
+            unrouted.add(alias)
+    return used, unrouted
+
+
+def _routed_migrate(alias: str, model: Any) -> bool | None:
+    """What the first router with an opinion says of migrating *model* on *alias*; None when none has one.
+
+    Django's ``router.allow_migrate_model`` answers True for "no opinion" too.
+    """
+    from django.db import router
+
+    for each in router.routers:
+        method = getattr(each, "allow_migrate", None)
+        if method is None:
+            continue
+        allowed = method(alias, model._meta.app_label, model_name=model._meta.model_name, model=model)
+        if allowed is not None:
+            return bool(allowed)
+    return None
+
+
+def _unsupported(aliases: set[str]) -> list[tuple[str, str]]:
+    """(alias, vendor) of those of *aliases* on a database the index does not support."""
     found = [(alias, vendor(alias)) for alias in sorted(aliases)]
     return [(alias, name) for alias, name in found if name not in SUPPORTED_VENDORS]
 

@@ -145,7 +145,7 @@ class RepairReport:
     name: str
     found: dict[str, int]
     indexed: int
-    orphans_dropped: int
+    orphans_deleted: int  # orphaned version rows marked deleted
 
 
 def repair(declared: Declared, using: str = "default", *, progress: Callable[[str, int, int], None] | None = None) -> RepairReport:
@@ -165,13 +165,13 @@ def repair(declared: Declared, using: str = "default", *, progress: Callable[[st
         indexed += _index_again(declared, using, todo[start : start + REPAIR_BATCH])
         if progress:
             progress("index", min(start + REPAIR_BATCH, len(todo)), len(todo))
-    dropped = 0
+    deleted = 0
     for start in range(0, len(found.orphaned), REPAIR_BATCH):
-        dropped += _drop_orphans(declared, using, found.orphaned[start : start + REPAIR_BATCH])
+        deleted += _mark_orphans_deleted(declared, using, found.orphaned[start : start + REPAIR_BATCH])
         if progress:
             progress("orphans", min(start + REPAIR_BATCH, len(found.orphaned)), len(found.orphaned))
     counts = {kind: len(getattr(found, kind)) for kind in KINDS}
-    return RepairReport(declared.name, counts, indexed, dropped)
+    return RepairReport(declared.name, counts, indexed, deleted)
 
 
 def _index_again(declared: Declared, using: str, pks: list[int]) -> int:
@@ -189,7 +189,7 @@ def _index_again(declared: Declared, using: str, pks: list[int]) -> int:
     return sum(1 for _pk, vector in rows if vector is not None)
 
 
-def _drop_orphans(declared: Declared, using: str, vector_ids: list[int]) -> int:
+def _mark_orphans_deleted(declared: Declared, using: str, vector_ids: list[int]) -> int:
     from .registry import runtime
 
     model = declared.model

@@ -101,9 +101,14 @@ _outages_lock = threading.Lock()
 def send(job: str, index: str, using: str, **arguments: Any) -> bool:
     """Send *job* to the broker; was it sent?
 
-    Never raises and never waits much longer than ``ENQUEUE_TIMEOUT``: a
-    failed send is logged (a warning for the first failure of an outage, not
-    for each job), and the job's work is left for the maintenance scan.
+    Never raises, and makes one attempt in which each step waits at most
+    ``ENQUEUE_TIMEOUT``: a connection from the pool (all of them busy sending
+    on other threads), connecting, and each reply. A broker that is down or
+    does not answer costs about one ``ENQUEUE_TIMEOUT``; one that is slow at
+    every step, a few (three or more: a Redis connection's set-up takes
+    replies of its own). A failed send is logged (a warning for the first
+    failure of an outage, not for each job), and the job's work is left for
+    the maintenance scan.
     """
     import kombu.pools
 
@@ -137,7 +142,7 @@ def send(job: str, index: str, using: str, **arguments: Any) -> bool:
 
 
 def _bounded_connection(app: Any) -> Any:
-    """A connection to *app*'s broker on which a send waits at most ``ENQUEUE_TIMEOUT`` seconds.
+    """A connection to *app*'s broker on which each step of a send waits at most ``ENQUEUE_TIMEOUT`` seconds.
 
     Celery's own producer pool would not do: kombu connects in a loop that
     sleeps between attempts until ``broker_connection_timeout`` (4 s) has
@@ -224,19 +229,41 @@ def wrote(index: str, using: str) -> None:
     """
     key = (index, using)
     now = time.monotonic()
-    interval = vectorindex_settings.SCAN_INTERVAL
-    if now - _scanned.setdefault(key, now) < interval or mode() != "inline":
+    if now - _scanned.setdefault(key, now) < vectorindex_settings.SCAN_INTERVAL or mode() != "inline":
         return
+    # The scan is claimed when the commit runs it, not here: a transaction
+    # that rolls back leaves it due for the next write. Until then, one scan
+    # per transaction: Django drops a rolled-back transaction's (or
+    # savepoint's) callbacks from this list, so what is in it will run.
+    pending = transaction.get_connection(using).run_on_commit
+    if any(getattr(callback, "vectorindex_scan", None) == key for _ids, callback, _robust in pending):
+        return
+
+    def scan_after_commit() -> None:
+        if _claim(key):
+            scan_inline(index, using)
+
+    scan_after_commit.vectorindex_scan = key  # type: ignore[attr-defined]
+    transaction.on_commit(scan_after_commit, using=using, robust=True)
+
+
+def _claim(key: tuple[str, str]) -> bool:
+    """Is the scan of *key* due? If so it is this caller's: the next one is ``SCAN_INTERVAL`` seconds away."""
+    now = time.monotonic()
     with _scanned_lock:
-        if now - _scanned[key] < interval:
-            return  # another thread's write took this one
+        if now - _scanned.get(key, now) < vectorindex_settings.SCAN_INTERVAL:
+            return False  # another thread's commit took this one
         _scanned[key] = now
-    transaction.on_commit(lambda: scan_inline(index, using), using=using, robust=True)
+        return True
 
 
 def scanned(index: str, using: str) -> None:
-    """*index* needs no safety-net scan for ``SCAN_INTERVAL`` seconds (it was just built)."""
-    _scanned[(index, using)] = time.monotonic()
+    """*index* needs no safety-net scan for ``SCAN_INTERVAL`` seconds once this transaction commits (it was just built)."""
+
+    def stamp() -> None:
+        _scanned[(index, using)] = time.monotonic()
+
+    transaction.on_commit(stamp, using=using)
 
 
 def scan_inline(index: str, using: str) -> None:

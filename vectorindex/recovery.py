@@ -53,8 +53,13 @@ def take_snapshot(declared: Declared, using: str = "default") -> Snapshot:
         head = rt.current(storage, state)
         if head.elements > COMPACT_ABOVE * len(head):
             # Retired heads still in the graph: the snapshot (and every process
-            # that loads it) gets a graph of the alive heads alone.
-            head = rebuild_from_heads(rt, storage, state[1], state[2])
+            # that loads it) gets a graph of the alive heads alone. This
+            # process's copy keeps what the old one remembered, so a
+            # transaction older than this LSN still views the heads without
+            # loading a head index of its own.
+            rebuilt = rebuild_from_heads(rt, storage, state[1], state[2])
+            rebuilt.take_history(head)
+            head = rebuilt
             with rt.lock:
                 rt.head = head
         snapshot = storage.write_snapshot(state[1], state[2], head.to_bytes(), len(head))

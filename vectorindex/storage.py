@@ -497,12 +497,18 @@ class Storage:
         return vectors
 
     def head_rows(self, head_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of those of these heads whose rows are still there, in the order given."""
+        """(ids, vectors) of those of these heads whose rows are still there, in the order given.
+
+        A view can ask for up to ``HISTORY`` heads at once: more than SQLite
+        takes as parameters of one statement.
+        """
         ids = [int(h) for h in head_ids]
-        rows = dict(self._execute(
-            f"SELECT id, vector FROM {self.head_table} WHERE index_id = %s AND id IN ({self._marks(len(ids))})",
-            [self.index_id, *ids],
-        )) if ids else {}
+        rows: dict[int, Any] = {}
+        for batch in _batches(ids):
+            rows.update(self._execute(
+                f"SELECT id, vector FROM {self.head_table} WHERE index_id = %s AND id IN ({self._marks(len(batch))})",
+                [self.index_id, *batch],
+            ))
         found = [i for i in ids if i in rows]
         return np.array(found, dtype=np.int64), codec.stack_bytes([bytes(rows[i]) for i in found], self.dimensions)
 

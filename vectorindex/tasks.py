@@ -4,7 +4,15 @@ Each takes primitive ids and is idempotent; ``acks_late`` returns a task whose
 worker died to the queue, and running it again is safe. A job that gave up
 waiting for a lock another transaction kept is retried with a countdown, twice
 as long each time, up to ``BUSY_RETRIES`` times; after that the maintenance
-scan finds its work.
+scan finds its work. Run eagerly (``task_always_eager``), a busy job is not
+retried: Celery would run it again at once, ignoring the countdown, each try
+waiting ``JOB_LOCK_TIMEOUT`` inside the caller's commit; it is left for the
+scan instead.
+
+Follow-up jobs, and the jobs a scan finds, go through :func:`jobs.send`: one
+bounded attempt that never raises (Celery's ``delay`` retries a publish for
+seconds, then raises in a job whose work has already committed). A send that
+fails leaves its work for the next scan.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from typing import Any
 
 from celery import current_task, shared_task
 
-from . import maintenance
+from . import jobs, maintenance
 from .conf import vectorindex_settings
 from .exceptions import JobBusy
 from .registry import declared_indexes, get_declared
@@ -29,10 +37,13 @@ def _run(job: str, index: str, using: str, **arguments: Any) -> str:
     try:
         outcome = maintenance.run(job, get_declared(index), using, **arguments)
     except JobBusy as busy:
+        if current_task.request.is_eager:
+            logger.warning("vectorindex %s; left for the maintenance scan (eager tasks are not retried)", busy)
+            return str(busy)
         countdown = vectorindex_settings.JOB_LOCK_TIMEOUT * 2**current_task.request.retries
         raise current_task.retry(exc=busy, countdown=countdown, max_retries=BUSY_RETRIES) from busy
     for name, follow_up in outcome.follow_up:
-        globals()[name].delay(index=index, using=using, **follow_up)
+        jobs.send(name, index, using, **follow_up)
     return outcome.detail
 
 
@@ -86,7 +97,6 @@ def scan(index: str | None = None, using: str = "default") -> int:
 
 
 def _scan(name: str, using: str) -> int:
-    jobs = maintenance.scan(get_declared(name), using)
-    for job, arguments in jobs:
-        globals()[job].delay(index=name, using=using, **arguments)
-    return len(jobs)
+    """Send the jobs *name* needs; how many were sent."""
+    found = maintenance.scan(get_declared(name), using)
+    return sum(jobs.send(job, name, using, **arguments) for job, arguments in found)

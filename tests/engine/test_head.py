@@ -231,3 +231,37 @@ def test_retired_heads_give_their_slots_to_new_ones():
     copy.remove(np.array(sorted(copy.alive)[:5]))
     copy.add(np.arange(5) + 99_000, vectors[:5])  # a loaded index reuses slots too
     assert copy.elements == 100
+
+
+def test_a_head_index_takes_the_history_only_of_one_at_its_own_lsn():
+    older, newer = HeadIndex(4, "l2"), HeadIndex(4, "l2")
+    older.add(np.array([1, 2]), np.eye(4, dtype=np.float32)[:2])
+    older.lsn = newer.lsn = 6
+    for lsn, added, head_id in [(5, True, 2), (6, False, 3)]:
+        older.record(lsn, added, head_id)
+    newer.add(np.array([1, 2]), np.eye(4, dtype=np.float32)[:2])
+    assert newer.changes_since(4) is None
+    newer.take_history(older)
+    assert newer.changes_since(4) == ({2}, {3}) == older.changes_since(4)
+    newer.lsn = 7
+    with pytest.raises(HeadIndexError, match="a head index at LSN 7 cannot take the history of one at LSN 6"):
+        newer.take_history(older)
+
+
+def test_a_head_id_the_graph_holds_is_refused_and_the_graph_is_unchanged():
+    """hnswlib's replace_deleted path would put it in a retired head's slot and leave its old element under the same label."""
+    head, vectors = make()
+    head.remove(np.arange(1000, 1010))  # their slots stay in the graph until new heads take them
+    loaded = HeadIndex.from_bytes(head.to_bytes(), 8, "l2")
+    for index in (head, loaded):
+        for ids in ([1005], [1100], [1300, 1100]):  # retired, alive, one of a batch
+            with pytest.raises(HeadIndexError, match=rf"heads \[{ids[-1]}\] are already in the head index; a head id is added once"):
+                index.add(np.array(ids), vectors[: len(ids)])
+        with pytest.raises(HeadIndexError, match=r"heads \[1400\] are given twice"):
+            index.add(np.array([1400, 1400]), vectors[:2])
+        assert len(index) == 190 and index.elements == 200
+        assert sorted(index.labels()) == list(range(1000, 1200))
+    head.add(np.arange(1200, 1210), vectors[:10])  # new ids take the retired heads' slots
+    assert head.elements == 200 and head.labels() == set(range(1010, 1210))
+    head.add(np.array([1005]), vectors[5:6])  # its slot was taken: a new element again
+    assert head.search(vectors[5:6], 1)[0][0, 0] in (1005, 1205)

@@ -61,6 +61,9 @@ class HeadIndex:
             max_elements=max(capacity, 16), ef_construction=ef_construction, M=m, allow_replace_deleted=True
         )
         self.alive: set[int] = set()
+        # Every label ever added is at most this: a batch of ids above it is
+        # new to the graph without asking hnswlib (see add()).
+        self._top_label = -1
         self._copies = _Copies(dimensions)
         # What this copy has applied: (generation, LSN) of the index state.
         self.generation = 0
@@ -80,11 +83,19 @@ class HeadIndex:
             return self._index.element_count
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add heads whose ids are new to the graph.
+
+        An id the graph holds (alive, or retired and its slot not yet taken)
+        is refused: hnswlib's ``replace_deleted`` path would put it in a
+        retired head's slot and leave its old element behind under the same
+        label. Head ids are never reused, so no caller adds one twice.
+        """
         ids = np.asarray(ids, dtype=np.int64)
         if not len(ids):
             return
         data = prepare(vectors.reshape(len(ids), self.dimensions), self.metric)
         with self._lock:
+            self._refuse_present(ids)
             try:
                 needed = self._index.element_count + len(ids)
                 if needed > self._index.max_elements:
@@ -93,11 +104,26 @@ class HeadIndex:
                     capacity = self._index.max_elements
                     self._index.resize_index(max(needed, capacity + max(1024, capacity // 8)))
                 self._index.add_items(data, ids, replace_deleted=True)
-                for head_id in ids.tolist():
-                    self._copies.drop(head_id)  # a label added again has a new vector
             except RuntimeError as error:
                 raise HeadIndexError(f"adding {len(ids)} heads failed: {error}") from error
             self.alive.update(int(i) for i in ids)
+            self._top_label = max(self._top_label, int(ids.max()))
+
+    def _refuse_present(self, ids: np.ndarray) -> None:
+        """Raise if an id is in *ids* twice or already in the graph. Under the lock.
+
+        New heads' ids are above every id so far (the database counts them
+        up), which a comparison shows; only other batches cost a pass over
+        hnswlib's labels.
+        """
+        if len(np.unique(ids)) != len(ids):
+            values, counts = np.unique(ids, return_counts=True)
+            raise HeadIndexError(f"heads {values[counts > 1].tolist()[:5]} are given twice")
+        if int(ids.min()) > self._top_label:
+            return
+        present = set(ids.tolist()) & {int(i) for i in self._index.get_ids_list()}
+        if present:
+            raise HeadIndexError(f"heads {sorted(present)[:5]} are already in the head index; a head id is added once")
 
     def remove(self, ids: np.ndarray) -> None:
         with self._lock:
@@ -115,6 +141,19 @@ class HeadIndex:
             self.history.append((lsn, added, head_id))
             if len(self.history) > HISTORY:
                 self.history_from = self.history.popleft()[0]
+
+    def take_history(self, older: HeadIndex) -> None:
+        """Remember the WAL changes *older* remembers: this copy replaces it, at the same LSN.
+
+        A graph rebuilt from the alive heads knows no history of its own; a
+        transaction older than the LSN still needs one (see ``changes_since``).
+        """
+        if older.lsn != self.lsn:
+            raise HeadIndexError(f"a head index at LSN {self.lsn} cannot take the history of one at LSN {older.lsn}")
+        with older._lock:
+            history, history_from = deque(older.history), older.history_from
+        with self._lock:
+            self.history, self.history_from = history, history_from
 
     def changes_since(self, lsn: int) -> tuple[set[int], set[int]] | None:
         """(heads alive now that were not at *lsn*, heads alive at *lsn* that are not now).
@@ -271,6 +310,7 @@ class HeadIndex:
             os.unlink(path)
         head._index = index
         head.alive = {int(i) for i in alive}
+        head._top_label = max(map(int, index.get_ids_list()), default=-1)
         return head
 
     def labels(self) -> set[int]:

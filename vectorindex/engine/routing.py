@@ -106,8 +106,8 @@ def probe(head: HeadIndex, query: np.ndarray, count: int, epsilon: float) -> np.
     """Heads to probe for *query*, nearest first: up to *count*, within ``(1+ε)``.
 
     A *count* that reaches the number of heads asks for every list: all of
-    them, with no cut-off (and no graph search, which need not reach every
-    element of a graph that has lost many).
+    them, in no particular order, with no cut-off (and no graph search, which
+    need not reach every element of a graph that has lost many).
     """
     if count >= len(head):
         return head.ids()
@@ -143,7 +143,10 @@ def reach(
 
 
 def ranked_heads(head: HeadIndex, query: np.ndarray, count: int) -> np.ndarray:
-    """The *count* nearest heads of *query*, nearest first, with no cut-off (every head from their number on)."""
+    """The *count* nearest heads of *query*, nearest first, with no cut-off.
+
+    From the number of heads on, every head, in no particular order.
+    """
     if count >= len(head):
         return head.ids()
     labels, _ = head.search(query, count, ef=max(64, 2 * count))

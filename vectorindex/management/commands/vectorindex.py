@@ -74,7 +74,7 @@ ACTIONS: dict[str, Action] = {
         every_by_default=True,
     ),
     "repair": Action(
-        "index again the rows check finds missing, lost, changed or unreachable; drop orphaned version rows",
+        "index again the rows check finds missing, lost, changed or unreachable; mark orphaned version rows deleted",
         _repair_options,
     ),
     "drop": Action(
@@ -159,6 +159,8 @@ class Command(BaseCommand):
             if not names:
                 raise CommandError(f"Name the index to drop ({self._leftover_names(options['database'])}).")
             return names
+        if options["all"] and names:
+            raise CommandError(f"Name indexes or give --all, not both (--all with {', '.join(names)}).")
         if options["all"] or (action.every_by_default and not names):
             return [declared_indexes()[name] for name in sorted(declared_indexes())]
         if not names:
@@ -322,13 +324,13 @@ class Command(BaseCommand):
         report = repair(declared, options["database"], progress=progress)
         for bar in bars.values():
             bar.close()
-        if not report.indexed and not report.orphans_dropped:
+        if not report.indexed and not report.orphans_deleted:
             self.stdout.write(f"{declared.name}: nothing to repair")
             return
         kinds = ", ".join(f"{report.found[kind]:,} {kind}" for kind in ("missing", "lost", "changed", "unreachable"))
         self.stdout.write(
             f"{declared.name}: {counted(report.indexed, 'row')} indexed again ({kinds}), "
-            f"{counted(report.orphans_dropped, 'orphaned version row')} dropped"
+            f"{counted(report.orphans_deleted, 'orphaned version row')} marked deleted"
         )
 
     # drop --------------------------------------------------------------------------
@@ -366,7 +368,8 @@ def remedy(name: str, violation: str) -> str:
     if "head index" in violation:
         return f"`manage.py vectorindex recover {name}` rebuilds the head index from the heads table"
     return (
-        f"`manage.py vectorindex repair {name}` indexes the rows the check names and drops what belongs to no row "
+        f"`manage.py vectorindex repair {name}` indexes the rows the check names and marks deleted the versions "
+        "that belong to no row "
         f"(`manage.py vectorindex build {name}` rebuilds the whole index)"
     )
 
