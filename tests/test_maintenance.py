@@ -318,6 +318,53 @@ def test_a_sweep_keeps_the_version_rows_entries_still_name(small, settings):
     assert not Version.objects.filter(deleted=True).exists()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_deleted_vector_saved_again_while_the_sweep_reads_the_lists_keeps_its_version_row(settings, monkeypatch):
+    """A save of a deleted vector's key does not wait for the sweep's read of
+    every list; the sweep, which found no entry of it there, then leaves its
+    row: the save wrote entries the sweep did not read."""
+    from vectorindex.backends import lock_timeout
+    from vectorindex.storage import Storage
+
+    settings.VECTORINDEX = {"JOBS": "manual"}
+    vectors = clustered(600, seed=4)
+    Streamed.objects.bulk_create(Streamed(embedding=v) for v in vectors)
+    build(INDEX)
+    pks = list(Streamed.objects.order_by("pk").values_list("pk", flat=True))
+    Streamed.objects.filter(pk__in=pks[:100]).delete()
+    back, again = pks[0], pks[1]  # saved again; saved again and deleted
+    read = Storage.referenced_ids
+    saved = []
+
+    def save() -> None:
+        try:
+            with lock_timeout(connections["default"], 3):
+                Streamed.objects.create(pk=back, embedding=vectors[0] + 30)
+                Streamed.objects.create(pk=again, embedding=vectors[1] + 30)
+                Streamed.objects.filter(pk=again).delete()
+            saved.append(True)
+        finally:
+            connections.close_all()
+
+    def referenced_ids(self):
+        named = read(self)
+        thread = threading.Thread(target=save)
+        thread.start()
+        thread.join(60)
+        return named
+
+    monkeypatch.setattr(Storage, "referenced_ids", referenced_ids)
+    outcome = maintenance.sweep(declared())
+    monkeypatch.undo()
+    assert saved, "the save waited for the sweep"
+    assert "98 version rows of deleted vectors removed" in outcome.detail, outcome.detail
+    assert Version.objects.get(vector_id=back).version == 2
+    assert Version.objects.filter(vector_id=again, deleted=True, version=2).exists()
+    assert not Version.objects.filter(vector_id__in=pks[2:100]).exists()
+    assert Streamed.objects.order_by(L2Distance("embedding", vectors[0] + 30)).first().pk == back
+    assert "streamed_embedding: ok" in check(INDEX)
+
+
 def test_a_collect_leaves_the_next_sweep_to_the_deletes_since_the_last(small, settings):
     """A collect removes version rows that nothing names any more; the deletes
     since the last sweep, still named by alive lists, still ask for a sweep."""

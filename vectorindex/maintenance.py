@@ -564,10 +564,12 @@ def sweep(declared: Declared, using: str = "default") -> Outcome:
     ``posting_limit`` get their merge or split next.
 
     Then the version rows of deleted vectors that no entry of any list (a
-    retired head's too) names any more are removed. They are locked first:
-    a write that would give such a vector a version again (its primary key
-    used anew) waits, so that it can never meet an entry of the old vector
-    at the same version number.
+    retired head's too) names any more are removed. Each is locked before
+    it is removed, and removed only if it is still deleted at the version
+    it had when the lists were read: a write that would give such a vector
+    a version again (its primary key used anew) waits, or, having written
+    first, keeps the row, so that it can never meet an entry of the old
+    vector at the same version number.
     """
     rt, storage, state = _open(declared, using)
     if state[0] != IndexState.Status.READY:
@@ -602,21 +604,44 @@ def sweep(declared: Declared, using: str = "default") -> Outcome:
     )
 
 
+# Version rows locked and removed per transaction by a sweep or a collect.
+FORGET_BATCH = 1_000
+
+
 def _forget_versions(storage: Storage, using: str, swept: bool = False) -> tuple[int, int]:
     """Remove the version rows of deleted vectors that no entry names: (how many, how many are still named).
 
-    After a sweep (*swept*), the ones still named are what the sweep had to
-    leave, and the scan counts new deletes from there. After a collect, those
-    still named include vectors deleted since the sweep, whose entries no
-    sweep has met yet: the count the sweep left only drops by what was removed.
+    The deleted vectors and then every list are read without a lock: a
+    version row locked for that long would hold up each user transaction
+    that writes it. Only the rows no entry named are then locked, by primary
+    key, a batch per transaction, and removed if they are still deleted at
+    the version read. A vector whose version changed meanwhile was saved
+    again (and maybe deleted again): its new entries may be in lists read
+    before they were written, so its row stays. One that did not change got
+    no entry since: entries are written under a new version, or copied from
+    an entry that stays where it was (a retired list keeps its rows).
+
+    After a sweep (*swept*), the deleted rows left (still named, or saved
+    and deleted again meanwhile) are what the sweep had to leave, and the
+    scan counts new deletes from there. After a collect, those left include
+    vectors deleted since the sweep, whose entries no sweep has met yet: the
+    count the sweep left only drops by what was removed.
     """
+    deleted = storage.deleted_versions()
+    unnamed = np.setdiff1d(np.array(sorted(deleted), dtype=np.int64), storage.referenced_ids(), assume_unique=True)
+    forgotten = revived = 0
+    for start in range(0, len(unnamed), FORGET_BATCH):
+        batch = unnamed[start : start + FORGET_BATCH].tolist()
+        with job_transaction(using):
+            locked = storage.lock_versions(batch)
+            gone = [vector_id for vector_id in batch if locked.get(vector_id) == (deleted[vector_id], True)]
+            storage.forget_versions(gone)
+        forgotten += len(gone)
+        revived += sum(1 for _version, is_deleted in locked.values() if not is_deleted)
     with job_transaction(using):
-        deleted = storage.lock_deleted_versions()
-        forgotten = np.setdiff1d(deleted, storage.referenced_ids(), assume_unique=True)
-        storage.forget_versions(forgotten)
-        left = len(deleted) - len(forgotten) if swept else max(0, storage.swept_deleted() - len(forgotten))
+        left = len(deleted) - forgotten - revived if swept else max(0, storage.swept_deleted() - forgotten)
         storage.set_state(swept_deleted=left)
-    return len(forgotten), len(deleted) - len(forgotten)
+    return forgotten, len(deleted) - len(unnamed)
 
 
 # Snapshot, garbage collection, scan ---------------------------------------------
