@@ -365,6 +365,67 @@ def test_a_deleted_vector_saved_again_while_the_sweep_reads_the_lists_keeps_its_
     assert "streamed_embedding: ok" in check(INDEX)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_write_to_a_list_the_sweep_rewrote_does_not_wait_for_the_rest_of_the_sweep(settings, monkeypatch):
+    """Lists are rewritten in short transactions (here one list each): while
+    the sweep is about to rewrite its second list, a write to the first one
+    goes through (on SQLite too, where a transaction that writes holds the
+    whole database)."""
+    from contextlib import contextmanager
+
+    from vectorindex.backends import lock_timeout
+    from vectorindex.storage import Storage
+
+    settings.VECTORINDEX = {"JOBS": "manual"}
+    Streamed.objects.bulk_create(Streamed(embedding=v) for v in clustered(600, seed=4))
+    build(INDEX)
+    Streamed.objects.filter(pk__in=list(Streamed.objects.order_by("pk").values_list("pk", flat=True)[:200])).delete()
+    locked, transactions, paused, go = [], [], threading.Event(), threading.Event()
+    lock_head, job_transaction = Storage.lock_head, maintenance.job_transaction
+
+    def recording(self, head_id, skip_locked=False):
+        locked.append(head_id)
+        return lock_head(self, head_id, skip_locked)
+
+    @contextmanager
+    def pausing(using):
+        transactions.append(using)
+        if len(transactions) == 2:  # the first list is rewritten
+            paused.set()
+            go.wait(60)
+        with job_transaction(using):
+            yield
+
+    monkeypatch.setattr(maintenance, "SWEEP_HOLD", 0)
+    monkeypatch.setattr(Storage, "lock_head", recording)
+    monkeypatch.setattr(maintenance, "job_transaction", pausing)
+    outcome = []
+
+    def sweep() -> None:
+        try:
+            outcome.append(maintenance.sweep(declared()))
+        finally:
+            connections.close_all()
+
+    sweeping = threading.Thread(target=sweep)
+    sweeping.start()
+    try:
+        assert paused.wait(60)
+        storage, _state = runtime(declared(), "default").open()
+        owners, entries = storage.read_postings_with_owners(sorted(storage.alive_head_ids()))
+        to_rewrite = set(owners[~maintenance._current(storage, entries)].tolist())
+        vector = storage.head_vector(locked[0]) + 0.01
+        with lock_timeout(connections["default"], 2):
+            written = Streamed.objects.create(embedding=vector)
+    finally:
+        go.set()
+        sweeping.join(60)
+    assert to_rewrite and locked[0] not in to_rewrite, (locked, to_rewrite)  # one list done, others to do
+    assert outcome and "lists rewritten" in outcome[0].detail
+    assert Streamed.objects.order_by(L2Distance("embedding", vector)).first().pk == written.pk
+    assert "streamed_embedding: ok" in check(INDEX)
+
+
 def test_a_collect_leaves_the_next_sweep_to_the_deletes_since_the_last(small, settings):
     """A collect removes version rows that nothing names any more; the deletes
     since the last sweep, still named by alive lists, still ask for a sweep."""
@@ -459,7 +520,7 @@ def misplaced_in_a_neighbour(old_head, new_head):
 
 STEPS = [
     "split:locked", "split:heads", "split:postings", "merge:retired", "merge:appended", "defragment:rewritten",
-    "reassign:versions", "reassign:appended", "sweep:batch",
+    "reassign:versions", "reassign:appended", "sweep:rewritten", "sweep:batch",
 ]
 
 

@@ -510,6 +510,14 @@ def merge(declared: Declared, head_id: int, using: str = "default") -> Outcome:
     return Outcome("merge", f"head {head_id}: {counted(len(live), 'vector')} moved to other heads")
 
 
+def _rewrite_live(storage: Storage, head_id: int, rows: dict[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rewrite a locked posting list as its live entries, packed: (its entries before, the live ones)."""
+    entries = storage.read_postings([head_id], rows)
+    live = _live(storage, entries)
+    storage.replace_postings(head_id, [(c, p) for _h, c, p in _pack(storage, head_id, live)])
+    return entries, live
+
+
 def defragment(declared: Declared, head_id: int, using: str = "default", above_rows: int = 0) -> Outcome:
     """Rewrite a posting list as few packed rows, without stale entries. No head changes.
 
@@ -530,9 +538,7 @@ def defragment(declared: Declared, head_id: int, using: str = "default", above_r
         if stored <= above_rows:
             return Outcome("defragment", f"head {head_id}: {counted(stored, 'row')}, packed already")
         rows: dict[int, int] = {}
-        entries = storage.read_postings([head_id], rows)
-        live = _live(storage, entries)
-        storage.replace_postings(head_id, [(c, p) for _h, c, p in _pack(storage, head_id, live)])
+        entries, live = _rewrite_live(storage, head_id, rows)
         fault("defragment", "rewritten")
     # A list that grew past the limit while its split waited in the queue, and
     # was packed first, is still over the limit: no append will cross it again.
@@ -544,8 +550,13 @@ def defragment(declared: Declared, head_id: int, using: str = "default", above_r
 
 # Sweep ----------------------------------------------------------------------------
 
-# Lists read per transaction of a sweep.
+# Lists a sweep reads at a time.
 SWEEP_LISTS = 200
+# A sweep's transaction rewrites lists until it has run this long (seconds):
+# a write to a list it rewrote waits about that at most (on SQLite, where
+# the transaction holds the whole database, any write does), and the
+# commits, a flush to disk each, are fewer than one per list.
+SWEEP_HOLD = 0.05
 # The scan asks for a sweep once this share of the live vectors (and at least
 # SWEEP_MIN of them) were deleted since the last sweep.
 SWEEP_SHARE = 0.1
@@ -558,10 +569,12 @@ def sweep(declared: Declared, using: str = "default") -> Outcome:
     A delete only marks the vector's version row, and leaves its entries in
     every list that held them: no list grows for it, so no split ever drops
     them, and queries read and skip them for ever. A sweep reads the lists a
-    few hundred at a time (a transaction each) and rewrites those with dead
-    entries, as a defragment does (a list some transaction holds now is
-    left for the next sweep). Lists left below ``merge_below`` or over
-    ``posting_limit`` get their merge or split next.
+    few hundred at a time, without a lock, and rewrites those with dead
+    entries as a defragment does (a list some transaction holds now is left
+    for the next sweep), in short transactions of a few lists each
+    (``SWEEP_HOLD``): a write waits for the few lists of one transaction at
+    most, never for the rest of the batch. Lists left below
+    ``merge_below`` or over ``posting_limit`` get their merge or split next.
 
     Then the version rows of deleted vectors that no entry of any list (a
     retired head's too) names any more are removed. Each is locked before
@@ -579,15 +592,21 @@ def sweep(declared: Declared, using: str = "default") -> Outcome:
     follow_up: list[tuple[str, dict[str, Any]]] = []
     heads = sorted(storage.alive_head_ids())
     for start in range(0, len(heads), SWEEP_LISTS):
-        with job_transaction(using):
-            owners, entries = storage.read_postings_with_owners(heads[start : start + SWEEP_LISTS])
-            dead = set(owners[~_current(storage, entries)].tolist())
-            for head_id in sorted(dead):
-                if not storage.lock_head(head_id, skip_locked=True):
-                    continue  # busy (left for the next sweep) or retired meanwhile
-                listed = storage.read_postings([head_id])
-                live = _live(storage, listed)
-                storage.replace_postings(head_id, [(c, p) for _h, c, p in _pack(storage, head_id, live)])
+        owners, entries = storage.read_postings_with_owners(heads[start : start + SWEEP_LISTS])
+        queue = sorted(set(owners[~_current(storage, entries)].tolist()))
+        while queue:
+            done = []
+            with job_transaction(using):
+                began = time.monotonic()
+                while True:
+                    head_id = queue.pop(0)
+                    # Else busy (left for the next sweep) or retired meanwhile.
+                    if storage.lock_head(head_id, skip_locked=True):
+                        done.append((head_id, *_rewrite_live(storage, head_id)))
+                    if not queue or time.monotonic() - began >= SWEEP_HOLD:
+                        break
+            fault("sweep", "rewritten")
+            for head_id, listed, live in done:
                 rewritten += 1
                 dropped += len(listed) - len(live)
                 if len(live) < options["merge_below"]:
