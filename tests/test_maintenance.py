@@ -12,7 +12,7 @@ from django.db import connections, transaction
 from tests.indexing import RefusingSearches, build, check, clustered, recall, run_worker, worker
 from tests.testapp.models import Streamed
 from vectorindex import L2Distance, maintenance
-from vectorindex.models import Head, Posting, Snapshot, Version, WalEntry
+from vectorindex.models import Head, IndexState, Posting, Snapshot, Version, WalEntry
 from vectorindex.registry import get_declared, runtime
 
 INDEX = "streamed_embedding"  # posting_limit=64, merge_below=4, defragment_rows=8
@@ -291,6 +291,36 @@ def test_deleting_half_the_rows_leaves_no_garbage_once_maintained(db, settings):
     assert nearest.pk != reused
 
 
+def test_the_scan_asks_for_a_sweep_once_a_tenth_of_the_live_vectors_were_deleted(db, settings, monkeypatch):
+    """SWEEP_SHARE of the live vectors, SWEEP_MIN at least; the live ones are
+    counted only as far as that answer needs."""
+    from vectorindex.storage import Storage
+
+    settings.VECTORINDEX = {"JOBS": "manual"}
+    Streamed.objects.bulk_create(Streamed(embedding=v) for v in clustered(1000, seed=4))
+    build(INDEX)
+    pks = list(Streamed.objects.order_by("pk").values_list("pk", flat=True))
+    counted_up_to = []
+    live_count = Storage.live_count
+
+    def counting(self, at_most):
+        counted_up_to.append(at_most)
+        return live_count(self, at_most)
+
+    monkeypatch.setattr(Storage, "live_count", counting)
+
+    def due(deleted):
+        Streamed.objects.filter(pk__in=pks[:deleted]).delete()
+        return ("sweep", {}) in maintenance.scan(declared())
+
+    assert not due(63) and counted_up_to == []  # under SWEEP_MIN: nothing else is read
+    assert not due(90)  # 90 < 0.1 × 910
+    assert counted_up_to == [902]  # 10 × 90, and 2 for the division: fewer than the 910 live
+    assert due(91)  # 91 ≥ 0.1 × 909
+    IndexState.objects.filter(name=INDEX).update(swept_deleted=40)  # left by the last sweep
+    assert not due(91)
+
+
 def test_a_sweep_keeps_the_version_rows_entries_still_name(small, settings):
     settings.VECTORINDEX = {"JOBS": "manual"}
     victims = list(Streamed.objects.order_by("pk").values_list("pk", flat=True)[:100])
@@ -429,8 +459,6 @@ def test_a_write_to_a_list_the_sweep_rewrote_does_not_wait_for_the_rest_of_the_s
 def test_a_collect_leaves_the_next_sweep_to_the_deletes_since_the_last(small, settings):
     """A collect removes version rows that nothing names any more; the deletes
     since the last sweep, still named by alive lists, still ask for a sweep."""
-    from vectorindex.models import IndexState
-
     settings.VECTORINDEX = {"JOBS": "manual", "RETIRED_GRACE": 0}
     IndexState.objects.filter(name=INDEX).update(swept_deleted=3)  # as a sweep that had to leave 3
     live = Streamed.objects.count()

@@ -731,8 +731,7 @@ def scan(declared: Declared, using: str = "default", *, lost_after: float | None
             jobs.append(("merge", {"head_id": head_id}))
         elif rows > options["defragment_rows"]:
             jobs.append(("defragment", {"head_id": head_id, "above_rows": options["defragment_rows"]}))
-    live, deleted = storage.version_counts()
-    if deleted - storage.swept_deleted() >= max(SWEEP_MIN, SWEEP_SHARE * live):
+    if _sweep_due(storage):
         jobs.append(("sweep", {}))
     grace = vectorindex_settings.RETIRED_GRACE
     lost = timezone.now() - timedelta(seconds=grace if lost_after is None else lost_after)
@@ -747,6 +746,22 @@ def scan(declared: Declared, using: str = "default", *, lost_after: float | None
     if storage.expired_heads(before):
         jobs.append(("collect", {}))
     return jobs
+
+
+def _sweep_due(storage: Storage) -> bool:
+    """Were ``SWEEP_SHARE`` of the live vectors, and ``SWEEP_MIN`` at least, deleted since the last sweep?
+
+    Without reading every version row (the scan also runs inline, in a
+    user's request): the deleted ones are counted, and the live ones only as
+    far as the answer needs, up to ten times the new deletes.
+    """
+    new = storage.deleted_count() - storage.swept_deleted()
+    if new < SWEEP_MIN:
+        return False
+    # One past the most live vectors for which the sweep is due (and one more
+    # for the float division).
+    enough = math.floor(new / SWEEP_SHARE) + 2
+    return SWEEP_SHARE * storage.live_count(at_most=enough) <= new
 
 
 JOBS = {

@@ -668,12 +668,19 @@ class Storage:
                 [True, self.index_id, *batch],
             )
 
-    def version_counts(self) -> tuple[int, int]:
-        """(live, deleted) version rows."""
-        counts = dict(self._execute(
-            f"SELECT deleted, COUNT(*) FROM {self.version_table} WHERE index_id = %s GROUP BY deleted", [self.index_id]
-        ))
-        return int(counts.get(False, counts.get(0, 0))), int(counts.get(True, counts.get(1, 0)))
+    def deleted_count(self) -> int:
+        """Deleted vectors' version rows: a range of the (index_id, deleted) index, not a pass over every row."""
+        return self._execute(
+            f"SELECT COUNT(*) FROM {self.version_table} WHERE index_id = %s AND deleted = %s", [self.index_id, True]
+        )[0][0]
+
+    def live_count(self, at_most: int) -> int:
+        """Live vectors' version rows, counted up to *at_most*: a bounded read, whatever the index's size."""
+        return self._execute(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM {self.version_table} WHERE index_id = %s AND deleted = %s "
+            "LIMIT %s) AS live",
+            [self.index_id, False, int(at_most)],
+        )[0][0]
 
     def deleted_versions(self) -> dict[int, int]:
         """vector id -> version of every deleted vector: a plain read, no lock."""
