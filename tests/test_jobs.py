@@ -4,6 +4,7 @@ that meet a lock another transaction keeps."""
 import io
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -19,7 +20,7 @@ from tests.test_maintenance import crowd_one_head
 from tests.testapp.models import Point, Streamed
 from vectorindex import jobs, maintenance
 from vectorindex.exceptions import JobBusy
-from vectorindex.models import Head, Snapshot
+from vectorindex.models import Head, Snapshot, Version
 from vectorindex.registry import get_declared, runtime
 
 INDEX = "streamed_embedding"  # posting_limit=64
@@ -409,4 +410,24 @@ def test_a_split_gives_up_on_a_head_a_writer_holds_and_runs_after_the_commit(poi
     assert ("split", {"head_id": points}) in maintenance.scan(declared("point_embedding"))
     assert "new heads" in maintenance.run("split", declared("point_embedding"), head_id=points).detail
     assert not Head.objects.get(pk=points).alive
+    assert "point_embedding: ok" in check("point_embedding")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_removes_version_rows_while_a_writer_holds_other_vectors(points, writer):
+    """The sweep locks the version rows it removes, not every row of the index
+    (and so not the rows an open transaction wrote)."""
+    if connection.vendor != "mysql":
+        pytest.skip("SQLite has one writer at a time: the writer holds the whole database")
+    victims = list(Point.objects.order_by("pk").values_list("pk", flat=True)[:100])
+    Point.objects.filter(pk__in=victims).delete()
+    holding = writer()
+    result, seconds = timed(lambda: maintenance.run("sweep", declared("point_embedding")))
+    assert not isinstance(result, Exception), repr(result)
+    assert seconds < 10, seconds
+    removed = int(re.search(r"(\d+) version rows? of deleted vectors removed", result.detail)[1])
+    # The victims in the lists the writer appended to stay named: the sweep leaves those lists.
+    assert removed >= 20, result.detail
+    assert Version.objects.filter(vector_id__in=victims).count() == 100 - removed
+    holding.commit()
     assert "point_embedding: ok" in check("point_embedding")

@@ -392,3 +392,76 @@ def test_crafted_snapshots_with_a_valid_checksum_never_crash_a_process():
         if report["found"] != before or len(warnings) != 1 or not re.search(message, warnings[0]):
             failures[name] = f"found as before: {report['found'] == before}; warnings: {warnings}"
     assert failures == {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_check_that_waited_for_a_build_reads_what_the_build_committed(monkeypatch):
+    """The check's snapshot is taken once it holds the state row, not before it waits for it."""
+    import threading
+    import time
+
+    from django.db import connections
+
+    from vectorindex.build import build as build_index
+    from vectorindex.recovery import check as check_index
+
+    if connection.vendor != "mysql":
+        pytest.skip("SQLite has one writer at a time: a transaction that has begun never waits for a build")
+    Point.objects.bulk_create(Point(embedding=v) for v in clustered(600))
+    build("point_embedding")
+    declared = get_declared("point_embedding")
+    results, check_connection = {}, []
+    check_at_lock, check_go, build_paused, build_go = (threading.Event() for _ in range(4))
+    lock_state = Storage.lock_state
+
+    def pausing_lock_state(self, exclusive):
+        if threading.current_thread().name == "check" and not check_at_lock.is_set():
+            check_connection.append(self.connection.connection.thread_id())
+            check_at_lock.set()
+            check_go.wait(60)
+        return lock_state(self, exclusive)
+
+    def pausing_progress(stage, done, total):
+        if not build_paused.is_set():  # the build holds the state row from its start
+            build_paused.set()
+            build_go.wait(60)
+
+    def start(name, work):
+        def target():
+            try:
+                results[name] = work()
+            except Exception as error:  # noqa: BLE001 - handed to the test
+                results[name] = error
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=target, name=name)
+        thread.start()
+        return thread
+
+    monkeypatch.setattr(Storage, "lock_state", pausing_lock_state)
+    checking = start("check", lambda: check_index(declared))
+    assert check_at_lock.wait(60)
+    building = start("build", lambda: build_index(declared, progress=pausing_progress))
+    try:
+        assert build_paused.wait(60)
+        check_go.set()
+        # Until the check waits for the state row. (A lock wait in the
+        # optimizer's read of one row by primary key shows in the process
+        # list, not as a LOCK WAIT in INNODB_TRX.)
+        waiting = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s AND INFO LIKE %s"
+        for _attempt in range(200):
+            with connection.cursor() as cursor:
+                cursor.execute(waiting, [check_connection[0], "%LOCK IN SHARE MODE"])
+                if cursor.fetchone()[0]:
+                    break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the check did not wait for the build")
+    finally:
+        check_go.set()
+        build_go.set()
+        building.join(60)
+        checking.join(60)
+    assert not isinstance(results["build"], Exception), repr(results["build"])
+    assert results["check"] == ([], []), results["check"]

@@ -510,6 +510,14 @@ def merge(declared: Declared, head_id: int, using: str = "default") -> Outcome:
     return Outcome("merge", f"head {head_id}: {counted(len(live), 'vector')} moved to other heads")
 
 
+def _rewrite_live(storage: Storage, head_id: int, rows: dict[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rewrite a locked posting list as its live entries, packed: (its entries before, the live ones)."""
+    entries = storage.read_postings([head_id], rows)
+    live = _live(storage, entries)
+    storage.replace_postings(head_id, [(c, p) for _h, c, p in _pack(storage, head_id, live)])
+    return entries, live
+
+
 def defragment(declared: Declared, head_id: int, using: str = "default", above_rows: int = 0) -> Outcome:
     """Rewrite a posting list as few packed rows, without stale entries. No head changes.
 
@@ -530,9 +538,7 @@ def defragment(declared: Declared, head_id: int, using: str = "default", above_r
         if stored <= above_rows:
             return Outcome("defragment", f"head {head_id}: {counted(stored, 'row')}, packed already")
         rows: dict[int, int] = {}
-        entries = storage.read_postings([head_id], rows)
-        live = _live(storage, entries)
-        storage.replace_postings(head_id, [(c, p) for _h, c, p in _pack(storage, head_id, live)])
+        entries, live = _rewrite_live(storage, head_id, rows)
         fault("defragment", "rewritten")
     # A list that grew past the limit while its split waited in the queue, and
     # was packed first, is still over the limit: no append will cross it again.
@@ -544,8 +550,13 @@ def defragment(declared: Declared, head_id: int, using: str = "default", above_r
 
 # Sweep ----------------------------------------------------------------------------
 
-# Lists read per transaction of a sweep.
+# Lists a sweep reads at a time.
 SWEEP_LISTS = 200
+# A sweep's transaction rewrites lists until it has run this long (seconds):
+# a write to a list it rewrote waits about that at most (on SQLite, where
+# the transaction holds the whole database, any write does), and the
+# commits, a flush to disk each, are fewer than one per list.
+SWEEP_HOLD = 0.05
 # The scan asks for a sweep once this share of the live vectors (and at least
 # SWEEP_MIN of them) were deleted since the last sweep.
 SWEEP_SHARE = 0.1
@@ -558,16 +569,20 @@ def sweep(declared: Declared, using: str = "default") -> Outcome:
     A delete only marks the vector's version row, and leaves its entries in
     every list that held them: no list grows for it, so no split ever drops
     them, and queries read and skip them for ever. A sweep reads the lists a
-    few hundred at a time (a transaction each) and rewrites those with dead
-    entries, as a defragment does (a list some transaction holds now is
-    left for the next sweep). Lists left below ``merge_below`` or over
-    ``posting_limit`` get their merge or split next.
+    few hundred at a time, without a lock, and rewrites those with dead
+    entries as a defragment does (a list some transaction holds now is left
+    for the next sweep), in short transactions of a few lists each
+    (``SWEEP_HOLD``): a write waits for the few lists of one transaction at
+    most, never for the rest of the batch. Lists left below
+    ``merge_below`` or over ``posting_limit`` get their merge or split next.
 
     Then the version rows of deleted vectors that no entry of any list (a
-    retired head's too) names any more are removed. They are locked first:
-    a write that would give such a vector a version again (its primary key
-    used anew) waits, so that it can never meet an entry of the old vector
-    at the same version number.
+    retired head's too) names any more are removed. Each is locked before
+    it is removed, and removed only if it is still deleted at the version
+    it had when the lists were read: a write that would give such a vector
+    a version again (its primary key used anew) waits, or, having written
+    first, keeps the row, so that it can never meet an entry of the old
+    vector at the same version number.
     """
     rt, storage, state = _open(declared, using)
     if state[0] != IndexState.Status.READY:
@@ -577,15 +592,21 @@ def sweep(declared: Declared, using: str = "default") -> Outcome:
     follow_up: list[tuple[str, dict[str, Any]]] = []
     heads = sorted(storage.alive_head_ids())
     for start in range(0, len(heads), SWEEP_LISTS):
-        with job_transaction(using):
-            owners, entries = storage.read_postings_with_owners(heads[start : start + SWEEP_LISTS])
-            dead = set(owners[~_current(storage, entries)].tolist())
-            for head_id in sorted(dead):
-                if not storage.lock_head(head_id, skip_locked=True):
-                    continue  # busy (left for the next sweep) or retired meanwhile
-                listed = storage.read_postings([head_id])
-                live = _live(storage, listed)
-                storage.replace_postings(head_id, [(c, p) for _h, c, p in _pack(storage, head_id, live)])
+        owners, entries = storage.read_postings_with_owners(heads[start : start + SWEEP_LISTS])
+        queue = sorted(set(owners[~_current(storage, entries)].tolist()))
+        while queue:
+            done = []
+            with job_transaction(using):
+                began = time.monotonic()
+                while True:
+                    head_id = queue.pop(0)
+                    # Else busy (left for the next sweep) or retired meanwhile.
+                    if storage.lock_head(head_id, skip_locked=True):
+                        done.append((head_id, *_rewrite_live(storage, head_id)))
+                    if not queue or time.monotonic() - began >= SWEEP_HOLD:
+                        break
+            fault("sweep", "rewritten")
+            for head_id, listed, live in done:
                 rewritten += 1
                 dropped += len(listed) - len(live)
                 if len(live) < options["merge_below"]:
@@ -602,21 +623,44 @@ def sweep(declared: Declared, using: str = "default") -> Outcome:
     )
 
 
+# Version rows locked and removed per transaction by a sweep or a collect.
+FORGET_BATCH = 1_000
+
+
 def _forget_versions(storage: Storage, using: str, swept: bool = False) -> tuple[int, int]:
     """Remove the version rows of deleted vectors that no entry names: (how many, how many are still named).
 
-    After a sweep (*swept*), the ones still named are what the sweep had to
-    leave, and the scan counts new deletes from there. After a collect, those
-    still named include vectors deleted since the sweep, whose entries no
-    sweep has met yet: the count the sweep left only drops by what was removed.
+    The deleted vectors and then every list are read without a lock: a
+    version row locked for that long would hold up each user transaction
+    that writes it. Only the rows no entry named are then locked, by primary
+    key, a batch per transaction, and removed if they are still deleted at
+    the version read. A vector whose version changed meanwhile was saved
+    again (and maybe deleted again): its new entries may be in lists read
+    before they were written, so its row stays. One that did not change got
+    no entry since: entries are written under a new version, or copied from
+    an entry that stays where it was (a retired list keeps its rows).
+
+    After a sweep (*swept*), the deleted rows left (still named, or saved
+    and deleted again meanwhile) are what the sweep had to leave, and the
+    scan counts new deletes from there. After a collect, those left include
+    vectors deleted since the sweep, whose entries no sweep has met yet: the
+    count the sweep left only drops by what was removed.
     """
+    deleted = storage.deleted_versions()
+    unnamed = np.setdiff1d(np.array(sorted(deleted), dtype=np.int64), storage.referenced_ids(), assume_unique=True)
+    forgotten = revived = 0
+    for start in range(0, len(unnamed), FORGET_BATCH):
+        batch = unnamed[start : start + FORGET_BATCH].tolist()
+        with job_transaction(using):
+            locked = storage.lock_versions(batch)
+            gone = [vector_id for vector_id in batch if locked.get(vector_id) == (deleted[vector_id], True)]
+            storage.forget_versions(gone)
+        forgotten += len(gone)
+        revived += sum(1 for _version, is_deleted in locked.values() if not is_deleted)
     with job_transaction(using):
-        deleted = storage.lock_deleted_versions()
-        forgotten = np.setdiff1d(deleted, storage.referenced_ids(), assume_unique=True)
-        storage.forget_versions(forgotten)
-        left = len(deleted) - len(forgotten) if swept else max(0, storage.swept_deleted() - len(forgotten))
+        left = len(deleted) - forgotten - revived if swept else max(0, storage.swept_deleted() - forgotten)
         storage.set_state(swept_deleted=left)
-    return len(forgotten), len(deleted) - len(forgotten)
+    return forgotten, len(deleted) - len(unnamed)
 
 
 # Snapshot, garbage collection, scan ---------------------------------------------
@@ -687,8 +731,7 @@ def scan(declared: Declared, using: str = "default", *, lost_after: float | None
             jobs.append(("merge", {"head_id": head_id}))
         elif rows > options["defragment_rows"]:
             jobs.append(("defragment", {"head_id": head_id, "above_rows": options["defragment_rows"]}))
-    live, deleted = storage.version_counts()
-    if deleted - storage.swept_deleted() >= max(SWEEP_MIN, SWEEP_SHARE * live):
+    if _sweep_due(storage):
         jobs.append(("sweep", {}))
     grace = vectorindex_settings.RETIRED_GRACE
     lost = timezone.now() - timedelta(seconds=grace if lost_after is None else lost_after)
@@ -703,6 +746,22 @@ def scan(declared: Declared, using: str = "default", *, lost_after: float | None
     if storage.expired_heads(before):
         jobs.append(("collect", {}))
     return jobs
+
+
+def _sweep_due(storage: Storage) -> bool:
+    """Were ``SWEEP_SHARE`` of the live vectors, and ``SWEEP_MIN`` at least, deleted since the last sweep?
+
+    Without reading every version row (the scan also runs inline, in a
+    user's request): the deleted ones are counted, and the live ones only as
+    far as the answer needs, up to ten times the new deletes.
+    """
+    new = storage.deleted_count() - storage.swept_deleted()
+    if new < SWEEP_MIN:
+        return False
+    # One past the most live vectors for which the sweep is due (and one more
+    # for the float division).
+    enough = math.floor(new / SWEEP_SHARE) + 2
+    return SWEEP_SHARE * storage.live_count(at_most=enough) <= new
 
 
 JOBS = {

@@ -117,6 +117,12 @@ class Version(models.Model):
     version = models.PositiveIntegerField(default=1)
     deleted = models.BooleanField(default=False)
 
+    class Meta:
+        # The deleted vectors' rows, without a pass over every row of the
+        # index: the scan counts them, and the sweep reads them. Not version:
+        # an update of a vector would then rewrite this index's entry too.
+        indexes = [models.Index(fields=["index_id", "deleted"], name="vectorindex_version_deleted")]
+
 
 class WalEntry(models.Model):
     """One head-index change, written in the transaction that made it."""

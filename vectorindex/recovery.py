@@ -141,18 +141,22 @@ def surveyed(declared: Declared, using: str = "default") -> Survey:
 def _on_one_snapshot(declared: Declared, using: str, work: Callable[[Any, Any, tuple[str, int, int]], Any]) -> Any:
     """*work*(runtime, storage, state) while writes and jobs go on, on one consistent snapshot.
 
-    It share-locks the state row (a head-changing job finishes first, and
-    the next waits) and reads everything in one repeatable-read transaction,
-    so that rows, versions, postings, heads and WAL are seen as of one moment.
+    It share-locks the state row (a head-changing job or a build finishes
+    first, and the next waits) and reads everything in one repeatable-read
+    transaction, so that rows, versions, postings, heads and WAL are seen as
+    of one moment. The lock is the transaction's first statement: InnoDB
+    takes a repeatable-read snapshot at the first plain read, and one taken
+    before the wait would show everything as it was before the job it waited
+    for (the state row of a new build, say, and not the build's snapshot).
     """
-    _ready(declared, using)
+    _rt, outer, _state = _ready(declared, using)  # not ready: said before any wait
     connection = connections[using]
     if connection.vendor == "mysql" and not connection.in_atomic_block:
         with connection.cursor() as cursor:  # applies to the next transaction only
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
     with transaction.atomic(using=using):
-        rt, storage, _state = _ready(declared, using)
-        state = storage.lock_state(exclusive=False)
+        outer.lock_state(exclusive=False)
+        rt, storage, state = _ready(declared, using)
         return work(rt, storage, state)
 
 

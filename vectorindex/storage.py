@@ -674,20 +674,55 @@ class Storage:
                 [True, self.index_id, *batch],
             )
 
-    def version_counts(self) -> tuple[int, int]:
-        """(live, deleted) version rows."""
-        counts = dict(self._execute(
-            f"SELECT deleted, COUNT(*) FROM {self.version_table} WHERE index_id = %s GROUP BY deleted", [self.index_id]
-        ))
-        return int(counts.get(False, counts.get(0, 0))), int(counts.get(True, counts.get(1, 0)))
+    def deleted_count(self) -> int:
+        """Deleted vectors' version rows: a range of the (index_id, deleted) index, not a pass over every row."""
+        return self._execute(
+            f"SELECT COUNT(*) FROM {self.version_table} WHERE index_id = %s AND deleted = %s", [self.index_id, True]
+        )[0][0]
 
-    def lock_deleted_versions(self) -> np.ndarray:
-        """The ids of deleted vectors, their version rows locked: a write that would bring one back waits."""
-        lock = " FOR UPDATE" if self.mysql else ""
+    def live_count(self, at_most: int) -> int:
+        """Live vectors' version rows, counted up to *at_most*: a bounded read, whatever the index's size."""
+        return self._execute(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM {self.version_table} WHERE index_id = %s AND deleted = %s "
+            "LIMIT %s) AS live",
+            [self.index_id, False, int(at_most)],
+        )[0][0]
+
+    def deleted_versions(self) -> dict[int, int]:
+        """vector id -> version of every deleted vector: a plain read, no lock."""
         rows = self._execute(
-            f"SELECT vector_id FROM {self.version_table} WHERE index_id = %s AND deleted = %s{lock}", [self.index_id, True]
+            f"SELECT vector_id, version FROM {self.version_table} WHERE index_id = %s AND deleted = %s",
+            [self.index_id, True],
         )
-        return np.array(sorted(row[0] for row in rows), dtype=np.int64)
+        return {int(vector_id): int(version) for vector_id, version in rows}
+
+    def lock_versions(self, vector_ids: Sequence[int]) -> dict[int, tuple[int, bool]]:
+        """Lock these vectors' version rows, found by primary key, and read them: vector id -> (version, deleted).
+
+        On MySQL/MariaDB a row another transaction holds is skipped (not in
+        the answer): it is being written. Only these rows are locked: a
+        locking read that scanned the index's rows would lock every one it
+        passed, and wait for every transaction that wrote any.
+        """
+        ids = [int(i) for i in vector_ids]
+        found: dict[int, tuple[int, bool]] = {}
+        for batch in _batches(ids):
+            marks = self._marks(len(batch))
+            if self.mysql:
+                select = f"FROM {self.version_table} FORCE INDEX (PRIMARY)"
+                lock = " FOR UPDATE SKIP LOCKED"
+            else:
+                self._execute(  # SQLite: start writing
+                    f"UPDATE {self.version_table} SET deleted = deleted WHERE index_id = %s AND vector_id IN ({marks})",
+                    [self.index_id, *batch],
+                )
+                select, lock = f"FROM {self.version_table}", ""
+            rows = self._execute(
+                f"SELECT vector_id, version, deleted {select} WHERE index_id = %s AND vector_id IN ({marks}){lock}",
+                [self.index_id, *batch],
+            )
+            found.update((int(vector_id), (int(version), bool(deleted))) for vector_id, version, deleted in rows)
+        return found
 
     def forget_versions(self, vector_ids: Sequence[int]) -> None:
         """Delete the version rows of these deleted vectors (only while they are deleted)."""
