@@ -249,7 +249,8 @@ def test_a_lost_reassign_is_found_by_the_scan_and_its_head_kept_until_it_runs(sm
     assert (job, arguments) in maintenance.scan(declared(), lost_after=0)
     out = io.StringIO()
     call_command("vectorindex", "maintain", INDEX, verbosity=2, stdout=out)
-    assert f"after splitting head {target}" in out.getvalue()
+    # It ran (whether or not it moved a vector: that depends on the split's random sample).
+    assert "  reassign: " in out.getvalue(), out.getvalue()
     assert Head.objects.get(pk=target).split_into is None
     assert not any(name == "reassign" for name, _ in maintenance.scan(declared(), lost_after=0))
     assert "streamed_embedding: ok" in check(INDEX)
