@@ -3,13 +3,14 @@
 import io
 
 import pytest
-from django.core.management import call_command
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import CommandError, call_command
 from django.db import connection, migrations, models, transaction
 from django.db.migrations.loader import MigrationLoader
 
 from tests.indexing import build, check, clustered
 from tests.testapp.models import Point, Shelf
-from vectorindex import L2Distance, VectorIndex
+from vectorindex import L2Distance, VectorIndex, registry
 from vectorindex.models import Head, IndexState, Posting, Snapshot, SnapshotChunk, Version, WalEntry
 from vectorindex.operations import RenameIndex, rename_vector_indexes
 from vectorindex.registry import get_declared, reset_runtimes, runtime, sync_states
@@ -206,3 +207,30 @@ def test_delete_model_leaves_what_its_index_stored_and_drop_deletes_it():
     finally:
         call_command("migrate", "testapp", verbosity=0)
     assert IndexState.objects.get(name="shelf_vectors").status == "empty"
+
+
+def test_an_index_declared_with_an_option_the_checks_refuse_is_still_declared(monkeypatch):
+    """As code deployed with a bad option runs where nothing runs the system checks (a web server)."""
+    before = built_shelf()
+    refused = VectorIndex(fields=["embedding"], name="shelf_vectors", posting_limit=16, merge_below=8)
+    monkeypatch.setattr(Shelf._meta, "indexes", [refused])
+    monkeypatch.setattr(registry, "_declared_cache", None)
+    [problem] = refused.problems()
+
+    sync_states()  # the end of migrate
+    assert IndexState.objects.get(name="shelf_vectors").declared
+    assert "shelf_vectors" not in {item.name for item in leftovers()}
+    with pytest.raises(CommandError) as refusal:
+        call_command("vectorindex", "drop", "shelf_vectors", "--no-input")
+    assert str(refusal.value).startswith("shelf_vectors is declared by testapp.Shelf: ")
+    assert stored("shelf_vectors") == before
+
+    # Used, it says what is wrong, and a write is refused rather than left out of the index.
+    with pytest.raises(ImproperlyConfigured) as caught:
+        Shelf.objects.create(embedding=[1, 2, 3, 4])
+    assert str(caught.value) == f"testapp.Shelf: {problem}"
+    assert Shelf.objects.count() == 200
+    with pytest.raises(CommandError) as caught:
+        call_command("vectorindex", "build", "shelf_vectors")
+    assert str(caught.value) == f"shelf_vectors: ImproperlyConfigured: testapp.Shelf: {problem}"
+    assert stored("shelf_vectors") == before

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from django.apps import apps
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import connections, models, transaction
 
 from . import jobs
@@ -63,8 +63,11 @@ _declared_cache: tuple[Any, dict[str, Declared]] | None = None
 
 
 def declared_indexes() -> dict[str, Declared]:
-    """Every VectorIndex of every installed concrete model, by name.
+    """Every VectorIndex on a VectorField of every installed concrete model, by name.
 
+    Options that vectorindex.E101 refuses included: the index is still
+    declared, and using it raises ImproperlyConfigured naming them
+    (:attr:`Declared.options`) rather than leaving it behind unnoticed.
     Cached until the app registry's model list changes (Django caches
     ``get_models()`` and drops that cache whenever a model is registered).
     """
@@ -73,16 +76,36 @@ def declared_indexes() -> dict[str, Declared]:
     if _declared_cache is not None and _declared_cache[0] is models_now:
         return _declared_cache[1]
     found = {}
-    for model in models_now:
-        if model._meta.proxy:
+    for model, index in _vector_indexes(apps):
+        try:
+            field = model._meta.get_field(index.field_name)
+        except FieldDoesNotExist:
             continue
-        for index in model._meta.indexes:
-            if isinstance(index, VectorIndex) and not index.problems():
-                field = model._meta.get_field(index.field_name)
-                if isinstance(field, VectorField):
-                    found[index.name] = Declared(model, field, index)
+        if isinstance(field, VectorField):
+            found[index.name] = Declared(model, field, index)
     _declared_cache = (models_now, found)
     return found
+
+
+def declared_names(app_registry: Any = None) -> dict[str, str]:
+    """The name of every VectorIndex that a model declares, valid or not, with the model's label.
+
+    What is stored under such a name belongs to that declaration, never to
+    the leftovers of a removed index, even while the declaration has an
+    option the system checks refuse or names no VectorField. *app_registry*:
+    the installed models by default, or a migration state's models.
+    """
+    return {index.name: model._meta.label for model, index in _vector_indexes(app_registry or apps)}
+
+
+def _vector_indexes(app_registry: Any) -> list[tuple[type[models.Model], VectorIndex]]:
+    return [
+        (model, index)
+        for model in app_registry.get_models()
+        if not model._meta.proxy
+        for index in model._meta.indexes
+        if isinstance(index, VectorIndex)
+    ]
 
 
 def indexes_of(model: type[models.Model]) -> list[Declared]:
@@ -119,22 +142,21 @@ def sync_states(
     states = []
     declared = declared_indexes()
     for name, item in declared.items():
-        state, _ = IndexState.objects.using(using).update_or_create(
-            name=name,
-            defaults={
-                "model_label": item.model._meta.label,
-                "field_name": item.field.name,
-                "distance": item.metric,
-                "dimensions": item.field.dimensions,
-                "options": item.index.options,
-                "declared": True,
-            },
-        )
+        values = {
+            "model_label": item.model._meta.label,
+            "field_name": item.field.name,
+            "distance": item.metric,
+            "dimensions": item.field.dimensions,
+            "declared": True,
+        }
+        if not item.index.problems():  # options the checks refuse need not even be JSON
+            values["options"] = item.index.options
+        state, _ = IndexState.objects.using(using).update_or_create(name=name, defaults=values)
         changes = reset_if_outdated(state, item, using) if reset else []
         if changes and report is not None:
             report(_reset_message(item, changes))
         states.append(state)
-    IndexState.objects.using(using).exclude(name__in=list(declared)).update(declared=False)
+    IndexState.objects.using(using).exclude(name__in=list(declared_names())).update(declared=False)
     return states
 
 
@@ -562,6 +584,7 @@ __all__ = [
     "damaged_snapshot",
     "build_changes",
     "declared_indexes",
+    "declared_names",
     "get_declared",
     "index_for",
     "indexes_of",

@@ -191,9 +191,9 @@ def find(name: str, using: str = "default") -> Stored | None:
 
 def leftovers(using: str = "default") -> list[Stored]:
     """What indexes that no model declares any more left behind, by name."""
-    from .registry import declared_indexes
+    from .registry import declared_names
 
-    states = IndexState.objects.using(using).exclude(name__in=list(declared_indexes())).order_by("name")
+    states = IndexState.objects.using(using).exclude(name__in=list(declared_names())).order_by("name")
     return [_measure(state, using) for state in states]
 
 
