@@ -9,7 +9,7 @@ from django.db import connection, migrations, models, transaction
 from django.db.migrations.loader import MigrationLoader
 
 from tests.indexing import build, check, clustered
-from tests.testapp.models import Point, Shelf
+from tests.testapp.models import Note, Point, Shelf
 from vectorindex import L2Distance, VectorIndex, registry
 from vectorindex.models import Head, IndexState, Posting, Snapshot, SnapshotChunk, Version, WalEntry
 from vectorindex.operations import RenameIndex, rename_vector_indexes
@@ -51,6 +51,12 @@ def built_shelf():
     Shelf.objects.bulk_create(Shelf(embedding=v) for v in clustered(200, dimensions=4))
     build("shelf_vectors")
     return stored("shelf_vectors")
+
+
+def built_note():
+    Note.objects.bulk_create(Note(title=f"note {i}", vectors=v) for i, v in enumerate(clustered(200, dimensions=4, seed=5)))
+    build("note_vectors")
+    return stored("note_vectors")
 
 
 def shelf_migrations():
@@ -130,6 +136,55 @@ def test_a_change_of_options_keeps_the_built_index():
     assert stored("point_embedding") == before
     assert IndexState.objects.get(name="point_embedding").generation == generation
     assert "point_embedding: ok" in check("point_embedding")
+
+
+def test_a_change_of_options_keeps_the_built_index_when_the_migration_remakes_the_table():
+    """testapp's 0009 as makemigrations wrote it: RemoveIndex, AlterField of Note.title's max_length, AddIndex
+    with probes=64. SQLite alters the column by remaking the table, and a remake runs every statement the
+    migration deferred so far (and forgets them)."""
+    before = built_note()
+    generation = IndexState.objects.get(name="note_vectors").generation
+    try:
+        call_command("migrate", "testapp", "0008", verbosity=0)  # the same three operations, backwards
+        state = IndexState.objects.get(name="note_vectors")
+        assert (state.status, state.generation) == ("ready", generation)
+        assert stored("note_vectors") == before
+    finally:
+        call_command("migrate", "testapp", verbosity=0)
+    state = IndexState.objects.get(name="note_vectors")
+    assert (state.status, state.generation, state.options["probes"]) == ("ready", generation, 64)
+    assert stored("note_vectors") == before
+    reset_runtimes()
+    assert "note_vectors: ok" in check("note_vectors")
+
+
+def test_what_sqlmigrate_shows_around_a_table_remake():
+    out = io.StringIO()
+    call_command("sqlmigrate", "testapp", "0009", stdout=out)
+    assert "DELETE" not in out.getvalue()  # the index is kept
+
+    remove = [
+        migrations.RemoveIndex("note", "note_vectors"),
+        migrations.AlterField("note", "title", models.CharField(max_length=60, blank=True)),
+    ]
+    sql = run(remove, collect=True)
+    deletes = [number for number, statement in enumerate(sql) if statement.startswith("DELETE")]
+    assert deletes == list(range(len(sql) - 7, len(sql)))  # at the end of the migration, after the table's
+    assert all("'note_vectors'" in sql[number] for number in deletes)
+
+
+def test_a_removal_deletes_at_the_end_of_a_migration_that_remakes_the_table():
+    built_note()
+    operations = [
+        migrations.RemoveIndex("note", "note_vectors"),
+        migrations.AlterField("note", "title", models.CharField(max_length=60, blank=True)),
+    ]
+    run(operations)
+    try:
+        assert stored("note_vectors") == {}
+    finally:
+        run(operations, backwards=True)
+    assert Note.objects.count() == 200
 
 
 def test_a_change_of_distance_drops_the_built_index():

@@ -13,6 +13,7 @@ deletes them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,18 +70,101 @@ def rename_statements(connection: Any, old: str, new: str) -> list[tuple[str, li
 class _Deferred(Statement):
     """A statement left in the schema editor's deferred SQL, run at the end of the migration.
 
-    *removed* is the VectorIndex whose removal it belongs to, if any. Its parts
-    are plain text, so Django's clean-ups of deferred SQL that refers to a
-    dropped table or index leave it alone.
+    Its parts are plain text, so Django's clean-ups of deferred SQL that
+    refers to a dropped table or index leave it alone.
     """
 
-    def __init__(self, schema_editor: Any, sql: str, params: list[str], table: str, removed: Any = None) -> None:
+    def __init__(self, schema_editor: Any, sql: str, params: list[str]) -> None:
         # Deferred SQL is executed without parameters: the values are written
         # in as literals, with "%" doubled for the %-formatting still applied.
         literals = tuple(str(schema_editor.quote_value(value)).replace("%", "%%") for value in params)
         super().__init__("%(sql)s", sql=sql % literals)
-        self.table = table
-        self.removed = removed
+
+
+@dataclass(eq=False)
+class _Removal:
+    """A VectorIndex removed in this migration: its contents go at the end, unless an addition takes them over."""
+
+    index: Any
+    table: str
+    statements: list[_Deferred]
+
+
+class _Pending:
+    """The VectorIndex removals of one migration (one schema editor) that no addition took over yet.
+
+    What they pair on lives here, not in the deferred SQL, which only carries
+    their statements to the end of the migration: there ``migrate`` runs them
+    (in the migration's transaction where it has one) and ``sqlmigrate``
+    prints them. Django's SQLite schema editor alters a table by remaking it,
+    and a remake runs every statement deferred so far and forgets it (it
+    means the indexes of the new table). Ours would then delete an index's
+    contents before the ``AddIndex`` after it could keep them, so around a
+    remake they are set aside and put back.
+    """
+
+    def __init__(self, schema_editor: Any) -> None:
+        self.schema_editor = schema_editor
+        self.removals: list[_Removal] = []
+        remake = getattr(schema_editor, "_remake_table", None)
+        if remake is not None:
+            # On this schema editor alone, which lives for one migration.
+            schema_editor._remake_table = self._setting_ours_aside(remake)
+
+    def remove(self, index: Any, table: str) -> None:
+        statements = self._defer(drop_statements(self.schema_editor.connection, index.name))
+        self.removals.append(_Removal(index, table, statements))
+
+    def add(self, index: Any, table: str) -> None:
+        """Take over the contents of a removal that fits *index*, if there is one.
+
+        It must be on the same table and field with the same distance (its
+        contents are then right for this one); other options (``probes``,
+        ``posting_limit``, …) take effect as they are registered. One of the
+        same name is preferred; one of another name is renamed.
+        """
+        candidates = [
+            removal
+            for removal in self.removals
+            if removal.table == table
+            and removal.index.field_name == index.field_name
+            and removal.index.distance == index.distance
+        ]
+        if not candidates:
+            return
+        taken = next((removal for removal in candidates if removal.index.name == index.name), candidates[0])
+        self._forget(taken)
+        if taken.index.name != index.name:
+            # The rename deletes what was stored under the new name first: a
+            # removal of that name has nothing left for anyone to take over.
+            for removal in [removal for removal in self.removals if removal.index.name == index.name]:
+                self._forget(removal)
+            self._defer(rename_statements(self.schema_editor.connection, taken.index.name, index.name))
+
+    def _defer(self, statements: list[tuple[str, list[str]]]) -> list[_Deferred]:
+        deferred = [_Deferred(self.schema_editor, sql, params) for sql, params in statements]
+        self.schema_editor.deferred_sql.extend(deferred)
+        return deferred
+
+    def _forget(self, removal: _Removal) -> None:
+        self.removals.remove(removal)
+        mine = {id(statement) for statement in removal.statements}
+        self.schema_editor.deferred_sql[:] = [s for s in self.schema_editor.deferred_sql if id(s) not in mine]
+
+    def _setting_ours_aside(self, remake: Callable[..., Any]) -> Callable[..., Any]:
+        def remake_table(*args: Any, **kwargs: Any) -> Any:
+            deferred = self.schema_editor.deferred_sql
+            ours = [statement for statement in deferred if isinstance(statement, _Deferred)]
+            deferred[:] = [statement for statement in deferred if not isinstance(statement, _Deferred)]
+            try:
+                return remake(*args, **kwargs)
+            finally:
+                self.schema_editor.deferred_sql.extend(ours)  # a new list: the remake replaced it
+
+        return remake_table
+
+
+_PENDING = "_vectorindex_pending"
 
 
 def _stored_here(connection: Any) -> bool:
@@ -98,39 +182,20 @@ def defer_drop(index: Any, model: Any, schema_editor: Any) -> None:
     statements are the schema editor's, so ``sqlmigrate`` prints them and an
     atomic migration runs them in its transaction.
     """
-    connection = schema_editor.connection
-    if not _stored_here(connection):
+    if not _stored_here(schema_editor.connection):
         return
-    table = model._meta.db_table
-    for sql, params in drop_statements(connection, index.name):
-        schema_editor.deferred_sql.append(_Deferred(schema_editor, sql, params, table, removed=index))
+    pending = getattr(schema_editor, _PENDING, None)
+    if pending is None:
+        pending = _Pending(schema_editor)
+        setattr(schema_editor, _PENDING, pending)
+    pending.remove(index, model._meta.db_table)
 
 
 def adopt(index: Any, model: Any, schema_editor: Any) -> None:
-    """``AddIndex``: take over the contents of an index removed earlier in this migration.
-
-    The removed index must be on the same table and field with the same
-    distance (its contents are then right for this one); other options
-    (``probes``, ``posting_limit``, …) take effect as they are registered. One
-    of the same name is preferred; one of another name is renamed.
-    """
-    deferred = schema_editor.deferred_sql
-    candidates = [
-        statement.removed
-        for statement in deferred
-        if isinstance(statement, _Deferred)
-        and statement.removed is not None
-        and statement.table == model._meta.db_table
-        and statement.removed.field_name == index.field_name
-        and statement.removed.distance == index.distance
-    ]
-    if not candidates:
-        return
-    removed = next((candidate for candidate in candidates if candidate.name == index.name), candidates[0])
-    deferred[:] = [s for s in deferred if not (isinstance(s, _Deferred) and s.removed is removed)]
-    if removed.name != index.name:
-        for sql, params in rename_statements(schema_editor.connection, removed.name, index.name):
-            deferred.append(_Deferred(schema_editor, sql, params, model._meta.db_table))
+    """``AddIndex``: take over the contents of an index removed earlier in this migration (:meth:`_Pending.add`)."""
+    pending = getattr(schema_editor, _PENDING, None)
+    if pending is not None:
+        pending.add(index, model._meta.db_table)
 
 
 # Leftovers ---------------------------------------------------------------------------

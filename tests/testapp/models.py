@@ -105,3 +105,16 @@ class Smallest(models.Model):
 
     class Meta:
         indexes = [VectorIndex(fields=["embedding"], name="smallest_embedding", posting_limit=16, merge_below=4)]
+
+
+class Note(models.Model):
+    """Indexed through migrations that rename the indexed field (0008), then change an option
+    together with another field, which SQLite alters by remaking the table (0009)."""
+
+    title = models.CharField(max_length=80, blank=True)
+    vectors = VectorField(dimensions=4)
+
+    objects = VectorManager()
+
+    class Meta:
+        indexes = [VectorIndex(fields=["vectors"], name="note_vectors", probes=64)]
