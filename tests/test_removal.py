@@ -187,6 +187,49 @@ def test_a_removal_deletes_at_the_end_of_a_migration_that_remakes_the_table():
     assert Note.objects.count() == 200
 
 
+def test_renaming_the_indexed_field_keeps_the_built_index_both_ways():
+    """testapp's 0008 as makemigrations wrote it: RemoveIndex, RenameField (embedding → vectors), AddIndex on vectors."""
+    before = built_note()
+    generation = IndexState.objects.get(name="note_vectors").generation
+    try:
+        call_command("migrate", "testapp", "0007", verbosity=0)
+        state = IndexState.objects.get(name="note_vectors")
+        assert (state.status, state.generation) == ("ready", generation)
+        assert stored("note_vectors") == before
+    finally:
+        call_command("migrate", "testapp", verbosity=0)
+    state = IndexState.objects.get(name="note_vectors")
+    assert (state.status, state.generation, state.field_name) == ("ready", generation, "vectors")
+    assert stored("note_vectors") == before
+    reset_runtimes()
+    assert "note_vectors: ok" in check("note_vectors")
+    note = Note.objects.order_by("pk")[9]
+    assert Note.objects.order_by(L2Distance("vectors", note.vectors)).first().pk == note.pk
+
+    out = io.StringIO()
+    call_command("sqlmigrate", "testapp", "0008", stdout=out)
+    assert "DELETE" not in out.getvalue()
+    assert "SET field_name = 'vectors' WHERE name = 'note_vectors'" in out.getvalue()
+
+
+def test_the_migration_itself_follows_the_renamed_field():
+    """The state row names the field as soon as the migration ran, before the end of migrate registers anything."""
+    before = built_note()
+    renaming = [
+        migrations.RemoveIndex("note", "note_vectors"),
+        migrations.RenameField("note", "vectors", "body"),
+        migrations.AddIndex("note", VectorIndex(fields=["body"], name="note_vectors", probes=64)),
+    ]
+    run(renaming)
+    try:
+        assert IndexState.objects.get(name="note_vectors").field_name == "body"
+        assert stored("note_vectors") == before
+    finally:
+        run(renaming, backwards=True)
+    assert IndexState.objects.get(name="note_vectors").field_name == "vectors"
+    assert stored("note_vectors") == before
+
+
 def test_a_change_of_distance_drops_the_built_index():
     built_points()
     run([

@@ -87,6 +87,7 @@ class _Removal:
 
     index: Any
     table: str
+    field_name: str  # as a rename later in the migration calls the field
     statements: list[_Deferred]
 
 
@@ -100,20 +101,23 @@ class _Pending:
     and a remake runs every statement deferred so far and forgets it (it
     means the indexes of the new table). Ours would then delete an index's
     contents before the ``AddIndex`` after it could keep them, so around a
-    remake they are set aside and put back.
+    remake they are set aside and put back. And a field renamed in between
+    is followed: makemigrations writes the rename of an indexed field as
+    RemoveIndex, RenameField, AddIndex on the new name.
     """
 
     def __init__(self, schema_editor: Any) -> None:
         self.schema_editor = schema_editor
         self.removals: list[_Removal] = []
+        # Wrapped on this schema editor alone, which lives for one migration.
+        schema_editor.alter_field = self._following_renames(schema_editor.alter_field)
         remake = getattr(schema_editor, "_remake_table", None)
         if remake is not None:
-            # On this schema editor alone, which lives for one migration.
             schema_editor._remake_table = self._setting_ours_aside(remake)
 
     def remove(self, index: Any, table: str) -> None:
         statements = self._defer(drop_statements(self.schema_editor.connection, index.name))
-        self.removals.append(_Removal(index, table, statements))
+        self.removals.append(_Removal(index, table, index.field_name, statements))
 
     def add(self, index: Any, table: str) -> None:
         """Take over the contents of a removal that fits *index*, if there is one.
@@ -127,7 +131,7 @@ class _Pending:
             removal
             for removal in self.removals
             if removal.table == table
-            and removal.index.field_name == index.field_name
+            and removal.field_name == index.field_name
             and removal.index.distance == index.distance
         ]
         if not candidates:
@@ -140,6 +144,10 @@ class _Pending:
             for removal in [removal for removal in self.removals if removal.index.name == index.name]:
                 self._forget(removal)
             self._defer(rename_statements(self.schema_editor.connection, taken.index.name, index.name))
+        if taken.index.field_name != index.field_name:
+            # The state row names the field from this migration on.
+            state = self.schema_editor.connection.ops.quote_name(IndexState._meta.db_table)
+            self._defer([(f"UPDATE {state} SET field_name = %s WHERE name = %s", [index.field_name, index.name])])
 
     def _defer(self, statements: list[tuple[str, list[str]]]) -> list[_Deferred]:
         deferred = [_Deferred(self.schema_editor, sql, params) for sql, params in statements]
@@ -150,6 +158,16 @@ class _Pending:
         self.removals.remove(removal)
         mine = {id(statement) for statement in removal.statements}
         self.schema_editor.deferred_sql[:] = [s for s in self.schema_editor.deferred_sql if id(s) not in mine]
+
+    def _following_renames(self, alter_field: Callable[..., Any]) -> Callable[..., Any]:
+        def follow(model: Any, old_field: Any, new_field: Any, *args: Any, **kwargs: Any) -> Any:
+            done = alter_field(model, old_field, new_field, *args, **kwargs)
+            for removal in self.removals:
+                if removal.table == model._meta.db_table and removal.field_name == old_field.name:
+                    removal.field_name = new_field.name
+            return done
+
+        return follow
 
     def _setting_ours_aside(self, remake: Callable[..., Any]) -> Callable[..., Any]:
         def remake_table(*args: Any, **kwargs: Any) -> Any:
