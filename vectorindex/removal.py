@@ -3,12 +3,15 @@
 An index keeps its heads, posting lists, versions, head WAL and snapshots in
 vectorindex's tables under its state row, which is found by the index's name.
 ``RemoveIndex`` deletes them at the end of its migration, unless the same
-migration adds the index back (Django writes a change of options, and a
-rename where the database has no ``RENAME INDEX``, as a removal and an
-addition): then the added index takes them over. Dropping the model's table
-(``DeleteModel``) or uninstalling its app touches no index, so what such an
-index stored stays behind: ``status`` lists these leftovers and ``drop``
-deletes them.
+migration adds the index back (Django writes a change of options, a rename
+where the database has no ``RENAME INDEX``, and the rename of the indexed
+field as a removal and an addition): then the added index takes them over.
+Dropping the model's table (``DeleteModel``, or its app migrated back) or
+uninstalling its app touches no index, so what such an index stored stays
+behind: ``status`` lists these leftovers once no model declares the name,
+and ``drop`` deletes them. An index in the database again under that name
+does not take them over: the end of ``migrate`` deletes them
+(:func:`vectorindex.registry.sync_states`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from django.db.models import Count, Sum
 from .models import Head, IndexState, Posting, Snapshot, SnapshotChunk, Version, WalEntry
 from .wording import counted
 
-__all__ = ["Stored", "drop", "drop_statements", "find", "leftovers", "rename_statements"]
+__all__ = ["Stored", "drop", "drop_statements", "find", "leftovers", "relabel", "rename_statements"]
 
 
 def drop_statements(connection: Any, name: str) -> list[tuple[str, list[str]]]:
@@ -214,6 +217,15 @@ def adopt(index: Any, model: Any, schema_editor: Any) -> None:
     pending = getattr(schema_editor, _PENDING, None)
     if pending is not None:
         pending.add(index, model._meta.db_table)
+
+
+def relabel(schema_editor: Any, names: list[str], old: str, new: str) -> None:
+    """In a migration that renames model *old* to *new*: the state rows of its indexes *names* say so."""
+    if not names or not _stored_here(schema_editor.connection):
+        return
+    state = schema_editor.connection.ops.quote_name(IndexState._meta.db_table)
+    for name in names:
+        schema_editor.execute(f"UPDATE {state} SET model_label = %s WHERE name = %s AND model_label = %s", [new, name, old])
 
 
 # Leftovers ---------------------------------------------------------------------------

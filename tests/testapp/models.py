@@ -107,9 +107,10 @@ class Smallest(models.Model):
         indexes = [VectorIndex(fields=["embedding"], name="smallest_embedding", posting_limit=16, merge_below=4)]
 
 
-class Note(models.Model):
-    """Indexed through migrations that rename the indexed field (0008), then change an option
-    together with another field, which SQLite alters by remaking the table (0009)."""
+class Memo(models.Model):
+    """Indexed through the migrations makemigrations wrote as it changed: created as Note (0007),
+    its indexed field renamed (0008), an option changed together with another field, which
+    SQLite alters by remaking the table (0009), and the model renamed (0010)."""
 
     title = models.CharField(max_length=80, blank=True)
     vectors = VectorField(dimensions=4)
