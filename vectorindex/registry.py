@@ -87,15 +87,14 @@ def declared_indexes() -> dict[str, Declared]:
     return found
 
 
-def declared_names(app_registry: Any = None) -> dict[str, str]:
+def declared_names() -> dict[str, str]:
     """The name of every VectorIndex that a model declares, valid or not, with the model's label.
 
     What is stored under such a name belongs to that declaration, never to
     the leftovers of a removed index, even while the declaration has an
-    option the system checks refuse or names no VectorField. *app_registry*:
-    the installed models by default, or a migration state's models.
+    option the system checks refuse or names no VectorField.
     """
-    return {index.name: model._meta.label for model, index in _vector_indexes(app_registry or apps)}
+    return {index.name: model._meta.label for model, index in _vector_indexes(apps)}
 
 
 def _vector_indexes(app_registry: Any) -> list[tuple[type[models.Model], VectorIndex]]:
@@ -153,14 +152,7 @@ def sync_states(
     states = []
     present = {index.name: (model._meta.label, index.field_name) for model, index in _vector_indexes(migrated or apps)}
     for name, item in declared_indexes().items():
-        values = {
-            "model_label": item.model._meta.label,
-            "field_name": item.field.name,
-            "distance": item.metric,
-            "dimensions": item.field.dimensions,
-        }
-        if not item.index.problems():  # options the checks refuse need not even be JSON
-            values["options"] = item.index.options
+        values = _row(item)
         if name not in present:
             state, _ = IndexState.objects.using(using).get_or_create(name=name, defaults={**values, "declared": False})
             states.append(state)
@@ -182,15 +174,20 @@ def sync_states(
 
 def register(declared: Declared, using: str) -> None:
     """*declared*'s state row, if it has none yet (an index used before migrate registered it)."""
-    values = {
+    IndexState.objects.using(using).get_or_create(name=declared.name, defaults=_row(declared))
+
+
+def _row(declared: Declared) -> dict[str, Any]:
+    """What a state row says of its declaration."""
+    row = {
         "model_label": declared.model._meta.label,
         "field_name": declared.field.name,
         "distance": declared.metric,
         "dimensions": declared.field.dimensions,
     }
-    if not declared.index.problems():
-        values["options"] = declared.index.options
-    IndexState.objects.using(using).get_or_create(name=declared.name, defaults=values)
+    if not declared.index.problems():  # options the checks refuse need not even be JSON
+        row["options"] = declared.index.options
+    return row
 
 
 def reset_if_left_behind(state: IndexState, label: str, field_name: str, declared: Declared, using: str) -> str | None:
