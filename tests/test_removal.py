@@ -56,8 +56,8 @@ def built_shelf():
 
 def built_note():
     Memo.objects.bulk_create(Memo(title=f"note {i}", vectors=v) for i, v in enumerate(clustered(200, dimensions=4, seed=5)))
-    build("note_vectors")
-    return stored("note_vectors")
+    build("renamed_vectors")
+    return stored("renamed_vectors")
 
 
 def shelf_migrations():
@@ -144,19 +144,19 @@ def test_a_change_of_options_keeps_the_built_index_when_the_migration_remakes_th
     with probes=64. SQLite alters the column by remaking the table, and a remake runs every statement the
     migration deferred so far (and forgets them)."""
     before = built_note()
-    generation = IndexState.objects.get(name="note_vectors").generation
+    generation = IndexState.objects.get(name="renamed_vectors").generation
     try:
         call_command("migrate", "testapp", "0008", verbosity=0)  # the same three operations, backwards
-        state = IndexState.objects.get(name="note_vectors")
+        state = IndexState.objects.get(name="renamed_vectors")
         assert (state.status, state.generation) == ("ready", generation)
-        assert stored("note_vectors") == before
+        assert stored("renamed_vectors") == before
     finally:
         call_command("migrate", "testapp", verbosity=0)
-    state = IndexState.objects.get(name="note_vectors")
+    state = IndexState.objects.get(name="renamed_vectors")
     assert (state.status, state.generation, state.options["probes"]) == ("ready", generation, 64)
-    assert stored("note_vectors") == before
+    assert stored("renamed_vectors") == before
     reset_runtimes()
-    assert "note_vectors: ok" in check("note_vectors")
+    assert "renamed_vectors: ok" in check("renamed_vectors")
 
 
 def test_what_sqlmigrate_shows_around_a_table_remake():
@@ -165,24 +165,24 @@ def test_what_sqlmigrate_shows_around_a_table_remake():
     assert "DELETE" not in out.getvalue()  # the index is kept
 
     remove = [
-        migrations.RemoveIndex("memo", "note_vectors"),
+        migrations.RemoveIndex("memo", "renamed_vectors"),
         migrations.AlterField("memo", "title", models.CharField(max_length=60, blank=True)),
     ]
     sql = run(remove, collect=True)
     deletes = [number for number, statement in enumerate(sql) if statement.startswith("DELETE")]
     assert deletes == list(range(len(sql) - 7, len(sql)))  # at the end of the migration, after the table's
-    assert all("'note_vectors'" in sql[number] for number in deletes)
+    assert all("'renamed_vectors'" in sql[number] for number in deletes)
 
 
 def test_a_removal_deletes_at_the_end_of_a_migration_that_remakes_the_table():
     built_note()
     operations = [
-        migrations.RemoveIndex("memo", "note_vectors"),
+        migrations.RemoveIndex("memo", "renamed_vectors"),
         migrations.AlterField("memo", "title", models.CharField(max_length=60, blank=True)),
     ]
     run(operations)
     try:
-        assert stored("note_vectors") == {}
+        assert stored("renamed_vectors") == {}
     finally:
         run(operations, backwards=True)
     assert Memo.objects.count() == 200
@@ -191,44 +191,44 @@ def test_a_removal_deletes_at_the_end_of_a_migration_that_remakes_the_table():
 def test_renaming_the_indexed_field_keeps_the_built_index_both_ways():
     """testapp's 0008 as makemigrations wrote it: RemoveIndex, RenameField (embedding → vectors), AddIndex on vectors."""
     before = built_note()
-    generation = IndexState.objects.get(name="note_vectors").generation
+    generation = IndexState.objects.get(name="renamed_vectors").generation
     try:
         call_command("migrate", "testapp", "0007", verbosity=0)
-        state = IndexState.objects.get(name="note_vectors")
+        state = IndexState.objects.get(name="renamed_vectors")
         assert (state.status, state.generation) == ("ready", generation)
-        assert stored("note_vectors") == before
+        assert stored("renamed_vectors") == before
     finally:
         call_command("migrate", "testapp", verbosity=0)
-    state = IndexState.objects.get(name="note_vectors")
+    state = IndexState.objects.get(name="renamed_vectors")
     assert (state.status, state.generation, state.field_name) == ("ready", generation, "vectors")
-    assert stored("note_vectors") == before
+    assert stored("renamed_vectors") == before
     reset_runtimes()
-    assert "note_vectors: ok" in check("note_vectors")
+    assert "renamed_vectors: ok" in check("renamed_vectors")
     note = Memo.objects.order_by("pk")[9]
     assert Memo.objects.order_by(L2Distance("vectors", note.vectors)).first().pk == note.pk
 
     out = io.StringIO()
     call_command("sqlmigrate", "testapp", "0008", stdout=out)
     assert "DELETE" not in out.getvalue()
-    assert "SET field_name = 'vectors' WHERE name = 'note_vectors'" in out.getvalue()
+    assert "SET field_name = 'vectors' WHERE name = 'renamed_vectors'" in out.getvalue()
 
 
 def test_the_migration_itself_follows_the_renamed_field():
     """The state row names the field as soon as the migration ran, before the end of migrate registers anything."""
     before = built_note()
     renaming = [
-        migrations.RemoveIndex("memo", "note_vectors"),
+        migrations.RemoveIndex("memo", "renamed_vectors"),
         migrations.RenameField("memo", "vectors", "body"),
-        migrations.AddIndex("memo", VectorIndex(fields=["body"], name="note_vectors", probes=64)),
+        migrations.AddIndex("memo", VectorIndex(fields=["body"], name="renamed_vectors", probes=64)),
     ]
     run(renaming)
     try:
-        assert IndexState.objects.get(name="note_vectors").field_name == "body"
-        assert stored("note_vectors") == before
+        assert IndexState.objects.get(name="renamed_vectors").field_name == "body"
+        assert stored("renamed_vectors") == before
     finally:
         run(renaming, backwards=True)
-    assert IndexState.objects.get(name="note_vectors").field_name == "vectors"
-    assert stored("note_vectors") == before
+    assert IndexState.objects.get(name="renamed_vectors").field_name == "vectors"
+    assert stored("renamed_vectors") == before
 
 
 def test_a_change_of_distance_drops_the_built_index():
@@ -358,7 +358,7 @@ def test_an_index_created_again_does_not_take_over_what_it_left_behind():
     built_note()
     try:
         call_command("migrate", "testapp", "zero", verbosity=0)
-        for name in ("point_embedding", "note_vectors"):
+        for name in ("point_embedding", "renamed_vectors"):
             left = IndexState.objects.get(name=name)
             assert (left.status, left.declared) == ("ready", False)
     finally:
@@ -366,8 +366,8 @@ def test_an_index_created_again_does_not_take_over_what_it_left_behind():
         call_command("migrate", "testapp", stdout=out)
     left_behind = "was left behind by an index that had left the database"
     assert reset_message("point_embedding", "testapp.Point.embedding", left_behind) in out.getvalue()
-    assert reset_message("note_vectors", "testapp.Memo.vectors", left_behind) in out.getvalue()
-    for name in ("point_embedding", "note_vectors"):
+    assert reset_message("renamed_vectors", "testapp.Memo.vectors", left_behind) in out.getvalue()
+    for name in ("point_embedding", "renamed_vectors"):
         state = IndexState.objects.get(name=name)
         assert (state.status, state.declared, state.built_dimensions) == ("empty", True, None)
         assert stored(name) == emptied()
@@ -405,18 +405,18 @@ def migrate_output(*args):
 def test_renaming_the_model_keeps_the_built_index_both_ways():
     """testapp's 0010 as makemigrations wrote it: RenameModel (Note → Memo), and nothing about the index."""
     before = built_note()
-    generation = IndexState.objects.get(name="note_vectors").generation
+    generation = IndexState.objects.get(name="renamed_vectors").generation
     try:
-        assert "note_vectors" not in migrate_output("testapp", "0009")
-        state = IndexState.objects.get(name="note_vectors")
+        assert "renamed_vectors" not in migrate_output("testapp", "0009")
+        state = IndexState.objects.get(name="renamed_vectors")
         assert (state.status, state.generation, state.model_label, state.declared) == ("ready", generation, "testapp.Note", True)
     finally:
-        assert "note_vectors" not in migrate_output("testapp")
-    state = IndexState.objects.get(name="note_vectors")
+        assert "renamed_vectors" not in migrate_output("testapp")
+    state = IndexState.objects.get(name="renamed_vectors")
     assert (state.status, state.generation, state.model_label, state.declared) == ("ready", generation, "testapp.Memo", True)
-    assert stored("note_vectors") == before
+    assert stored("renamed_vectors") == before
     reset_runtimes()
-    assert "note_vectors: ok" in check("note_vectors")
+    assert "renamed_vectors: ok" in check("renamed_vectors")
 
 
 def test_migrate_runs_rename_model_as_vectorindex_rename_model():

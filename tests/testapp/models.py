@@ -118,4 +118,4 @@ class Memo(models.Model):
     objects = VectorManager()
 
     class Meta:
-        indexes = [VectorIndex(fields=["vectors"], name="note_vectors", probes=64)]
+        indexes = [VectorIndex(fields=["vectors"], name="renamed_vectors", probes=64)]

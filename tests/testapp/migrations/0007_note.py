@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
                 ('embedding', vectorindex.VectorField(dimensions=4)),
             ],
             options={
-                'indexes': [vectorindex.VectorIndex(fields=['embedding'], name='note_vectors')],
+                'indexes': [vectorindex.VectorIndex(fields=['embedding'], name='renamed_vectors')],
             },
         ),
     ]

@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
     operations = [
         migrations.RemoveIndex(
             model_name='note',
-            name='note_vectors',
+            name='renamed_vectors',
         ),
         migrations.AlterField(
             model_name='note',
@@ -22,6 +22,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='note',
-            index=vectorindex.VectorIndex(fields=['vectors'], name='note_vectors', probes=64),
+            index=vectorindex.VectorIndex(fields=['vectors'], name='renamed_vectors', probes=64),
         ),
     ]
