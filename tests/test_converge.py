@@ -53,6 +53,26 @@ def test_a_merge_below_up_to_a_quarter_of_the_limit_is_accepted(options):
     assert VectorIndex(fields=["embedding"], name="x", **options).problems() == []
 
 
+@pytest.mark.parametrize("limit", range(16, 40))
+def test_every_documented_posting_limit_is_valid_with_the_default_merge_below(limit):
+    """Not given, merge_below is 8, or a quarter of posting_limit where that is less."""
+    index = VectorIndex(fields=["embedding"], name="x", posting_limit=limit)
+    assert index.problems() == []
+    assert index.options["merge_below"] == min(8, limit // 4)
+
+
+def test_a_merge_below_given_is_kept_and_checked_whatever_the_default():
+    given = VectorIndex(fields=["embedding"], name="x", posting_limit=16, merge_below=8)
+    assert given.options["merge_below"] == 8
+    assert given.problems() == [refusal(16, 4, 8)]
+    # deconstruct() keeps what differs from the default for this posting_limit, and
+    # leaves out what equals it: the same index written either way migrates as one.
+    assert given.deconstruct()[2] == {"fields": ["embedding"], "name": "x", "posting_limit": 16, "merge_below": 8}
+    same = VectorIndex(fields=["embedding"], name="x", posting_limit=16, merge_below=4)
+    assert same.deconstruct() == VectorIndex(fields=["embedding"], name="x", posting_limit=16).deconstruct()
+    assert VectorIndex(fields=["embedding"], name="x", merge_below=8).deconstruct()[2] == {"fields": ["embedding"], "name": "x"}
+
+
 def test_an_invalid_limit_is_reported_alone():
     index = VectorIndex(fields=["embedding"], name="x", posting_limit=8, merge_below=6)
     assert index.problems() == ["VectorIndex.posting_limit must be an integer from 16 to 100000, got 8."]

@@ -152,13 +152,17 @@ def test_migrate_resets_an_index_built_for_another_distance_and_is_quiet_at_verb
 
 @pytest.mark.django_db(transaction=True)
 def test_a_state_row_left_over_by_a_removed_index_is_reset_when_the_index_comes_back(points):
-    """RemoveIndex, then AddIndex with other dimensions: the old row is found by name."""
+    """RemoveIndex cut short, then AddIndex with other dimensions: the old row is found by name, and what it
+    holds was left behind (it is reset as such, whatever it was built for)."""
     index_id = state().pk
     IndexState.objects.filter(name=NAME).update(declared=False, built_dimensions=8)
 
-    assert "point_embedding (testapp.Point.embedding): dimensions 8 → 16" in migrate()
+    assert (
+        "point_embedding (testapp.Point.embedding): what was stored under this name was left behind by an index "
+        "that had left the database; it was deleted"
+    ) in migrate()
     row = state()
-    assert (row.pk, row.declared, row.status) == (index_id, True, IndexState.Status.EMPTY)
+    assert (row.pk, row.declared, row.status, row.built_dimensions) == (index_id, True, IndexState.Status.EMPTY, None)
     assert contents(index_id)["heads"] == 0
 
 

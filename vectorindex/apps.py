@@ -46,8 +46,11 @@ def _migrated(state_apps: Any) -> bool:
 def _register_indexes(using: str = "default", verbosity: int = 1, stdout: Any = None, **kwargs: object) -> None:
     """After migrate (and flush), every declared VectorIndex has its state row.
 
-    An index whose declaration changed since its build is reset to not built,
-    and migrate says so (at verbosity 1 and above) with what to run.
+    An index whose declaration changed since its build, or whose row holds
+    what another index left behind, is reset to not built, and migrate says
+    so (at verbosity 1 and above) with what to run. What the database has is
+    what migrate's state says (*apps*), which may lack models that are
+    installed (``migrate app zero``).
     """
     from django.db import router
 
@@ -62,5 +65,5 @@ def _register_indexes(using: str = "default", verbosity: int = 1, stdout: Any = 
             if verbosity >= 1:
                 out.write(message + "\n")
 
-        sync_states(using, report=report)
+        sync_states(using, report=report, migrated=state_apps)
     reset_runtimes()

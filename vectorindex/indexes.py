@@ -75,7 +75,21 @@ class VectorIndex(Index):
     @property
     def options(self) -> dict[str, Any]:
         """Every tuning option, defaults filled in."""
-        return {key: self.tuning.get(key, default) for key, (default, *_rest) in TUNING.items()}
+        return {key: self.tuning.get(key, self.default(key)) for key in TUNING}
+
+    def default(self, key: str) -> Any:
+        """Option *key*'s value when it is not given.
+
+        merge_below's follows posting_limit: 8, or a quarter of posting_limit
+        where that is less, so that every posting_limit is valid on its own
+        (see :meth:`_balance_problems`).
+        """
+        default = TUNING[key][0]
+        if key == "merge_below":
+            limit = self.tuning.get("posting_limit", TUNING["posting_limit"][0])
+            if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
+                return min(default, limit // 4)
+        return default
 
     @property
     def field_name(self) -> str:
@@ -142,7 +156,7 @@ class VectorIndex(Index):
         if self.distance != "l2":
             kwargs["distance"] = self.distance
         for key, value in self.tuning.items():
-            if value != TUNING[key][0]:
+            if value != self.default(key):
                 kwargs[key] = value
         return path, args, kwargs
 

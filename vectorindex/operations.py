@@ -1,4 +1,4 @@
-"""Migration operations: a renamed VectorIndex keeps what it stored.
+"""Migration operations: a renamed VectorIndex, or the model under one, keeps what the index stored.
 
 ``makemigrations`` writes Django's ``RenameIndex`` when only an index's name
 changes. Django renames with ``ALTER TABLE … RENAME INDEX`` where the database
@@ -9,6 +9,11 @@ runs each ``RenameIndex`` as :class:`RenameIndex` below (a ``pre_migrate``
 receiver swaps them), which removes and adds a VectorIndex on every database:
 the addition takes the removed index's contents over under the new name
 (:func:`vectorindex.removal.adopt`). Other indexes are renamed as Django does.
+
+An index's state row also names its model, and the end of ``migrate`` resets
+an index whose row names another one (what it holds is then some other
+index's). A ``RenameModel`` runs as :class:`RenameModel`, which says the new
+name in the rows of the model's indexes, in the migration that renames it.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from typing import Any
 from django.db import migrations
 
 from .indexes import VectorIndex
+from .removal import relabel
 
-__all__ = ["RenameIndex", "rename_vector_indexes"]
+__all__ = ["RenameIndex", "RenameModel", "rename_vector_indexes"]
 
 
 class RenameIndex(migrations.RenameIndex):
@@ -44,12 +50,30 @@ class RenameIndex(migrations.RenameIndex):
         return index if isinstance(index, VectorIndex) else None
 
 
+class RenameModel(migrations.RenameModel):
+    """Django's ``RenameModel``, which also renames the model in its VectorIndexes' state rows."""
+
+    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        # Backwards, Django swaps the names and comes here too.
+        super().database_forwards(app_label, schema_editor, from_state, to_state)
+        new_model = to_state.apps.get_model(app_label, self.new_name)
+        if self.allow_migrate_model(schema_editor.connection.alias, new_model):
+            old_model = from_state.apps.get_model(app_label, self.old_name)
+            names = [index.name for index in new_model._meta.indexes if isinstance(index, VectorIndex)]
+            relabel(schema_editor, names, old_model._meta.label, new_model._meta.label)
+
+
 def rename_vector_indexes(plan: list[tuple[Any, bool]] | None = None, **kwargs: Any) -> None:
-    """``pre_migrate``: the migrations about to run rename indexes with :class:`RenameIndex`."""
+    """``pre_migrate``: the migrations about to run rename indexes with :class:`RenameIndex`, models with :class:`RenameModel`."""
     for migration, _backwards in plan or ():
-        migration.operations = [
-            RenameIndex(op.model_name, op.new_name, old_name=op.old_name, old_fields=op.old_fields)
-            if type(op) is migrations.RenameIndex
-            else op
-            for op in migration.operations
-        ]
+        migration.operations = [_ours(op) for op in migration.operations]
+
+
+def _ours(operation: Any) -> Any:
+    if type(operation) is migrations.RenameIndex:
+        return RenameIndex(
+            operation.model_name, operation.new_name, old_name=operation.old_name, old_fields=operation.old_fields
+        )
+    if type(operation) is migrations.RenameModel:
+        return RenameModel(operation.old_name, operation.new_name)
+    return operation

@@ -105,3 +105,17 @@ class Smallest(models.Model):
 
     class Meta:
         indexes = [VectorIndex(fields=["embedding"], name="smallest_embedding", posting_limit=16, merge_below=4)]
+
+
+class Memo(models.Model):
+    """Indexed through the migrations makemigrations wrote as it changed: created as Note (0007),
+    its indexed field renamed (0008), an option changed together with another field, which
+    SQLite alters by remaking the table (0009), and the model renamed (0010)."""
+
+    title = models.CharField(max_length=80, blank=True)
+    vectors = VectorField(dimensions=4)
+
+    objects = VectorManager()
+
+    class Meta:
+        indexes = [VectorIndex(fields=["vectors"], name="renamed_vectors", probes=64)]

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from vectorindex import build as building
 from vectorindex import recovery, removal
 from vectorindex.exceptions import VectorIndexError
-from vectorindex.registry import Declared, declared_indexes, get_declared
+from vectorindex.registry import Declared, declared_indexes, declared_names, get_declared
 from vectorindex.wording import counted
 
 
@@ -172,7 +172,10 @@ class Command(BaseCommand):
                 found.append(get_declared(name))
             except LookupError as error:
                 hint = ""
-                if removal.find(name, options["database"]) is not None:
+                model = declared_names().get(name)
+                if model is not None:
+                    hint = f" {model} declares {name!r} on a field that is not a VectorField: `manage.py check` says what to fix."
+                elif removal.find(name, options["database"]) is not None:
                     hint = f" {name!r} is what a removed index left behind: `manage.py vectorindex drop {name}` deletes it."
                 raise CommandError(f"{error}{hint}") from None
         return found
@@ -337,10 +340,10 @@ class Command(BaseCommand):
 
     def do_drop(self, name: str, options: dict) -> None:
         database = options["database"]
-        declared = declared_indexes().get(name)
-        if declared is not None and not options["force"]:
+        model = declared_names().get(name)
+        if model is not None and not options["force"]:
             raise CommandError(
-                f"{name} is declared by {declared.model._meta.label}: `manage.py vectorindex build {name}` "
+                f"{name} is declared by {model}: `manage.py vectorindex build {name}` "
                 f"replaces its contents. To delete them anyway (the index is then not built), add --force."
             )
         stored = removal.find(name, database)
