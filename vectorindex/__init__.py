@@ -15,6 +15,8 @@ With ``VectorIndex(fields=["embedding"], name=..., distance="l2")`` in the model
 the approximate index; without one, exactly.
 """
 
+__version__ = "0.9.0"
+
 from . import hooks  # noqa: F401  (wires saves of indexed models to their index)
 from .expressions import CosineDistance, Distance, L1Distance, L2Distance, MaxInnerProduct
 from .fields import VectorField
