@@ -50,8 +50,8 @@ def configure(pairs: list[str]) -> dict:
 
 def tune(settings: list[str]) -> dict:
     """Apply ``--set`` options to the demo's index declaration; every option, as in force."""
+    from vectorindex.index.registry import get_declared
     from vectorindex.indexes import TUNING
-    from vectorindex.registry import get_declared
 
     declared = get_declared("package_embedding")
     for setting in settings:

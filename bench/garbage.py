@@ -31,8 +31,8 @@ def main() -> None:
     options = tune(args.set)
     configure(args.setting + ["JOBS=manual"])
     from demo_project.packages.models import Package
-    from vectorindex import build, maintenance
-    from vectorindex.registry import get_declared
+    from vectorindex.index import build, maintenance
+    from vectorindex.index.registry import get_declared
 
     declared = get_declared("package_embedding")
     Package.objects.all().delete()
@@ -75,7 +75,7 @@ def measure(declared, queries: np.ndarray, passes: int) -> dict:
     """The index's size, and its queries' latency and recall@10 against the exact answer."""
     from demo_project.packages.models import Package
     from vectorindex import CosineDistance
-    from vectorindex.recovery import status
+    from vectorindex.index.recovery import status
 
     report = status(declared)
     rows = list(Package.objects.values_list("pk", "embedding"))

@@ -308,8 +308,9 @@ def main() -> None:
     from django.db import connection
 
     from demo_project.packages.models import Package
-    from vectorindex import CosineDistance, build, recovery
-    from vectorindex.registry import get_declared
+    from vectorindex import CosineDistance
+    from vectorindex.index import build, recovery
+    from vectorindex.index.registry import get_declared
 
     options = tune(args.set)
     app_settings = configure(args.setting)

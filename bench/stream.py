@@ -75,8 +75,9 @@ def main() -> None:
     from django.test import override_settings
 
     from demo_project.packages.models import Package
-    from vectorindex import CosineDistance, build, maintenance, recovery
-    from vectorindex.registry import get_declared
+    from vectorindex import CosineDistance
+    from vectorindex.index import build, maintenance, recovery
+    from vectorindex.index.registry import get_declared
 
     options = tune(args.set)
     app_settings = configure(args.setting)

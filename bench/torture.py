@@ -149,8 +149,8 @@ def run(args) -> None:
 
     redis.Redis.from_url(args.broker).flushdb()
     from demo_project.packages.models import Package
-    from vectorindex import build
-    from vectorindex.registry import get_declared
+    from vectorindex.index import build
+    from vectorindex.index.registry import get_declared
 
     base = np.load(args.dataset / "base.f16.npy", mmap_mode="r")
     rng = np.random.default_rng(args.seed)
@@ -272,8 +272,10 @@ def verify(args, kills: dict | None) -> dict:
 
     connections.close_all()
     from demo_project.packages.models import Package
-    from vectorindex import CosineDistance, maintenance, recovery
-    from vectorindex.registry import get_declared, reset_runtimes
+    from vectorindex import CosineDistance
+    from vectorindex.index import maintenance, recovery
+    from vectorindex.index.registry import get_declared
+    from vectorindex.index.runtime import reset_runtimes
 
     reset_runtimes()
     declared = get_declared("package_embedding")
@@ -314,7 +316,7 @@ def verify(args, kills: dict | None) -> dict:
         if pk in every.order_by(CosineDistance("embedding", vector)).values_list("pk", flat=True)[:10]
     ]
     status = recovery.status(declared)
-    from vectorindex.registry import runtime
+    from vectorindex.index.runtime import runtime
 
     head = runtime(declared, "default").current(*runtime(declared, "default").open())
     return {

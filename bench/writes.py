@@ -96,8 +96,8 @@ def main() -> None:
     from django.test import override_settings
 
     from demo_project.packages.models import Package
-    from vectorindex import build
-    from vectorindex.registry import get_declared
+    from vectorindex.index import build
+    from vectorindex.index.registry import get_declared
 
     options = tune(args.set)
     configure(args.setting)

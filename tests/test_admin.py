@@ -163,7 +163,7 @@ def built_point(db):
 @pytest.fixture
 def checks_run(monkeypatch):
     """The names of the indexes whose invariants were checked (the check still runs)."""
-    from vectorindex import recovery
+    from vectorindex.index import recovery
 
     names = []
     real = recovery.check

@@ -10,10 +10,11 @@ from django.db import OperationalError, connection
 
 from tests.indexing import build, clustered
 from tests.testapp.models import Point, Streamed
-from vectorindex import recovery
+from vectorindex.index import recovery
+from vectorindex.index.registry import declared_indexes, get_declared
+from vectorindex.index.runtime import runtime
 from vectorindex.management.commands.vectorindex import ACTIONS, Command
 from vectorindex.models import Head, IndexState, Posting, Snapshot, Version
-from vectorindex.registry import declared_indexes, get_declared, runtime
 
 
 def command(*args, **options):
@@ -138,7 +139,7 @@ def test_counts_of_one_are_singular(db):
 @pytest.mark.django_db(transaction=True)
 def test_build_and_status_agree_on_heads_and_entries(monkeypatch):
     """Lists the build leaves over the limit are split when it commits: its report counts after that."""
-    from vectorindex import build as building
+    from vectorindex.index import build as building
 
     monkeypatch.setattr(building, "BALANCE_ROUNDS", 0)  # every list over the limit is left to split jobs
     Streamed.objects.bulk_create(Streamed(embedding=v) for v in clustered(3000))

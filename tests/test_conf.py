@@ -43,7 +43,7 @@ def test_unknown_and_bad_values_are_refused(settings):
 
 
 def test_jobs_setting(settings):
-    from vectorindex.jobs import mode
+    from vectorindex.index.jobs import mode
 
     settings.VECTORINDEX = {"JOBS": "sometimes"}
     with pytest.raises(ImproperlyConfigured, match="VECTORINDEX\\['JOBS'\\] must be 'auto', 'inline', 'celery' or 'manual', got 'sometimes'."):

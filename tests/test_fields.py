@@ -11,7 +11,6 @@ from tests.testapp.models import Document, Item
 from vectorindex import VectorField
 from vectorindex.exceptions import CorruptVector
 
-
 # Declaration --------------------------------------------------------------------
 
 

@@ -7,7 +7,6 @@ from django import forms
 from tests.testapp.models import Document, Item
 from vectorindex import VectorFormField, VectorWidget
 
-
 OUT_OF_RANGE = "expected numbers within float32 range (±3.402823e+38), got"
 
 

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 from django.core import serializers
 from django.core.management import call_command
@@ -63,7 +62,7 @@ def test_loaddata_over_existing_rows_moves_their_vectors(built, tmp_path):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_raw_save_in_autocommit_is_one_transaction_with_its_index_write(monkeypatch):
-    from vectorindex import writes
+    from vectorindex.index import writes
 
     Point.objects.bulk_create(Point(group=1, embedding=v) for v in clustered(300, seed=3))
     build("point_embedding")

@@ -25,8 +25,8 @@ from tests.indexing import ROOT, build, check, clustered, database_url
 from tests.testapp.models import Point
 from vectorindex import L2Distance
 from vectorindex.exceptions import CorruptVector, IndexOutdated
+from vectorindex.index.runtime import reset_runtimes
 from vectorindex.models import Head, IndexState, Posting, Snapshot, Version, WalEntry
-from vectorindex.registry import reset_runtimes
 
 NAME = "point_embedding"
 

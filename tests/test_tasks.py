@@ -16,7 +16,7 @@ BROKER = os.environ.get("VECTORINDEX_TEST_BROKER", "redis://127.0.0.1:6379/15")
 
 
 def crowd(count=150):
-    from tests.test_maintenance import crowd_one_head
+    from tests.index.test_maintenance import crowd_one_head
 
     return crowd_one_head(count)
 
@@ -100,7 +100,7 @@ def test_a_split_that_meets_a_writers_lock_is_retried_with_a_countdown(worker_pr
     """The worker's split gives up after JOB_LOCK_TIMEOUT (5 s by default) and
     is retried later, rather than holding the worker for the database's own
     lock wait timeout; after the writer commits, the retry does the split."""
-    from tests.test_jobs import Writer, crowd_point_head, point_head
+    from tests.index.test_jobs import Writer, crowd_point_head, point_head
     from vectorindex import tasks
 
     settings.VECTORINDEX = {"JOBS": "manual"}  # only the task sent below runs
@@ -134,7 +134,8 @@ def test_a_split_that_meets_a_writers_lock_is_retried_with_a_countdown(worker_pr
 
 @pytest.mark.django_db
 def test_the_scan_of_every_index_goes_on_past_one_that_fails(monkeypatch, caplog):
-    from vectorindex import maintenance, tasks
+    from vectorindex import tasks
+    from vectorindex.index import maintenance
 
     scanned = []
 
@@ -146,7 +147,7 @@ def test_the_scan_of_every_index_goes_on_past_one_that_fails(monkeypatch, caplog
 
     monkeypatch.setattr(maintenance, "scan", scan)
     assert tasks.scan() == 0
-    from vectorindex.registry import declared_indexes
+    from vectorindex.index.registry import declared_indexes
 
     assert scanned == sorted(declared_indexes()) and scanned[0] == "package_embedding"
     assert "the scan of package_embedding failed" in caplog.text
@@ -159,7 +160,8 @@ def test_follow_ups_and_the_jobs_a_scan_finds_go_through_the_bounded_send(monkey
     raises in a job whose work has already committed."""
     from celery.app.task import Task
 
-    from vectorindex import jobs, maintenance, tasks
+    from vectorindex import tasks
+    from vectorindex.index import jobs, maintenance
 
     sent = []
     reassign = ("reassign", {"head_id": 7, "new_head_ids": [8, 9]})
@@ -182,8 +184,9 @@ def test_follow_ups_and_the_jobs_a_scan_finds_go_through_the_bounded_send(monkey
 def test_an_eager_task_that_meets_a_lock_is_left_for_the_scan_not_retried_at_once(monkeypatch, caplog):
     """Run eagerly, a Celery retry runs the task again at once (the countdown
     ignored), each try waiting JOB_LOCK_TIMEOUT inside the caller's commit."""
-    from vectorindex import maintenance, tasks
+    from vectorindex import tasks
     from vectorindex.exceptions import JobBusy
+    from vectorindex.index import maintenance
 
     tries = []
 

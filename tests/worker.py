@@ -71,8 +71,8 @@ def main() -> None:
     elif mode == "heads":
         print(json.dumps(_load_heads(args[0], int(args[1]))), flush=True)
     elif mode == "job":
-        from vectorindex import maintenance
-        from vectorindex.registry import get_declared
+        from vectorindex.index import maintenance
+        from vectorindex.index.registry import get_declared
 
         job, name = args[0], args[1]
         arguments = {"head_id": int(args[2])} if len(args) > 2 else {}

@@ -13,16 +13,33 @@ The public API::
 With ``VectorIndex(fields=["embedding"], name=..., distance="l2")`` in the model's
 ``Meta.indexes`` and ``manage.py vectorindex build``, that query is answered by
 the approximate index; without one, exactly.
+
+The names are imported on first use (PEP 562), so that importing a part of the
+package that needs no Django — ``vectorindex.engine`` — does not import Django.
+Nothing is connected at import time: the app's ``ready()`` does the wiring.
 """
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.9.0"
 
-from . import hooks  # noqa: F401  (wires saves of indexed models to their index)
-from .expressions import CosineDistance, Distance, L1Distance, L2Distance, MaxInnerProduct
-from .fields import VectorField
-from .forms import VectorFormField, VectorWidget
-from .indexes import VectorIndex
-from .query import VectorManager, VectorQuerySet
+# Each public name and the module that defines it.
+_PUBLIC = {
+    "CosineDistance": "expressions",
+    "Distance": "expressions",
+    "L1Distance": "expressions",
+    "L2Distance": "expressions",
+    "MaxInnerProduct": "expressions",
+    "VectorField": "fields",
+    "VectorFormField": "forms",
+    "VectorWidget": "forms",
+    "VectorIndex": "indexes",
+    "VectorManager": "orm.queryset",
+    "VectorQuerySet": "orm.queryset",
+}
 
 __all__ = [
     "CosineDistance",
@@ -37,3 +54,28 @@ __all__ = [
     "VectorQuerySet",
     "VectorWidget",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    try:  # migrations write vectorindex.fields.VectorField after a bare ``import vectorindex``
+        return import_module(f".{name}", __name__)
+    except ModuleNotFoundError as error:
+        if error.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])
+
+
+if TYPE_CHECKING:
+    from .expressions import CosineDistance, Distance, L1Distance, L2Distance, MaxInnerProduct
+    from .fields import VectorField
+    from .forms import VectorFormField, VectorWidget
+    from .indexes import VectorIndex
+    from .orm.queryset import VectorManager, VectorQuerySet

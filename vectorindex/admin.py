@@ -179,7 +179,7 @@ class IndexStateAdmin(admin.ModelAdmin):
     def _each(self, request: Any, queryset: Any, work: Callable[[Any, str], str]) -> None:
         # The name is quoted: the admin capitalises a message's first letter,
         # which would misspell an index name that began it.
-        from .registry import get_declared
+        from .index.registry import get_declared
 
         for state in queryset:
             try:
@@ -190,13 +190,13 @@ class IndexStateAdmin(admin.ModelAdmin):
 
     @admin.action(description="Take a snapshot of the selected indexes", permissions=["snapshot"])
     def take_snapshot(self, request: Any, queryset: Any) -> None:
-        from .recovery import take_snapshot
+        from .index.recovery import take_snapshot
 
         self._each(request, queryset, lambda declared, using: f"snapshot at LSN {take_snapshot(declared, using).lsn}")
 
     @admin.action(description="Check the selected indexes' invariants", permissions=["check"])
     def check_invariants(self, request: Any, queryset: Any) -> None:
-        from .recovery import check
+        from .index.recovery import check
 
         def run(declared: Any, using: str) -> str:
             violations, warnings = check(declared, using)

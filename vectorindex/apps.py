@@ -12,13 +12,14 @@ class VectorIndexConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.apps import apps
         from django.db.models.signals import post_migrate, pre_migrate
 
         from . import checks  # noqa: F401  (registers the system checks)
         from .hooks import install
         from .operations import rename_vector_indexes
 
-        install()  # raw saves (loaddata) of indexed models reach their index
+        install(apps.get_models(include_auto_created=True))  # every save, raw or not, reaches the index
 
         pre_migrate.connect(rename_vector_indexes, sender=self)
         post_migrate.connect(_register_indexes, sender=self)
@@ -54,8 +55,9 @@ def _register_indexes(using: str = "default", verbosity: int = 1, stdout: Any = 
     """
     from django.db import router
 
+    from .index.registry import sync_states
+    from .index.runtime import reset_runtimes
     from .models import IndexState
-    from .registry import reset_runtimes, sync_states
 
     state_apps = kwargs.get("apps")
     if router.allow_migrate_model(using, IndexState) and (state_apps is None or _migrated(state_apps)):

@@ -8,9 +8,9 @@ from django.apps import apps
 from django.core import checks
 from django.core.exceptions import FieldDoesNotExist
 
-from .backends import SUPPORTED, SUPPORTED_VENDORS, vendor
 from .fields import VectorField
-from .query import VectorQuerySet
+from .orm.queryset import VectorQuerySet
+from .storage.backends import SUPPORTED, SUPPORTED_VENDORS, vendor
 
 
 def _vector_models() -> list[Any]:
@@ -207,7 +207,7 @@ def check_jobs(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessa
     from django.conf import settings
 
     from .conf import vectorindex_settings
-    from .registry import declared_indexes
+    from .index.registry import declared_indexes
 
     if not declared_indexes() or vectorindex_settings.JOBS in ("inline", "manual"):
         return []

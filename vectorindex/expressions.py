@@ -2,9 +2,9 @@
 
 ``L2Distance``, ``CosineDistance``, ``MaxInnerProduct`` and ``L1Distance`` take a
 vector field's name and a query vector. Neither SQLite nor MariaDB can compute
-them in SQL, so they are never compiled: a :class:`~vectorindex.query.VectorQuerySet`
+them in SQL, so they are never compiled: a :class:`~vectorindex.orm.queryset.VectorQuerySet`
 sees them in ``annotate()``, ``alias()``, ``filter()`` and ``order_by()`` and answers
-the query by computing the distances in numpy (see :mod:`vectorindex.exact`).
+the query by computing the distances in numpy (see :mod:`vectorindex.orm.exact`).
 """
 
 from __future__ import annotations

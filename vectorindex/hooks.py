@@ -47,7 +47,7 @@ def _wrap(model: Any) -> None:
     original_from_db = model.from_db.__func__
 
     def save_base(self, raw=False, force_insert=False, force_update=False, using=None, update_fields=None):
-        from . import writes
+        from .index import writes
 
         using = using or router.db_for_write(self.__class__, instance=self)
         adding = self._state.adding
@@ -74,7 +74,7 @@ def _wrap(model: Any) -> None:
             writes.after_save(self, using, adding, update_fields, routed)
 
     def from_db(cls, db, field_names, values, **kwargs):
-        from . import writes
+        from .index import writes
 
         instance = original_from_db(cls, db, field_names, values, **kwargs)
         writes.remember_loaded(instance)
@@ -83,7 +83,7 @@ def _wrap(model: Any) -> None:
     original_refresh = model.refresh_from_db
 
     def refresh_from_db(self, using=None, fields=None, *args, **kwargs):
-        from . import writes
+        from .index import writes
 
         original_refresh(self, using, fields, *args, **kwargs)
         writes.remember_loaded(self, fields)  # only the fields read again
@@ -111,7 +111,7 @@ def _on_class_prepared(sender: Any, **kwargs: Any) -> None:
 
 
 def _on_post_delete(sender: Any, instance: Any, using: str, **kwargs: Any) -> None:
-    from . import writes
+    from .index import writes
 
     writes.on_post_delete(sender, instance, using)
 
@@ -119,12 +119,19 @@ def _on_post_delete(sender: Any, instance: Any, using: str, **kwargs: Any) -> No
 _django_save_base: Any = None
 
 
-def install() -> None:
-    """Make ``Model.save_base`` itself pass indexed instances to their class's wrapper.
+def install(all_models: Any) -> None:
+    """Wire indexed models' writes to their index: run once by the app's ``ready()``.
 
-    Idempotent. Other models pay one attribute lookup per save.
+    The models already prepared (*all_models*) are wrapped now; those prepared
+    later (a migration's historical models, models made at run time) when
+    ``class_prepared`` fires. And ``Model.save_base`` itself passes indexed
+    instances to their class's wrapper. Idempotent. Other models pay one
+    attribute lookup per save.
     """
     global _django_save_base
+    for model in all_models:
+        _on_class_prepared(model)
+    class_prepared.connect(_on_class_prepared, dispatch_uid="vectorindex.hooks.class_prepared")
     if _django_save_base is not None:
         return
     _django_save_base = models.Model.save_base
@@ -140,4 +147,3 @@ def install() -> None:
     models.Model.save_base = save_base
 
 
-class_prepared.connect(_on_class_prepared, dispatch_uid="vectorindex.hooks.class_prepared")

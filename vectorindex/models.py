@@ -73,6 +73,11 @@ class IndexState(models.Model):
             ("check_indexstate", "Can check a vector index's invariants"),
         ]
 
+    @property
+    def ready(self) -> bool:
+        """Built, and answering queries (as :attr:`StateRow.ready <vectorindex.storage.StateRow.ready>` says of a row read by SQL)."""
+        return self.status == self.Status.READY
+
     def __str__(self) -> str:
         return self.name
 

@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers over :mod:`vectorindex.maintenance`.
+"""Celery tasks: thin wrappers over :mod:`vectorindex.index.maintenance`.
 
 Each takes primitive ids and is idempotent; ``acks_late`` returns a task whose
 worker died to the queue, and running it again is safe. A job that gave up
@@ -22,10 +22,10 @@ from typing import Any
 
 from celery import current_task, shared_task
 
-from . import jobs, maintenance
 from .conf import vectorindex_settings
 from .exceptions import JobBusy
-from .registry import declared_indexes, get_declared
+from .index import jobs, maintenance
+from .index.registry import declared_indexes, get_declared
 
 logger = logging.getLogger("vectorindex.tasks")
 

@@ -155,7 +155,7 @@ def test_int8_state_of_the_earlier_layout_asks_for_a_rebuild():
 
 @pytest.mark.parametrize("count", [50, 700, 5000])
 def test_candidates_come_in_distance_order_a_window_at_a_time(count):
-    from vectorindex.search import _in_order
+    from vectorindex.index.search import _in_order
 
     rng = np.random.default_rng(count)
     values = rng.integers(0, 300, 6000).astype(np.float32)  # many ties

@@ -19,11 +19,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS
 from tqdm import tqdm
 
-from vectorindex import build as building
-from vectorindex import recovery, removal
-from vectorindex.exceptions import VectorIndexError
-from vectorindex.registry import Declared, declared_indexes, declared_names, get_declared
-from vectorindex.wording import counted
+from ...exceptions import VectorIndexError
+from ...index import build as building
+from ...index import recovery, removal
+from ...index.registry import Declared, declared_indexes, declared_names, get_declared
+from ...wording import counted
 
 
 def _build_options(parser: CommandParser) -> None:
@@ -255,11 +255,11 @@ class Command(BaseCommand):
     def do_maintain(self, declared: Declared, options: dict) -> bool:
         from collections import Counter
 
-        from vectorindex import maintenance
-        from vectorindex.models import IndexState
+        from ...index import maintenance
+        from ...models import IndexState
 
         state = IndexState.objects.using(options["database"]).filter(name=declared.name).first()
-        if state is None or state.status != IndexState.Status.READY:
+        if state is None or not state.ready:
             self.stdout.write(
                 f"{declared.name}: not built, nothing to maintain; `manage.py vectorindex build {declared.name}` builds it"
             )
@@ -314,7 +314,7 @@ class Command(BaseCommand):
         return not violations
 
     def do_repair(self, declared: Declared, options: dict) -> None:
-        from vectorindex.integrity import repair
+        from ...index.integrity import repair
 
         bars: dict[str, tqdm] = {}
         show = not options["no_progress"] and self.stdout.isatty()

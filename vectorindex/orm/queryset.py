@@ -1,7 +1,7 @@
 """``VectorQuerySet`` and ``VectorManager``: where distances meet the ORM.
 
 A queryset that mentions a distance is answered by the exact path
-(:mod:`vectorindex.exact`); one that does not is plain Django. The manager is
+(:mod:`vectorindex.orm.exact`); one that does not is plain Django. The manager is
 also where writes are checked before they reach the database and, with an index
 declared, where the index takes part in them.
 """
@@ -21,9 +21,9 @@ from django.core.exceptions import FieldDoesNotExist
 from django.db import NotSupportedError, connections, models, transaction
 from django.db.models import Avg, F, Sum
 
+from ..conf import vectorindex_settings
+from ..fields import VectorField
 from . import exact
-from .conf import vectorindex_settings
-from .fields import VectorField
 from .planner import SearchOptions, plan_query
 
 __all__ = ["VectorManager", "VectorQuerySet"]
@@ -76,7 +76,7 @@ class VectorQuerySet(models.QuerySet):
     # Evaluation --------------------------------------------------------------
 
     def _selected(self, plan: Any) -> Any:
-        from . import search
+        from ..index import search
 
         return search.answer(self, plan)
 
@@ -203,7 +203,7 @@ class VectorQuerySet(models.QuerySet):
 
     def _indexes(self, names: Iterable[str] | None = None) -> list[Any]:
         """The VectorIndexes over this model, or those over the named fields."""
-        from .registry import indexes_of
+        from ..index.registry import indexes_of
 
         found = indexes_of(self.model)
         if names is None:
@@ -224,7 +224,7 @@ class VectorQuerySet(models.QuerySet):
                 "VectorIndex current (the rows written are not known); save the rows "
                 "another way or rebuild the index afterwards."
             )
-        from . import writes
+        from ..index import writes
 
         with transaction.atomic(using=self.db, savepoint=False):
             # Routing needs no primary keys: it runs while the rows go in.
@@ -246,7 +246,7 @@ class VectorQuerySet(models.QuerySet):
         indexes = self._indexes(names)
         if not indexes:
             return super().bulk_update(objs, fields, *args, **kwargs)
-        from . import writes
+        from ..index import writes
 
         with transaction.atomic(using=self.db, savepoint=False):
             with writes.handled_by_caller():
@@ -291,7 +291,7 @@ class VectorQuerySet(models.QuerySet):
         if plan_query(self.query) is None:
             if not self._indexes():
                 return super().delete()
-            from . import writes
+            from ..index import writes
 
             # One transaction for the rows and the index; the deleted rows'
             # version flips are gathered and written together.
@@ -319,7 +319,7 @@ class VectorQuerySet(models.QuerySet):
                 updated = sum(batch.update(**kwargs) for batch in list(self._by_primary_keys()))
             self._result_cache = None
             return updated
-        from . import writes
+        from ..index import writes
 
         indexes = self._indexes(kwargs)
         if not indexes or writes.caller_indexes():

@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from .engine import routing
-from .exceptions import CorruptVector
-from .models import IndexState
-from .planner import DistancePlan, SearchOptions, evaluate
-from .registry import Declared, index_for, runtime
+from ..engine import routing
+from ..exceptions import CorruptVector
+from ..orm.planner import DistancePlan, SearchOptions, evaluate
+from .registry import Declared, index_for
+from .runtime import runtime
 
 
 @dataclass
@@ -107,7 +107,7 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
     using = queryset.db
     rt = runtime(declared, using)
     storage, state = rt.open()
-    if state[0] != IndexState.Status.READY:
+    if not state.ready:
         return None
     head = rt.current(storage, state)
     view = rt.view(storage, state, head)
@@ -158,7 +158,7 @@ def _sql_filter(queryset: Any, plan: DistancePlan) -> Any:
     """A queryset of the rows the query's SQL conditions allow, or None for all."""
     if plan.where_sql is None or not plan.where_sql.children:
         return None
-    from .exact import sql_queryset
+    from ..orm.exact import sql_queryset
 
     base = sql_queryset(queryset, plan)
     base.query.clear_ordering(force=True)
@@ -199,8 +199,8 @@ def _model_vectors(declared: Declared, using: str, pks: list[int]) -> dict[int, 
     """pk -> the vector in the indexed model's row (the table that holds the field)."""
     from django.db import connections
 
-    from .engine import codec
-    from .storage import ROWS_PER_READER, read_by_keys
+    from ..engine import codec
+    from ..storage import ROWS_PER_READER, read_by_keys
 
     connection = connections[using]
     owner = declared.field.model._meta

@@ -17,14 +17,14 @@ import numpy as np
 from django.db import connections, transaction
 from django.utils import timezone
 
-from .engine.head import HeadIndex, prepare
-from .exceptions import HeadIndexError, IndexNotReady, SnapshotError
+from ..engine.head import HeadIndex, prepare
+from ..exceptions import HeadIndexError, IndexNotReady, SnapshotError
+from ..models import Head, IndexState, Snapshot
+from ..storage import StateRow, job_transaction
+from ..wording import counted
 from .integrity import Survey, survey
-from .models import Head, IndexState, Snapshot
-from .registry import Declared, load, rebuild_from_heads, runtime
-from .storage import job_transaction
-from .wording import counted
-
+from .registry import Declared
+from .runtime import load, rebuild_from_heads, runtime
 
 # A snapshot is of a head index rebuilt from the alive heads when its graph
 # holds more than this many elements per alive head.
@@ -34,7 +34,7 @@ COMPACT_ABOVE = 1.1
 def _ready(declared: Declared, using: str):
     rt = runtime(declared, using)
     storage, state = rt.open()
-    if state[0] != IndexState.Status.READY:
+    if not state.ready:
         changes = rt.changes_since_build()
         why = f" (its contents were deleted when its declaration changed: {', '.join(changes)})" if changes else ""
         raise IndexNotReady(f"{declared.name} is not built{why}; run `manage.py vectorindex build {declared.name}`.")
@@ -57,14 +57,14 @@ def take_snapshot(declared: Declared, using: str = "default") -> Snapshot:
             # process's copy keeps what the old one remembered, so a
             # transaction older than this LSN still views the heads without
             # loading a head index of its own.
-            rebuilt = rebuild_from_heads(rt, storage, state[1], state[2])
+            rebuilt = rebuild_from_heads(rt, storage, state.generation, state.wal_lsn)
             rebuilt.take_history(head)
             head = rebuilt
             with rt.lock:
                 rt.head = head
-        snapshot = storage.write_snapshot(state[1], state[2], head.to_bytes(), len(head))
+        snapshot = storage.write_snapshot(state.generation, state.wal_lsn, head.to_bytes(), len(head))
         storage.delete_snapshots(keep=snapshot.pk)
-        storage.truncate_wal(state[2])
+        storage.truncate_wal(state.wal_lsn)
     return snapshot
 
 
@@ -119,10 +119,10 @@ def recover(declared: Declared, using: str = "default") -> RecoveryReport:
         return RecoveryReport(declared.name, "snapshot", len(head), head.lsn)
     with job_transaction(using):
         state = storage.lock_state(exclusive=True)
-        head = rebuild_from_heads(rt, storage, state[1], state[2])
-        snapshot = storage.write_snapshot(state[1], state[2], head.to_bytes(), len(head))
+        head = rebuild_from_heads(rt, storage, state.generation, state.wal_lsn)
+        snapshot = storage.write_snapshot(state.generation, state.wal_lsn, head.to_bytes(), len(head))
         storage.delete_snapshots(keep=snapshot.pk)
-        storage.truncate_wal(state[2])
+        storage.truncate_wal(state.wal_lsn)
     with rt.lock:
         rt.head = head
     return RecoveryReport(declared.name, "heads table", len(head), head.lsn, problems)
@@ -134,11 +134,11 @@ def check(declared: Declared, using: str = "default") -> tuple[list[str], list[s
 
 
 def surveyed(declared: Declared, using: str = "default") -> Survey:
-    """Every row against its entries (:mod:`vectorindex.integrity`), on one consistent snapshot."""
+    """Every row against its entries (:mod:`vectorindex.index.integrity`), on one consistent snapshot."""
     return _on_one_snapshot(declared, using, lambda rt, storage, state: survey(declared, using, storage, _head(rt, storage, state)[0]))
 
 
-def _on_one_snapshot(declared: Declared, using: str, work: Callable[[Any, Any, tuple[str, int, int]], Any]) -> Any:
+def _on_one_snapshot(declared: Declared, using: str, work: Callable[[Any, Any, StateRow], Any]) -> Any:
     """*work*(runtime, storage, state) while writes and jobs go on, on one consistent snapshot.
 
     It share-locks the state row (a head-changing job or a build finishes
@@ -160,10 +160,10 @@ def _on_one_snapshot(declared: Declared, using: str, work: Callable[[Any, Any, t
         return work(rt, storage, state)
 
 
-def _head(rt: Any, storage: Any, state: tuple[str, int, int]) -> tuple[HeadIndex | None, list[str]]:
+def _head(rt: Any, storage: Any, state: StateRow) -> tuple[HeadIndex | None, list[str]]:
     """The head index loaded afresh from snapshot and WAL, as a new process would, and how it differs from the heads table."""
     try:
-        head = load(rt, storage, state[1], strict=True)
+        head = load(rt, storage, state.generation, strict=True)
     except (SnapshotError, HeadIndexError) as error:
         return None, [f"the head index cannot be loaded: {error}"]
     return head, verify(head, storage)
@@ -188,7 +188,7 @@ FINDINGS = {
 }
 
 
-def _check(declared: Declared, using: str, rt: Any, storage: Any, state: tuple[str, int, int]) -> tuple[list[str], list[str]]:
+def _check(declared: Declared, using: str, rt: Any, storage: Any, state: StateRow) -> tuple[list[str], list[str]]:
     warnings: list[str] = []
     options = declared.options
 
@@ -228,18 +228,18 @@ def status(declared: Declared, using: str = "default") -> dict[str, Any]:
         "field": declared.field.name,
         "distance": declared.metric,
         "dimensions": declared.field.dimensions,
-        "status": state[0],
-        "wal_lsn": state[2],
+        "status": state.status,
+        "wal_lsn": state.wal_lsn,
     }
     changes = rt.changes_since_build()
     if changes:
         # Not built (migrate reset it), or built but refused by every reader.
         report["changed_since_build"] = changes
-    if state[0] == IndexState.Status.EMPTY:
+    if state.status == IndexState.Status.EMPTY:
         # What a build would index: a "not built" index may have rows waiting.
         rows = declared.model._base_manager.using(using).filter(**{f"{declared.field.name}__isnull": False})
         report["rows_with_vectors"] = rows.count()
-    if state[0] != IndexState.Status.READY or changes:
+    if not state.ready or changes:
         return report
     head = rt.current(storage, state)
     heads = Head.objects.using(using).filter(index_id=storage.index_id)

@@ -27,8 +27,8 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from .conf import vectorindex_settings
-from .exceptions import JobBusy
+from ..conf import vectorindex_settings
+from ..exceptions import JobBusy
 
 logger = logging.getLogger("vectorindex.jobs")
 
@@ -112,7 +112,7 @@ def send(job: str, index: str, using: str, **arguments: Any) -> bool:
     """
     import kombu.pools
 
-    from . import tasks
+    from .. import tasks
 
     task = getattr(tasks, job)
     kwargs = {"index": index, "using": using, **arguments}

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .models import WalEntry
-from .storage import Storage
+from ..models import WalEntry
+from ..storage import Storage
 
 
 def change_heads(

@@ -10,9 +10,11 @@ from django.test.utils import isolate_apps
 
 from tests.indexing import build, check, clustered, recall
 from tests.testapp.models import Quarter, Smallest, Streamed
-from vectorindex import L2Distance, VectorField, VectorIndex, VectorManager, maintenance
+from vectorindex import L2Distance, VectorField, VectorIndex, VectorManager
 from vectorindex.checks import check_model_vector_indexes
-from vectorindex.registry import get_declared, runtime
+from vectorindex.index import maintenance
+from vectorindex.index.registry import get_declared
+from vectorindex.index.runtime import runtime
 
 
 def refusal(limit: int, allowed: int, got: int) -> str:

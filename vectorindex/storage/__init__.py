@@ -22,17 +22,30 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from django.db import OperationalError, connections, transaction
 from django.utils import timezone
 
+from ..conf import vectorindex_settings
+from ..engine import codec, postings
+from ..exceptions import SnapshotError
+from ..models import Head, IndexState, Posting, Snapshot, SnapshotChunk, Version, WalEntry
 from .backends import check_supported
-from .conf import vectorindex_settings
-from .engine import codec, postings
-from .exceptions import SnapshotError
-from .models import Head, IndexState, Posting, Snapshot, SnapshotChunk, Version, WalEntry
+
+
+class StateRow(NamedTuple):
+    """An index's state row (``IndexState``) as a query or a job reads it."""
+
+    status: str
+    generation: int  # which build: snapshots and head rows of another generation are not this index's
+    wal_lsn: int  # the last head change logged; a head index has replayed up to it
+
+    @property
+    def ready(self) -> bool:
+        return self.status == IndexState.Status.READY
+
 
 IN_BATCH = 5_000  # ids per IN (...) list
 SNAPSHOT_CHUNK = 1 << 20
@@ -210,15 +223,15 @@ class Storage:
 
     # The state row -------------------------------------------------------------
 
-    def read_state(self) -> tuple[str, int, int]:
+    def read_state(self) -> StateRow:
         """(status, generation, wal_lsn): one primary-key read, no lock."""
         rows = self._execute(
             f"SELECT status, generation, wal_lsn FROM {self.state_table} WHERE id = %s",
             [self.index_id],
         )
-        return rows[0]
+        return StateRow(*rows[0])
 
-    def lock_state(self, exclusive: bool) -> tuple[str, int, int]:
+    def lock_state(self, exclusive: bool) -> StateRow:
         """Lock the state row and read it (exclusive: head-changing jobs and builds)."""
         if self.mysql:
             mode = "FOR UPDATE" if exclusive else "LOCK IN SHARE MODE"
@@ -226,7 +239,7 @@ class Storage:
                 f"SELECT status, generation, wal_lsn FROM {self.state_table} WHERE id = %s {mode}",
                 [self.index_id],
             )
-            return rows[0]
+            return StateRow(*rows[0])
         if exclusive:
             self._execute(f"UPDATE {self.state_table} SET wal_lsn = wal_lsn WHERE id = %s", [self.index_id])
         return self.read_state()

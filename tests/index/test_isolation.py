@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 from django.db import connection, connections, transaction
 
+from tests.index.test_maintenance import crowd_one_head, declared
 from tests.indexing import build, check, clustered
-from tests.test_maintenance import crowd_one_head, declared
 from tests.testapp.models import Streamed
-from vectorindex import L2Distance, maintenance
+from vectorindex import L2Distance
+from vectorindex.index import maintenance
+from vectorindex.index.runtime import runtime
 from vectorindex.models import Head
-from vectorindex.registry import runtime
 
 
 def levels():
@@ -110,7 +111,7 @@ def test_a_query_routes_as_its_snapshot_sees_the_heads(crowded, level):
 @pytest.mark.parametrize("level", levels())
 def test_a_query_of_a_transaction_older_than_the_processes_snapshot(crowded, level):
     """The process's head index is loaded from a snapshot newer than the transaction's LSN."""
-    from vectorindex.recovery import take_snapshot
+    from vectorindex.index.recovery import take_snapshot
 
     target = crowded
     queries = list(Streamed.objects.order_by("-pk").values_list("embedding", flat=True)[:10])
@@ -181,7 +182,7 @@ def test_a_write_that_waited_for_a_build_writes_the_entries_the_build_chose(tran
     import time
 
     from tests.testapp.models import Point
-    from vectorindex import build as building
+    from vectorindex.index import build as building
     from vectorindex.models import IndexState
 
     Point.objects.bulk_create(Point(embedding=v) for v in clustered(2000, seed=8))

@@ -1,13 +1,12 @@
-"""Where declared indexes meet their state: declarations, state rows, head indexes.
+"""Each process's head index per index and database alias, kept current.
 
-Each process keeps one :class:`~vectorindex.engine.head.HeadIndex` per index and
-database alias. Before using it, a query or a write reads the index's state row
-(one primary-key read): a new *generation* (a build happened) reloads the head
-index from the newest snapshot and replays the WAL after it; a larger
-*wal_lsn* replays just the new WAL entries. So a second process sees the head
-changes made by the first. A process that fell behind a compaction (the WAL
-entries it still needed were folded into a snapshot and deleted) reloads
-from that snapshot instead.
+Before using it, a query or a write reads the index's state row (one
+primary-key read): a new *generation* (a build happened) reloads the head index
+from the newest snapshot and replays the WAL after it; a larger *wal_lsn*
+replays just the new WAL entries. So a second process sees the head changes
+made by the first. A process that fell behind a compaction (the WAL entries it
+still needed were folded into a snapshot and deleted) reloads from that
+snapshot instead.
 """
 
 from __future__ import annotations
@@ -15,281 +14,20 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.apps import apps
-from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
-from django.db import connections, models, transaction
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
 
+from ..engine import codec
+from ..engine.head import HeadIndex, HeadView, unpack
+from ..engine.postings import Payload
+from ..exceptions import HeadIndexError, IndexOutdated, SnapshotError
+from ..models import IndexState, Snapshot, WalEntry
+from ..storage import StateRow, Storage, on_own_connection
 from . import jobs
-from .engine import codec
-from .engine.head import HeadIndex, HeadView, unpack
-from .engine.postings import Payload
-from .exceptions import HeadIndexError, IndexOutdated, SnapshotError
-from .fields import VectorField
-from .indexes import VectorIndex
-from .models import IndexState, Snapshot, WalEntry
-from .storage import Storage, on_own_connection
-
-
-@dataclass(frozen=True)
-class Declared:
-    """A VectorIndex as declared on a model."""
-
-    model: type[models.Model]
-    field: VectorField
-    index: VectorIndex
-
-    @property
-    def name(self) -> str:
-        return self.index.name
-
-    @property
-    def metric(self) -> str:
-        return self.index.distance
-
-    @property
-    def options(self) -> dict[str, Any]:
-        problems = self.index.problems()
-        if problems:
-            raise ImproperlyConfigured(f"{self.model._meta.label}: {' '.join(problems)}")
-        return self.index.options
-
-
-_declared_cache: tuple[Any, dict[str, Declared]] | None = None
-
-
-def declared_indexes() -> dict[str, Declared]:
-    """Every VectorIndex on a VectorField of every installed concrete model, by name.
-
-    Options that vectorindex.E101 refuses included: the index is still
-    declared, and using it raises ImproperlyConfigured naming them
-    (:attr:`Declared.options`) rather than leaving it behind unnoticed.
-    Cached until the app registry's model list changes (Django caches
-    ``get_models()`` and drops that cache whenever a model is registered).
-    """
-    global _declared_cache
-    models_now = apps.get_models()
-    if _declared_cache is not None and _declared_cache[0] is models_now:
-        return _declared_cache[1]
-    found = {}
-    for model, index in _vector_indexes(apps):
-        try:
-            field = model._meta.get_field(index.field_name)
-        except FieldDoesNotExist:
-            continue
-        if isinstance(field, VectorField):
-            found[index.name] = Declared(model, field, index)
-    _declared_cache = (models_now, found)
-    return found
-
-
-def declared_names() -> dict[str, str]:
-    """The name of every VectorIndex that a model declares, valid or not, with the model's label.
-
-    What is stored under such a name belongs to that declaration, never to
-    the leftovers of a removed index, even while the declaration has an
-    option the system checks refuse or names no VectorField.
-    """
-    return {index.name: model._meta.label for model, index in _vector_indexes(apps)}
-
-
-def _vector_indexes(app_registry: Any) -> list[tuple[type[models.Model], VectorIndex]]:
-    return [
-        (model, index)
-        for model in app_registry.get_models()
-        if not model._meta.proxy
-        for index in model._meta.indexes
-        if isinstance(index, VectorIndex)
-    ]
-
-
-def indexes_of(model: type[models.Model]) -> list[Declared]:
-    """The indexes over *model*'s rows: its own and its concrete parents'."""
-    model = model._meta.concrete_model
-    lineage = {model, *model._meta.get_parent_list()}
-    return [d for d in declared_indexes().values() if d.model in lineage]
-
-
-def index_for(model: type[models.Model], field_name: str, metric: str) -> Declared | None:
-    for declared in indexes_of(model):
-        if declared.field.name == field_name and declared.metric == metric:
-            return declared
-    return None
-
-
-def get_declared(name: str) -> Declared:
-    try:
-        return declared_indexes()[name]
-    except KeyError:
-        known = ", ".join(sorted(declared_indexes())) or "none"
-        raise LookupError(f"No VectorIndex named {name!r}; declared: {known}.") from None
-
-
-def sync_states(
-    using: str = "default", *, report: Callable[[str], None] | None = None, migrated: Any = None
-) -> list[IndexState]:
-    """Register every declared index in the state table (run after migrate).
-
-    *migrated* holds the models as the applied migrations left them (the app
-    registry of migrate's state; the installed models by default): an index
-    they lack is not in the database, its model's table may be gone (``migrate
-    app zero``). Its row is registered, marked not declared, and what it holds
-    stays (``status`` and ``drop`` treat it as the declared index's).
-
-    An index in the database does not take over what is stored under its
-    name for another: contents left behind while no migrated model had the
-    index, or stored for another model or field, are deleted and the index is
-    marked not built. The migrations that rename an index, its field or its
-    model update its row (vectorindex.removal, vectorindex.operations). Nor
-    are contents kept that were built for other dimensions or another
-    distance than the index now declares. *report* is told of each reset,
-    with what to run.
-    """
-    states = []
-    present = {index.name: (model._meta.label, index.field_name) for model, index in _vector_indexes(migrated or apps)}
-    for name, item in declared_indexes().items():
-        values = _row(item)
-        if name not in present:
-            state, _ = IndexState.objects.using(using).get_or_create(name=name, defaults={**values, "declared": False})
-            states.append(state)
-            continue
-        values["model_label"], values["field_name"] = present[name]
-        state, created = IndexState.objects.using(using).get_or_create(name=name, defaults={**values, "declared": True})
-        why = None if created else reset_if_left_behind(state, *present[name], item, using)
-        IndexState.objects.using(using).filter(pk=state.pk).update(**values, declared=True)
-        state.refresh_from_db()
-        changes = reset_if_outdated(state, item, using)
-        if report is not None and why is not None:
-            report(_left_behind_message(item, why))
-        if report is not None and changes:
-            report(_reset_message(item, changes))
-        states.append(state)
-    IndexState.objects.using(using).exclude(name__in=list(present)).update(declared=False)
-    return states
-
-
-def register(declared: Declared, using: str) -> None:
-    """*declared*'s state row, if it has none yet (an index used before migrate registered it)."""
-    IndexState.objects.using(using).get_or_create(name=declared.name, defaults=_row(declared))
-
-
-def _row(declared: Declared) -> dict[str, Any]:
-    """What a state row says of its declaration."""
-    row = {
-        "model_label": declared.model._meta.label,
-        "field_name": declared.field.name,
-        "distance": declared.metric,
-        "dimensions": declared.field.dimensions,
-    }
-    if not declared.index.problems():  # options the checks refuse need not even be JSON
-        row["options"] = declared.index.options
-    return row
-
-
-def reset_if_left_behind(state: IndexState, label: str, field_name: str, declared: Declared, using: str) -> str | None:
-    """Delete what *state*'s row holds and mark it not built, if it is not the index on *label*'s *field_name*.
-
-    Why, if contents were deleted; None otherwise. The row holds another
-    index's contents when it was not declared (its index had left the
-    database), or names another model or field.
-    """
-    was = f"{state.model_label}.{state.field_name}"
-    if not state.declared:
-        why = "was left behind by an index that had left the database"
-        why += "" if was == f"{label}.{field_name}" else f" (on {was})"
-    elif was != f"{label}.{field_name}":
-        why = f"belonged to an index on {was}"
-    else:
-        return None
-    storage = Storage(connections[using], state.pk, declared.field.dimensions)
-    with transaction.atomic(using=using):
-        storage.lock_state(exclusive=True)  # a build in progress finishes first
-        state.refresh_from_db(fields=["status"])
-        built = state.status != IndexState.Status.EMPTY
-        storage.clear()
-        # What it was built for was another index's: nothing changed "since it was built".
-        storage.set_state(
-            status=IndexState.Status.EMPTY, generation=0, wal_lsn=0, payload=json.dumps({}), built_at=None,
-            built_dimensions=None, built_distance="", swept_deleted=0,
-        )
-    return why if built else None
-
-
-def build_changes(declared: Declared, dimensions: int | None, distance: str) -> list[str]:
-    """How *declared* differs from what its index was built for: ``["dimensions 8 → 16"]``.
-
-    Nothing differs from an index never built (no dimensions, no distance).
-    """
-    changes = []
-    if dimensions is not None and dimensions != declared.field.dimensions:
-        changes.append(f"dimensions {dimensions} → {declared.field.dimensions}")
-    if distance and distance != declared.metric:
-        changes.append(f"distance {distance} → {declared.metric}")
-    return changes
-
-
-def reset_if_outdated(state: IndexState, declared: Declared, using: str) -> list[str]:
-    """Delete the contents of *state*'s index and mark it not built, if they no longer fit *declared*.
-
-    The changes that made it so, or [] when nothing was reset. The state row
-    is locked first, so a build in progress finishes before this looks.
-    """
-
-    def changes() -> list[str]:
-        if state.status == IndexState.Status.EMPTY:
-            return []
-        return build_changes(declared, state.built_dimensions, state.built_distance)
-
-    if not changes():
-        return []  # the usual case, without a lock
-    storage = Storage(connections[using], state.pk, declared.field.dimensions)
-    with transaction.atomic(using=using):
-        storage.lock_state(exclusive=True)
-        state.refresh_from_db(fields=["status", "built_dimensions", "built_distance"])
-        found = changes()
-        if not found:
-            return []
-        storage.clear()
-        # built_dimensions and built_distance stay: they say why it is not built.
-        storage.set_state(
-            status=IndexState.Status.EMPTY, generation=0, wal_lsn=0, payload=json.dumps({}), built_at=None
-        )
-    state.refresh_from_db()
-    return found
-
-
-def _left_behind_message(declared: Declared, why: str) -> str:
-    return (
-        f"Vector index {declared.name} ({declared.model._meta.label}.{declared.field.name}): what was stored under "
-        f"this name {why}; it was deleted and the index is not built (queries take the exact path). "
-        f"Run `manage.py vectorindex build {declared.name}`."
-    )
-
-
-def _reset_message(declared: Declared, changes: list[str]) -> str:
-    field = declared.field
-    rows = f" once its rows store {field.dimensions}-dimensional vectors (the build names any that do not)"
-    return (
-        f"Vector index {declared.name} ({declared.model._meta.label}.{field.name}): {', '.join(changes)} since "
-        f"it was built; its contents were deleted and it is not built (queries take the exact path). "
-        f"Run `manage.py vectorindex build {declared.name}`"
-        f"{rows if any(change.startswith('dimensions') for change in changes) else ''}."
-    )
-
-
-def outdated_message(declared: Declared, changes: list[str]) -> str:
-    """What to do about an index built for another declaration than *declared*."""
-    return (
-        f"{declared.name} was built for another declaration ({', '.join(changes)}); rebuild it with "
-        f"`manage.py vectorindex build {declared.name}` (`manage.py migrate` resets it to not built until then)."
-    )
-
-
-# Per-process runtime ----------------------------------------------------------
+from .registry import Declared, build_changes, outdated_message, register
 
 
 class Runtime:
@@ -309,7 +47,7 @@ class Runtime:
     def connection(self) -> Any:
         return connections[self.using]
 
-    def open(self, *, outdated_ok: bool = False) -> tuple[Storage, tuple[str, int, int]]:
+    def open(self, *, outdated_ok: bool = False) -> tuple[Storage, StateRow]:
         """This index's storage on the alias, and its state: (status, generation, LSN).
 
         One primary-key read of the state row. The row's id is remembered; a
@@ -339,7 +77,7 @@ class Runtime:
                 dimensions = self.declared.field.dimensions
                 payload = Payload(dimensions) if changes else self._payload(table, row[0], row[2])
                 storage = Storage(self.connection, row[0], dimensions, payload)
-                return storage, (row[1], row[2], row[3])
+                return storage, StateRow(row[1], row[2], row[3])
             register(self.declared, self.using)
         raise ImproperlyConfigured(f"The vector index {self.declared.name!r} could not be registered.")
 
@@ -388,7 +126,7 @@ class Runtime:
             capacity=capacity,
         )
 
-    def current(self, storage: Storage, state: tuple[str, int, int]) -> HeadIndex:
+    def current(self, storage: Storage, state: StateRow) -> HeadIndex:
         """The head index, brought up to the state row's generation and LSN."""
         _status, generation, lsn = state
         with self.lock:
@@ -400,7 +138,7 @@ class Runtime:
             self.head = head
             return head
 
-    def view(self, storage: Storage, state: tuple[str, int, int], head: HeadIndex) -> HeadIndex | HeadView | None:
+    def view(self, storage: Storage, state: StateRow, head: HeadIndex) -> HeadIndex | HeadView | None:
         """How *head* stood at the state row's LSN, when this connection's transaction may not see past it.
 
         None outside a transaction (every statement sees the newest commits,
@@ -429,7 +167,7 @@ class Runtime:
         ids, vectors = storage.head_rows(sorted(restored))
         return HeadView(head, lsn, hidden, ids, vectors)
 
-    def newest(self, seen: tuple[str, int, int] | None = None) -> HeadIndex:
+    def newest(self, seen: StateRow | None = None) -> HeadIndex:
         """The head index up to the newest commit, whatever this connection's transaction sees.
 
         A writer that routed to a head retired meanwhile catches up with
@@ -454,15 +192,15 @@ class Runtime:
                 return head
         return self.current(storage, seen)
 
-    def _committed(self, mine: Storage, state: tuple[str, int, int], seen: tuple[str, int, int]) -> HeadIndex | None:
+    def _committed(self, mine: Storage, state: StateRow, seen: StateRow) -> HeadIndex | None:
         """On this thread's connection: the head index at the newest commit, if that is *seen*'s generation, at least as far, and further than *state*."""
         storage = Storage(self.connection, mine.index_id, mine.dimensions, mine.payload)
         committed = storage.read_state()
-        if committed[1] != seen[1] or committed[2] < seen[2] or committed == state:
+        if committed.generation != seen.generation or committed.wal_lsn < seen.wal_lsn or committed == state:
             return None
         return self.current(storage, committed)
 
-    def storage_at(self, state: tuple[str, int, int]) -> Storage:
+    def storage_at(self, state: StateRow) -> Storage:
         """This index's storage with the entry layout of *state*'s generation, as a lock on the state row reads it."""
         with self.connection.cursor() as cursor:
             table = self.connection.ops.quote_name(IndexState._meta.db_table)
@@ -471,7 +209,7 @@ class Runtime:
             (stored,) = cursor.fetchone()
         payload = Payload.from_state(self.declared.field.dimensions, json.loads(stored) if isinstance(stored, str) else stored)
         with self.lock:
-            self.payload = (state[1], payload)
+            self.payload = (state.generation, payload)
         return Storage(self.connection, self.state_id, self.declared.field.dimensions, payload)
 
     def forget(self) -> None:
@@ -644,24 +382,3 @@ def rebuild_from_heads(rt: Runtime, storage: Storage, generation: int, lsn: int)
     head.lsn = lsn
     return head
 
-
-__all__ = [
-    "Declared",
-    "Runtime",
-    "damaged_snapshot",
-    "build_changes",
-    "declared_indexes",
-    "declared_names",
-    "get_declared",
-    "index_for",
-    "indexes_of",
-    "load",
-    "rebuild_from_heads",
-    "replay",
-    "register",
-    "reset_if_left_behind",
-    "reset_if_outdated",
-    "reset_runtimes",
-    "runtime",
-    "sync_states",
-]

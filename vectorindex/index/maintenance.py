@@ -28,18 +28,18 @@ import numpy as np
 from django.db import OperationalError, connections
 from django.utils import timezone
 
+from ..conf import vectorindex_settings
+from ..engine import routing
+from ..engine.head import prepare
+from ..engine.kmeans import kmeans
+from ..exceptions import JobBusy, VectorIndexError
+from ..storage import StateRow, Storage, job_transaction
+from ..storage.backends import lock_timeout
+from ..wording import counted
 from . import writes
-from .backends import lock_timeout
-from .conf import vectorindex_settings
-from .engine import routing
-from .engine.head import prepare
-from .engine.kmeans import kmeans
-from .exceptions import JobBusy, VectorIndexError
-from .models import IndexState
-from .registry import Declared, damaged_snapshot, runtime
-from .storage import Storage, job_transaction
+from .registry import Declared
+from .runtime import damaged_snapshot, runtime
 from .wal import change_heads
-from .wording import counted
 
 FAULT_ENV = "VECTORINDEX_FAULT"
 REASSIGN_NEIGHBOURS = 8
@@ -64,7 +64,7 @@ class Outcome:
     busy: bool = False  # it gave up on a lock and did nothing (JobBusy)
 
 
-def _open(declared: Declared, using: str) -> tuple[Any, Storage, tuple[str, int, int]]:
+def _open(declared: Declared, using: str) -> tuple[Any, Storage, StateRow]:
     rt = runtime(declared, using)
     storage, state = rt.open()
     return rt, storage, state
@@ -135,7 +135,7 @@ def _lock_for_head_change(job: str, declared: Declared, using: str, head_id: int
     """
     rt, storage, _state = _open(declared, using)
     state = storage.lock_state(exclusive=True)
-    if state[0] != IndexState.Status.READY:
+    if not state.ready:
         return Outcome(job, "index not ready")
     if not storage.lock_head(head_id):
         return Outcome(job, f"head {head_id} is retired already")
@@ -177,7 +177,7 @@ def split(declared: Declared, head_id: int, using: str = "default") -> Outcome:
         chosen, labels = partition(
             points, limit, declared.metric, seed=head_id, reach=options["probe_epsilon"], least=options["merge_below"]
         )
-        new_ids, _lsn = change_heads(storage, state[2], add=vectors[chosen], retire=[head_id])
+        new_ids, _lsn = change_heads(storage, state.wal_lsn, add=vectors[chosen], retire=[head_id])
         storage.mark_split(head_id, new_ids)
         fault("split", "heads")
         rows = []
@@ -414,7 +414,7 @@ def reassign(declared: Declared, head_id: int, new_head_ids: list[int], using: s
     """
     with job_transaction(using):
         rt, storage, state = _open(declared, using)
-        if state[0] != IndexState.Status.READY:
+        if not state.ready:
             return Outcome("reassign", "index not ready")
         outcome = _reassign(declared, head_id, new_head_ids, using, rt, storage, state)
         storage.reassigned(head_id)
@@ -503,7 +503,7 @@ def merge(declared: Declared, head_id: int, using: str = "default") -> Outcome:
         if storage.alive_head_count() <= 1:
             return Outcome("merge", "the last head is never merged")
         rt.current(storage, state)  # up to date as committed, before the change below
-        change_heads(storage, state[2], retire=[head_id])
+        change_heads(storage, state.wal_lsn, retire=[head_id])
         fault("merge", "retired")
         _route_and_append(rt, storage, live, live["version"], using, exclude=frozenset([head_id]))
         fault("merge", "appended")
@@ -527,7 +527,7 @@ def defragment(declared: Declared, head_id: int, using: str = "default", above_r
     """
     with job_transaction(using):
         _rt, storage, state = _open(declared, using)
-        if state[0] != IndexState.Status.READY:
+        if not state.ready:
             return Outcome("defragment", "index not ready")
         alive = storage.lock_head(head_id, skip_locked=True)
         if alive is None:
@@ -585,7 +585,7 @@ def sweep(declared: Declared, using: str = "default") -> Outcome:
     vector at the same version number.
     """
     rt, storage, state = _open(declared, using)
-    if state[0] != IndexState.Status.READY:
+    if not state.ready:
         return Outcome("sweep", "index not ready")
     options = declared.options
     rewritten = dropped = 0
@@ -676,11 +676,11 @@ def compact(declared: Declared, using: str = "default", damaged: int | None = No
     from .recovery import take_snapshot
 
     _rt, storage, state = _open(declared, using)
-    if state[0] != IndexState.Status.READY:
+    if not state.ready:
         return Outcome("compact", "index not ready")
     length = storage.wal_length()
     if damaged is not None:
-        newest = storage.newest_snapshot(state[1])
+        newest = storage.newest_snapshot(state.generation)
         if (newest.pk if newest else 0) != damaged:
             return Outcome("compact", f"damaged snapshot {damaged} already replaced")
     elif length < vectorindex_settings.WAL_SNAPSHOT_ENTRIES:
@@ -717,7 +717,7 @@ def scan(declared: Declared, using: str = "default", *, lost_after: float | None
     then, it may still be waiting in a queue.
     """
     rt, storage, state = _open(declared, using)
-    if state[0] != IndexState.Status.READY:
+    if not state.ready:
         return []
     options = declared.options
     alive = storage.alive_head_ids()
@@ -737,7 +737,7 @@ def scan(declared: Declared, using: str = "default", *, lost_after: float | None
     lost = timezone.now() - timedelta(seconds=grace if lost_after is None else lost_after)
     for head_id, new_head_ids in storage.pending_reassigns(before=lost):
         jobs.append(("reassign", {"head_id": head_id, "new_head_ids": new_head_ids}))
-    damaged = damaged_snapshot(rt, storage, state[1])
+    damaged = damaged_snapshot(rt, storage, state.generation)
     if damaged is not None:
         jobs.append(("compact", {"damaged": damaged}))
     elif storage.wal_length() >= vectorindex_settings.WAL_SNAPSHOT_ENTRIES:

@@ -28,12 +28,13 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
+from ..engine import postings, routing
+from ..exceptions import CorruptVector
+from ..models import IndexState
+from ..storage import job_transaction
 from . import jobs
-from .engine import postings, routing
-from .exceptions import CorruptVector
-from .models import IndexState
-from .registry import Declared, runtime
-from .storage import job_transaction
+from .registry import Declared
+from .runtime import runtime
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -53,8 +54,8 @@ class BuildReport:
 
 def stream_vectors(declared: Declared, using: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(pks, vectors) of every row whose vector is not NULL, a chunk at a time."""
-    from . import exact
-    from .planner import DistancePlan
+    from ..orm import exact
+    from ..orm.planner import DistancePlan
 
     queryset = declared.model._base_manager.using(using).filter(**{f"{declared.field.name}__isnull": False})
     plan = DistancePlan(where_sql=queryset.query.where)
@@ -195,14 +196,14 @@ def _assign_balanced(rt, head_vectors, vectors, options, progress) -> tuple[np.n
 
     Sampled heads are not balanced: some lists come out far over
     ``posting_limit``. Each such list is split here as a split job would
-    (:func:`~vectorindex.maintenance.partition`: member vectors as new heads)
+    (:func:`~vectorindex.index.maintenance.partition`: member vectors as new heads)
     and its vectors — and those of the lists around it — routed again among
     the new head set, before anything is written. Left to split jobs after the build, the same work would append
     to neighbouring lists and leave them fragmented and full of stale copies.
     Labels are positions in the returned head vectors; a list still over the
     limit after a few rounds is left to a split job.
     """
-    from .engine.head import prepare
+    from ..engine.head import prepare
     from .maintenance import partition
 
     metric = rt.declared.metric

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from ..engine import codec, routing
+from ..exceptions import VectorIndexError
 from . import jobs
-from .engine import codec, routing
-from .exceptions import VectorIndexError
-from .models import IndexState
-from .registry import Declared, indexes_of, runtime
+from .registry import Declared, indexes_of
+from .runtime import runtime
 
 ROUTE_ATTEMPTS = 5
 _local = threading.local()
@@ -49,9 +49,9 @@ def _ready_storage(declared: Declared, using: str):
     """
     rt = runtime(declared, using)
     storage, state = rt.open()
-    if state[0] != IndexState.Status.READY:
+    if not state.ready:
         state = storage.lock_state(exclusive=False)
-        if state[0] != IndexState.Status.READY:
+        if not state.ready:
             return None
         # The build this writer waited for chose the entries' layout: the
         # state row as the lock read it, not as the transaction first saw it.

@@ -35,10 +35,10 @@ from django.db.models.functions import Length
 from django.db.models.query import ModelIterable
 from django.db.models.sql.where import WhereNode
 
-from .backends import stream_rows
-from .conf import vectorindex_settings
-from .engine import codec
-from .exceptions import ROWS_NAMED, CorruptVector
+from ..conf import vectorindex_settings
+from ..engine import codec
+from ..exceptions import ROWS_NAMED, CorruptVector
+from ..storage.backends import stream_rows
 from .planner import DistancePlan, evaluate
 
 

@@ -11,10 +11,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from django.core.exceptions import FieldError
-from django.db import NotSupportedError
+from django.db import NotSupportedError, connection
 from django.db.models import Avg, Count, F, Q, Sum
 from django.test.utils import CaptureQueriesContext
-from django.db import connection
 
 from tests.testapp.models import Category, Document, Item, Plain
 from vectorindex import CosineDistance, L1Distance, L2Distance, MaxInnerProduct

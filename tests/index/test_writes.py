@@ -225,8 +225,9 @@ def test_uncommitted_vectors_are_seen_only_by_their_own_transaction():
 def nearest_head_retired_behind_a_copy(seed: int):
     """Copy this process's head index, then retire (as another process's split
     would) the head nearest a new vector: (runtime, storage, vector, that head, the copy)."""
-    from vectorindex.registry import get_declared, runtime
-    from vectorindex.wal import change_heads
+    from vectorindex.index.registry import get_declared
+    from vectorindex.index.runtime import runtime
+    from vectorindex.index.wal import change_heads
 
     rt = runtime(get_declared("point_embedding"), "default")
     storage, state = rt.open()
@@ -244,8 +245,8 @@ def nearest_head_retired_behind_a_copy(seed: int):
 def test_a_writer_never_appends_to_a_retired_head(built, monkeypatch):
     """A process whose head index is a moment old routes to a retired head:
     the head-row check catches it, and it routes again on the current heads."""
+    from vectorindex.index.runtime import Runtime
     from vectorindex.models import Head
-    from vectorindex.registry import Runtime
 
     _rt, storage, vector, target, stale_copy = nearest_head_retired_behind_a_copy(seed=404)
 
@@ -324,9 +325,10 @@ def test_a_head_retired_between_the_check_and_the_lock_is_left_out(built, monkey
     """MySQL's batch: a split commits after the state row is read and before
     the heads are locked. The entry goes to the heads still alive, and the row
     is routed again for the rest."""
-    from vectorindex.registry import get_declared, runtime
+    from vectorindex.index.registry import get_declared
+    from vectorindex.index.runtime import runtime
+    from vectorindex.index.wal import change_heads
     from vectorindex.storage import Storage
-    from vectorindex.wal import change_heads
 
     if connection.vendor != "mysql":
         pytest.skip("the one-round-trip batch is MySQL's")
@@ -352,7 +354,8 @@ def test_a_head_retired_between_the_check_and_the_lock_is_left_out(built, monkey
 def test_a_new_row_on_an_id_indexed_before_gets_a_newer_version(built):
     """The batch writes entries as version 1; an id with an older version row
     (its row deleted, the id given again) gets version 2, and entries to match."""
-    from vectorindex.registry import get_declared, runtime
+    from vectorindex.index.registry import get_declared
+    from vectorindex.index.runtime import runtime
 
     old = Point.objects.order_by("pk")[5]
     pk = old.pk
@@ -384,7 +387,7 @@ def routing_threads(monkeypatch) -> list[str]:
 def test_a_save_routes_on_a_thread_and_drops_it_when_a_receiver_changes_the_vector(built, monkeypatch):
     from django.db.models.signals import pre_save
 
-    from vectorindex import writes
+    from vectorindex.index import writes
 
     threads = routing_threads(monkeypatch)
     first, second = clustered(2, seed=409)
@@ -421,7 +424,7 @@ def test_only_indexed_models_listen_for_deletes():
 
 
 def test_bulk_create_routes_on_a_thread_while_its_rows_go_in(built, monkeypatch):
-    from vectorindex import writes
+    from vectorindex.index import writes
 
     threads = routing_threads(monkeypatch)
     vectors = clustered(500, seed=8)
@@ -436,8 +439,9 @@ def bulk_create_routed_ahead_to_one_head(monkeypatch, lsn_shift: int, count: int
     """bulk_create *count* points, its routing ahead replaced by "all to one head",
     worked out at the head index's LSN plus *lsn_shift*; (the heads that got
     the new points, that one head)."""
-    from vectorindex import writes
-    from vectorindex.registry import get_declared, runtime
+    from vectorindex.index import writes
+    from vectorindex.index.registry import get_declared
+    from vectorindex.index.runtime import runtime
 
     rt = runtime(get_declared("point_embedding"), "default")
     rt.current(*rt.open())

@@ -11,7 +11,7 @@ uninstalling its app touches no index, so what such an index stored stays
 behind: ``status`` lists these leftovers once no model declares the name,
 and ``drop`` deletes them. An index in the database again under that name
 does not take them over: the end of ``migrate`` deletes them
-(:func:`vectorindex.registry.sync_states`).
+(:func:`vectorindex.index.registry.sync_states`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from django.db import connections, router, transaction
 from django.db.backends.ddl_references import Statement
 from django.db.models import Count, Sum
 
-from .models import Head, IndexState, Posting, Snapshot, SnapshotChunk, Version, WalEntry
-from .wording import counted
+from ..models import Head, IndexState, Posting, Snapshot, SnapshotChunk, Version, WalEntry
+from ..wording import counted
 
 __all__ = ["Stored", "drop", "drop_statements", "find", "leftovers", "relabel", "rename_statements"]
 
@@ -294,7 +294,7 @@ def leftovers(using: str = "default") -> list[Stored]:
 
 def drop(name: str, using: str = "default") -> Stored | None:
     """Delete index *name*'s stored contents and its state row in one transaction; what they were."""
-    from .registry import reset_runtimes
+    from .runtime import reset_runtimes
 
     connection = connections[using]
     with transaction.atomic(using=using):

@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext, isolate_apps
 
 from tests.indexing import DATASET, build, check, clustered, recall
 from tests.testapp.models import Passage, Point
-from vectorindex import CosineDistance, L2Distance, VectorField, VectorIndex, VectorManager
+from vectorindex import CosineDistance, L2Distance, VectorField, VectorIndex
 from vectorindex.models import IndexState, Posting
 
 N = 4000
@@ -162,8 +162,9 @@ def test_approximate_refuses_what_is_not_a_count_or_a_ratio(option, value):
 
 
 def test_an_infinite_epsilon_probes_as_many_heads_as_asked_with_no_cut_off(points, monkeypatch):
-    from vectorindex import search
-    from vectorindex.registry import get_declared, runtime
+    from vectorindex.index import search
+    from vectorindex.index.registry import get_declared
+    from vectorindex.index.runtime import runtime
 
     rt = runtime(get_declared("point_embedding"), "default")
     head = rt.current(*rt.open())

@@ -27,7 +27,7 @@ from django.db.models.expressions import Ref, Value
 from django.db.models.sql.query import Query
 from django.db.models.sql.where import AND, OR, WhereNode
 
-from .expressions import Distance, contains_distance
+from ..expressions import Distance, contains_distance
 
 NUMERIC_LOOKUPS = {"exact", "lt", "lte", "gt", "gte", "range", "in", "isnull"}
 

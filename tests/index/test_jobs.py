@@ -15,13 +15,14 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, connections, transaction
 
+from tests.index.test_maintenance import crowd_one_head
 from tests.indexing import build, check, clustered, worker
-from tests.test_maintenance import crowd_one_head
 from tests.testapp.models import Point, Streamed
-from vectorindex import jobs, maintenance
 from vectorindex.exceptions import JobBusy
+from vectorindex.index import jobs, maintenance
+from vectorindex.index.registry import get_declared
+from vectorindex.index.runtime import runtime
 from vectorindex.models import Head, Snapshot, Version
-from vectorindex.registry import get_declared, runtime
 
 INDEX = "streamed_embedding"  # posting_limit=64
 BROKER = os.environ.get("VECTORINDEX_TEST_BROKER", "redis://127.0.0.1:6379/15")
@@ -270,7 +271,7 @@ def test_inline_a_write_that_rolls_back_leaves_the_scan_due_for_the_next_commit(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_build_puts_off_the_scan_only_once_it_commits(settings, monkeypatch):
-    from vectorindex.build import build as build_index
+    from vectorindex.index.build import build as build_index
     from vectorindex.storage import Storage
 
     built(settings)

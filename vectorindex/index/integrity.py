@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..engine import routing
+from ..engine.head import HeadIndex
+from ..storage import Storage, job_transaction
 from .build import stream_vectors
-from .engine import routing
-from .engine.head import HeadIndex
 from .registry import Declared
-from .storage import Storage, job_transaction
 
 KINDS = ("missing", "lost", "changed", "unreachable", "orphaned")
 REPAIR_BATCH = 500
@@ -190,7 +190,7 @@ def _index_again(declared: Declared, using: str, pks: list[int]) -> int:
 
 
 def _mark_orphans_deleted(declared: Declared, using: str, vector_ids: list[int]) -> int:
-    from .registry import runtime
+    from .runtime import runtime
 
     model = declared.model
     with job_transaction(using):

@@ -121,7 +121,8 @@ def test_reads_are_spread_only_while_a_key_takes_longer_than_the_threshold(setti
 @pytest.mark.django_db
 def test_a_long_append_is_cut_into_statements_and_every_row_lands(monkeypatch):
     from vectorindex import storage as storage_module
-    from vectorindex.registry import get_declared, runtime
+    from vectorindex.index.registry import get_declared
+    from vectorindex.index.runtime import runtime
 
     Point.objects.bulk_create(Point(embedding=v) for v in clustered(300))
     build("point_embedding")
@@ -141,7 +142,8 @@ def test_a_long_append_is_cut_into_statements_and_every_row_lands(monkeypatch):
 @pytest.mark.django_db
 def test_the_rows_of_as_many_heads_as_a_view_asks_for_are_read_in_batches():
     from vectorindex.engine.head import HISTORY
-    from vectorindex.registry import get_declared, runtime
+    from vectorindex.index.registry import get_declared
+    from vectorindex.index.runtime import runtime
     from vectorindex.storage import IN_BATCH
 
     Point.objects.bulk_create(Point(embedding=v) for v in clustered(300))

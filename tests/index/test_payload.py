@@ -9,12 +9,13 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from tests.index.test_search import exact_top
 from tests.indexing import build, check, clustered, recall
-from tests.test_index import exact_top
 from tests.testapp.models import Point
 from vectorindex import L2Distance
+from vectorindex.index.registry import get_declared
+from vectorindex.index.runtime import runtime
 from vectorindex.models import IndexState, Posting
-from vectorindex.registry import get_declared, runtime
 
 N = 3000
 

@@ -11,12 +11,14 @@ from django.db.migrations.loader import MigrationLoader
 
 from tests.indexing import build, check, clustered
 from tests.testapp.models import Memo, Point, Shelf
-from vectorindex import L2Distance, VectorIndex, registry
+from vectorindex import L2Distance, VectorIndex
+from vectorindex.index import registry
+from vectorindex.index.registry import get_declared, sync_states
+from vectorindex.index.removal import leftovers
+from vectorindex.index.runtime import reset_runtimes, runtime
+from vectorindex.index.wal import change_heads
 from vectorindex.models import Head, IndexState, Posting, Snapshot, SnapshotChunk, Version, WalEntry
 from vectorindex.operations import RenameIndex, RenameModel, rename_vector_indexes
-from vectorindex.registry import get_declared, reset_runtimes, runtime, sync_states
-from vectorindex.removal import leftovers
-from vectorindex.wal import change_heads
 
 pytestmark = pytest.mark.django_db(transaction=True)  # schema editors and migrate run outside a test transaction
 

@@ -7,7 +7,6 @@ import logging
 import re
 import signal
 
-import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
@@ -15,11 +14,13 @@ from django.db import connection, transaction
 from tests.damage import CRAFTED, LOADED, Layout
 from tests.indexing import build, check, clustered, run_worker, worker
 from tests.testapp.models import Point
-from vectorindex import L2Distance, maintenance
+from vectorindex import L2Distance
+from vectorindex.index import maintenance
+from vectorindex.index.registry import get_declared
+from vectorindex.index.runtime import reset_runtimes, runtime
+from vectorindex.index.wal import change_heads
 from vectorindex.models import Head, IndexState, Snapshot, SnapshotChunk, WalEntry
-from vectorindex.registry import get_declared, reset_runtimes, runtime
 from vectorindex.storage import SNAPSHOT_CHUNK, Storage
-from vectorindex.wal import change_heads
 
 
 def found_for(queries):
@@ -66,7 +67,7 @@ def test_check_finds_a_lost_vector(built):
     storage, _state = runtime(declared, "default").open()
     with connection.cursor() as cursor:  # damage the index behind its back
         cursor.execute(
-            f"UPDATE vectorindex_version SET version = version + 7 WHERE index_id = %s AND vector_id = %s",
+            "UPDATE vectorindex_version SET version = version + 7 WHERE index_id = %s AND vector_id = %s",
             [storage.index_id, point.pk],
         )
     with pytest.raises(CommandError, match="Invariants violated in: point_embedding"):
@@ -116,7 +117,7 @@ def test_a_process_behind_a_compaction_loads_the_snapshot(built):
     """Another process changed heads and compacted the WAL past this process's
     LSN: the entries it lacks are only in the snapshot now, and it loads it
     rather than replaying what is left (which would miss those changes)."""
-    from vectorindex.recovery import take_snapshot, verify
+    from vectorindex.index.recovery import take_snapshot, verify
 
     declared = get_declared("point_embedding")
     rt = runtime(declared, "default")
@@ -199,7 +200,7 @@ def test_a_writer_killed_mid_transaction_or_after_commit_loses_nothing(moment):
 
 
 def test_a_snapshot_of_a_graph_full_of_retired_heads_is_rebuilt_from_the_alive_ones(built):
-    from vectorindex.recovery import take_snapshot
+    from vectorindex.index.recovery import take_snapshot
 
     declared = get_declared("point_embedding")
     rt = runtime(declared, "default")
@@ -221,7 +222,7 @@ def test_a_snapshot_of_a_graph_full_of_retired_heads_is_rebuilt_from_the_alive_o
 
 def test_a_graph_rebuilt_for_a_snapshot_keeps_the_changes_an_older_transaction_views(built):
     """Without them, a query in a transaction older than the snapshot's LSN loads a whole head index as of its own."""
-    from vectorindex.recovery import take_snapshot
+    from vectorindex.index.recovery import take_snapshot
 
     declared = get_declared("point_embedding")
     rt = runtime(declared, "default")
@@ -292,7 +293,7 @@ def test_the_rebuilt_head_index_replays_what_committed_while_the_heads_were_read
     """The rebuilt head index is labelled with an LSN read before the heads: a
     split that commits after the heads were read is in the WAL after that LSN,
     and replaying it brings the head index to the heads table exactly."""
-    from vectorindex.recovery import verify
+    from vectorindex.index.recovery import verify
 
     flip_a_byte()
     reset_runtimes()
@@ -402,8 +403,8 @@ def test_a_check_that_waited_for_a_build_reads_what_the_build_committed(monkeypa
 
     from django.db import connections
 
-    from vectorindex.build import build as build_index
-    from vectorindex.recovery import check as check_index
+    from vectorindex.index.build import build as build_index
+    from vectorindex.index.recovery import check as check_index
 
     if connection.vendor != "mysql":
         pytest.skip("SQLite has one writer at a time: a transaction that has begun never waits for a build")

@@ -11,9 +11,11 @@ from django.db import connections, transaction
 
 from tests.indexing import RefusingSearches, build, check, clustered, recall, run_worker, worker
 from tests.testapp.models import Streamed
-from vectorindex import L2Distance, maintenance
+from vectorindex import L2Distance
+from vectorindex.index import maintenance
+from vectorindex.index.registry import get_declared
+from vectorindex.index.runtime import runtime
 from vectorindex.models import Head, IndexState, Posting, Snapshot, Version, WalEntry
-from vectorindex.registry import get_declared, runtime
 
 INDEX = "streamed_embedding"  # posting_limit=64, merge_below=4, defragment_rows=8
 
@@ -354,8 +356,8 @@ def test_a_deleted_vector_saved_again_while_the_sweep_reads_the_lists_keeps_its_
     """A save of a deleted vector's key does not wait for the sweep's read of
     every list; the sweep, which found no entry of it there, then leaves its
     row: the save wrote entries the sweep did not read."""
-    from vectorindex.backends import lock_timeout
     from vectorindex.storage import Storage
+    from vectorindex.storage.backends import lock_timeout
 
     settings.VECTORINDEX = {"JOBS": "manual"}
     vectors = clustered(600, seed=4)
@@ -404,8 +406,8 @@ def test_a_write_to_a_list_the_sweep_rewrote_does_not_wait_for_the_rest_of_the_s
     whole database)."""
     from contextlib import contextmanager
 
-    from vectorindex.backends import lock_timeout
     from vectorindex.storage import Storage
+    from vectorindex.storage.backends import lock_timeout
 
     settings.VECTORINDEX = {"JOBS": "manual"}
     Streamed.objects.bulk_create(Streamed(embedding=v) for v in clustered(600, seed=4))

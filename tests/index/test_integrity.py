@@ -11,11 +11,12 @@ from tests.indexing import build, check, clustered
 from tests.testapp.models import Point
 from vectorindex import L2Distance
 from vectorindex.engine import codec
-from vectorindex.integrity import repair
+from vectorindex.index.integrity import repair
+from vectorindex.index.recovery import check as check_invariants
+from vectorindex.index.recovery import surveyed
+from vectorindex.index.registry import get_declared
+from vectorindex.index.runtime import runtime
 from vectorindex.models import Version
-from vectorindex.recovery import check as check_invariants
-from vectorindex.recovery import surveyed
-from vectorindex.registry import get_declared, runtime
 
 INDEX = "point_embedding"
 EVERY_LIST = {"probes": 10_000, "epsilon": 1e9}
