@@ -22,7 +22,7 @@ from django.utils.html import format_html
 
 from .conf import vectorindex_settings
 from .engine import codec
-from .exceptions import VectorIndexError
+from .exceptions import InvariantViolated, VectorIndexError
 from .fields import VectorField
 from .models import Head, IndexState, Version
 
@@ -201,7 +201,7 @@ class IndexStateAdmin(admin.ModelAdmin):
         def run(declared: Any, using: str) -> str:
             violations, warnings = check(declared, using)
             if violations:
-                raise _Violations("; ".join(violations))
+                raise InvariantViolated("; ".join(violations))
             return "ok" + (f" ({'; '.join(warnings)})" if warnings else "")
 
         self._each(request, queryset, run)
@@ -211,7 +211,3 @@ def _count(rows: QuerySet, key: str) -> Coalesce:
     """The number of *rows* (filtered on the outer row) as a subquery; 0 when there are none."""
     counted = rows.order_by().values(key).annotate(n=Count("*")).values("n")
     return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
-
-
-class _Violations(VectorIndexError):
-    """An invariant check found violations (shown as an error message)."""

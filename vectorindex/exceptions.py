@@ -2,13 +2,19 @@
 
 Bad user data is a ``django.core.exceptions.ValidationError`` and a backend limit a
 ``django.db.NotSupportedError``, as everywhere in Django; these are for what
-goes wrong inside the app itself.
+goes wrong inside the app itself. The engine's ``InvalidVector`` is the one
+that carries bad user data: the fields, forms and expressions turn it into a
+``ValidationError`` with its code. No Django here: the engine imports this
+module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # How many wrong rows an error names; it says how many there are in all.
 ROWS_NAMED = 5
@@ -74,3 +80,46 @@ class IndexOutdated(IndexNeedsRebuild):
 
 class JobBusy(VectorIndexError):
     """A maintenance job gave up waiting for a lock another transaction holds; it runs again later."""
+
+
+class IndexWriteError(VectorIndexError):
+    """The index could not take a write (its heads kept changing under it)."""
+
+
+class InvariantViolated(VectorIndexError):
+    """``check`` found the index's invariants violated (the admin shows it as an error)."""
+
+
+class InvalidVector(VectorIndexError, ValueError):
+    """A value that cannot be read as a vector of the expected dimensions."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class WrongSize(InvalidVector):
+    """Stored blobs whose length is not that of the expected dimensions."""
+
+    def __init__(self, positions: np.ndarray, sizes: np.ndarray, dimensions: int, total: int) -> None:
+        super().__init__(
+            "corrupt",
+            f"expected {total} vectors of {dimensions} dimensions ({dimensions * 4} bytes each), "
+            f"got {len(positions)} of another size (the first, at position {positions[0]}, "
+            f"has {sizes[0]} bytes)",
+        )
+        self.positions = positions  # in the blobs given
+        self.sizes = sizes  # their lengths in bytes
+
+
+class WrongSizedChunk(VectorIndexError):
+    """Blobs of one scanned chunk's vector column with the wrong size: (position in the chunk, bytes).
+
+    Raised and caught inside the exact scan, which reports it as :class:`CorruptVector`.
+    """
+
+    def __init__(self, path: str, rows: list[tuple[int, int]]) -> None:
+        super().__init__(path)
+        self.path = path
+        self.rows = rows

@@ -17,26 +17,9 @@ from django.db import models
 
 from .engine import codec
 from .exceptions import CorruptVector, stored_size
+from .forms import EmptyValues, VectorFormField
 
 __all__ = ["VectorField"]
-
-
-class EmptyValues(list):
-    """Django's ``value in field.empty_values`` without comparing arrays.
-
-    ``array in [None, "", [], (), {}]`` asks numpy for an element-wise ``==`` and
-    then for its truth value, which raises for any array of more than one value:
-    model validation and the admin both do that test.
-    """
-
-    def __contains__(self, value: object) -> bool:
-        if value is None:
-            return True
-        if isinstance(value, np.ndarray):
-            return value.size == 0
-        if isinstance(value, (str, list, tuple, dict)):
-            return len(value) == 0
-        return False
 
 
 class VectorField(models.Field):
@@ -145,8 +128,6 @@ class VectorField(models.Field):
         return codec.to_text(self._coerce(value))
 
     def formfield(self, **kwargs: Any):
-        from .forms import VectorFormField
-
         return super().formfield(
             **{"form_class": VectorFormField, "dimensions": self.dimensions, **kwargs}
         )

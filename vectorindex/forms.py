@@ -16,9 +16,26 @@ from django.core.exceptions import ValidationError
 
 from .conf import vectorindex_settings
 from .engine import codec
-from .fields import EmptyValues
 
 __all__ = ["VectorFormField", "VectorWidget"]
+
+
+class EmptyValues(list):
+    """Django's ``value in field.empty_values`` without comparing arrays.
+
+    ``array in [None, "", [], (), {}]`` asks numpy for an element-wise ``==`` and
+    then for its truth value, which raises for any array of more than one value:
+    model validation and the admin both do that test.
+    """
+
+    def __contains__(self, value: object) -> bool:
+        if value is None:
+            return True
+        if isinstance(value, np.ndarray):
+            return value.size == 0
+        if isinstance(value, (str, list, tuple, dict)):
+            return len(value) == 0
+        return False
 
 
 def _is_blank(value: Any) -> bool:

@@ -18,18 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from ..exceptions import InvalidVector, WrongSize  # raised here, defined with the app's other errors
+
 MAX_DIMENSIONS = 16_383
 STORAGE_DTYPE = np.dtype("<f4")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-class InvalidVector(ValueError):
-    """A value that cannot be read as a vector of the expected dimensions."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def _describe(value: Any, limit: int = 40) -> str:
@@ -233,20 +226,6 @@ def from_bytes(data: bytes | bytearray | memoryview) -> np.ndarray:
             "corrupt", f"expected a multiple of 4 bytes, got {len(data)} bytes"
         )
     return np.frombuffer(data, dtype=STORAGE_DTYPE).astype(np.float32)
-
-
-class WrongSize(InvalidVector):
-    """Stored blobs whose length is not that of the expected dimensions."""
-
-    def __init__(self, positions: np.ndarray, sizes: np.ndarray, dimensions: int, total: int) -> None:
-        super().__init__(
-            "corrupt",
-            f"expected {total} vectors of {dimensions} dimensions ({dimensions * 4} bytes each), "
-            f"got {len(positions)} of another size (the first, at position {positions[0]}, "
-            f"has {sizes[0]} bytes)",
-        )
-        self.positions = positions  # in the blobs given
-        self.sizes = sizes  # their lengths in bytes
 
 
 def stack_bytes(blobs: list[bytes], dimensions: int) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import codec, routing
-from ..exceptions import VectorIndexError
+from ..exceptions import IndexWriteError
 from . import jobs
 from .registry import Declared, indexes_of
 from .runtime import runtime
@@ -34,10 +34,6 @@ from .runtime import runtime
 ROUTE_ATTEMPTS = 5
 _local = threading.local()
 _router = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectorindex-router")
-
-
-class IndexWriteError(VectorIndexError):
-    """The index could not take a write (its heads kept changing under it)."""
 
 
 def _ready_storage(declared: Declared, using: str):

@@ -37,7 +37,7 @@ from django.db.models.sql.where import WhereNode
 
 from ..conf import vectorindex_settings
 from ..engine import codec
-from ..exceptions import ROWS_NAMED, CorruptVector
+from ..exceptions import ROWS_NAMED, CorruptVector, WrongSizedChunk
 from ..storage.backends import stream_rows
 from .planner import DistancePlan, evaluate
 
@@ -119,7 +119,7 @@ def scan(
                     path: _matrix(columns[position + 1], dimensions[path], path)
                     for position, path in enumerate(paths)
                 }
-            except _WrongSized as error:
+            except WrongSizedChunk as error:
                 wrong = (error.path, [(pks[i], nbytes) for i, nbytes in error.rows])
                 break
             values = [np.full(len(rows), np.nan) for _ in plan.terms]
@@ -172,15 +172,6 @@ def _field(model: Any, path: str) -> Any:
     return opts.get_field(name)
 
 
-class _WrongSized(Exception):
-    """Blobs of one chunk's vector column with the wrong size: (position in the chunk, bytes)."""
-
-    def __init__(self, path: str, rows: list[tuple[int, int]]) -> None:
-        super().__init__(path)
-        self.path = path
-        self.rows = rows
-
-
 def _matrix(blobs: tuple, dimensions: int, path: str) -> tuple[np.ndarray, np.ndarray]:
     """(present mask, matrix of the present rows) of one chunk's vector column."""
     if None in blobs:
@@ -192,7 +183,7 @@ def _matrix(blobs: tuple, dimensions: int, path: str) -> tuple[np.ndarray, np.nd
         return present, codec.stack_bytes(list(blobs), dimensions)
     except codec.WrongSize as error:
         in_chunk = np.flatnonzero(present)[error.positions]
-        raise _WrongSized(path, list(zip(in_chunk.tolist(), error.sizes.tolist()))) from None
+        raise WrongSizedChunk(path, list(zip(in_chunk.tolist(), error.sizes.tolist()))) from None
 
 
 def _take(chunk: Chunk, keep: np.ndarray) -> Chunk:
