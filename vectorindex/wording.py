@@ -1,10 +1,63 @@
-"""Numbers in the messages people read: counts with the right form of their noun."""
+"""The words people read: counts with the right form of their noun, ``status`` and ``check`` in sentences."""
 
 from __future__ import annotations
 
-__all__ = ["counted"]
+from typing import Any
+
+__all__ = ["counted", "remedy", "status_lines"]
 
 
 def counted(count: int, noun: str, plural: str | None = None) -> str:
     """``1 head``, ``2 heads``, ``1,234 entries``: *plural* where adding an "s" is wrong."""
     return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
+
+
+def remedy(name: str, violation: str) -> str:
+    """The command that fixes a kind of violation: the head index is recovered, rows are repaired."""
+    if "head index" in violation:
+        return f"`manage.py vectorindex recover {name}` rebuilds the head index from the heads table"
+    return (
+        f"`manage.py vectorindex repair {name}` indexes the rows the check names and marks deleted the versions "
+        "that belong to no row "
+        f"(`manage.py vectorindex build {name}` rebuilds the whole index)"
+    )
+
+
+def status_lines(report: dict[str, Any]) -> list[str]:
+    """``status`` in words."""
+    name = report["name"]
+    title = f"{name} ({report['model']}.{report['field']}, {report['distance']}, {report['dimensions']}-d)"
+    changes = report.get("changed_since_build")
+    if changes:
+        what = "is refused until rebuilt" if report["status"] == "ready" else "was reset"
+        return [
+            f"{title}: {'not built' if report['status'] == 'empty' else report['status']}",
+            f"  its declaration changed since it was built ({', '.join(changes)}): it {what}; "
+            f"run `manage.py vectorindex build {name}`",
+        ]
+    if report["status"] == "empty":
+        waiting = report["rows_with_vectors"]
+        rows = f"{counted(waiting, 'row')} with vectors" if waiting else "no rows with vectors yet"
+        return [f"{title}: not built: {rows}; run `manage.py vectorindex build {name}`"]
+    if report["status"] != "ready":
+        return [f"{title}: {report['status']}"]
+    sizes = report["posting_sizes"]
+    rebuild = "" if report["payload"] == report["declared_payload"] else (
+        f" (declared {report['declared_payload']}: takes effect at the next build)"
+    )
+    age = report["snapshot_age_s"]
+    snapshot = "no snapshot" if age is None else f"snapshot {report['snapshot_bytes']:,} bytes, {age:,.0f} s old"
+    share = report["head_index_share"]
+    return [
+        f"{title}: ready",
+        f"  vectors        {report['vectors']:,} ({counted(report['deleted_versions'], 'deleted version')})",
+        f"  heads          {report['heads']:,} alive, {report['retired_heads']:,} retired",
+        f"  posting lists  {report['posting_lists']:,}, {counted(report['posting_entries'], 'entry', 'entries')}; "
+        f"entries per list min {sizes.get('min', 0):,.0f} / p50 {sizes.get('p50', 0):,.0f} / "
+        f"p90 {sizes.get('p90', 0):,.0f} / max {sizes.get('max', 0):,.0f}; "
+        f"rows per list max {report['posting_rows_per_list'].get('max', 0):,.0f}",
+        f"  entries        {report['payload']}, {report['entry_bytes']:,} bytes each{rebuild}",
+        f"  WAL            {counted(report['wal_entries'], 'entry', 'entries')} after LSN {report['snapshot_lsn']}; {snapshot}",
+        f"  memory         head index {report['head_index_bytes']:,} bytes = "
+        f"{'-' if share is None else f'{share:.1%}'} of {report['raw_vector_bytes']:,} raw vector bytes",
+    ]

@@ -23,7 +23,7 @@ from ...exceptions import VectorIndexError
 from ...index import build as building
 from ...index import recovery, removal
 from ...index.registry import Declared, declared_indexes, declared_names, get_declared
-from ...wording import counted
+from ...wording import counted, remedy, status_lines
 
 
 def _build_options(parser: CommandParser) -> None:
@@ -364,54 +364,3 @@ class Command(BaseCommand):
             "    Type 'yes' to continue, or 'no' to cancel: "
         )
         return answer == "yes"
-
-
-def remedy(name: str, violation: str) -> str:
-    """The command that fixes a kind of violation: the head index is recovered, rows are repaired."""
-    if "head index" in violation:
-        return f"`manage.py vectorindex recover {name}` rebuilds the head index from the heads table"
-    return (
-        f"`manage.py vectorindex repair {name}` indexes the rows the check names and marks deleted the versions "
-        "that belong to no row "
-        f"(`manage.py vectorindex build {name}` rebuilds the whole index)"
-    )
-
-
-def status_lines(report: dict[str, Any]) -> list[str]:
-    """``status`` in words."""
-    name = report["name"]
-    title = f"{name} ({report['model']}.{report['field']}, {report['distance']}, {report['dimensions']}-d)"
-    changes = report.get("changed_since_build")
-    if changes:
-        what = "is refused until rebuilt" if report["status"] == "ready" else "was reset"
-        return [
-            f"{title}: {'not built' if report['status'] == 'empty' else report['status']}",
-            f"  its declaration changed since it was built ({', '.join(changes)}): it {what}; "
-            f"run `manage.py vectorindex build {name}`",
-        ]
-    if report["status"] == "empty":
-        waiting = report["rows_with_vectors"]
-        rows = f"{counted(waiting, 'row')} with vectors" if waiting else "no rows with vectors yet"
-        return [f"{title}: not built: {rows}; run `manage.py vectorindex build {name}`"]
-    if report["status"] != "ready":
-        return [f"{title}: {report['status']}"]
-    sizes = report["posting_sizes"]
-    rebuild = "" if report["payload"] == report["declared_payload"] else (
-        f" (declared {report['declared_payload']}: takes effect at the next build)"
-    )
-    age = report["snapshot_age_s"]
-    snapshot = "no snapshot" if age is None else f"snapshot {report['snapshot_bytes']:,} bytes, {age:,.0f} s old"
-    share = report["head_index_share"]
-    return [
-        f"{title}: ready",
-        f"  vectors        {report['vectors']:,} ({counted(report['deleted_versions'], 'deleted version')})",
-        f"  heads          {report['heads']:,} alive, {report['retired_heads']:,} retired",
-        f"  posting lists  {report['posting_lists']:,}, {counted(report['posting_entries'], 'entry', 'entries')}; "
-        f"entries per list min {sizes.get('min', 0):,.0f} / p50 {sizes.get('p50', 0):,.0f} / "
-        f"p90 {sizes.get('p90', 0):,.0f} / max {sizes.get('max', 0):,.0f}; "
-        f"rows per list max {report['posting_rows_per_list'].get('max', 0):,.0f}",
-        f"  entries        {report['payload']}, {report['entry_bytes']:,} bytes each{rebuild}",
-        f"  WAL            {counted(report['wal_entries'], 'entry', 'entries')} after LSN {report['snapshot_lsn']}; {snapshot}",
-        f"  memory         head index {report['head_index_bytes']:,} bytes = "
-        f"{'-' if share is None else f'{share:.1%}'} of {report['raw_vector_bytes']:,} raw vector bytes",
-    ]
