@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
@@ -185,23 +186,30 @@ class Command(BaseCommand):
         names = [stored.name for stored in removal.leftovers(database)]
         return f"left by removed indexes: {', '.join(names)}" if names else "no removed index left anything behind"
 
-    # build -----------------------------------------------------------------------
-
-    def do_build(self, declared: Declared, options: dict) -> None:
+    @contextmanager
+    def _progress(self, declared: Declared, options: dict, unit: str = "it") -> Iterator[Callable[[str, int, int], None]]:
+        """A ``progress(stage, done, total)`` that draws one bar per stage on a terminal (not with --no-progress)."""
         bars: dict[str, tqdm] = {}
         show = not options["no_progress"] and self.stdout.isatty()
 
         def progress(stage: str, done: int, total: int) -> None:
-            if not show:
-                return
-            bar = bars.get(stage)
-            if bar is None:
-                bar = bars[stage] = tqdm(total=total, desc=f"{declared.name}: {stage}", unit="vec", leave=False)
-            bar.update(done - bar.n)
+            if show:
+                bar = bars.get(stage)
+                if bar is None:
+                    bar = bars[stage] = tqdm(total=total, desc=f"{declared.name}: {stage}", unit=unit, leave=False)
+                bar.update(done - bar.n)
 
-        report = building.build(declared, options["database"], progress=progress, seed=options["seed"])
-        for bar in bars.values():
-            bar.close()
+        try:
+            yield progress
+        finally:
+            for bar in bars.values():
+                bar.close()
+
+    # build -----------------------------------------------------------------------
+
+    def do_build(self, declared: Declared, options: dict) -> None:
+        with self._progress(declared, options, unit="vec") as progress:
+            report = building.build(declared, options["database"], progress=progress, seed=options["seed"])
         self.stdout.write(
             f"{declared.name}: {counted(report.vectors, 'vector')}, {counted(report.heads, 'head')}, "
             f"{counted(report.entries, 'posting entry', 'posting entries')} in {report.seconds:.1f} s "
@@ -316,17 +324,8 @@ class Command(BaseCommand):
     def do_repair(self, declared: Declared, options: dict) -> None:
         from ...index.integrity import repair
 
-        bars: dict[str, tqdm] = {}
-        show = not options["no_progress"] and self.stdout.isatty()
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if show:
-                bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=f"{declared.name}: {stage}", leave=False))
-                bar.update(done - bar.n)
-
-        report = repair(declared, options["database"], progress=progress)
-        for bar in bars.values():
-            bar.close()
+        with self._progress(declared, options) as progress:
+            report = repair(declared, options["database"], progress=progress)
         if not report.indexed and not report.orphans_deleted:
             self.stdout.write(f"{declared.name}: nothing to repair")
             return
