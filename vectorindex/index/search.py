@@ -178,7 +178,7 @@ def _model_vectors(declared: Declared, using: str, pks: list[int]) -> dict[int, 
         )
 
     rows = read_by_keys(connection, sql, [], sorted(set(pks)), kind="rows", per_reader=ROWS_PER_READER)
-    size = declared.field.dimensions * 4
+    size = declared.field.dimensions * codec.BYTES_PER_DIMENSION
     wrong = sorted((pk, len(blob)) for pk, blob in rows if blob is not None and len(blob) != size)
     if wrong:
         field = declared.field
