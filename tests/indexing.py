@@ -13,6 +13,8 @@ import numpy as np
 from django.core.management import call_command
 from django.db import connection
 
+from tests.engine.fakes import RefusingSearches  # noqa: F401  (the maintenance tests use it too)
+
 ROOT = Path(__file__).resolve().parent.parent
 DATASET = ROOT.parent / "shared" / "data" / "pypi-minilm-384"
 
@@ -83,17 +85,3 @@ def run_worker(*args: str, timeout: float = 120) -> dict:
     out, err = process.communicate(timeout=timeout)
     assert process.returncode == 0, err
     return json.loads(out.strip().splitlines()[-1])
-
-
-class RefusingSearches:
-    """hnswlib's index, except that knn_query fails as it does when its graph
-    reaches fewer than k alive elements past the deleted ones."""
-
-    def __init__(self, index) -> None:
-        self.index = index
-
-    def __getattr__(self, name: str):
-        return getattr(self.index, name)
-
-    def knn_query(self, *args, **kwargs):
-        raise RuntimeError("Cannot return the results in a contiguous 2D array. Probably ef or M is too small")

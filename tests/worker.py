@@ -11,11 +11,6 @@ Runs against the database in DATABASE_URL (the test database). Modes:
 * ``use NAME SEED query,write|write,query`` — the query set and a new point,
   in that order; print the keys found, the new point's key, the key its own
   vector finds first, and the warnings the app logged.
-* ``heads FILE DIMENSIONS`` — read the head-index snapshots in FILE (each a
-  uint64 length and its bytes), load each (printing its number first, so that a
-  process killed by a signal shows which one did it), search and grow the ones
-  that load; print how many loaded, how many were refused with HeadIndexError,
-  and any other error.
 * ``job JOB NAME [HEAD [NEW_HEADS]]`` — run one maintenance job and the jobs it
   asks for (VECTORINDEX_FAULT may kill it at a step), and print what they did.
 """
@@ -68,8 +63,6 @@ def main() -> None:
                 report["written"] = Point.objects.create(group=seed, embedding=vector).pk
                 report["nearest"] = Point.objects.order_by(L2Distance("embedding", vector)).first().pk
         print(json.dumps({**report, "warnings": warnings}), flush=True)
-    elif mode == "heads":
-        print(json.dumps(_load_heads(args[0], int(args[1]))), flush=True)
     elif mode == "job":
         from vectorindex.index import maintenance
         from vectorindex.index.registry import get_declared
@@ -87,36 +80,6 @@ def main() -> None:
         print(json.dumps({"detail": details}), flush=True)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
-
-
-def _load_heads(path: str, dimensions: int) -> dict:
-    import numpy as np
-
-    from vectorindex.engine.head import HeadIndex
-    from vectorindex.exceptions import HeadIndexError
-
-    with open(path, "rb") as file:
-        blobs = file.read()
-    rng = np.random.default_rng(0)
-    outcome: dict = {"loaded": 0, "refused": 0, "other": []}
-    position, number = 0, 0
-    while position < len(blobs):
-        size = int.from_bytes(blobs[position : position + 8], "little")
-        data = blobs[position + 8 : position + 8 + size]
-        position += 8 + size
-        print(f"snapshot {number}", flush=True)
-        try:
-            head = HeadIndex.from_bytes(data, dimensions, "l2")
-            head.search(rng.normal(size=(20, dimensions)).astype(np.float32), 10, ef=50)
-            head.add(np.array([10**12 + number]), rng.normal(size=(1, dimensions)).astype(np.float32))
-            head.search(rng.normal(size=(5, dimensions)).astype(np.float32), 10, ef=50)
-            outcome["loaded"] += 1
-        except HeadIndexError:
-            outcome["refused"] += 1
-        except Exception as error:  # noqa: BLE001 - reported: only HeadIndexError may come out
-            outcome["other"].append(f"snapshot {number}: {type(error).__name__}: {error}")
-        number += 1
-    return outcome
 
 
 def _logged_warnings() -> list[str]:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tests.damage import CRAFTED, Layout, fuzzed
-from tests.indexing import RefusingSearches, worker
+from tests.engine import load_heads
+from tests.engine.fakes import RefusingSearches
 from vectorindex.engine.head import HeadIndex, prepare, unpack
 from vectorindex.exceptions import HeadIndexError
 
@@ -134,7 +135,7 @@ def test_damaged_bytes_never_kill_the_process_that_loads_them(tmp_path):
     blobs = fuzzed(data, 400, seed=3) + [mutate(data) for mutate, _message in CRAFTED.values()]
     path = tmp_path / "snapshots"
     path.write_bytes(b"".join(len(blob).to_bytes(8, "little") + blob for blob in blobs))
-    process = worker("heads", str(path), "8")
+    process = load_heads.start(str(path), 8)
     try:
         out, err = process.communicate(timeout=120)
     except subprocess.TimeoutExpired:

@@ -151,20 +151,3 @@ def test_int8_state_of_the_earlier_layout_asks_for_a_rebuild():
 
     with pytest.raises(IndexNeedsRebuild, match="run `manage.py vectorindex build`"):
         postings.Payload.from_state(2, {"format": "int8", "low": [0, 0], "step": [1, 1]})
-
-
-@pytest.mark.parametrize("count", [50, 700, 5000])
-def test_candidates_come_in_distance_order_a_window_at_a_time(count):
-    from vectorindex.index.search import _in_order
-
-    rng = np.random.default_rng(count)
-    values = rng.integers(0, 300, 6000).astype(np.float32)  # many ties
-    ids = rng.permutation(6000)
-    candidates = np.sort(rng.choice(6000, count, replace=False))
-    windows = list(_in_order(candidates, values, ids, 64))
-    order = np.concatenate(windows)
-    assert all(len(w) <= 64 for w in windows)
-    assert sorted(order.tolist()) == candidates.tolist()  # each once
-    keys = list(zip(values[order].tolist(), ids[order].tolist()))
-    assert all(a[0] <= b[0] for a, b in zip(keys, keys[1:]))  # by value throughout
-    assert keys[:256] == sorted(keys[:256])  # and by id among equals within the first windows

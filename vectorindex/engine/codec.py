@@ -22,7 +22,14 @@ from ..exceptions import InvalidVector, WrongSize  # raised here, defined with t
 
 MAX_DIMENSIONS = 16_383
 STORAGE_DTYPE = np.dtype("<f4")
+BYTES_PER_DIMENSION = STORAGE_DTYPE.itemsize  # 4: one float32
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+# float32's largest value, 3.4e38, has 39 digits: an int written with more
+# characters than this (a sign and 39 digits) is beyond float32's range.
+_INT_DIGITS = 40
+# Significant digits of a number too large for a float, in a message: about
+# what float32 holds.
+_SCIENTIFIC_DIGITS = 7
 
 
 def _describe(value: Any, limit: int = 40) -> str:
@@ -52,7 +59,7 @@ def _parse_float(text: str) -> float | Decimal:
 def _parse_int(text: str) -> int | Decimal:
     # Python refuses to read an int of over 4,300 digits; any of over 40 is
     # beyond float32's range, and as a Decimal it is refused as that.
-    return int(text) if len(text) <= 40 else Decimal(text)
+    return int(text) if len(text) <= _INT_DIGITS else Decimal(text)
 
 
 def _loads(text: str) -> Any:
@@ -206,7 +213,7 @@ def _refuse_beyond_float(values: list | tuple) -> None:
 
 def _scientific(number: numbers.Real | Decimal) -> str:
     """A number too large for a float, in 7 significant digits: ``1e+400``."""
-    with localcontext(prec=7):
+    with localcontext(prec=_SCIENTIFIC_DIGITS):
         if isinstance(number, numbers.Rational):
             number = Decimal(number.numerator) / Decimal(number.denominator)
         if isinstance(number, Decimal):
@@ -221,9 +228,9 @@ def to_bytes(vector: np.ndarray) -> bytes:
 
 def from_bytes(data: bytes | bytearray | memoryview) -> np.ndarray:
     """One stored blob back into a (writable, native float32) vector."""
-    if len(data) % 4:
+    if len(data) % BYTES_PER_DIMENSION:
         raise InvalidVector(
-            "corrupt", f"expected a multiple of 4 bytes, got {len(data)} bytes"
+            "corrupt", f"expected a multiple of {BYTES_PER_DIMENSION} bytes, got {len(data)} bytes"
         )
     return np.frombuffer(data, dtype=STORAGE_DTYPE).astype(np.float32)
 
@@ -235,7 +242,7 @@ def stack_bytes(blobs: list[bytes], dimensions: int) -> np.ndarray:
     blobs of several wrong sizes can add up to the right total.
     """
     sizes = np.fromiter(map(len, blobs), np.int64, len(blobs))
-    wrong = np.flatnonzero(sizes != dimensions * 4)
+    wrong = np.flatnonzero(sizes != dimensions * BYTES_PER_DIMENSION)
     if len(wrong):
         raise WrongSize(wrong, sizes[wrong], dimensions, len(blobs))
     data = b"".join(blobs)

@@ -33,6 +33,31 @@ MAGIC = b"VIHEAD2\n"
 # bytes each; a transaction older than that many head changes routes with a
 # head index loaded as of its own LSN instead.
 HISTORY = 100_000
+# hnswlib's recommended graph parameters (its README's), and VectorIndex's defaults.
+DEFAULT_M = 16
+DEFAULT_EF_CONSTRUCTION = 200
+# A new graph's room when its caller does not say (a build and a rebuild say
+# how many heads they add): one growth step's worth.
+DEFAULT_CAPACITY = 1024
+# The fewest elements a graph is allocated for (hnswlib allocates its capacity
+# up front): an empty index, or one about to be replaced by a loaded graph.
+MIN_CAPACITY = 16
+# A full graph grows by an eighth of its capacity, and by at least 1,024
+# elements, so that a small graph is not resized at every split.
+GROWTH_FRACTION = 8
+MIN_GROWTH = DEFAULT_CAPACITY
+# The least ef a search uses, whatever its caller asks (hnswlib's own default
+# is 10); hnswlib also needs ef >= k. (Since the first index; not measured.)
+MIN_EF = 16
+# Distances computed at once where hnswlib cannot answer: 4,000,000 float32
+# values, a matrix of at most 16 MB.
+RANKED_BLOCK = 4_000_000
+# How many head ids an error names.
+IDS_NAMED = 5
+# A snapshot's header after MAGIC: the dimensions and the number of alive ids,
+# uint64 each; then the ids, int64 each.
+_COUNTS = np.dtype("<u8")
+_ID = np.dtype("<i8")
 
 
 def prepare(vectors: np.ndarray, metric: str) -> np.ndarray:
@@ -44,10 +69,23 @@ def prepare(vectors: np.ndarray, metric: str) -> np.ndarray:
     return vectors / np.where(norms == 0, 1, norms)
 
 
+def _growth(size: int) -> int:
+    """Elements added to a full graph of *size*: an eighth of it, at least MIN_GROWTH."""
+    return max(MIN_GROWTH, size // GROWTH_FRACTION)
+
+
 class HeadIndex:
     """Heads by id, searchable by nearest neighbour; thread-safe."""
 
-    def __init__(self, dimensions: int, metric: str, *, m: int = 16, ef_construction: int = 200, capacity: int = 1024) -> None:
+    def __init__(
+        self,
+        dimensions: int,
+        metric: str,
+        *,
+        m: int = DEFAULT_M,
+        ef_construction: int = DEFAULT_EF_CONSTRUCTION,
+        capacity: int = DEFAULT_CAPACITY,
+    ) -> None:
         self.dimensions = dimensions
         self.metric = metric
         self.m = m
@@ -58,7 +96,7 @@ class HeadIndex:
         # holds about as many elements as heads were ever alive at once,
         # not every head the index ever had.
         self._index.init_index(
-            max_elements=max(capacity, 16), ef_construction=ef_construction, M=m, allow_replace_deleted=True
+            max_elements=max(capacity, MIN_CAPACITY), ef_construction=ef_construction, M=m, allow_replace_deleted=True
         )
         self.alive: set[int] = set()
         # Every label ever added is at most this: a batch of ids above it is
@@ -102,7 +140,7 @@ class HeadIndex:
                     # Grown by an eighth, not doubled: the capacity is memory
                     # held (vectors and links), and splits add heads one by one.
                     capacity = self._index.max_elements
-                    self._index.resize_index(max(needed, capacity + max(1024, capacity // 8)))
+                    self._index.resize_index(max(needed, capacity + _growth(capacity)))
                 self._index.add_items(data, ids, replace_deleted=True)
             except RuntimeError as error:
                 raise HeadIndexError(f"adding {len(ids)} heads failed: {error}") from error
@@ -118,12 +156,12 @@ class HeadIndex:
         """
         if len(np.unique(ids)) != len(ids):
             values, counts = np.unique(ids, return_counts=True)
-            raise HeadIndexError(f"heads {values[counts > 1].tolist()[:5]} are given twice")
+            raise HeadIndexError(f"heads {values[counts > 1].tolist()[:IDS_NAMED]} are given twice")
         if int(ids.min()) > self._top_label:
             return
         present = set(ids.tolist()) & {int(i) for i in self._index.get_ids_list()}
         if present:
-            raise HeadIndexError(f"heads {sorted(present)[:5]} are already in the head index; a head id is added once")
+            raise HeadIndexError(f"heads {sorted(present)[:IDS_NAMED]} are already in the head index; a head id is added once")
 
     def remove(self, ids: np.ndarray) -> None:
         with self._lock:
@@ -189,7 +227,7 @@ class HeadIndex:
             if k == 0:
                 empty = np.empty((len(queries), 0))
                 return empty.astype(np.int64), empty
-            self._index.set_ef(max(ef or 0, k, 16))
+            self._index.set_ef(max(ef or 0, k, MIN_EF))
             labels, distances = self._knn(queries, k)
         return labels.astype(np.int64), distances
 
@@ -207,7 +245,7 @@ class HeadIndex:
             if k == 0:
                 empty = np.empty((len(queries), 0))
                 return empty.astype(np.int64), empty, np.empty(0, np.int64), np.empty((0, self.dimensions), np.float32)
-            self._index.set_ef(max(ef or 0, k, 16))
+            self._index.set_ef(max(ef or 0, k, MIN_EF))
             labels, distances = self._knn(queries, k)
             try:
                 unique = np.unique(labels).astype(np.int64)
@@ -239,7 +277,7 @@ class HeadIndex:
             raise HeadIndexError(f"searching {k} heads failed: {error}") from error
         norms = np.einsum("ij,ij->i", vectors, vectors)
         labels, distances = [], []
-        rows = max(1, 4_000_000 // len(ids))  # a distance matrix of at most 16 MB at a time
+        rows = max(1, RANKED_BLOCK // len(ids))  # a distance matrix of at most 16 MB at a time
         for start in range(0, len(queries), rows):
             batch = queries[start : start + rows]
             if SPACES[self.metric] == "l2":  # squared, as hnswlib's 'l2'
@@ -286,22 +324,24 @@ class HeadIndex:
                     graph = file.read()
             finally:
                 os.unlink(path)
-            alive = np.array(sorted(self.alive), dtype="<i8")
-        header = np.array([self.dimensions, len(alive)], dtype="<u8").tobytes()
+            alive = np.array(sorted(self.alive), dtype=_ID)
+        header = np.array([self.dimensions, len(alive)], dtype=_COUNTS).tobytes()
         return MAGIC + header + alive.tobytes() + graph
 
     @classmethod
-    def from_bytes(cls, data: bytes, dimensions: int, metric: str, *, m: int = 16, ef_construction: int = 200) -> HeadIndex:
+    def from_bytes(
+        cls, data: bytes, dimensions: int, metric: str, *, m: int = DEFAULT_M, ef_construction: int = DEFAULT_EF_CONSTRUCTION
+    ) -> HeadIndex:
         """A head index from :meth:`to_bytes`'s bytes, checked first (:func:`unpack`): no bytes crash hnswlib."""
         alive, graph, saved = unpack(data, dimensions)
-        head = cls(dimensions, metric, m=m, ef_construction=ef_construction, capacity=16)
+        head = cls(dimensions, metric, m=m, ef_construction=ef_construction, capacity=MIN_CAPACITY)
         handle, path = tempfile.mkstemp(suffix=".hnsw")
         try:
             with os.fdopen(handle, "wb") as file:
                 file.write(graph)
             index = hnswlib.Index(space=SPACES[metric], dim=dimensions)
             # hnswlib allocates for the saved capacity: at most the growth add() allows.
-            capacity = max(16, min(saved.capacity, saved.count + max(1024, saved.count // 8)))
+            capacity = max(MIN_CAPACITY, min(saved.capacity, saved.count + _growth(saved.count)))
             try:
                 index.load_index(path, max_elements=capacity, allow_replace_deleted=True)
             except RuntimeError as error:
@@ -378,17 +418,17 @@ def unpack(data: bytes, dimensions: int) -> tuple[np.ndarray, memoryview, hnswfi
     layout (:func:`hnswfile.validate`), and that every alive id is an element
     the graph holds and has not marked deleted.
     """
-    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 16:
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 2 * _COUNTS.itemsize:
         raise HeadIndexError("the snapshot does not start like a head index")
     offset = len(MAGIC)
-    stored_dimensions, count = (int(v) for v in np.frombuffer(data, dtype="<u8", count=2, offset=offset))
-    offset += 16
+    stored_dimensions, count = (int(v) for v in np.frombuffer(data, dtype=_COUNTS, count=2, offset=offset))
+    offset += 2 * _COUNTS.itemsize
     if stored_dimensions != dimensions:
         raise HeadIndexError(f"the snapshot has {stored_dimensions} dimensions, expected {dimensions}")
-    if len(data) < offset + 8 * count:
+    if len(data) < offset + _ID.itemsize * count:
         raise HeadIndexError("the snapshot is truncated")
-    alive = np.frombuffer(data, dtype="<i8", count=count, offset=offset)
-    graph = memoryview(data)[offset + 8 * count :]
+    alive = np.frombuffer(data, dtype=_ID, count=count, offset=offset)
+    graph = memoryview(data)[offset + _ID.itemsize * count :]
     saved = hnswfile.validate(graph, dimensions)
     if count and not (np.diff(alive) > 0).all():
         raise HeadIndexError("the snapshot's alive heads are not in order or repeat")
@@ -409,6 +449,7 @@ class _Copies:
     """
 
     ENTRY_BYTES = 100  # a dict entry mapping a head to its row, about
+    MIN_GROWTH = 256  # rows added at least when full (grown by an eighth, as the graph is)
 
     def __init__(self, dimensions: int) -> None:
         self.rows: dict[int, int] = {}
@@ -424,7 +465,7 @@ class _Copies:
     def _put(self, labels: list[int], vectors: np.ndarray) -> None:
         needed = len(labels) - len(self.free)
         if needed > 0:
-            grown = len(self.data) + max(needed, len(self.data) // 8, 256)
+            grown = len(self.data) + max(needed, len(self.data) // GROWTH_FRACTION, self.MIN_GROWTH)
             data = np.empty((grown, self.data.shape[1]), dtype=np.float16)
             data[: len(self.data)] = self.data
             self.free.extend(range(len(self.data), grown))

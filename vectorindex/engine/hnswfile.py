@@ -39,6 +39,8 @@ HEADER = struct.Struct("<6QiI3QdQ")
 LINK_COUNT = struct.Struct("<I")
 EMPTY_ENTER_POINT = 0xFFFFFFFF  # (unsigned) -1: the enter point of an index with no element
 MAX_M = 10_000  # hnswlib caps M there, so maxM0 = 2·M fits the 16-bit link count
+# Far beyond what VectorIndex accepts (4,000): a larger one was not written by
+# this app, whatever else the snapshot holds.
 MAX_EF_CONSTRUCTION = 1_000_000
 LARGEST_LABEL = 2**63 - 1  # labels are head ids, int64
 

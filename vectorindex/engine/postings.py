@@ -51,6 +51,8 @@ _STORED = {"float32": "<f4", "float16": "<f2", "int8": "i1", "int4": "u1"}
 # of the range, so that no code times the step is beyond float32's range.
 _LEVELS = {"int8": 256, "int4": 16}
 _ZERO = {"int8": 0.0, "int4": 7.5}
+# int8 stores level l (0 to 255) as the code l - 128 (-128 to 127).
+_INT8_SHIFT = 128
 # Odd 64-bit constants for Payload.fingerprints: enough for 16,383 float32
 # dimensions (8 bytes a word).
 _MULTIPLIERS = np.random.default_rng(0x5EC7).integers(1, 2**63, size=8_200, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
@@ -129,8 +131,8 @@ class Payload:
             packed[:, : self.dimensions] = levels
             codes = packed[:, : self.half] | (packed[:, self.half :] << 4)
             return codes, (low + self.zero * step).astype(np.float32), step.astype(np.float32)
-        codes = (levels.astype(np.int16) - 128).astype(np.int8)
-        return codes, (low + 128 * step).astype(np.float32), step.astype(np.float32)
+        codes = (levels.astype(np.int16) - _INT8_SHIFT).astype(np.int8)
+        return codes, (low + _INT8_SHIFT * step).astype(np.float32), step.astype(np.float32)
 
     def _halves(self, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """int4: (low codes, high codes), each (n, ⌈d/2⌉) uint8."""

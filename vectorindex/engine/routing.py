@@ -22,14 +22,37 @@ import numpy as np
 
 from .head import HeadIndex, prepare
 
+# Vectors routed per hnswlib search. It bounds the batch's arrays: the
+# candidate heads' vectors, (batch, candidates, d) float64, are 48 MiB at 8
+# candidates of 384 dimensions. (Set with the first index, not measured since.)
 BATCH = 2048
+# Candidate heads for a vector's replicas: twice the replicas, and at least 8,
+# so that the RNG rule has more heads to pass over than it keeps. (Since the
+# first index; not measured.)
+CANDIDATES_PER_REPLICA = 2
+MIN_CANDIDATES = 8
+# hnswlib's ef for a search of *count* heads: twice the count, at least 64.
+# Round 5 tried ef equal to the probe count: recall@10 fell by 0.0026 for
+# 0.3 ms a query saved, not adopted. At ef 64 the nearest head routing finds
+# is the exact nearest for 97.9 % of vectors, at ef 32 for 95.1 % (BENCHMARKS.md,
+# rounds 5 and 4).
+EF_PER_HEAD = 2
+MIN_EF = 64
+# The (1 + ε) cut-off's scale when the nearest head is at distance 0 (the
+# vector is a head): heads at that distance, within rounding, pass, and no
+# others do at a finite ε.
+ZERO_DISTANCE = 1e-12
+
+
+def _ef(count: int) -> int:
+    return max(MIN_EF, EF_PER_HEAD * count)
 
 
 def _within(distances: np.ndarray, epsilon: float, metric: str) -> np.ndarray:
     if metric == "l2":
         distances = np.sqrt(np.maximum(distances, 0))
     nearest = distances[:, :1]
-    return distances <= nearest + epsilon * np.maximum(np.abs(nearest), 1e-12)
+    return distances <= nearest + epsilon * np.maximum(np.abs(nearest), ZERO_DISTANCE)
 
 
 def _pairwise(vectors: np.ndarray, metric: str) -> np.ndarray:
@@ -59,10 +82,10 @@ def assign(
     holds them: a build, whose head ids are positions in its array.
     """
     rows_out, heads_out = [], []
-    candidates = min(max(2 * replicas, 8) + len(exclude), len(head))
+    candidates = min(max(CANDIDATES_PER_REPLICA * replicas, MIN_CANDIDATES) + len(exclude), len(head))
     for start in range(0, len(vectors), BATCH):
         batch = vectors[start : start + BATCH]
-        ef = max(64, 2 * candidates)
+        ef = _ef(candidates)
         if head_vectors is None:
             labels, distances, unique, unique_vectors = head.search_with_vectors(batch, candidates, ef=ef)
         else:
@@ -111,14 +134,14 @@ def probe(head: HeadIndex, query: np.ndarray, count: int, epsilon: float) -> np.
     """
     if count >= len(head):
         return head.ids()
-    labels, distances = head.search(query, count, ef=max(64, 2 * count))
+    labels, distances = head.search(query, count, ef=_ef(count))
     keep = _within(distances, epsilon, head.metric)[0]
     return labels[0][keep]
 
 
 def probe_many(head: HeadIndex, queries: np.ndarray, count: int, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
     """(heads, probed?) per query, as :func:`probe` chooses them for a *count* below the number of heads: (n, count) arrays."""
-    labels, distances = head.search(queries, count, ef=max(64, 2 * count))
+    labels, distances = head.search(queries, count, ef=_ef(count))
     return labels, _within(distances, epsilon, head.metric)
 
 
@@ -149,7 +172,7 @@ def ranked_heads(head: HeadIndex, query: np.ndarray, count: int) -> np.ndarray:
     """
     if count >= len(head):
         return head.ids()
-    labels, _ = head.search(query, count, ef=max(64, 2 * count))
+    labels, _ = head.search(query, count, ef=_ef(count))
     return labels[0]
 
 

@@ -16,15 +16,14 @@ import logging
 import threading
 from typing import Any
 
-import numpy as np
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
-from ..engine import codec
+from ..engine import wal
 from ..engine.head import HeadIndex, HeadView, unpack
 from ..engine.postings import Payload
 from ..exceptions import HeadIndexError, IndexOutdated, SnapshotError
-from ..models import IndexState, Snapshot, WalEntry
+from ..models import IndexState, Snapshot
 from ..storage import StateRow, Storage, on_own_connection
 from . import jobs
 from .registry import Declared, build_changes, outdated_message, register
@@ -356,21 +355,7 @@ def replay(head: HeadIndex, storage: Storage, lsn: int = 0) -> bool:
     is gone (a compaction folded it into a snapshot and deleted it), nothing
     is applied and the answer is False: the caller loads the snapshot.
     """
-    entries = storage.read_wal(head.lsn)
-    reaches = entries[-1][0] if entries else head.lsn
-    if (entries and entries[0][0] != head.lsn + 1) or reaches < lsn:
-        return False
-    if head.history_from is None:
-        head.history_from = head.lsn
-    for entry_lsn, op, head_id, vector in entries:
-        head.record(entry_lsn, op == WalEntry.Op.ADD, head_id)
-        if op == WalEntry.Op.ADD:
-            if head_id not in head.alive:
-                head.add(np.array([head_id]), codec.from_bytes(bytes(vector))[None, :])
-        elif op == WalEntry.Op.REMOVE:
-            head.remove(np.array([head_id]))
-        head.lsn = entry_lsn
-    return True
+    return wal.replay(head, storage.read_wal(head.lsn), lsn)
 
 
 def rebuild_from_heads(rt: Runtime, storage: Storage, generation: int, lsn: int) -> HeadIndex:

@@ -21,60 +21,21 @@ sees its own transaction's writes and nobody else's uncommitted ones.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..engine import routing
+from ..engine import candidates, routing
+from ..engine.candidates import Pool
 from ..exceptions import CorruptVector
 from ..orm.planner import DistancePlan, SearchOptions, evaluate
 from .registry import Declared, index_for
 from .runtime import runtime
 
-
-@dataclass
-class _Pool:
-    """Entries read so far, with estimated distances; validated lazily, best first."""
-
-    blocks: list[np.ndarray]  # the decoded entries, as read
-    ids: np.ndarray
-    versions: np.ndarray
-    values: list[np.ndarray]  # per plan term: float32 estimates
-    passing: np.ndarray  # the distance conditions hold, on the estimates
-    # vector id -> its current version, or -1: deleted, or excluded by the
-    # query's SQL conditions. Asked only for the best candidates.
-    known: dict[int, int] = field(default_factory=dict)
-
-    @classmethod
-    def empty(cls, terms: int) -> _Pool:
-        return cls(
-            [],
-            np.empty(0, np.int64),
-            np.empty(0, np.uint32),
-            [np.empty(0, np.float32) for _ in range(terms)],
-            np.empty(0, bool),
-        )
-
-    def add(self, entries: np.ndarray, payload: Any, plan: DistancePlan) -> None:
-        values = [term.estimate(entries, payload) for term in plan.terms]
-        passing = ~np.isnan(values[plan.order_keys[0].term])
-        if plan.where_numpy is not None:
-            passing &= evaluate(plan.where_numpy, values, plan)[0]
-        self.blocks.append(entries)
-        self.ids = np.concatenate([self.ids, entries["id"].astype(np.int64)])
-        self.versions = np.concatenate([self.versions, entries["version"]])
-        self.values = [np.concatenate([old, new]) for old, new in zip(self.values, values)]
-        self.passing = np.concatenate([self.passing, passing])
-
-    def entries(self, positions: np.ndarray) -> np.ndarray:
-        """The entries at these pool positions (a few: the candidates re-scored)."""
-        starts = np.cumsum([0] + [len(block) for block in self.blocks[:-1]])
-        which = np.searchsorted(starts, positions, side="right") - 1
-        return np.concatenate(
-            [self.blocks[b][p - starts[b] : p - starts[b] + 1] for b, p in zip(which.tolist(), positions.tolist())]
-        )
+# Fewer than *k* found: the next round probes this many times as many heads,
+# without the ε cut-off (step 4 above), so that an index that has fewer valid
+# entries than asked for is read to the end in a few rounds.
+PROBE_GROWTH = 2
 
 
 def usable_index(queryset: Any, plan: DistancePlan) -> Declared | None:
@@ -125,33 +86,36 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
 
     sql_filter = _sql_filter(queryset, plan)
     exact = _Exact(declared, storage, using, defaults["rerank"])
-    pool = _Pool.empty(len(plan.terms))
+    pool = Pool.empty(len(plan.terms))
     rows_per_head: dict[int, int] = {}
     read: set[int] = set()
     count = min(probes, everything)
-    heads = _union(routing.probe(router, query, count, epsilon) for router in routers)
+    heads = candidates.union(routing.probe(router, query, count, epsilon) for router in routers)
     while True:
         fresh = [h for h in heads if h not in read]
         read.update(fresh)
         if fresh:
             entries = storage.read_postings(fresh, rows_per_head)
             if len(entries):
-                pool.add(entries, storage.payload, plan)
-        chosen = _best(pool, plan, need, storage, sql_filter, exact)
+                values = [term.estimate(entries, storage.payload) for term in plan.terms]
+                pool.add(entries, values, _passing(plan, values))
+        chosen = candidates.best(
+            pool,
+            term_index,
+            need,
+            exact.rerank,
+            resolve=lambda vector_ids: _current(vector_ids, storage, sql_filter),
+            score=lambda positions: _score(pool, plan, positions, exact),
+        )
         if chosen is not None or count >= everything:
             break  # found, or every list has been read
-        count = min(2 * count, everything)
-        heads = _union(routing.ranked_heads(router, query, count) for router in routers)
+        count = min(PROBE_GROWTH * count, everything)
+        heads = candidates.union(routing.ranked_heads(router, query, count) for router in routers)
     _trigger_defragment(declared, using, rows_per_head)
     if chosen is None:
         return None  # the index ran out before k rows: the exact path decides
     ids, values = chosen
     return ids[plan.low :].tolist(), [column[plan.low :] for column in values]
-
-
-def _union(rankings: Iterator[np.ndarray]) -> list[int]:
-    """The heads of every ranking, each once, in the order first met."""
-    return list(dict.fromkeys(int(h) for ranking in rankings for h in ranking.tolist()))
 
 
 def _sql_filter(queryset: Any, plan: DistancePlan) -> Any:
@@ -181,7 +145,7 @@ class _Exact:
         self.using = using
         self.rerank = rerank
 
-    def vectors(self, pool: _Pool, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def vectors(self, pool: Pool, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(vectors, which positions have one): a row deleted by a transaction
         that committed since its version was read (READ COMMITTED) has none."""
         if not self.storage.payload.lossy:
@@ -214,7 +178,7 @@ def _model_vectors(declared: Declared, using: str, pks: list[int]) -> dict[int, 
         )
 
     rows = read_by_keys(connection, sql, [], sorted(set(pks)), kind="rows", per_reader=ROWS_PER_READER)
-    size = declared.field.dimensions * 4
+    size = declared.field.dimensions * codec.BYTES_PER_DIMENSION
     wrong = sorted((pk, len(blob)) for pk, blob in rows if blob is not None and len(blob) != size)
     if wrong:
         field = declared.field
@@ -222,108 +186,30 @@ def _model_vectors(declared: Declared, using: str, pks: list[int]) -> dict[int, 
     return {pk: codec.from_bytes(bytes(blob)) for pk, blob in rows if blob is not None}
 
 
-def _valid(pool: _Pool, plan: DistancePlan, need: int, storage: Any, sql_filter: Any) -> Iterator[np.ndarray]:
-    """Pool positions of valid entries, best estimate first, a window at a time.
-
-    A window is four times the *need*: with a vector's replicas among them,
-    one window (one version lookup) is usually enough.
-
-    Walks the passing entries in estimated-distance order (ties by id) and asks
-    the database about their vectors a window at a time: the current version
-    (a stale copy or a deleted row drops out) and, with SQL conditions, whether
-    the row matches them. One entry per vector (replicas are identical).
-    """
-    candidates = np.flatnonzero(pool.passing)
-    values = pool.values[plan.order_keys[0].term]
-    taken: set[int] = set()
-    window = max(4 * need, 64)
-    for positions in _in_order(candidates, values, pool.ids, window):
-        unknown = sorted({int(i) for i in pool.ids[positions]} - pool.known.keys())
-        if unknown:
-            _resolve(pool, unknown, storage, sql_filter)
-        valid = []
-        for position in positions.tolist():
-            vector_id = int(pool.ids[position])
-            if vector_id in taken or pool.known[vector_id] != int(pool.versions[position]):
-                continue
-            valid.append(position)
-            taken.add(vector_id)
-        yield np.array(valid, dtype=np.int64)
-
-
-def _in_order(candidates: np.ndarray, values: np.ndarray, ids: np.ndarray, window: int) -> Iterator[np.ndarray]:
-    """*candidates* by (value, id), a window at a time.
-
-    Most queries need the first window or two: those are found by a partial
-    sort of a few windows' worth, and the rest are sorted only if asked for.
-    """
-    def ranked(subset: np.ndarray) -> np.ndarray:
-        return subset[np.lexsort((ids[subset], values[subset]))]
-
-    first = 4 * window
-    if len(candidates) > 2 * first:
-        nearest = candidates[np.argpartition(values[candidates], first)[:first]]
-        front = ranked(nearest)
-        for start in range(0, len(front), window):
-            yield front[start : start + window]
-        rest = ranked(np.setdiff1d(candidates, nearest, assume_unique=True))
-    else:
-        rest = ranked(candidates)
-    for start in range(0, len(rest), window):
-        yield rest[start : start + window]
-
-
-def _best(
-    pool: _Pool, plan: DistancePlan, need: int, storage: Any, sql_filter: Any, exact: _Exact
-) -> tuple[np.ndarray, list[np.ndarray]] | None:
-    """(vector ids, exact distances per term) of the best *need* valid entries; None if too few.
-
-    The best ``need + rerank`` valid entries by estimate are scored exactly,
-    their distance conditions checked again on the exact values, and ranked
-    by those; more are taken while conditions fail on the exact values.
-    """
-    scored: list[tuple[np.ndarray, list[np.ndarray]]] = []
-    kept = 0
-    wanted = need + exact.rerank
-    pending = np.empty(0, np.int64)
-    for valid in _valid(pool, plan, wanted, storage, sql_filter):
-        pending = np.concatenate([pending, valid])
-        while kept < wanted and len(pending) >= wanted - kept:
-            take, pending = pending[: wanted - kept], pending[wanted - kept :]
-            kept += _score(pool, plan, take, exact, scored)
-        if kept >= wanted:
-            break
-    else:
-        kept += _score(pool, plan, pending[: wanted - kept], exact, scored)
-    if kept < need:
-        return None
-    ids = np.concatenate([block[0] for block in scored]).astype(np.int64)
-    values = [np.concatenate([block[1][i] for block in scored]) for i in range(len(plan.terms))]
-    order = np.lexsort((ids, values[plan.order_keys[0].term]))[:need]
-    return ids[order], [column[order] for column in values]
-
-
-def _score(pool: _Pool, plan: DistancePlan, positions: np.ndarray, exact: _Exact, scored: list) -> int:
-    """Score *positions* exactly; keep those that pass on the exact values. How many were kept."""
-    if not len(positions):
-        return 0
-    vectors, present = exact.vectors(pool, positions)
-    positions = positions[present]
-    values = [term.compute(vectors) for term in plan.terms]
+def _passing(plan: DistancePlan, values: list[np.ndarray]) -> np.ndarray:
+    """Whether the query's distance conditions hold on these distances (one per term)."""
     passing = ~np.isnan(values[plan.order_keys[0].term])
     if plan.where_numpy is not None:
         passing &= evaluate(plan.where_numpy, values, plan)[0]
-    scored.append((pool.ids[positions][passing], [column[passing] for column in values]))
-    return int(passing.sum())
+    return passing
 
 
-def _resolve(pool: _Pool, vector_ids: list[int], storage: Any, sql_filter: Any) -> None:
+def _score(pool: Pool, plan: DistancePlan, positions: np.ndarray, exact: _Exact) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(the *positions* that pass on their exact distances, those distances per term)."""
+    vectors, present = exact.vectors(pool, positions)
+    positions = positions[present]
+    values = [term.compute(vectors) for term in plan.terms]
+    passing = _passing(plan, values)
+    return positions[passing], [column[passing] for column in values]
+
+
+def _current(vector_ids: list[int], storage: Any, sql_filter: Any) -> dict[int, int]:
+    """The current version of each of these vectors that exists and that the query's SQL conditions allow."""
     current = storage.current_versions(vector_ids)
     if sql_filter is not None and current:
         allowed = set(sql_filter.filter(pk__in=list(current)).values_list("pk", flat=True))
         current = {vid: version for vid, version in current.items() if vid in allowed}
-    for vector_id in vector_ids:
-        pool.known[vector_id] = current.get(vector_id, -1)
+    return current
 
 
 def _trigger_defragment(declared: Declared, using: str, rows_per_head: dict[int, int]) -> None:

@@ -1,0 +1,179 @@
+"""A query's candidates, with no database: the pool, validation windows, the best *k* (DESIGN §4).
+
+A query reads posting lists into a :class:`Pool` of entries with estimated
+distances; walks the entries that pass, best estimate first, a window at a time
+(:func:`in_order`), keeping those whose version is their vector's current one,
+one per vector (:func:`valid`); scores the best of those exactly and ranks them
+by the exact distances (:func:`best`). What needs the database or the query's
+terms, the caller (``index/search.py``) passes in: the estimates and exact
+distances, and which versions are current.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# A validation window is four times the entries wanted: with a vector's
+# replicas among them (up to ``replicas``, 3 by default), one window (one
+# version lookup) is usually enough.
+WINDOW_PER_WANTED = 4
+# And at least this many, so that a query for a few rows still asks about a
+# batch of them per lookup. (Set with the first index tests, not measured since.)
+MIN_WINDOW = 64
+# in_order sorts this many windows' worth first, by a partial sort: most
+# queries need the first window or two.
+FRONT_WINDOWS = 4
+# ... when there are more than twice that many candidates; fewer are sorted at once.
+PARTIAL_SORT_BEYOND = 2
+
+Resolve = Callable[[list[int]], Mapping[int, int]]
+"""Vector ids -> the current version of each that exists and that the query's SQL conditions allow."""
+
+Score = Callable[[np.ndarray], tuple[np.ndarray, list[np.ndarray]]]
+"""Pool positions -> (those that pass on their exact distances, those distances per term)."""
+
+
+@dataclass
+class Pool:
+    """Entries read so far, with estimated distances; validated lazily, best first."""
+
+    blocks: list[np.ndarray]  # the decoded entries, as read
+    ids: np.ndarray
+    versions: np.ndarray
+    values: list[np.ndarray]  # per plan term: float32 estimates
+    passing: np.ndarray  # the distance conditions hold, on the estimates
+    # vector id -> its current version, or -1: deleted, or excluded by the
+    # query's SQL conditions. Asked only for the best candidates.
+    known: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, terms: int) -> Pool:
+        return cls(
+            [],
+            np.empty(0, np.int64),
+            np.empty(0, np.uint32),
+            [np.empty(0, np.float32) for _ in range(terms)],
+            np.empty(0, bool),
+        )
+
+    def add(self, entries: np.ndarray, values: list[np.ndarray], passing: np.ndarray) -> None:
+        """Entries just read, their estimates per term, and whether the distance conditions hold on those."""
+        self.blocks.append(entries)
+        self.ids = np.concatenate([self.ids, entries["id"].astype(np.int64)])
+        self.versions = np.concatenate([self.versions, entries["version"]])
+        self.values = [np.concatenate([old, new]) for old, new in zip(self.values, values)]
+        self.passing = np.concatenate([self.passing, passing])
+
+    def entries(self, positions: np.ndarray) -> np.ndarray:
+        """The entries at these pool positions (a few: the candidates re-scored)."""
+        starts = np.cumsum([0] + [len(block) for block in self.blocks[:-1]])
+        which = np.searchsorted(starts, positions, side="right") - 1
+        return np.concatenate(
+            [self.blocks[b][p - starts[b] : p - starts[b] + 1] for b, p in zip(which.tolist(), positions.tolist())]
+        )
+
+
+def union(rankings: Iterable[np.ndarray]) -> list[int]:
+    """The heads of every ranking, each once, in the order first met."""
+    return list(dict.fromkeys(int(h) for ranking in rankings for h in ranking.tolist()))
+
+
+def window(need: int) -> int:
+    """How many candidates one version lookup asks about, for *need* valid entries."""
+    return max(WINDOW_PER_WANTED * need, MIN_WINDOW)
+
+
+def in_order(candidates: np.ndarray, values: np.ndarray, ids: np.ndarray, window: int) -> Iterator[np.ndarray]:
+    """*candidates* by (value, id), a window at a time.
+
+    Most queries need the first window or two: those are found by a partial
+    sort of a few windows' worth, and the rest are sorted only if asked for.
+    """
+
+    def ranked(subset: np.ndarray) -> np.ndarray:
+        return subset[np.lexsort((ids[subset], values[subset]))]
+
+    first = FRONT_WINDOWS * window
+    if len(candidates) > PARTIAL_SORT_BEYOND * first:
+        nearest = candidates[np.argpartition(values[candidates], first)[:first]]
+        front = ranked(nearest)
+        for start in range(0, len(front), window):
+            yield front[start : start + window]
+        rest = ranked(np.setdiff1d(candidates, nearest, assume_unique=True))
+    else:
+        rest = ranked(candidates)
+    for start in range(0, len(rest), window):
+        yield rest[start : start + window]
+
+
+def valid(pool: Pool, term: int, need: int, resolve: Resolve) -> Iterator[np.ndarray]:
+    """Pool positions of valid entries, best estimate first (by *term*), a window at a time.
+
+    A window is four times the *need*: with a vector's replicas among them,
+    one window (one version lookup) is usually enough.
+
+    Walks the passing entries in estimated-distance order (ties by id) and asks
+    *resolve* about their vectors a window at a time: the current version
+    (a stale copy or a deleted row drops out) and, with SQL conditions, whether
+    the row matches them. One entry per vector (replicas are identical).
+    """
+    candidates = np.flatnonzero(pool.passing)
+    values = pool.values[term]
+    taken: set[int] = set()
+    for positions in in_order(candidates, values, pool.ids, window(need)):
+        unknown = sorted({int(i) for i in pool.ids[positions]} - pool.known.keys())
+        if unknown:
+            current = resolve(unknown)
+            for vector_id in unknown:
+                pool.known[vector_id] = current.get(vector_id, -1)
+        kept = []
+        for position in positions.tolist():
+            vector_id = int(pool.ids[position])
+            if vector_id in taken or pool.known[vector_id] != int(pool.versions[position]):
+                continue
+            kept.append(position)
+            taken.add(vector_id)
+        yield np.array(kept, dtype=np.int64)
+
+
+def best(
+    pool: Pool, term: int, need: int, rerank: int, resolve: Resolve, score: Score
+) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    """(vector ids, exact distances per term) of the best *need* valid entries; None if too few.
+
+    The best ``need + rerank`` valid entries by estimate are scored exactly,
+    their distance conditions checked again on the exact values, and ranked
+    by those (by *term*, ties by id); more are taken while conditions fail on
+    the exact values.
+    """
+    scored: list[tuple[np.ndarray, list[np.ndarray]]] = []
+
+    def take(positions: np.ndarray) -> int:
+        """Score *positions* exactly; keep those that pass on the exact values. How many were kept."""
+        if not len(positions):
+            return 0
+        passing, values = score(positions)
+        scored.append((pool.ids[passing], values))
+        return len(passing)
+
+    kept = 0
+    wanted = need + rerank
+    pending = np.empty(0, np.int64)
+    for found in valid(pool, term, wanted, resolve):
+        pending = np.concatenate([pending, found])
+        while kept < wanted and len(pending) >= wanted - kept:
+            batch, pending = pending[: wanted - kept], pending[wanted - kept :]
+            kept += take(batch)
+        if kept >= wanted:
+            break
+    else:
+        kept += take(pending[: wanted - kept])
+    if kept < need:
+        return None
+    ids = np.concatenate([block[0] for block in scored]).astype(np.int64)
+    values = [np.concatenate([block[1][i] for block in scored]) for i in range(len(pool.values))]
+    order = np.lexsort((ids, values[term]))[:need]
+    return ids[order], [column[order] for column in values]
