@@ -105,7 +105,7 @@ class WrongSize(InvalidVector):
     def __init__(self, positions: np.ndarray, sizes: np.ndarray, dimensions: int, total: int) -> None:
         super().__init__(
             "corrupt",
-            f"expected {total} vectors of {dimensions} dimensions ({dimensions * 4} bytes each), "
+            f"expected {total} vectors of {dimensions} dimensions ({dimensions * 4} bytes each), "  # float32
             f"got {len(positions)} of another size (the first, at position {positions[0]}, "
             f"has {sizes[0]} bytes)",
         )

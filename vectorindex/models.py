@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from .engine import wal
+
 
 class IndexState(models.Model):
     """One row per VectorIndex: what it indexes, its status, and its WAL position.
@@ -133,8 +135,8 @@ class WalEntry(models.Model):
     """One head-index change, written in the transaction that made it."""
 
     class Op(models.IntegerChoices):
-        ADD = 1, "add head"
-        REMOVE = 2, "remove head"
+        ADD = wal.ADD, "add head"  # the engine's numbers: it replays these rows
+        REMOVE = wal.REMOVE, "remove head"
 
     pk = models.CompositePrimaryKey("index_id", "lsn")
     index_id = models.BigIntegerField()

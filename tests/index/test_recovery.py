@@ -113,12 +113,6 @@ def test_head_changes_go_through_the_wal_and_are_replayed(built):
     assert "point_embedding: ok" in check("point_embedding")
 
 
-def test_the_engine_replays_the_ops_the_wal_table_stores():
-    from vectorindex.engine import wal
-
-    assert (wal.ADD, wal.REMOVE) == (WalEntry.Op.ADD, WalEntry.Op.REMOVE)
-
-
 def test_a_process_behind_a_compaction_loads_the_snapshot(built):
     """Another process changed heads and compacted the WAL past this process's
     LSN: the entries it lacks are only in the snapshot now, and it loads it
