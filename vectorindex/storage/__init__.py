@@ -347,20 +347,6 @@ class Storage:
         )
         self.append([(head_id, count, payload) for count, payload in rows])
 
-    def lock_versions(self, vector_ids: Sequence[int]) -> dict[int, int]:
-        """Lock these vectors' version rows; their current versions (live ones only)."""
-        if not self.mysql:
-            return self.current_versions(vector_ids)
-        result: dict[int, int] = {}
-        for batch in _batches(sorted(int(i) for i in vector_ids)):
-            rows = self._execute(
-                f"SELECT vector_id, version, deleted FROM {self.version_table} WHERE index_id = %s "
-                f"AND vector_id IN ({self._marks(len(batch))}) FOR UPDATE",
-                [self.index_id, *batch],
-            )
-            result.update((vid, version) for vid, version, deleted in rows if not deleted)
-        return result
-
     def bump_versions(self, vector_ids: Sequence[int]) -> None:
         for batch in _batches([int(i) for i in vector_ids]):
             self._execute(
