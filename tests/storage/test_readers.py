@@ -45,7 +45,8 @@ def test_outside_a_transaction_readers_read_the_same_lists(settings, monkeypatch
     settings.VECTORINDEX = {"QUERY_READERS": 1}
     with CaptureQueriesContext(connection) as alone:
         one = nearest(queries)
-    settings.VECTORINDEX = {"QUERY_READERS": 4, "QUERY_READERS_ABOVE_US": 0}  # always spread
+    settings.VECTORINDEX = {"QUERY_READERS": 4}
+    monkeypatch.setattr(readers, "SPREAD_ABOVE_US", 0)  # always spread
     with CaptureQueriesContext(connection) as spread:
         many = nearest(queries)
     assert many == one
@@ -66,7 +67,8 @@ def test_outside_a_transaction_readers_read_the_same_lists(settings, monkeypatch
 def test_inside_a_transaction_its_own_appends_are_read(settings, monkeypatch):
     Point.objects.bulk_create(Point(embedding=v) for v in clustered(3000))
     build("point_embedding")
-    settings.VECTORINDEX = {"QUERY_READERS": 4, "QUERY_READERS_ABOVE_US": 0}
+    settings.VECTORINDEX = {"QUERY_READERS": 4}
+    monkeypatch.setattr(readers, "SPREAD_ABOVE_US", 0)
     vector = (clustered(1, seed=11)[0] + np.float32(0.01)).astype(np.float32)
     with transaction.atomic():
         new = Point.objects.create(embedding=vector)
@@ -108,9 +110,10 @@ def test_reads_are_spread_only_while_a_key_takes_longer_than_the_threshold(setti
     monkeypatch.setattr(readers, "_paces", paces)
     clock = iter(float(t) for t in range(1000))  # each timed read takes 1 s: 1/64 s a key
     read_here, read_there = fake_reads(monkeypatch, clock)
+    settings.VECTORINDEX = {"QUERY_READERS": 4}
 
     def read(above_us: float) -> tuple[int, int]:
-        settings.VECTORINDEX = {"QUERY_READERS": 4, "QUERY_READERS_ABOVE_US": above_us}
+        monkeypatch.setattr(readers, "SPREAD_ABOVE_US", above_us)
         read_here.clear()
         read_there.clear()
         assert len(readers.read_by_keys(connection, str, [], range(64), kind="postings", per_reader=8)) == 64
@@ -138,7 +141,8 @@ def test_the_first_timed_read_seeds_the_pace_and_later_ones_move_it_by_its_weigh
     paces = {}
     monkeypatch.setattr(readers, "_paces", paces)
     fake_reads(monkeypatch, taking(1.0, 3.0, 2.0))
-    settings.VECTORINDEX = {"QUERY_READERS": 4, "QUERY_READERS_ABOVE_US": 1e6}  # never spread: every read timed
+    settings.VECTORINDEX = {"QUERY_READERS": 4}
+    monkeypatch.setattr(readers, "SPREAD_ABOVE_US", 1e6)  # never spread: every read timed
     mysql = SimpleNamespace(vendor="mysql", alias="replica", in_atomic_block=False)
     for _ in range(3):
         readers.read_by_keys(mysql, str, [], range(64), kind="versions", per_reader=16)
@@ -148,9 +152,9 @@ def test_the_first_timed_read_seeds_the_pace_and_later_ones_move_it_by_its_weigh
     assert paces == {("replica", "versions"): [pytest.approx(third), 3]}
 
 
-def test_a_database_without_a_dialect_is_read_on_its_own_connection(settings, monkeypatch):
+def test_a_database_without_a_dialect_is_read_on_its_own_connection(monkeypatch):
     read_here, read_there = fake_reads(monkeypatch, taking(1.0))
-    settings.VECTORINDEX = {"QUERY_READERS": 4, "QUERY_READERS_ABOVE_US": 0}
+    monkeypatch.setattr(readers, "SPREAD_ABOVE_US", 0)
     other = SimpleNamespace(vendor="postgresql", alias="other", in_atomic_block=False)
     assert len(readers.read_by_keys(other, str, [], range(64), kind="rows", per_reader=16)) == 64
     assert (len(read_here), len(read_there)) == (64, 0)

@@ -7,8 +7,8 @@ several statements keep the disk busy when the rows are not in the buffer
 pool. Rows in the buffer pool are read faster on one connection (reader
 threads then only contend for the cores and the GIL), so this process keeps
 the recent time a key of each kind of read took on one connection (its
-pace), and spreads that kind only while it is above
-``QUERY_READERS_ABOVE_US``.
+pace), and spreads that kind only while it is slow enough to be waiting on
+the disk. The thresholds are the app's own, from BENCHMARKS.md round 6.
 """
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ from .dialects import DIALECTS
 LISTS_PER_READER = 8
 ROWS_PER_READER = 16
 
+# A kind of read is spread only while a key of it has lately taken more than
+# this many microseconds on one connection: rows read from the disk. Measured
+# (BENCHMARKS.md round 6): from the buffer pool a posting list took 52–100 µs
+# and a version row 10–34, from the disk 409–521 and 126–138; a threshold of
+# 150 left the version rows on one connection out of RAM. 0: always spread.
+SPREAD_ABOVE_US = 100
 # While reads are spread, one in SAMPLE_EVERY is still read (and timed) on
 # one connection, to notice when the rows are back in the buffer pool; spread
 # reads share the cores and would look slower than they are. Round 6 measured
@@ -60,7 +66,7 @@ def read_by_keys(
 
     Spread over reader connections (see the module's docstring) at least
     *per_reader* keys each, while reads of this *kind* are slower than
-    ``QUERY_READERS_ABOVE_US`` a key. In autocommit mode every statement sees the
+    ``SPREAD_ABOVE_US`` a key. In autocommit mode every statement sees the
     latest commits anyway, so reading on other connections sees what this
     one would. This connection reads one share itself. Inside a transaction
     everything is read here, where the transaction's own writes are visible.
@@ -70,7 +76,7 @@ def read_by_keys(
     dialect = DIALECTS.get(connection.vendor)
     if readers < 2 or dialect is None or not dialect.parallel_reads or connection.in_atomic_block:
         return _read(connection, sql, params, keys, batch)
-    above = vectorindex_settings.QUERY_READERS_ABOVE_US
+    above = SPREAD_ABOVE_US
     pace = _paces.setdefault((connection.alias, kind), [0.0, 0])
     pace[1] += 1
     if above and (pace[0] * 1e6 <= above or pace[1] % SAMPLE_EVERY == 0):
