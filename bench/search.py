@@ -255,9 +255,9 @@ def baselines(args, results: dict, base: np.ndarray, queries: np.ndarray, truth_
 
 def read_pace() -> dict[str, float]:
     """The moving average of µs a key per kind of read, which decides whether reads are spread."""
-    from vectorindex import storage
+    from vectorindex.storage import readers
 
-    return {kind: round(seconds * 1e6, 1) for (_alias, kind), (seconds, _reads) in sorted(storage._paces.items())}
+    return {kind: round(seconds * 1e6, 1) for (_alias, kind), (seconds, _reads) in sorted(readers._paces.items())}
 
 
 def sweep(nearest, queries: np.ndarray, truth: np.ndarray, probes_list: list[int], queries_at_100: int) -> list[dict]:

@@ -120,7 +120,36 @@ def test_an_index_on_an_unsupported_database_is_refused(elsewhere, vendor):
         f"testapp.Point: VectorIndex 'point_embedding' is on database 'elsewhere', which is {vendor}: "
         "the index needs SQLite or MySQL/MariaDB."
     )
+    assert error.hint.startswith("Keep testapp.Point on SQLite or MySQL/MariaDB (a database router decides")
     assert "a VectorField without an index works on any database" in error.hint
+
+
+@pytest.fixture
+def postgresql_dialect(monkeypatch):
+    """A dialect registered for PostgreSQL, as a new backend's would be (only its vendor and name are read by the check)."""
+    from vectorindex.storage import dialects
+    from vectorindex.storage.dialects.mysql import MySQLDialect
+
+    class Stand(MySQLDialect):
+        vendor = "postgresql"
+        name = "PostgreSQL"
+
+    monkeypatch.setitem(dialects.DIALECTS, "postgresql", Stand())
+
+
+def test_a_database_with_a_dialect_is_accepted(elsewhere, postgresql_dialect):
+    """The supported databases come from the dialect registry."""
+    elsewhere("postgresql")
+    assert index_database_errors() == []
+
+
+def test_the_databases_named_are_those_with_a_dialect(elsewhere, postgresql_dialect):
+    elsewhere("oracle")
+    [error] = index_database_errors()
+    assert error.msg == (
+        "testapp.Point: VectorIndex 'point_embedding' is on database 'elsewhere', which is oracle: "
+        "the index needs SQLite, MySQL/MariaDB or PostgreSQL."
+    )
 
 
 class PointWrittenElsewhere:

@@ -24,9 +24,9 @@ def test_unknown_and_bad_values_are_refused(settings):
     settings.VECTORINDEX = {"RESULT_BATCH_SIZE": 0}
     with pytest.raises(ImproperlyConfigured, match="VECTORINDEX\\['RESULT_BATCH_SIZE'\\] must be a positive integer, got 0."):
         vectorindex_settings.RESULT_BATCH_SIZE
-    settings.VECTORINDEX = {"QUERY_READERS_ABOVE_US": -1}
-    with pytest.raises(ImproperlyConfigured, match="'QUERY_READERS_ABOVE_US'\\] must be a number of microseconds ≥ 0, got -1."):
-        vectorindex_settings.QUERY_READERS
+    settings.VECTORINDEX = {"RETIRED_GRACE": -1}
+    with pytest.raises(ImproperlyConfigured, match="'RETIRED_GRACE'\\] must be a number of seconds ≥ 0, got -1."):
+        vectorindex_settings.RETIRED_GRACE
     settings.VECTORINDEX = {"RETIRED_GRACE": "5"}
     with pytest.raises(ImproperlyConfigured, match="'RETIRED_GRACE'\\] must be a number of seconds ≥ 0, got '5'."):
         vectorindex_settings.RETIRED_GRACE
@@ -40,6 +40,24 @@ def test_unknown_and_bad_values_are_refused(settings):
         vectorindex_settings.JOB_LOCK_TIMEOUT
     with pytest.raises(AttributeError):
         vectorindex_settings.NOT_A_SETTING
+
+
+def test_a_removed_setting_is_refused_with_when_and_why(settings):
+    """QUERY_READERS_ABOVE_US became a constant of storage/readers.py in 0.9.0; QUERY_READERS stays."""
+    from vectorindex.storage import readers
+
+    assert "QUERY_READERS_ABOVE_US" not in DEFAULTS
+    settings.VECTORINDEX = {"QUERY_READERS": 2, "QUERY_READERS_ABOVE_US": 100}
+    with pytest.raises(ImproperlyConfigured) as refused:
+        vectorindex_settings.QUERY_READERS
+    assert str(refused.value) == (
+        "VECTORINDEX['QUERY_READERS_ABOVE_US'] was removed in 0.9.0: reads are spread over QUERY_READERS "
+        "connections while they wait on the disk, a threshold the app keeps itself. "
+        "Remove it from settings.VECTORINDEX."
+    )
+    settings.VECTORINDEX = {"QUERY_READERS": 2}
+    assert vectorindex_settings.QUERY_READERS == 2
+    assert readers.SPREAD_ABOVE_US == 100
 
 
 def test_jobs_setting(settings):

@@ -10,7 +10,7 @@ from django.core.exceptions import FieldDoesNotExist
 
 from .fields import VectorField
 from .orm.queryset import VectorQuerySet
-from .storage.backends import SUPPORTED, SUPPORTED_VENDORS, vendor
+from .storage.dialects import DIALECTS, supported_databases, vendor
 
 
 def _vector_models() -> list[Any]:
@@ -129,11 +129,12 @@ def check_model_vector_indexes(model: Any) -> list[checks.CheckMessage]:
                 )
             )
         used, unrouted = _databases(model)
+        supported = supported_databases()
         for alias, kind in _unsupported(used):
             messages.append(
                 checks.Error(
-                    f"{label} is on database '{alias}', which is {kind}: the index needs {SUPPORTED}.",
-                    hint=f"Keep {model._meta.label} on {SUPPORTED} (a database router decides where "
+                    f"{label} is on database '{alias}', which is {kind}: the index needs {supported}.",
+                    hint=f"Keep {model._meta.label} on {supported} (a database router decides where "
                     "it is read, written and migrated), or remove the VectorIndex: a VectorField "
                     "without an index works on any database, its queries answered exactly.",
                     obj=model,
@@ -145,7 +146,7 @@ def check_model_vector_indexes(model: Any) -> list[checks.CheckMessage]:
                 checks.Warning(
                     f"{label}: no database router keeps {model._meta.label} off database '{alias}', "
                     f"which is {kind}; `migrate --database {alias}` would create its table there, "
-                    f"where the index cannot work (it needs {SUPPORTED}).",
+                    f"where the index cannot work (it needs {supported}).",
                     hint=f"Add a database router whose allow_migrate() returns False for "
                     f"{model._meta.label} on '{alias}', or never migrate it there.",
                     obj=model,
@@ -196,9 +197,9 @@ def _routed_migrate(alias: str, model: Any) -> bool | None:
 
 
 def _unsupported(aliases: set[str]) -> list[tuple[str, str]]:
-    """(alias, vendor) of those of *aliases* on a database the index does not support."""
+    """(alias, vendor) of those of *aliases* on a database the index has no dialect for."""
     found = [(alias, vendor(alias)) for alias in sorted(aliases)]
-    return [(alias, name) for alias, name in found if name not in SUPPORTED_VENDORS]
+    return [(alias, name) for alias, name in found if name not in DIALECTS]
 
 
 @checks.register()

@@ -48,14 +48,9 @@ DEFAULTS: dict[str, Any] = {
     # transaction): its posting lists, version rows and re-ranked rows, at
     # least 8 lists or 16 rows a connection. Its own connection reads one
     # share; reader threads, each with a connection of its own kept open,
-    # read the others. 1: the query's own connection only.
+    # read the others. 1: the query's own connection only. Reads are spread
+    # only while they wait on the disk (vectorindex/storage/readers.py).
     "QUERY_READERS": 4,
-    # ... but only while reads of that kind (posting lists, version rows,
-    # re-ranked rows) have lately taken more than this many microseconds a
-    # key on one connection: rows read from the disk (126–521 measured).
-    # From the buffer pool they took 10–100, and one connection reads those
-    # faster. 0: always spread.
-    "QUERY_READERS_ABOVE_US": 100,
     # Seconds a retired head's posting rows stay readable before they are
     # deleted (processes whose head index is older still route to it).
     "RETIRED_GRACE": 300,
@@ -71,7 +66,17 @@ POSITIVE_INTEGERS = (
     "JOB_LOCK_TIMEOUT",
 )
 POSITIVE_NUMBERS = {"ENQUEUE_TIMEOUT": "seconds"}
-NON_NEGATIVE_NUMBERS = {"RETIRED_GRACE": "seconds", "QUERY_READERS_ABOVE_US": "microseconds"}
+NON_NEGATIVE_NUMBERS = {"RETIRED_GRACE": "seconds"}
+
+# Settings that are no more: name -> (the version that removed it, why). A
+# project that still sets one is told so, rather than that it is unknown.
+REMOVED: dict[str, tuple[str, str]] = {
+    "QUERY_READERS_ABOVE_US": (
+        "0.9.0",
+        "reads are spread over QUERY_READERS connections while they wait on the disk, "
+        "a threshold the app keeps itself",
+    ),
+}
 
 
 class VectorIndexSettings:
@@ -90,6 +95,12 @@ class VectorIndexSettings:
 
     def _load(self) -> dict[str, Any]:
         user = self.user_settings
+        removed = sorted(set(user) & set(REMOVED))
+        if removed:
+            raise ImproperlyConfigured(
+                " ".join(f"VECTORINDEX['{name}'] was removed in {REMOVED[name][0]}: {REMOVED[name][1]}." for name in removed)
+                + " Remove it from settings.VECTORINDEX."
+            )
         unknown = sorted(set(user) - set(self.defaults))
         if unknown:
             raise ImproperlyConfigured(

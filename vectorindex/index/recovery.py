@@ -20,7 +20,7 @@ from django.utils import timezone
 from ..engine.head import HeadIndex, prepare
 from ..exceptions import HeadIndexError, IndexNotReady, SnapshotError
 from ..models import Head, IndexState, Snapshot
-from ..storage import StateRow, job_transaction
+from ..storage import StateRow, dialect_for, job_transaction
 from ..wording import counted
 from .integrity import Survey, survey
 from .registry import Declared
@@ -151,9 +151,7 @@ def _on_one_snapshot(declared: Declared, using: str, work: Callable[[Any, Any, S
     """
     _rt, outer, _state = _ready(declared, using)  # not ready: said before any wait
     connection = connections[using]
-    if connection.vendor == "mysql" and not connection.in_atomic_block:
-        with connection.cursor() as cursor:  # applies to the next transaction only
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    dialect_for(connection).isolate_next_transaction(connection, "REPEATABLE READ")
     with transaction.atomic(using=using):
         outer.lock_state(exclusive=False)
         rt, storage, state = _ready(declared, using)

@@ -24,7 +24,7 @@ from ..engine.head import HeadIndex, HeadView, unpack
 from ..engine.postings import Payload
 from ..exceptions import HeadIndexError, IndexOutdated, SnapshotError
 from ..models import IndexState, Snapshot
-from ..storage import StateRow, Storage, on_own_connection
+from ..storage import StateRow, Storage, dialect_for, on_own_connection
 from . import jobs
 from .registry import Declared, build_changes, outdated_message, register
 
@@ -185,7 +185,7 @@ class Runtime:
         """
         storage, state = self.open()
         seen = seen or state
-        if self.connection.vendor == "mysql" and self.connection.in_atomic_block:
+        if dialect_for(self.connection).writers_read_a_snapshot and self.connection.in_atomic_block:
             head = on_own_connection(self.using, lambda: self._committed(storage, state, seen))
             if head is not None:
                 return head
@@ -203,7 +203,7 @@ class Runtime:
         """This index's storage with the entry layout of *state*'s generation, as a lock on the state row reads it."""
         with self.connection.cursor() as cursor:
             table = self.connection.ops.quote_name(IndexState._meta.db_table)
-            lock = " LOCK IN SHARE MODE" if self.connection.vendor == "mysql" else ""
+            lock = dialect_for(self.connection).share_lock
             cursor.execute(f"SELECT payload FROM {table} WHERE id = %s{lock}", [self.state_id])
             (stored,) = cursor.fetchone()
         payload = Payload.from_state(self.declared.field.dimensions, json.loads(stored) if isinstance(stored, str) else stored)

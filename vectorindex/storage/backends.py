@@ -1,18 +1,8 @@
-"""What differs between database backends, kept in one place.
+"""What code outside :class:`~vectorindex.storage.Storage` does on a connection its backend's way.
 
-The index lives on SQLite and MySQL/MariaDB only (:func:`check_supported`,
-system check ``vectorindex.E105``).
-
-The exact path reads a whole table's keys and vectors in one pass. Django's
-MySQL backend uses mysqlclient's default cursor, which buffers the entire result
-in client memory before the first row is returned; an unbuffered server-side
-cursor (``SSCursor``) keeps the pass within one chunk of memory. SQLite's cursor
-already steps through the result lazily.
-
-How long a statement waits for a lock another transaction holds is a session
-setting on MySQL/MariaDB (``innodb_lock_wait_timeout``, in seconds) and a
-connection setting on SQLite (its busy timeout, in milliseconds, which bounds
-the wait for the one write lock).
+A job's transaction and how long its lock waits last (through the
+connection's dialect), and a long result streamed in chunks — the last on any
+database, since an exact scan needs no index.
 """
 
 from __future__ import annotations
@@ -21,88 +11,60 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, NotSupportedError, connections
+from django.db import DatabaseError, connections, transaction
 
-# The index's locks and its posting-list sequence (storage.py) are written for
-# these; a VectorField without an index works on any database (its distances
-# are computed in numpy from a plain binary column).
-SUPPORTED_VENDORS = ("sqlite", "mysql")
-SUPPORTED = "SQLite or MySQL/MariaDB"
+from .dialects import DIALECTS, dialect_for
 
 
-def vendor(alias: str) -> str:
-    """The vendor of database *alias* (``"sqlite"``, ``"mysql"``, ``"postgresql"``, …), without connecting."""
+@contextmanager
+def job_transaction(using: str) -> Iterator[None]:
+    """The transaction of a build or a maintenance job: READ COMMITTED on MySQL/MariaDB, whatever the connection's default.
+
+    A job waits for locks (the state row, a head's row) and must then read
+    what the transactions it waited for committed. Under REPEATABLE READ its
+    plain reads would show the tables as of its first read, before the
+    wait: a split would copy a list as it stood before a merge appended to
+    it, and retire the head with the merge's vectors behind.
+    """
+    connection = connections[using]
+    dialect_for(connection).isolate_next_transaction(connection, "READ COMMITTED")
+    with transaction.atomic(using=using):
+        yield
+
+
+@contextmanager
+def lock_timeout(connection: Any, seconds: int) -> Iterator[None]:
+    """Inside, a lock wait on *connection* gives up after *seconds*; the setting before is restored after."""
+    dialect = dialect_for(connection)
+    with connection.cursor() as cursor:
+        cursor.execute(dialect.lock_wait_read)
+        previous = int(cursor.fetchone()[0])
+        cursor.execute(dialect.lock_wait_write.format(int(seconds * dialect.lock_wait_units)))
     try:
-        return connections[alias].vendor
-    except (ImportError, ImproperlyConfigured):
-        # The backend's driver is not installed here (psycopg, oracledb):
-        # Django's own backends are named after their vendor.
-        return connections.settings[alias]["ENGINE"].rsplit(".", 1)[-1]
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(dialect.lock_wait_write.format(previous))
+        except DatabaseError:
+            # The connection broke: one whose settings are unknown is not reused.
+            if not connection.in_atomic_block:
+                connection.close()
 
 
-def check_supported(connection: Any) -> None:
-    """Refuse a database the index's storage is not written for, instead of treating it as SQLite."""
-    if connection.vendor not in SUPPORTED_VENDORS:
-        raise NotSupportedError(
-            f"A VectorIndex needs {SUPPORTED}; database '{connection.alias}' is "
-            f"{connection.vendor}. A VectorField without an index works on any database."
-        )
-
-
-def stream_rows(
-    connection: Any, sql: str, params: Any, chunk_size: int
-) -> Iterator[list[tuple]]:
+def stream_rows(connection: Any, sql: str, params: Any, chunk_size: int) -> Iterator[list[tuple]]:
     """Run *sql* on *connection* and yield its rows in lists of *chunk_size*.
 
     The query runs in the connection's current transaction, so it sees that
-    transaction's own uncommitted writes.
+    transaction's own uncommitted writes. Where the backend has a dialect,
+    the rows come from the server as they are fetched (its
+    ``streaming_cursor``); on any other database, through Django's cursor.
     """
-    cursor = _streaming_cursor(connection)
+    dialect = DIALECTS.get(connection.vendor)
+    cursor = dialect.streaming_cursor(connection) if dialect is not None else connection.cursor()
     try:
         cursor.execute(sql, params)
         while rows := cursor.fetchmany(chunk_size):
             yield rows
     finally:
         cursor.close()
-
-
-def _streaming_cursor(connection: Any) -> Any:
-    if connection.vendor != "mysql":
-        return connection.cursor()
-    from MySQLdb.cursors import SSCursor
-
-    connection.ensure_connection()
-    with connection.wrap_database_errors:
-        raw = connection.connection.cursor(SSCursor)
-    if connection.queries_logged:
-        return connection.make_debug_cursor(raw)
-    return connection.make_cursor(raw)
-
-
-# vendor -> (statement reading the lock wait timeout, statement setting it,
-# units in a second).
-LOCK_TIMEOUTS = {
-    "mysql": ("SELECT @@SESSION.innodb_lock_wait_timeout", "SET SESSION innodb_lock_wait_timeout = {}", 1),
-    "sqlite": ("PRAGMA busy_timeout", "PRAGMA busy_timeout = {}", 1000),
-}
-
-
-@contextmanager
-def lock_timeout(connection: Any, seconds: int) -> Iterator[None]:
-    """Inside, a lock wait on *connection* gives up after *seconds*; the setting before is restored after."""
-    read, write, units = LOCK_TIMEOUTS[connection.vendor]
-    with connection.cursor() as cursor:
-        cursor.execute(read)
-        previous = int(cursor.fetchone()[0])
-        cursor.execute(write.format(int(seconds * units)))
-    try:
-        yield
-    finally:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(write.format(previous))
-        except DatabaseError:
-            # The connection broke: one whose settings are unknown is not reused.
-            if not connection.in_atomic_block:
-                connection.close()

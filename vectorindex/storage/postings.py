@@ -1,0 +1,125 @@
+"""The postings table: each head's posting list, stored as many packed rows under ``(index_id, head_id, seq)``.
+
+An append is one INSERT of new rows, never a read or rewrite of an existing
+one (DESIGN §2); how a new row gets its ``seq`` is the dialect's
+(:meth:`Dialect.append_postings`). A list is read by one range scan of its
+key prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from .base import LISTS_PER_STATEMENT, StorageBase, in_batches
+from .readers import LISTS_PER_READER, read_by_keys
+
+# Heads whose lists iter_postings reads at once: bounds the memory of a pass
+# over every list (a check, a sweep) to that many lists' entries. The first
+# version's choice.
+HEADS_PER_PASS = 200
+
+
+class PostingRows(StorageBase):
+    """Appends, rewrites and reads of the index's posting lists."""
+
+    def append(self, rows: Sequence[tuple[int, int, bytes]]) -> None:
+        """Append (head_id, count, payload) rows: INSERTs only, never a read of old rows."""
+        self.dialect.append_postings(self, rows)
+
+    def append_one(
+        self, name: str, generation: int, lsn: int, vector_id: int, head_ids: Sequence[int], count: int, payload: bytes
+    ) -> tuple[int, dict[int, int]] | None:
+        """Index one new vector in one round trip, while the head index is *generation* at *lsn* (where ``self.batches``).
+
+        What ``lock_heads_shared``, ``next_versions`` and ``append`` do in
+        three round trips, as one batch of statements, each guarded by one
+        check of the state row: is it still this index, ready, of
+        *generation* and at *lsn* (the head index the vector was routed on)?
+        When it is not, nothing is locked or written: None. Otherwise the heads
+        are share-locked, the vector gets its version, and the entry —
+        *payload*, encoded with version 1, the version of a vector new to the
+        index — is appended to every alive head of *head_ids*. Returns (the
+        version given, alive heads with their entries before the append); an
+        entry whose version is not the one given is stale, as a later
+        version's entries make any older one, and searches skip it.
+        """
+        return self.dialect.append_one(self, name, generation, lsn, vector_id, head_ids, count, payload)
+
+    def replace_postings(self, head_id: int, rows: Sequence[tuple[int, bytes]]) -> None:
+        """Rewrite one posting list as *rows* (count, payload): defragmenting."""
+        self._execute(
+            f"DELETE FROM {self.posting_table} WHERE index_id = %s AND head_id = %s", [self.index_id, head_id]
+        )
+        self.append([(head_id, count, payload) for count, payload in rows])
+
+    def _posting_sql(self, count: int) -> str:
+        return (
+            f"SELECT head_id, payload FROM {self.posting_table} WHERE index_id = %s "
+            f"AND head_id IN ({self._marks(count)})"
+        )
+
+    def posting_rows(self, head_ids: Sequence[int]) -> list[tuple[int, bytes]]:
+        """(head id, payload) of every row of these posting lists (see :func:`read_by_keys`)."""
+        ids = [int(h) for h in head_ids]
+        rows = read_by_keys(
+            self.connection, self._posting_sql, [self.index_id], ids,
+            kind="postings", per_reader=LISTS_PER_READER, batch=LISTS_PER_STATEMENT,
+        )
+        return [(head_id, bytes(payload)) for head_id, payload in rows]
+
+    def read_postings(self, head_ids: Sequence[int], rows_per_head: dict[int, int] | None = None) -> np.ndarray:
+        """Every entry of these posting lists, decoded; *rows_per_head* gets row counts."""
+        rows = self.posting_rows(head_ids)
+        if rows_per_head is not None:
+            for head_id, _payload in rows:
+                rows_per_head[head_id] = rows_per_head.get(head_id, 0) + 1
+        return self.payload.decode([payload for _head_id, payload in rows])
+
+    def read_postings_with_owners(self, head_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(head id per entry, entries) of these posting lists."""
+        size = self.payload.dtype.itemsize
+        rows = self.posting_rows(head_ids)
+        owners = [np.full(len(payload) // size, head_id, dtype=np.int64) for head_id, payload in rows]
+        owner_array = np.concatenate(owners) if owners else np.empty(0, np.int64)
+        return owner_array, self.payload.decode([payload for _head_id, payload in rows])
+
+    def list_sizes(self, head_ids: Sequence[int]) -> dict[int, int]:
+        """Entries (stale ones included) in each of these posting lists."""
+        ids = sorted({int(h) for h in head_ids})
+        if not ids:
+            return {}
+        rows = self._execute(
+            f"SELECT head_id, SUM(count) FROM {self.posting_table} WHERE index_id = %s "
+            f"AND head_id IN ({self._marks(len(ids))}) GROUP BY head_id",
+            [self.index_id, *ids],
+        )
+        return {head: int(total) for head, total in rows}
+
+    def list_rows(self, head_id: int) -> int:
+        """How many rows one posting list is stored in."""
+        return self._execute(
+            f"SELECT COUNT(*) FROM {self.posting_table} WHERE index_id = %s AND head_id = %s", [self.index_id, head_id]
+        )[0][0]
+
+    def posting_sizes(self) -> dict[int, tuple[int, int]]:
+        """head id -> (entries, rows) for every posting list."""
+        rows = self._execute(
+            f"SELECT head_id, SUM(count), COUNT(*) FROM {self.posting_table} WHERE index_id = %s GROUP BY head_id",
+            [self.index_id],
+        )
+        return {head: (int(entries), int(count)) for head, entries, count in rows}
+
+    def iter_postings(self, batch_heads: int = HEADS_PER_PASS) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        """(head id per entry, entries) for all postings, a few heads at a time."""
+        heads = [row[0] for row in self._execute(
+            f"SELECT DISTINCT head_id FROM {self.posting_table} WHERE index_id = %s", [self.index_id]
+        )]
+        for batch in in_batches(sorted(heads), batch_heads):
+            yield self.read_postings_with_owners(batch)
+
+    def referenced_ids(self) -> np.ndarray:
+        """The vector id of every entry of every posting list, retired heads' too (sorted, each once)."""
+        found = [np.unique(entries["id"]) for _owners, entries in self.iter_postings()]
+        return np.unique(np.concatenate(found)).astype(np.int64) if found else np.empty(0, np.int64)

@@ -1,0 +1,143 @@
+"""The versions table: one row per indexed vector, its current version and whether it is deleted.
+
+An entry in a posting list whose version is not its vector's current one is
+stale; a deleted vector's entries stay until a rewrite of their list drops
+them, and its row until no list names it (the sweep).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .base import IN_BATCH, StorageBase, in_batches
+from .readers import ROWS_PER_READER, read_by_keys
+
+# Vectors per upsert that returns their versions: 4 parameters each, so
+# 4,000 a statement, under SQLite's limit (see IN_BATCH). The value the
+# upsert was written with.
+VERSIONS_PER_UPSERT = 1_000
+
+
+class VersionRows(StorageBase):
+    """Writes, locks and reads of the index's version rows."""
+
+    # mysqlclient turns executemany() into one multi-row INSERT only when the
+    # VALUES tuple holds nothing but placeholders: a literal 1 there makes it
+    # one round trip per row. Every value is therefore a parameter.
+
+    def next_versions(self, vector_ids: Sequence[int]) -> np.ndarray:
+        """Give each vector a new current version (1 when new) and return it.
+
+        Where the database returns rows from an upsert (MariaDB ≥ 10.5, SQLite
+        ≥ 3.35), one statement does both; elsewhere the versions are read back.
+        """
+        ids = [int(i) for i in vector_ids]
+        conflict = self.dialect.version_upsert
+        upsert = f"INSERT INTO {self.version_table} (index_id, vector_id, version, deleted) VALUES "
+        if self.connection.features.can_return_rows_from_bulk_insert:
+            versions: dict[int, int] = {}
+            for batch in in_batches(ids, VERSIONS_PER_UPSERT):
+                values = ", ".join(["(%s, %s, %s, %s)"] * len(batch))
+                params = [value for i in batch for value in (self.index_id, i, 1, False)]
+                versions.update(self._execute(f"{upsert}{values} {conflict} RETURNING vector_id, version", params))
+        else:
+            self._executemany(f"{upsert}(%s, %s, %s, %s) {conflict}", [(self.index_id, i, 1, False) for i in ids])
+            versions = self.current_versions(ids)
+        return np.array([versions[i] for i in ids], dtype=np.uint32)
+
+    def insert_versions(self, vector_ids: Sequence[int]) -> None:
+        self._executemany(
+            f"INSERT INTO {self.version_table} (index_id, vector_id, version, deleted) VALUES (%s, %s, %s, %s)",
+            [(self.index_id, int(i), 1, False) for i in vector_ids],
+        )
+
+    def bump_versions(self, vector_ids: Sequence[int]) -> None:
+        for batch in in_batches([int(i) for i in vector_ids]):
+            self._execute(
+                f"UPDATE {self.version_table} SET version = version + 1 "
+                f"WHERE index_id = %s AND vector_id IN ({self._marks(len(batch))})",
+                [self.index_id, *batch],
+            )
+
+    def delete_versions(self, vector_ids: Sequence[int]) -> None:
+        for batch in in_batches([int(i) for i in vector_ids]):
+            self._execute(
+                f"UPDATE {self.version_table} SET deleted = %s WHERE index_id = %s AND vector_id IN ({self._marks(len(batch))})",
+                [True, self.index_id, *batch],
+            )
+
+    def lock_versions(self, vector_ids: Sequence[int]) -> dict[int, tuple[int, bool]]:
+        """Lock these vectors' version rows, found by primary key, and read them: vector id -> (version, deleted).
+
+        On MySQL/MariaDB a row another transaction holds is skipped (not in
+        the answer): it is being written. Only these rows are locked: a
+        locking read that scanned the index's rows would lock every one it
+        passed, and wait for every transaction that wrote any.
+        """
+        ids = [int(i) for i in vector_ids]
+        found: dict[int, tuple[int, bool]] = {}
+        dialect = self.dialect
+        for batch in in_batches(ids, IN_BATCH):
+            marks = self._marks(len(batch))
+            where = f"index_id = %s AND vector_id IN ({marks})"
+            self._write_lock(self.version_table, "deleted", where, [self.index_id, *batch])
+            rows = self._execute(
+                f"SELECT vector_id, version, deleted FROM {self.version_table}{dialect.primary_key_hint} "
+                f"WHERE {where}{dialect.update_lock(skip_locked=True)}",
+                [self.index_id, *batch],
+            )
+            found.update((int(vector_id), (int(version), bool(deleted))) for vector_id, version, deleted in rows)
+        return found
+
+    def forget_versions(self, vector_ids: Sequence[int]) -> None:
+        """Delete the version rows of these deleted vectors (only while they are deleted)."""
+        for batch in in_batches([int(i) for i in vector_ids]):
+            self._execute(
+                f"DELETE FROM {self.version_table} WHERE index_id = %s AND deleted = %s "
+                f"AND vector_id IN ({self._marks(len(batch))})",
+                [self.index_id, True, *batch],
+            )
+
+    def current_versions(self, vector_ids: Sequence[int]) -> dict[int, int]:
+        """vector id -> current version, for the ids whose rows are not deleted."""
+        def sql(count: int) -> str:
+            return (
+                f"SELECT vector_id, version FROM {self.version_table} WHERE index_id = %s "
+                f"AND deleted = %s AND vector_id IN ({self._marks(count)})"
+            )
+
+        ids = [int(i) for i in vector_ids]
+        return dict(
+            read_by_keys(self.connection, sql, [self.index_id, False], ids, kind="versions", per_reader=ROWS_PER_READER)
+        )
+
+    def deleted_versions(self) -> dict[int, int]:
+        """vector id -> version of every deleted vector: a plain read, no lock."""
+        rows = self._execute(
+            f"SELECT vector_id, version FROM {self.version_table} WHERE index_id = %s AND deleted = %s",
+            [self.index_id, True],
+        )
+        return {int(vector_id): int(version) for vector_id, version in rows}
+
+    def all_versions(self) -> dict[int, tuple[int, bool]]:
+        rows = self._execute(
+            f"SELECT vector_id, version, deleted FROM {self.version_table} WHERE index_id = %s",
+            [self.index_id],
+        )
+        return {vid: (version, bool(deleted)) for vid, version, deleted in rows}
+
+    def deleted_count(self) -> int:
+        """Deleted vectors' version rows: a range of the (index_id, deleted) index, not a pass over every row."""
+        return self._execute(
+            f"SELECT COUNT(*) FROM {self.version_table} WHERE index_id = %s AND deleted = %s", [self.index_id, True]
+        )[0][0]
+
+    def live_count(self, at_most: int) -> int:
+        """Live vectors' version rows, counted up to *at_most*: a bounded read, whatever the index's size."""
+        return self._execute(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM {self.version_table} WHERE index_id = %s AND deleted = %s "
+            "LIMIT %s) AS live",
+            [self.index_id, False, int(at_most)],
+        )[0][0]
