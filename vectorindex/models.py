@@ -1,6 +1,6 @@
 """The index's storage: its own tables, in the same database as the indexed model.
 
-Layout (DESIGN §2): posting lists are many rows under the composite primary key
+Layout (docs/ARCHITECTURE.md §2): posting lists are many rows under the composite primary key
 ``(index_id, head_id, seq)``, so that an append is one INSERT that never reads
 or rewrites an existing blob, and reading a posting list is one range scan of
 the clustered primary key on InnoDB. On MySQL/MariaDB ``seq`` is an

@@ -1,4 +1,4 @@
-"""Writes change the index inside the same transaction as the rows (DESIGN §3)."""
+"""Writes change the index inside the same transaction as the rows (docs/ARCHITECTURE.md §3)."""
 
 import threading
 from decimal import Decimal

@@ -1,4 +1,4 @@
-"""A query's candidates, with no database: the pool, validation windows, the best *k* (DESIGN §4).
+"""A query's candidates, with no database: the pool, validation windows, the best *k* (docs/ARCHITECTURE.md §4).
 
 A query reads posting lists into a :class:`Pool` of entries with estimated
 distances; walks the entries that pass, best estimate first, a window at a time

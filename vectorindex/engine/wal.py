@@ -1,4 +1,4 @@
-"""Replaying the head write-ahead log onto a head index, with no database (DESIGN §5).
+"""Replaying the head write-ahead log onto a head index, with no database (docs/ARCHITECTURE.md §5).
 
 Every change to the set of heads — a head added, a head retired — is one WAL
 entry, at the next LSN. A process's head index is a snapshot's plus the

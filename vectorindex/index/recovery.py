@@ -1,4 +1,4 @@
-"""Snapshots, recovery, invariant checks and status (DESIGN §5–§6).
+"""Snapshots, recovery, invariant checks and status (docs/ARCHITECTURE.md §5–§6).
 
 After a crash there is nothing to repair: the database's own recovery already
 made postings, heads, versions and WAL agree, and any process rebuilds its head

@@ -1,4 +1,4 @@
-"""The read path: answering ``order_by(Distance(...))[:k]`` from the index (DESIGN §4).
+"""The read path: answering ``order_by(Distance(...))[:k]`` from the index (docs/ARCHITECTURE.md §4).
 
 1. Bring this process's head index up to date (the state row: one key read).
    Inside a transaction that may not see that far (REPEATABLE READ), the

@@ -1,4 +1,4 @@
-"""Head changes and their write-ahead log (DESIGN §5).
+"""Head changes and their write-ahead log (docs/ARCHITECTURE.md §5).
 
 Every change to the set of heads — a head added, a head retired — is a WAL row
 written in the same transaction as the posting changes it belongs to. The caller

@@ -1,4 +1,4 @@
-"""The write path: index changes inside the caller's transaction (DESIGN §3).
+"""The write path: index changes inside the caller's transaction (docs/ARCHITECTURE.md §3).
 
 * insert — route the vector to its heads (the head index is only read),
   share-lock those heads' rows and check they are alive, append one entry per

@@ -55,7 +55,7 @@ class HeadRows(StorageBase):
         return bool(rows and rows[0][0])
 
     def lock_heads_shared(self, head_ids: Iterable[int]) -> dict[int, int]:
-        """Share-lock these heads' rows; those still alive, with their lists' entries (DESIGN §3).
+        """Share-lock these heads' rows; those still alive, with their lists' entries (docs/ARCHITECTURE.md §3).
 
         On InnoDB the lock must be on the clustered (primary key) record, the
         one a split or merge locks exclusively: a locking read answered from a

@@ -1,7 +1,7 @@
 """The postings table: each head's posting list, stored as many packed rows under ``(index_id, head_id, seq)``.
 
 An append is one INSERT of new rows, never a read or rewrite of an existing
-one (DESIGN §2); how a new row gets its ``seq`` is the dialect's
+one (docs/ARCHITECTURE.md §2); how a new row gets its ``seq`` is the dialect's
 (:meth:`Dialect.append_postings`). A list is read by one range scan of its
 key prefix.
 """

@@ -9,7 +9,7 @@ from ..models import Snapshot, SnapshotChunk
 from .base import StorageBase
 
 # Bytes of a snapshot per chunk row: every blob row stays well under
-# MariaDB's default max_allowed_packet of 16 MiB (DESIGN §2).
+# MariaDB's default max_allowed_packet of 16 MiB (docs/ARCHITECTURE.md §2).
 SNAPSHOT_CHUNK = 1 << 20
 
 
