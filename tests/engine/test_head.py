@@ -10,7 +10,8 @@ import pytest
 from tests.damage import CRAFTED, Layout, fuzzed
 from tests.engine import load_heads
 from tests.engine.fakes import RefusingSearches
-from vectorindex.engine.head import HeadIndex, prepare, unpack
+from vectorindex.engine.head import HeadIndex, prepare
+from vectorindex.engine.snapshot import unpack
 from vectorindex.exceptions import HeadIndexError
 
 
@@ -187,7 +188,7 @@ def test_searches_and_additions_from_many_threads():
 
 @pytest.mark.parametrize("metric", ["l2", "cosine"])
 def test_a_view_routes_as_the_head_index_stood_at_an_older_lsn(metric):
-    from vectorindex.engine.head import HeadView
+    from vectorindex.engine.headview import HeadView
 
     head, vectors = make(metric)
     head.lsn = head.history_from = 10

@@ -25,10 +25,9 @@ import hnswlib
 import numpy as np
 
 from ..exceptions import HeadIndexError
-from . import hnswfile
+from . import snapshot
 
 SPACES = {"l2": "l2", "cosine": "ip", "ip": "ip"}
-MAGIC = b"VIHEAD2\n"
 # WAL changes a head index remembers (see HeadIndex.changes_since): a few
 # bytes each; a transaction older than that many head changes routes with a
 # head index loaded as of its own LSN instead.
@@ -54,10 +53,6 @@ MIN_EF = 16
 RANKED_BLOCK = 4_000_000
 # How many head ids an error names.
 IDS_NAMED = 5
-# A snapshot's header after MAGIC: the dimensions and the number of alive ids,
-# uint64 each; then the ids, int64 each.
-_COUNTS = np.dtype("<u8")
-_ID = np.dtype("<i8")
 
 
 def prepare(vectors: np.ndarray, metric: str) -> np.ndarray:
@@ -310,7 +305,7 @@ class HeadIndex:
         return graph + max(self._copies.nbytes(), len(self.alive) * (self.dimensions * 2 + _Copies.ENTRY_BYTES))
 
     def to_bytes(self) -> bytes:
-        """``MAGIC, dimensions, n, n alive ids (int64), hnswlib's saved index``.
+        """The snapshot's bytes (:func:`.snapshot.pack`): the alive ids, then hnswlib's saved index.
 
         hnswlib keeps deleted elements (marked) and cannot list which they are,
         so the alive ids travel alongside.
@@ -324,16 +319,15 @@ class HeadIndex:
                     graph = file.read()
             finally:
                 os.unlink(path)
-            alive = np.array(sorted(self.alive), dtype=_ID)
-        header = np.array([self.dimensions, len(alive)], dtype=_COUNTS).tobytes()
-        return MAGIC + header + alive.tobytes() + graph
+            alive = sorted(self.alive)
+        return snapshot.pack(self.dimensions, alive, graph)
 
     @classmethod
     def from_bytes(
         cls, data: bytes, dimensions: int, metric: str, *, m: int = DEFAULT_M, ef_construction: int = DEFAULT_EF_CONSTRUCTION
     ) -> HeadIndex:
-        """A head index from :meth:`to_bytes`'s bytes, checked first (:func:`unpack`): no bytes crash hnswlib."""
-        alive, graph, saved = unpack(data, dimensions)
+        """A head index from :meth:`to_bytes`'s bytes, checked first (:func:`.snapshot.unpack`): no bytes crash hnswlib."""
+        alive, graph, saved = snapshot.unpack(data, dimensions)
         head = cls(dimensions, metric, m=m, ef_construction=ef_construction, capacity=MIN_CAPACITY)
         handle, path = tempfile.mkstemp(suffix=".hnsw")
         try:
@@ -357,84 +351,6 @@ class HeadIndex:
         """Ids of every element, alive or marked deleted."""
         with self._lock:
             return {int(i) for i in self._index.get_ids_list()}
-
-
-def distances(metric: str, queries: np.ndarray, heads: np.ndarray) -> np.ndarray:
-    """(queries × heads) distances as hnswlib measures them, between prepared vectors."""
-    queries = queries.astype(np.float64)
-    heads = heads.astype(np.float64)
-    if metric == "l2":
-        squared = (queries**2).sum(axis=1)[:, None] - 2 * queries @ heads.T + (heads**2).sum(axis=1)[None, :]
-        return np.maximum(squared, 0)
-    return 1.0 - queries @ heads.T
-
-
-class HeadView:
-    """The head index as it stood at an earlier LSN, for reads of a transaction that began then.
-
-    A transaction under REPEATABLE READ (or SQLite's WAL mode) reads posting
-    lists as they were when it began: the lists of heads added since are
-    empty to it, and the vectors it can see are still under the heads
-    retired since. Its queries must route as the head index stood at the LSN
-    its own read of the state row shows. The view is the process's head
-    index with the heads added since left out and those retired since put
-    back (their vectors from the heads table, where a retired head's row
-    stays for a grace period and in every older snapshot).
-    """
-
-    def __init__(self, head: HeadIndex, lsn: int, hidden: set[int], restored_ids: np.ndarray, restored_vectors: np.ndarray) -> None:
-        self.head = head
-        self.metric = head.metric
-        self.dimensions = head.dimensions
-        self.generation = head.generation
-        self.lsn = lsn
-        self.hidden = hidden
-        self.restored_ids = np.asarray(restored_ids, dtype=np.int64)
-        self.restored = prepare(restored_vectors.reshape(len(self.restored_ids), head.dimensions), head.metric)
-
-    def __len__(self) -> int:
-        return max(0, len(self.head) - len(self.hidden)) + len(self.restored_ids)
-
-    def ids(self) -> np.ndarray:
-        own = self.head.ids()
-        return np.concatenate([own[~np.isin(own, list(self.hidden))], self.restored_ids])
-
-    def search(self, queries: np.ndarray, k: int, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        queries = prepare(np.atleast_2d(queries), self.metric)
-        k = min(k, len(self))
-        labels, found = self.head.search(queries, k + len(self.hidden), ef)
-        found = np.where(np.isin(labels, list(self.hidden)), np.inf, found)
-        if len(self.restored_ids):
-            labels = np.hstack([labels, np.broadcast_to(self.restored_ids, (len(queries), len(self.restored_ids)))])
-            found = np.hstack([found, distances(self.metric, queries, self.restored)])
-        order = np.argsort(found, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(labels, order, axis=1), np.take_along_axis(found, order, axis=1)
-
-
-def unpack(data: bytes, dimensions: int) -> tuple[np.ndarray, memoryview, hnswfile.SavedIndex]:
-    """(alive ids, hnswlib's bytes, what they hold) of a snapshot; HeadIndexError when anything does not verify.
-
-    Everything is checked before hnswlib reads the bytes: our header, hnswlib's
-    layout (:func:`hnswfile.validate`), and that every alive id is an element
-    the graph holds and has not marked deleted.
-    """
-    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 2 * _COUNTS.itemsize:
-        raise HeadIndexError("the snapshot does not start like a head index")
-    offset = len(MAGIC)
-    stored_dimensions, count = (int(v) for v in np.frombuffer(data, dtype=_COUNTS, count=2, offset=offset))
-    offset += 2 * _COUNTS.itemsize
-    if stored_dimensions != dimensions:
-        raise HeadIndexError(f"the snapshot has {stored_dimensions} dimensions, expected {dimensions}")
-    if len(data) < offset + _ID.itemsize * count:
-        raise HeadIndexError("the snapshot is truncated")
-    alive = np.frombuffer(data, dtype=_ID, count=count, offset=offset)
-    graph = memoryview(data)[offset + _ID.itemsize * count :]
-    saved = hnswfile.validate(graph, dimensions)
-    if count and not (np.diff(alive) > 0).all():
-        raise HeadIndexError("the snapshot's alive heads are not in order or repeat")
-    if not np.isin(alive, saved.labels[~saved.deleted]).all():
-        raise HeadIndexError("the snapshot lists alive heads that its graph does not hold, or holds as deleted")
-    return alive, graph, saved
 
 
 class _Copies:

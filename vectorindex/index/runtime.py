@@ -20,8 +20,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 from ..engine import wal
-from ..engine.head import HeadIndex, HeadView, unpack
+from ..engine.head import HeadIndex
+from ..engine.headview import HeadView
 from ..engine.postings import Payload
+from ..engine.snapshot import unpack
 from ..exceptions import HeadIndexError, IndexOutdated, SnapshotError
 from ..models import IndexState, Snapshot
 from ..storage import StateRow, Storage, dialect_for, on_own_connection
