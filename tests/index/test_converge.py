@@ -2,7 +2,6 @@
 
 import io
 
-import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import models
@@ -95,32 +94,6 @@ def test_the_system_check_reports_options_that_loop():
     assert [(m.id, m.msg) for m in messages] == [
         ("vectorindex.E101", f"testapp.Looping: VectorIndex 'looping': {refusal(50, 12, 500)}")
     ]
-
-
-# Splits that merge takes back --------------------------------------------------------------
-
-
-@pytest.mark.parametrize("seed", range(8))
-def test_a_split_leaves_no_part_below_merge_below(seed):
-    """A list just over the limit, in many dimensions: one central vector is the
-    nearest head of nearly every point and outliers head parts of one or two
-    (k-means' heads split 25 points 23/1/1), which merge gives straight back to
-    the central list, which splits again. Each part holds at least merge_below
-    points, and each point sits with its nearest head (a reassign after the
-    split would move it there otherwise)."""
-    points = clustered(25 + seed, dimensions=64, centers=1, seed=seed)
-    heads, labels = maintenance.partition(points, 24, "l2", seed=seed, reach=2.0, least=6)
-    sizes = np.bincount(labels, minlength=len(heads))
-    assert len(heads) >= 2 and sizes.min() >= 6 and sizes.max() <= 24, sizes
-    nearest = maintenance._head_distance("l2", points, points[heads]).argmin(axis=1)
-    assert (labels == nearest).all()
-
-
-def test_copies_of_one_vector_are_split_into_parts_of_at_least_merge_below():
-    points = np.ones((300, 4), dtype=np.float32)
-    heads, labels = maintenance.partition(points, 64, "l2", least=16)
-    sizes = np.bincount(labels, minlength=len(heads))
-    assert len(heads) >= 5 and sizes.min() >= 16 and sizes.max() <= 64, sizes
 
 
 # maintain on a steady index ----------------------------------------------------------------

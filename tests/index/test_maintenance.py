@@ -138,30 +138,6 @@ def test_probes_of_every_alive_head_after_a_split_give_the_exact_answer(small, m
     assert rt.current(*rt.open()) is head  # the searches above were all on the refusing copy
 
 
-def test_partition_of_many_copies_of_one_vector_stays_within_the_limit():
-    points = np.ones((300, 4), dtype=np.float32)
-    heads, labels = maintenance.partition(points, 64, "l2")
-    assert len(heads) >= 5 and np.bincount(labels).max() <= 64
-
-
-def test_partition_never_sends_a_point_out_of_a_query_s_reach():
-    """A crowd over the limit with one head among it keeps its points, over the
-    limit (to be split again), rather than sending some to a far head that a
-    query for them would never probe."""
-    rng = np.random.default_rng(3)
-    crowd = rng.normal(scale=0.05, size=(70, 16))
-    far = np.concatenate([rng.normal(scale=0.05, size=(3, 16)) + 10, rng.normal(scale=0.05, size=(3, 16)) - 10])
-    points = np.concatenate([crowd, far]).astype(np.float32)
-    for seed in range(10):
-        heads, labels = maintenance.partition(points, 64, "l2", seed=seed, reach=2.0)
-        distance = np.sqrt(maintenance._head_distance("l2", points, points[heads]))
-        placed = distance[np.arange(len(points)), labels]
-        assert (placed <= 3.0 * distance.min(axis=1)).all()
-        assert np.bincount(labels).max() <= 64  # the crowd partitioned again, among its own points
-        unbounded = maintenance.partition(points, 64, "l2", seed=seed)[1]
-        assert np.bincount(unbounded).max() <= 64  # without a reach, the limit comes first
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_list_of_one_repeated_vector_is_split_inline_and_stops():
     Streamed.objects.bulk_create(Streamed(embedding=v) for v in clustered(200, seed=5))

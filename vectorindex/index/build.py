@@ -29,6 +29,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..engine import postings, routing
+from ..engine.head import prepare
+from ..engine.partition import partition
 from ..exceptions import CorruptVector
 from ..models import IndexState
 from ..storage import job_transaction
@@ -196,16 +198,13 @@ def _assign_balanced(rt, head_vectors, vectors, options, progress) -> tuple[np.n
 
     Sampled heads are not balanced: some lists come out far over
     ``posting_limit``. Each such list is split here as a split job would
-    (:func:`~vectorindex.index.maintenance.partition`: member vectors as new heads)
+    (:func:`~vectorindex.engine.partition.partition`: member vectors as new heads)
     and its vectors — and those of the lists around it — routed again among
     the new head set, before anything is written. Left to split jobs after the build, the same work would append
     to neighbouring lists and leave them fragmented and full of stale copies.
     Labels are positions in the returned head vectors; a list still over the
     limit after a few rounds is left to a split job.
     """
-    from ..engine.head import prepare
-    from .maintenance import partition
-
     metric = rt.declared.metric
     limit = options["posting_limit"]
     route = dict(replicas=options["replicas"], epsilon=options["replica_epsilon"])
