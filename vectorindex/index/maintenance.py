@@ -33,12 +33,12 @@ from ..engine import routing
 from ..engine.head import prepare
 from ..engine.partition import head_distance, partition, replicate
 from ..exceptions import JobBusy, VectorIndexError
-from ..storage import StateRow, Storage, job_transaction
+from ..storage import Storage, job_transaction
 from ..storage.backends import lock_timeout
 from ..wording import counted
 from . import writes
 from .registry import Declared
-from .runtime import damaged_snapshot, runtime
+from .runtime import damaged_snapshot, open_index
 from .wal import change_heads
 
 FAULT_ENV = "VECTORINDEX_FAULT"
@@ -46,6 +46,8 @@ REASSIGN_NEIGHBOURS = 8
 # The search breadth a reassign looks for each candidate's nearest head with:
 # routing's own (engine.routing.assign).
 REASSIGN_EF = 64
+# What a job on an index that is not built says (it does nothing).
+NOT_READY = "index not ready"
 
 
 def fault(job: str, step: str) -> None:
@@ -62,12 +64,6 @@ class Outcome:
     detail: str
     follow_up: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     busy: bool = False  # it gave up on a lock and did nothing (JobBusy)
-
-
-def _open(declared: Declared, using: str) -> tuple[Any, Storage, StateRow]:
-    rt = runtime(declared, using)
-    storage, state = rt.open()
-    return rt, storage, state
 
 
 def _current(storage: Storage, entries: np.ndarray) -> np.ndarray:
@@ -133,10 +129,10 @@ def _lock_for_head_change(job: str, declared: Declared, using: str, head_id: int
 
     Lock order, the same for every job and build: state row, then heads.
     """
-    rt, storage, _state = _open(declared, using)
+    rt, storage, _state = open_index(declared, using)
     state = storage.lock_state(exclusive=True)
     if not state.ready:
-        return Outcome(job, "index not ready")
+        return Outcome(job, NOT_READY)
     if not storage.lock_head(head_id):
         return Outcome(job, f"head {head_id} is retired already")
     return rt, storage, state
@@ -203,9 +199,10 @@ def reassign(declared: Declared, head_id: int, new_head_ids: list[int], using: s
     that its reassign has run (until then the scan finds it, if this job is lost).
     """
     with job_transaction(using):
-        rt, storage, state = _open(declared, using)
-        if not state.ready:
-            return Outcome("reassign", "index not ready")
+        opened = open_index(declared, using)
+        if not opened.ready:
+            return Outcome("reassign", NOT_READY)
+        rt, storage, state = opened
         outcome = _reassign(declared, head_id, new_head_ids, using, rt, storage, state)
         storage.reassigned(head_id)
     return outcome
@@ -316,9 +313,10 @@ def defragment(declared: Declared, head_id: int, using: str = "default", above_r
     list is often asked for again before its first defragment has run.
     """
     with job_transaction(using):
-        _rt, storage, state = _open(declared, using)
-        if not state.ready:
-            return Outcome("defragment", "index not ready")
+        opened = open_index(declared, using)
+        if not opened.ready:
+            return Outcome("defragment", NOT_READY)
+        _rt, storage, state = opened
         alive = storage.lock_head(head_id, skip_locked=True)
         if alive is None:
             return Outcome("defragment", f"head {head_id} is busy: left for a later scan")
@@ -374,9 +372,10 @@ def sweep(declared: Declared, using: str = "default") -> Outcome:
     first, keeps the row, so that it can never meet an entry of the old
     vector at the same version number.
     """
-    rt, storage, state = _open(declared, using)
-    if not state.ready:
-        return Outcome("sweep", "index not ready")
+    opened = open_index(declared, using)
+    if not opened.ready:
+        return Outcome("sweep", NOT_READY)
+    rt, storage, state = opened
     options = declared.options
     rewritten = dropped = 0
     follow_up: list[tuple[str, dict[str, Any]]] = []
@@ -465,9 +464,10 @@ def compact(declared: Declared, using: str = "default", damaged: int | None = No
     """
     from .recovery import take_snapshot
 
-    _rt, storage, state = _open(declared, using)
-    if not state.ready:
-        return Outcome("compact", "index not ready")
+    opened = open_index(declared, using)
+    if not opened.ready:
+        return Outcome("compact", NOT_READY)
+    _rt, storage, state = opened
     length = storage.wal_length()
     if damaged is not None:
         newest = storage.newest_snapshot(state.generation)
@@ -487,7 +487,7 @@ def collect(declared: Declared, using: str = "default") -> Outcome:
     retired list still named them) are then removed, if nothing names them now.
     """
     with job_transaction(using):
-        _rt, storage, _state = _open(declared, using)
+        _rt, storage, _state = open_index(declared, using)
         before = timezone.now() - timedelta(seconds=vectorindex_settings.RETIRED_GRACE)
         expired = storage.expired_heads(before)
         storage.delete_heads(expired)
@@ -506,9 +506,10 @@ def scan(declared: Declared, using: str = "default", *, lost_after: float | None
     (its worker died, or its message did) and asked for again: before
     then, it may still be waiting in a queue.
     """
-    rt, storage, state = _open(declared, using)
-    if not state.ready:
+    opened = open_index(declared, using)
+    if not opened.ready:
         return []
+    rt, storage, state = opened
     options = declared.options
     alive = storage.alive_head_ids()
     sizes = storage.posting_sizes()

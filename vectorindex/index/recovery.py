@@ -24,21 +24,20 @@ from ..storage import StateRow, job_transaction
 from ..wording import counted
 from .integrity import Survey, survey
 from .registry import Declared
-from .runtime import load, rebuild_from_heads, runtime
+from .runtime import Opened, load, open_index, rebuild_from_heads
 
 # A snapshot is of a head index rebuilt from the alive heads when its graph
 # holds more than this many elements per alive head.
 COMPACT_ABOVE = 1.1
 
 
-def _ready(declared: Declared, using: str):
-    rt = runtime(declared, using)
-    storage, state = rt.open()
-    if not state.ready:
-        changes = rt.changes_since_build()
+def _ready(declared: Declared, using: str) -> Opened:
+    opened = open_index(declared, using)
+    if not opened.ready:
+        changes = opened.runtime.changes_since_build()
         why = f" (its contents were deleted when its declaration changed: {', '.join(changes)})" if changes else ""
         raise IndexNotReady(f"{declared.name} is not built{why}; run `manage.py vectorindex build {declared.name}`.")
-    return rt, storage, state
+    return opened
 
 
 def take_snapshot(declared: Declared, using: str = "default") -> Snapshot:
@@ -220,8 +219,8 @@ def _check(declared: Declared, using: str, rt: Any, storage: Any, state: StateRo
 
 
 def status(declared: Declared, using: str = "default") -> dict[str, Any]:
-    rt = runtime(declared, using)
-    storage, state = rt.open(outdated_ok=True)
+    opened = open_index(declared, using, outdated_ok=True)
+    rt, storage, state = opened
     report: dict[str, Any] = {
         "name": declared.name,
         "model": declared.model._meta.label,
@@ -239,7 +238,7 @@ def status(declared: Declared, using: str = "default") -> dict[str, Any]:
         # What a build would index: a "not built" index may have rows waiting.
         rows = declared.model._base_manager.using(using).filter(**{f"{declared.field.name}__isnull": False})
         report["rows_with_vectors"] = rows.count()
-    if not state.ready or changes:
+    if not opened.ready or changes:
         return report
     head = rt.current(storage, state)
     heads = Head.objects.using(using).filter(index_id=storage.index_id)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from django.core.exceptions import ImproperlyConfigured
@@ -235,6 +235,30 @@ def reset_runtimes() -> None:
     with _runtimes_lock:
         _runtimes.clear()
         _verified.clear()
+
+
+class Opened(NamedTuple):
+    """An index opened on one alias: this process's runtime of it, its storage, and its state row as read."""
+
+    runtime: Runtime
+    storage: Storage
+    state: StateRow
+
+    @property
+    def ready(self) -> bool:
+        """Built, and answering: writes append to it, queries probe it, jobs run on it."""
+        return self.state.ready
+
+
+def open_index(declared: Declared, using: str, *, outdated_ok: bool = False) -> Opened:
+    """*declared*'s index on *using*, with one read of its state row (:meth:`Runtime.open`).
+
+    Every path that uses an index opens it here, and says what an index that
+    is not ready means to it: nothing to write (writes), the exact path (a
+    query), nothing to do (a job, the scan), an error to report (recovery).
+    """
+    rt = runtime(declared, using)
+    return Opened(rt, *rt.open(outdated_ok=outdated_ok))
 
 
 LOAD_ATTEMPTS = 5

@@ -31,7 +31,7 @@ from ..engine import routing
 from ..exceptions import CorruptVector
 from ..orm.planner import DistancePlan, SearchOptions, evaluate
 from .registry import Declared, index_for
-from .runtime import runtime
+from .runtime import open_index
 
 
 @dataclass
@@ -105,10 +105,10 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
     if declared is None:
         return None
     using = queryset.db
-    rt = runtime(declared, using)
-    storage, state = rt.open()
-    if not state.ready:
+    opened = open_index(declared, using)
+    if not opened.ready:
         return None
+    rt, storage, state = opened
     head = rt.current(storage, state)
     view = rt.view(storage, state, head)
     routers = [head] if view is None else [view, head]

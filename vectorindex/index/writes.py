@@ -29,7 +29,7 @@ from ..engine import codec, routing
 from ..exceptions import VectorIndexError
 from . import jobs
 from .registry import Declared, indexes_of
-from .runtime import runtime
+from .runtime import open_index, runtime
 
 ROUTE_ATTEMPTS = 5
 _local = threading.local()
@@ -47,16 +47,16 @@ def _ready_storage(declared: Declared, using: str):
     the row. While a build runs, the shared lock makes this writer wait for it
     (and then find the index ready), so that no row slips between the two.
     """
-    rt = runtime(declared, using)
-    storage, state = rt.open()
+    opened = open_index(declared, using)
+    if opened.ready:
+        return (*opened, False)
+    rt, storage, _state = opened
+    state = storage.lock_state(exclusive=False)
     if not state.ready:
-        state = storage.lock_state(exclusive=False)
-        if not state.ready:
-            return None
-        # The build this writer waited for chose the entries' layout: the
-        # state row as the lock read it, not as the transaction first saw it.
-        return rt, rt.storage_at(state), state, True
-    return rt, storage, state, False
+        return None
+    # The build this writer waited for chose the entries' layout: the
+    # state row as the lock read it, not as the transaction first saw it.
+    return rt, rt.storage_at(state), state, True
 
 
 def _coerced(declared: Declared, values: Sequence[Any]) -> np.ndarray:
