@@ -12,6 +12,7 @@ from tests.testapp.models import Quarter, Smallest, Streamed
 from vectorindex import L2Distance, VectorField, VectorIndex, VectorManager
 from vectorindex.checks import check_model_vector_indexes
 from vectorindex.index import maintenance
+from vectorindex.index.maintenance import scanning
 from vectorindex.index.registry import get_declared
 from vectorindex.index.runtime import runtime
 
@@ -156,7 +157,7 @@ def test_maintain_that_finds_nothing_left_is_finished(streamed):
 
 def test_maintain_that_stops_at_its_rounds_says_so(streamed, monkeypatch):
     # Every scan finds work, as it did for options that split and merge for ever.
-    monkeypatch.setattr(maintenance, "scan", lambda declared, using="default", **kwargs: [("compact", {})])
+    monkeypatch.setattr(scanning, "scan", lambda declared, using="default", **kwargs: [("compact", {})])
     run = maintenance.maintain(get_declared("streamed_embedding"), rounds=3)
     assert not run.finished
     assert (len(run.outcomes), run.rounds, run.left) == (3, 3, [("compact", {})])

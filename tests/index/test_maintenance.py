@@ -13,6 +13,7 @@ from tests.indexing import RefusingSearches, build, check, clustered, recall, ru
 from tests.testapp.models import Streamed
 from vectorindex import L2Distance
 from vectorindex.index import maintenance
+from vectorindex.index.maintenance import lists, sweeping
 from vectorindex.index.registry import get_declared
 from vectorindex.index.runtime import runtime
 from vectorindex.models import Head, IndexState, Posting, Snapshot, Version, WalEntry
@@ -390,7 +391,7 @@ def test_a_write_to_a_list_the_sweep_rewrote_does_not_wait_for_the_rest_of_the_s
     build(INDEX)
     Streamed.objects.filter(pk__in=list(Streamed.objects.order_by("pk").values_list("pk", flat=True)[:200])).delete()
     locked, transactions, paused, go = [], [], threading.Event(), threading.Event()
-    lock_head, job_transaction = Storage.lock_head, maintenance.job_transaction
+    lock_head, job_transaction = Storage.lock_head, sweeping.job_transaction
 
     def recording(self, head_id, skip_locked=False):
         locked.append(head_id)
@@ -405,9 +406,9 @@ def test_a_write_to_a_list_the_sweep_rewrote_does_not_wait_for_the_rest_of_the_s
         with job_transaction(using):
             yield
 
-    monkeypatch.setattr(maintenance, "SWEEP_HOLD", 0)
+    monkeypatch.setattr(sweeping, "SWEEP_HOLD", 0)
     monkeypatch.setattr(Storage, "lock_head", recording)
-    monkeypatch.setattr(maintenance, "job_transaction", pausing)
+    monkeypatch.setattr(sweeping, "job_transaction", pausing)
     outcome = []
 
     def sweep() -> None:
@@ -416,19 +417,19 @@ def test_a_write_to_a_list_the_sweep_rewrote_does_not_wait_for_the_rest_of_the_s
         finally:
             connections.close_all()
 
-    sweeping = threading.Thread(target=sweep)
-    sweeping.start()
+    sweeper = threading.Thread(target=sweep)
+    sweeper.start()
     try:
         assert paused.wait(60)
         storage, _state = runtime(declared(), "default").open()
         owners, entries = storage.read_postings_with_owners(sorted(storage.alive_head_ids()))
-        to_rewrite = set(owners[~maintenance._current(storage, entries)].tolist())
+        to_rewrite = set(owners[~lists.current(storage, entries)].tolist())
         vector = storage.head_vector(locked[0]) + 0.01
         with lock_timeout(connections["default"], 2):
             written = Streamed.objects.create(embedding=vector)
     finally:
         go.set()
-        sweeping.join(60)
+        sweeper.join(60)
     assert to_rewrite and locked[0] not in to_rewrite, (locked, to_rewrite)  # one list done, others to do
     assert outcome and "lists rewritten" in outcome[0].detail
     assert Streamed.objects.order_by(L2Distance("embedding", vector)).first().pk == written.pk
