@@ -128,10 +128,7 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
         rows, owners, head_vectors = _assign_balanced(rt, vectors[chosen], vectors, options, progress)
         head_ids = storage.insert_heads(head_vectors, lsn=0)
         owners = head_ids[owners]
-        head = rt.empty_head(capacity=len(head_ids))
-        head.add(head_ids, head_vectors)
-        head.generation = generation
-        head.lsn = 0
+        head = rt.new_head(head_ids, head_vectors, generation=generation, lsn=0)
         if progress:
             progress("heads", len(head_ids), len(head_ids))
 
@@ -208,8 +205,7 @@ def _assign_balanced(rt, head_vectors, vectors, options, progress) -> tuple[np.n
     metric = rt.declared.metric
     limit = options["posting_limit"]
     route = dict(replicas=options["replicas"], epsilon=options["replica_epsilon"])
-    head = rt.empty_head(capacity=len(head_vectors))
-    head.add(np.arange(len(head_vectors)), head_vectors)
+    head = rt.new_head(np.arange(len(head_vectors)), head_vectors)
     if not len(vectors):
         return np.empty(0, np.int64), np.empty(0, np.int64), head_vectors
     prepared = prepare(head_vectors, metric)  # as the head index holds them, by label

@@ -20,7 +20,7 @@ from django.utils import timezone
 from ..engine.head import HeadIndex, prepare
 from ..exceptions import HeadIndexError, IndexNotReady, SnapshotError
 from ..models import Head, IndexState, Snapshot
-from ..storage import StateRow, job_transaction
+from ..storage import StateRow, Storage, job_transaction
 from ..wording import counted
 from .integrity import Survey, survey
 from .registry import Declared
@@ -61,9 +61,19 @@ def take_snapshot(declared: Declared, using: str = "default") -> Snapshot:
             head = rebuilt
             with rt.lock:
                 rt.head = head
-        snapshot = storage.write_snapshot(state.generation, state.wal_lsn, head.to_bytes(), len(head))
-        storage.delete_snapshots(keep=snapshot.pk)
-        storage.truncate_wal(state.wal_lsn)
+        snapshot = _replace_snapshots(storage, state, head)
+    return snapshot
+
+
+def _replace_snapshots(storage: Storage, state: StateRow, head: HeadIndex) -> Snapshot:
+    """Write *head* as the snapshot at the state row's LSN; drop the older snapshots and the WAL up to it.
+
+    The caller holds the state row exclusively (*state* is as that lock read
+    it): no head change commits in between.
+    """
+    snapshot = storage.write_snapshot(state.generation, state.wal_lsn, head.to_bytes(), len(head))
+    storage.delete_snapshots(keep=snapshot.pk)
+    storage.truncate_wal(state.wal_lsn)
     return snapshot
 
 
@@ -119,9 +129,7 @@ def recover(declared: Declared, using: str = "default") -> RecoveryReport:
     with job_transaction(using):
         state = storage.lock_state(exclusive=True)
         head = rebuild_from_heads(rt, storage, state.generation, state.wal_lsn)
-        snapshot = storage.write_snapshot(state.generation, state.wal_lsn, head.to_bytes(), len(head))
-        storage.delete_snapshots(keep=snapshot.pk)
-        storage.truncate_wal(state.wal_lsn)
+        _replace_snapshots(storage, state, head)
     with rt.lock:
         rt.head = head
     return RecoveryReport(declared.name, "heads table", len(head), head.lsn, problems)

@@ -116,15 +116,23 @@ class Runtime:
         self.payload = (generation, payload)
         return payload
 
-    def empty_head(self, capacity: int = 1024) -> HeadIndex:
+    def head_settings(self) -> dict[str, Any]:
+        """What every head index of this declaration is made with: new (:meth:`new_head`), or read from a snapshot (:func:`load`)."""
         options = self.declared.options
-        return HeadIndex(
-            self.declared.field.dimensions,
-            self.declared.metric,
-            m=options["m"],
-            ef_construction=options["ef_construction"],
-            capacity=capacity,
-        )
+        return {
+            "dimensions": self.declared.field.dimensions,
+            "metric": self.declared.metric,
+            "m": options["m"],
+            "ef_construction": options["ef_construction"],
+        }
+
+    def new_head(self, ids: np.ndarray, vectors: np.ndarray, *, generation: int = 0, lsn: int = 0) -> HeadIndex:
+        """A head index of these heads alone, as of *generation* and *lsn* (a build's, or one rebuilt from the heads table)."""
+        head = HeadIndex(**self.head_settings(), capacity=len(ids))
+        head.add(ids, vectors)
+        head.generation = generation
+        head.lsn = lsn
+        return head
 
     def current(self, storage: Storage, state: StateRow) -> HeadIndex:
         """The head index, brought up to the state row's generation and LSN."""
@@ -279,19 +287,12 @@ def load(rt: Runtime, storage: Storage, generation: int, lsn: int = 0, *, strict
     warning, and a snapshot to replace it is asked for. *strict* raises
     instead (recovery and check report the damage).
     """
-    options = rt.declared.options
     warned = False
     for _attempt in range(LOAD_ATTEMPTS):
         newest = storage.newest_snapshot(generation)
         try:
             snapshot, data = storage.latest_snapshot(generation)
-            head = HeadIndex.from_bytes(
-                data,
-                rt.declared.field.dimensions,
-                rt.declared.metric,
-                m=options["m"],
-                ef_construction=options["ef_construction"],
-            )
+            head = HeadIndex.from_bytes(data, **rt.head_settings())
             head.lsn = snapshot.lsn
             _remember_verified(rt, snapshot)
         except (SnapshotError, HeadIndexError) as error:
@@ -400,9 +401,5 @@ def replay(head: HeadIndex, storage: Storage, lsn: int = 0) -> bool:
 def rebuild_from_heads(rt: Runtime, storage: Storage, generation: int, lsn: int) -> HeadIndex:
     """A head index built from the heads table alone: recovery's last resort, and a compaction's fresh graph."""
     ids, vectors = storage.alive_heads()
-    head = rt.empty_head(capacity=len(ids))
-    head.add(ids, vectors)
-    head.generation = generation
-    head.lsn = lsn
-    return head
+    return rt.new_head(ids, vectors, generation=generation, lsn=lsn)
 
