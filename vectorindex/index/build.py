@@ -134,18 +134,13 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
 
         entries = 0
         if count:
-            order = np.argsort(owners, kind="stable")
-            rows, owners = rows[order], owners[order]
-            boundaries = np.flatnonzero(np.diff(owners)) + 1
             versions = np.ones(count, dtype=np.uint32)
             batch: list[tuple[int, int, bytes]] = []
             written = 0
-            for run in np.split(np.arange(len(rows)), boundaries):
-                members = rows[run]
-                head_id = int(owners[run[0]])
+            for head_id, members in postings.by_head(rows, owners):
                 for entry_count, data in payload.pack(pks[members], versions[members], vectors[members]):
                     batch.append((head_id, entry_count, data))
-                written += len(run)
+                written += len(members)
                 if len(batch) >= 200:
                     storage.append(batch)
                     batch = []

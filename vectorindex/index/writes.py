@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import codec, routing
+from ..engine import codec, postings, routing
 from ..exceptions import VectorIndexError
 from . import jobs
 from .registry import Declared, indexes_of
@@ -234,14 +234,7 @@ def _route_and_append(
     if versions is None:
         versions = storage.next_versions(pks)
     entries = storage.payload.entries(pks, versions, vectors)  # each vector encoded once, whatever its replicas
-    order = np.argsort(owners, kind="stable")
-    members, owners = members[order], owners[order]
-    rows_out: list[tuple[int, int, bytes]] = []
-    for run in np.split(np.arange(len(members)), np.flatnonzero(np.diff(owners)) + 1):
-        if len(run):
-            for count, data in storage.payload.pack_entries(entries[members[run]]):
-                rows_out.append((int(owners[run[0]]), count, data))
-    append(declared, storage, rows_out, using, sizes=alive)
+    append(declared, storage, postings.rows_by_head(storage.payload, entries, members, owners), using, sizes=alive)
 
 
 def append(

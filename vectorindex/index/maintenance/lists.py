@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...engine import routing
+from ...engine import postings, routing
 from ...exceptions import VectorIndexError
 from ...storage import Storage
 from .. import writes
@@ -75,11 +75,6 @@ def route_and_append(
             break
     else:
         raise VectorIndexError(f"{rt.declared.name}: heads kept changing while moving {len(entries)} vectors")
-    order = np.argsort(owners, kind="stable")
-    members, owners = members[order], owners[order]
-    rows = []
-    for run in np.split(np.arange(len(members)), np.flatnonzero(np.diff(owners)) + 1):
-        moved = entries[members[run]]  # a copy: the versions may be new
-        moved["version"] = versions[members[run]]
-        rows.extend(pack(storage, int(owners[run[0]]), moved))
-    writes.append(rt.declared, storage, rows, using, sizes=sizes)
+    moved = entries.copy()  # the versions may be new
+    moved["version"] = versions
+    writes.append(rt.declared, storage, postings.rows_by_head(storage.payload, moved, members, owners), using, sizes=sizes)
