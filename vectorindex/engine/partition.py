@@ -20,6 +20,12 @@ import numpy as np
 from .head import distances, prepare
 from .kmeans import kmeans
 
+# Lists around a split one whose vectors a new head may now be nearest to
+# (SPFresh's reassign reads the lists of the old head's nearest heads): a
+# reassign job reads these, and a build routes their vectors again when it
+# splits a list. A handful: the lists farther off are the least likely to
+# hold a vector that a new head is now nearest to.
+REASSIGN_NEIGHBOURS = 8
 # Candidate heads a bisection weighs besides 2-means' own two: points drawn at
 # random. Every pair of candidates is tried (a pass over the list's distances
 # each), so the cost grows with the square of this; the balancing tests

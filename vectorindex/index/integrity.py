@@ -32,6 +32,8 @@ from .build import stream_vectors
 from .registry import Declared
 
 KINDS = ("missing", "lost", "changed", "unreachable", "orphaned")
+# Rows a repair mends per transaction, each locked first: a user's save of one
+# of them waits for that transaction at most, never for the whole repair.
 REPAIR_BATCH = 500
 
 

@@ -155,6 +155,9 @@ def mode() -> str:
 # that keep reading the same fragmented list ask for its defragment again and
 # again; within DEDUPLICATE seconds one request is enough.
 DEDUPLICATE = 10.0
+# Requests remembered at most; past that the memory starts again (a request
+# then sent twice costs a job that finds nothing to do).
+REMEMBERED = 10_000
 _recent: dict[tuple, float] = {}
 _recent_lock = threading.Lock()
 
@@ -164,7 +167,7 @@ def _first_request(key: tuple) -> bool:
     with _recent_lock:
         if now - _recent.get(key, -DEDUPLICATE) < DEDUPLICATE:
             return False
-        if len(_recent) > 10_000:
+        if len(_recent) > REMEMBERED:
             _recent.clear()
         _recent[key] = now
         return True

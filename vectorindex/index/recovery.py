@@ -17,6 +17,7 @@ import numpy as np
 from django.db import connections, transaction
 from django.utils import timezone
 
+from ..engine.codec import STORAGE_DTYPE
 from ..engine.head import HeadIndex, prepare
 from ..exceptions import HeadIndexError, IndexNotReady, SnapshotError
 from ..models import Head, IndexState, Snapshot
@@ -29,6 +30,11 @@ from .runtime import Opened, load, open_index, rebuild_from_heads
 # A snapshot is of a head index rebuilt from the alive heads when its graph
 # holds more than this many elements per alive head.
 COMPACT_ABOVE = 1.1
+# Ids a finding names as examples (the check's output is read by people).
+EXAMPLES = 5
+# A head vector in the head index and in the heads table are the same when
+# they agree this closely: float32, and cosine's vectors normalised anew.
+SAME_VECTOR = {"rtol": 1e-5, "atol": 1e-6}
 
 
 def _ready(declared: Declared, using: str) -> Opened:
@@ -87,18 +93,18 @@ def verify(head: HeadIndex, storage: Any) -> list[str]:
     if missing:
         problems.append(
             f"{counted(len(missing), 'alive head')} {'is' if len(missing) == 1 else 'are'} "
-            f"not in the head index (e.g. {sorted(missing)[:5]})"
+            f"not in the head index (e.g. {sorted(missing)[:EXAMPLES]})"
         )
     if extra:
         problems.append(
             f"{counted(len(extra), 'head')} in the head index {'is' if len(extra) == 1 else 'are'} "
-            f"retired or unknown (e.g. {sorted(extra)[:5]})"
+            f"retired or unknown (e.g. {sorted(extra)[:EXAMPLES]})"
         )
     common = np.array(sorted(alive & head.alive), dtype=np.int64)
     if len(common):
         stored = prepare(vectors[np.searchsorted(ids, common)], head.metric)
         held = head.vectors(common)
-        if not np.allclose(stored, held, rtol=1e-5, atol=1e-6):
+        if not np.allclose(stored, held, **SAME_VECTOR):
             problems.append("head vectors in the head index differ from the heads table")
     return problems
 
@@ -205,7 +211,7 @@ def _check(declared: Declared, using: str, rt: Any, storage: Any, state: StateRo
     for kind, meaning in FINDINGS.items():
         keys = getattr(found, kind)
         if keys:
-            violations.append(f"{len(keys):,} {meaning[len(keys) != 1]} (e.g. {sorted(keys)[:5]})")
+            violations.append(f"{len(keys):,} {meaning[len(keys) != 1]} (e.g. {sorted(keys)[:EXAMPLES]})")
     alive_heads = storage.alive_head_ids()
 
     limit = options["posting_limit"]
@@ -257,7 +263,7 @@ def status(declared: Declared, using: str = "default") -> dict[str, Any]:
     versions = storage.all_versions()
     live = sum(1 for _v, deleted in versions.values() if not deleted)
     snapshot = Snapshot.objects.using(using).filter(index_id=storage.index_id).order_by("-lsn", "-pk").first()
-    raw_bytes = live * declared.field.dimensions * 4
+    raw_bytes = live * declared.field.dimensions * STORAGE_DTYPE.itemsize
     report.update(
         {
             "heads": alive,

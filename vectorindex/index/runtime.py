@@ -269,12 +269,19 @@ def open_index(declared: Declared, using: str, *, outdated_ok: bool = False) -> 
     return Opened(rt, *rt.open(outdated_ok=outdated_ok))
 
 
+# Times a load starts again when a compaction deleted the WAL entries after
+# the snapshot it read (or replaced the snapshot while it was read): the next
+# try reads the newer snapshot, so a few only run out while compactions
+# follow each other without pause (SnapshotError).
 LOAD_ATTEMPTS = 5
 
 logger = logging.getLogger("vectorindex")
 
 # Snapshots this process has read and found whole: (alias, id, checksum, when written).
 _verified: set[tuple[str, int, str, Any]] = set()
+# Snapshots remembered so at most, for a process that lives through many
+# compactions; past that it forgets them all and checks the next it reads.
+VERIFIED_KEPT = 10_000
 
 
 def load(rt: Runtime, storage: Storage, generation: int, lsn: int = 0, *, strict: bool = False) -> HeadIndex:
@@ -369,7 +376,7 @@ def _verified_key(rt: Runtime, snapshot: Snapshot) -> tuple[str, int, str, Any]:
 
 
 def _remember_verified(rt: Runtime, snapshot: Snapshot) -> None:
-    if len(_verified) > 10_000:  # a process that lives through many compactions
+    if len(_verified) > VERIFIED_KEPT:
         _verified.clear()
     _verified.add(_verified_key(rt, snapshot))
 

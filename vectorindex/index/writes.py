@@ -31,6 +31,10 @@ from . import jobs
 from .registry import Declared, indexes_of
 from .runtime import open_index, runtime
 
+# Times a write routes again when a head it chose was retired meanwhile (a
+# split or merge committed between its routing and its lock): each attempt
+# catches up with the newest heads first, so a second one is nearly always
+# the last; more than a few means heads keep changing under it (IndexWriteError).
 ROUTE_ATTEMPTS = 5
 _local = threading.local()
 _router = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectorindex-router")

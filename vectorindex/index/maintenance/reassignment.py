@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ...engine.head import prepare
-from ...engine.partition import head_distance
+from ...engine.partition import REASSIGN_NEIGHBOURS, head_distance
 from ...storage import StateRow, Storage, job_transaction
 from ...wording import counted
 from ..jobs import Outcome, runner
@@ -16,10 +16,13 @@ from ..runtime import Runtime, open_index
 from . import lists
 from .steps import NOT_READY, fault
 
-REASSIGN_NEIGHBOURS = 8
 # The search breadth a reassign looks for each candidate's nearest head with:
 # routing's own (engine.routing.assign).
 REASSIGN_EF = 64
+# How much nearer a head found must be than the heads that hold a vector for
+# the vector to move: hnswlib measures in float32 and this job in float64, so
+# the same head's two distances differ by rounding.
+ROUNDING = 1e-6
 
 
 @runner("reassign")
@@ -89,7 +92,7 @@ def _reassign(
     for vector_id, distance in zip(entries_all["id"].tolist(), own.tolist()):
         holding[vector_id] = min(holding.get(vector_id, math.inf), distance)
     moves = np.array(
-        [(int(i), int(b)) not in held and (new or int(b) in new_ids) and d < holding[int(i)] - 1e-6
+        [(int(i), int(b)) not in held and (new or int(b) in new_ids) and d < holding[int(i)] - ROUNDING
          for i, b, new, d in zip(entries_all["id"][candidate], best, in_new[candidate], nearer.tolist())],
         dtype=bool,
     )

@@ -17,7 +17,8 @@ from ..runtime import open_index
 from . import lists
 from .steps import NOT_READY, fault
 
-# Lists a sweep reads at a time.
+# Lists a sweep reads at a time, without a lock: their entries are what it
+# holds in memory, a few hundred lists' worth whatever the index's size.
 SWEEP_LISTS = 200
 # A sweep's transaction rewrites lists until it has run this long (seconds):
 # a write to a list it rewrote waits about that at most (on SQLite, where
@@ -25,10 +26,13 @@ SWEEP_LISTS = 200
 # commits, a flush to disk each, are fewer than one per list.
 SWEEP_HOLD = 0.05
 # The scan asks for a sweep once this share of the live vectors (and at least
-# SWEEP_MIN of them) were deleted since the last sweep.
+# SWEEP_MIN of them) were deleted since the last sweep: a sweep reads every
+# list, so it waits until the deletes are a tenth of what is live, and a
+# small index is not swept for every few deletes.
 SWEEP_SHARE = 0.1
 SWEEP_MIN = 64
-# Version rows locked and removed per transaction by a sweep or a collect.
+# Version rows locked and removed per transaction by a sweep or a collect: a
+# save of one of those vectors waits for one batch at most.
 FORGET_BATCH = 1_000
 
 
