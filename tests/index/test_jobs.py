@@ -15,7 +15,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, connections, transaction
 
-from tests.index.test_maintenance import crowd_one_head
+from tests.index.streamed import crowd_one_head
 from tests.indexing import build, check, clustered, worker
 from tests.testapp.models import Point, Streamed
 from vectorindex.exceptions import JobBusy
