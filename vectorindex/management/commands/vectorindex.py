@@ -314,7 +314,7 @@ class Command(BaseCommand):
         return not violations
 
     def do_repair(self, declared: Declared, options: dict) -> None:
-        from ...index.integrity import repair
+        from ...index.repair import repair
 
         bars: dict[str, tqdm] = {}
         show = not options["no_progress"] and self.stdout.isatty()
