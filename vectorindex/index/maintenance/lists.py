@@ -11,7 +11,6 @@ from ...exceptions import VectorIndexError
 from ...storage import Storage
 from .. import writes
 from ..runtime import Runtime
-from ..writes import ROUTE_ATTEMPTS
 
 
 def current(storage: Storage, entries: np.ndarray) -> np.ndarray:
@@ -65,7 +64,7 @@ def route_and_append(
         return
     options = rt.declared.options
     vectors = storage.payload.vectors(entries)
-    for _attempt in range(ROUTE_ATTEMPTS):
+    for _attempt in range(writes.ROUTE_ATTEMPTS):  # as many as a write
         head = rt.current(*rt.open()) if not exclude else rt.head
         members, owners = routing.assign(
             head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"], exclude=exclude
