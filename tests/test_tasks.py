@@ -16,7 +16,7 @@ BROKER = os.environ.get("VECTORINDEX_TEST_BROKER", "redis://127.0.0.1:6379/15")
 
 
 def crowd(count=150):
-    from tests.index.test_maintenance import crowd_one_head
+    from tests.index.streamed import crowd_one_head
 
     return crowd_one_head(count)
 

@@ -17,6 +17,7 @@ class VectorIndexConfig(AppConfig):
 
         from . import checks  # noqa: F401  (registers the system checks)
         from .hooks import install
+        from .index import maintenance  # noqa: F401  (registers the job runners with index.jobs)
         from .operations import rename_vector_indexes
 
         install(apps.get_models(include_auto_created=True))  # every save, raw or not, reaches the index

@@ -168,16 +168,16 @@ class VectorIndex(Index):
     #
     # What the index stored goes with it: RemoveIndex deletes it at the end
     # of the migration, unless the migration adds the index back (a change of
-    # options, or a rename), which then keeps it (vectorindex.index.removal).
+    # options, or a rename), which then keeps it (vectorindex.index.schema).
 
     def create_sql(self, model: Any, schema_editor: Any, using: str = "", **kwargs: Any) -> Any:
-        from .index.removal import adopt
+        from .index.schema import adopt
 
         adopt(self, model, schema_editor)
         return self._noop(model, "kept in vectorindex's tables")
 
     def remove_sql(self, model: Any, schema_editor: Any, **kwargs: Any) -> Any:
-        from .index.removal import defer_drop
+        from .index.schema import defer_drop
 
         defer_drop(self, model, schema_editor)
         return self._noop(model, "removed; what it stored goes at the end of the migration, unless the migration adds it back")

@@ -8,7 +8,7 @@ contents live in vectorindex's tables under its name. ``migrate`` therefore
 runs each ``RenameIndex`` as :class:`RenameIndex` below (a ``pre_migrate``
 receiver swaps them), which removes and adds a VectorIndex on every database:
 the addition takes the removed index's contents over under the new name
-(:func:`vectorindex.index.removal.adopt`). Other indexes are renamed as Django does.
+(:func:`vectorindex.index.schema.adopt`). Other indexes are renamed as Django does.
 
 An index's state row also names its model, and the end of ``migrate`` resets
 an index whose row names another one (what it holds is then some other
@@ -22,7 +22,7 @@ from typing import Any
 
 from django.db import migrations
 
-from .index.removal import relabel
+from .index.schema import relabel
 from .indexes import VectorIndex
 
 __all__ = ["RenameIndex", "RenameModel", "rename_vector_indexes"]

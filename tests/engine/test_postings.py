@@ -33,3 +33,20 @@ def test_fingerprints_of_no_entries_are_none(format):
     again = payload.entries(np.arange(3) + 7, np.full(3, 4), vectors[:3])
     assert (payload.fingerprints(some) == payload.fingerprints(again)).all()  # ids and versions left out
     assert len(set(payload.fingerprints(some).tolist())) == 3
+
+
+def test_rows_by_head_give_each_head_its_members_entries_in_head_order():
+    from vectorindex.engine.postings import by_head, rows_by_head
+
+    vectors = np.random.default_rng(2).normal(size=(6, 4)).astype(np.float32)
+    payload = Payload.fit("float32", vectors)
+    entries = payload.entries(np.arange(10, 16), np.arange(1, 7), vectors)
+    members = np.array([0, 1, 2, 3, 4, 5, 0, 3])  # rows 0 and 3 in two heads each
+    owners = np.array([9, 4, 9, 7, 4, 9, 4, 4])
+    assert [(head, rows.tolist()) for head, rows in by_head(members, owners)] == [(4, [1, 4, 0, 3]), (7, [3]), (9, [0, 2, 5])]
+    rows = rows_by_head(payload, entries, members, owners)
+    assert [(head, count) for head, count, _data in rows] == [(4, 4), (7, 1), (9, 3)]
+    decoded = {head: payload.decode([data]) for head, _count, data in rows}
+    assert decoded[4]["id"].tolist() == [11, 14, 10, 13] and decoded[9]["version"].tolist() == [1, 3, 6]
+    assert np.array_equal(decoded[7]["vector"], vectors[3:4])
+    assert list(by_head(np.empty(0, np.int64), np.empty(0, np.int64))) == [] and rows_by_head(payload, entries, members[:0], owners[:0]) == []

@@ -2,7 +2,6 @@
 
 import io
 
-import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import models
@@ -13,6 +12,7 @@ from tests.testapp.models import Quarter, Smallest, Streamed
 from vectorindex import L2Distance, VectorField, VectorIndex, VectorManager
 from vectorindex.checks import check_model_vector_indexes
 from vectorindex.index import maintenance
+from vectorindex.index.maintenance import scanning
 from vectorindex.index.registry import get_declared
 from vectorindex.index.runtime import runtime
 
@@ -97,32 +97,6 @@ def test_the_system_check_reports_options_that_loop():
     ]
 
 
-# Splits that merge takes back --------------------------------------------------------------
-
-
-@pytest.mark.parametrize("seed", range(8))
-def test_a_split_leaves_no_part_below_merge_below(seed):
-    """A list just over the limit, in many dimensions: one central vector is the
-    nearest head of nearly every point and outliers head parts of one or two
-    (k-means' heads split 25 points 23/1/1), which merge gives straight back to
-    the central list, which splits again. Each part holds at least merge_below
-    points, and each point sits with its nearest head (a reassign after the
-    split would move it there otherwise)."""
-    points = clustered(25 + seed, dimensions=64, centers=1, seed=seed)
-    heads, labels = maintenance.partition(points, 24, "l2", seed=seed, reach=2.0, least=6)
-    sizes = np.bincount(labels, minlength=len(heads))
-    assert len(heads) >= 2 and sizes.min() >= 6 and sizes.max() <= 24, sizes
-    nearest = maintenance._head_distance("l2", points, points[heads]).argmin(axis=1)
-    assert (labels == nearest).all()
-
-
-def test_copies_of_one_vector_are_split_into_parts_of_at_least_merge_below():
-    points = np.ones((300, 4), dtype=np.float32)
-    heads, labels = maintenance.partition(points, 64, "l2", least=16)
-    sizes = np.bincount(labels, minlength=len(heads))
-    assert len(heads) >= 5 and sizes.min() >= 16 and sizes.max() <= 64, sizes
-
-
 # maintain on a steady index ----------------------------------------------------------------
 
 
@@ -183,7 +157,7 @@ def test_maintain_that_finds_nothing_left_is_finished(streamed):
 
 def test_maintain_that_stops_at_its_rounds_says_so(streamed, monkeypatch):
     # Every scan finds work, as it did for options that split and merge for ever.
-    monkeypatch.setattr(maintenance, "scan", lambda declared, using="default", **kwargs: [("compact", {})])
+    monkeypatch.setattr(scanning, "scan", lambda declared, using="default", **kwargs: [("compact", {})])
     run = maintenance.maintain(get_declared("streamed_embedding"), rounds=3)
     assert not run.finished
     assert (len(run.outcomes), run.rounds, run.left) == (3, 3, [("compact", {})])

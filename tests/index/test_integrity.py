@@ -11,10 +11,10 @@ from tests.indexing import build, check, clustered
 from tests.testapp.models import Point
 from vectorindex import L2Distance
 from vectorindex.engine import codec
-from vectorindex.index.integrity import repair
 from vectorindex.index.recovery import check as check_invariants
 from vectorindex.index.recovery import surveyed
 from vectorindex.index.registry import get_declared
+from vectorindex.index.repair import repair
 from vectorindex.index.runtime import runtime
 from vectorindex.models import Version
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from django.db import connection, connections, transaction
 
-from tests.index.test_maintenance import crowd_one_head, declared
+from tests.index.streamed import crowd_one_head, declared
 from tests.indexing import build, check, clustered
 from tests.testapp.models import Streamed
 from vectorindex import L2Distance

@@ -15,7 +15,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, connections, transaction
 
-from tests.index.test_maintenance import crowd_one_head
+from tests.index.streamed import crowd_one_head
 from tests.indexing import build, check, clustered, worker
 from tests.testapp.models import Point, Streamed
 from vectorindex.exceptions import JobBusy
@@ -227,8 +227,8 @@ def test_inline_a_write_runs_the_scan_once_SCAN_INTERVAL_has_passed(settings, mo
     target = crowd_one_head()  # its split is lost: jobs are off
     assert ("split", {"head_id": target}) in maintenance.scan(declared())
     scans = []
-    scan = maintenance.scan
-    monkeypatch.setattr(maintenance, "scan", lambda *args, **kwargs: scans.append(args) or scan(*args, **kwargs))
+    scan = jobs.RUNNERS["scan"]  # what the inline scan runs
+    monkeypatch.setitem(jobs.RUNNERS, "scan", lambda *args, **kwargs: scans.append(args) or scan(*args, **kwargs))
     new = iter(clustered(3, seed=8))
 
     settings.VECTORINDEX = {"JOBS": "inline", "SCAN_INTERVAL": 3600}

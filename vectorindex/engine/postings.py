@@ -241,3 +241,28 @@ class Payload:
                 f"{self.dtype.itemsize}-byte entries"
             )
         return np.frombuffer(data, dtype=self.dtype)
+
+
+# Entries by head -------------------------------------------------------------
+
+
+def by_head(members: np.ndarray, owners: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(head id, its members) for each head among *owners*, in head id order.
+
+    *members* and *owners* are a routing's pairs (:func:`~.routing.assign`:
+    row, head id), a member once for each head that takes it.
+    """
+    order = np.argsort(owners, kind="stable")
+    members, owners = members[order], owners[order]
+    for run in np.split(np.arange(len(owners)), np.flatnonzero(np.diff(owners)) + 1):
+        if len(run):
+            yield int(owners[run[0]]), members[run]
+
+
+def rows_by_head(payload: Payload, entries: np.ndarray, members: np.ndarray, owners: np.ndarray) -> list[tuple[int, int, bytes]]:
+    """Posting rows (head id, entry count, bytes) that give each head of *owners* the entries of its *members*."""
+    return [
+        (head_id, count, data)
+        for head_id, rows in by_head(members, owners)
+        for count, data in payload.pack_entries(entries[rows])
+    ]

@@ -29,6 +29,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..engine import postings, routing
+from ..engine.head import prepare
+from ..engine.partition import REASSIGN_NEIGHBOURS, partition
 from ..exceptions import CorruptVector
 from ..models import IndexState
 from ..storage import job_transaction
@@ -37,6 +39,17 @@ from .registry import Declared
 from .runtime import runtime
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+# A build's generation is a random number of this many bits: positive in the
+# state row's signed 64-bit column on every backend, and never met twice.
+GENERATION_BITS = 62
+# Posting rows handed to one append (one list's rows each, a row at most
+# postings.ROW_BYTES), and so how often the progress bar moves while writing.
+APPEND_ROWS = 200
+# Version rows made and inserted per call: a build of millions of vectors
+# never holds a parameter tuple for each at once (the driver cuts each call
+# into statements of its own size).
+VERSION_ROWS = 10_000
 
 
 @dataclass
@@ -117,7 +130,7 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
         storage.clear()
         pks, vectors = _read_vectors(declared, using, progress)
         rng = np.random.default_rng(seed)
-        generation = secrets.randbits(62)
+        generation = secrets.randbits(GENERATION_BITS)
         count = len(pks)
         head_count = min(count, max(1, int(round(count * options["head_fraction"]))))
         chosen = np.sort(rng.choice(count, size=head_count, replace=False)) if count else np.empty(0, int)
@@ -126,28 +139,20 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
         rows, owners, head_vectors = _assign_balanced(rt, vectors[chosen], vectors, options, progress)
         head_ids = storage.insert_heads(head_vectors, lsn=0)
         owners = head_ids[owners]
-        head = rt.empty_head(capacity=len(head_ids))
-        head.add(head_ids, head_vectors)
-        head.generation = generation
-        head.lsn = 0
+        head = rt.new_head(head_ids, head_vectors, generation=generation, lsn=0)
         if progress:
             progress("heads", len(head_ids), len(head_ids))
 
         entries = 0
         if count:
-            order = np.argsort(owners, kind="stable")
-            rows, owners = rows[order], owners[order]
-            boundaries = np.flatnonzero(np.diff(owners)) + 1
             versions = np.ones(count, dtype=np.uint32)
             batch: list[tuple[int, int, bytes]] = []
             written = 0
-            for run in np.split(np.arange(len(rows)), boundaries):
-                members = rows[run]
-                head_id = int(owners[run[0]])
+            for head_id, members in postings.by_head(rows, owners):
                 for entry_count, data in payload.pack(pks[members], versions[members], vectors[members]):
                     batch.append((head_id, entry_count, data))
-                written += len(run)
-                if len(batch) >= 200:
+                written += len(members)
+                if len(batch) >= APPEND_ROWS:
                     storage.append(batch)
                     batch = []
                     if progress:
@@ -156,8 +161,8 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
             if progress:
                 progress("postings", len(rows), len(rows))
             entries = len(rows)
-            for start in range(0, count, 10_000):
-                storage.insert_versions(pks[start : start + 10_000])
+            for start in range(0, count, VERSION_ROWS):
+                storage.insert_versions(pks[start : start + VERSION_ROWS])
         storage.write_snapshot(generation, 0, head.to_bytes(), len(head))
         storage.set_state(
             status=IndexState.Status.READY,
@@ -187,8 +192,10 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
     return BuildReport(declared.name, count, len(head_ids), entries, 0.0)
 
 
+# Rounds of splitting over-limit lists and routing again: each round splits
+# what the last one left over the limit; what is still over after these few
+# (crowds of one vector, say) is left to split jobs after the commit.
 BALANCE_ROUNDS = 3
-NEIGHBOURS = 8  # lists around a split one whose vectors are routed again
 
 
 def _assign_balanced(rt, head_vectors, vectors, options, progress) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -196,21 +203,17 @@ def _assign_balanced(rt, head_vectors, vectors, options, progress) -> tuple[np.n
 
     Sampled heads are not balanced: some lists come out far over
     ``posting_limit``. Each such list is split here as a split job would
-    (:func:`~vectorindex.index.maintenance.partition`: member vectors as new heads)
+    (:func:`~vectorindex.engine.partition.partition`: member vectors as new heads)
     and its vectors — and those of the lists around it — routed again among
     the new head set, before anything is written. Left to split jobs after the build, the same work would append
     to neighbouring lists and leave them fragmented and full of stale copies.
     Labels are positions in the returned head vectors; a list still over the
     limit after a few rounds is left to a split job.
     """
-    from ..engine.head import prepare
-    from .maintenance import partition
-
     metric = rt.declared.metric
     limit = options["posting_limit"]
     route = dict(replicas=options["replicas"], epsilon=options["replica_epsilon"])
-    head = rt.empty_head(capacity=len(head_vectors))
-    head.add(np.arange(len(head_vectors)), head_vectors)
+    head = rt.new_head(np.arange(len(head_vectors)), head_vectors)
     if not len(vectors):
         return np.empty(0, np.int64), np.empty(0, np.int64), head_vectors
     prepared = prepare(head_vectors, metric)  # as the head index holds them, by label
@@ -240,7 +243,7 @@ def _assign_balanced(rt, head_vectors, vectors, options, progress) -> tuple[np.n
         alive[over] = False
         # The lists around a split one hold vectors that a new head may now be
         # nearest to (a split job's reassign): they are routed again too.
-        around, _distances = head.search(head_vectors[over], NEIGHBOURS + 1)
+        around, _distances = head.search(head_vectors[over], REASSIGN_NEIGHBOURS + 1)
         head.add(labels, added)
         head.remove(over)
         moved = np.unique(rows[np.isin(owners, np.union1d(over, around.ravel()))])

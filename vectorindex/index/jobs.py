@@ -14,23 +14,134 @@ A broker that is down costs a commit one attempt of about ``ENQUEUE_TIMEOUT``
 seconds and one warning per outage: while it stays down, jobs are not sent at
 all (the scan finds their work), and it is tried again every ``BROKER_RETRY``
 seconds.
+
+What each job does is registered here by name (:func:`runner`), by
+:mod:`vectorindex.index.maintenance`, which the app's ``ready()`` imports: the
+write path imports this module, and the jobs import the write path, so this
+module runs them without importing them. :func:`run` runs one as every caller
+does (a lock timeout, retries after a deadlock), and :func:`follow_through`
+runs the jobs each one asks for next.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
-from django.db import transaction
+from django.db import OperationalError, connections, transaction
 
 from ..conf import vectorindex_settings
 from ..exceptions import JobBusy
+from ..storage.backends import lock_timeout
+
+if TYPE_CHECKING:
+    from .registry import Declared
 
 logger = logging.getLogger("vectorindex.jobs")
+
+Job = tuple[str, dict[str, Any]]  # (name, keyword arguments): a job as a scan or an outcome asks for it
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Outcome:
+    """What a job did, and the jobs it asks for next."""
+
+    job: str
+    detail: str
+    follow_up: list[Job] = field(default_factory=list)
+    busy: bool = False  # it gave up on a lock and did nothing (JobBusy)
+
+
+# Job name -> what does it: (declared, using=..., **arguments) -> Outcome; and
+# "scan" -> the maintenance scan: (declared, using) -> the jobs it finds. The
+# names are the Celery tasks' (vectorindex.tasks), without "vectorindex.".
+RUNNERS: dict[str, Callable[..., Any]] = {}
+
+
+def runner(name: str) -> Callable[[F], F]:
+    """Register the decorated function as what does the job *name* (or the scan, for "scan")."""
+
+    def register(function: F) -> F:
+        RUNNERS[name] = function
+        return function
+
+    return register
+
+
+# Tries a job gets when the database breaks its transaction off (a deadlock),
+# the first one included; between tries it waits RETRY_PAUSE seconds, then
+# twice that, then four times (each up to twice as long again, at random, so
+# that two jobs that deadlocked do not meet again): under a second in all.
+RETRIES = 4
+RETRY_PAUSE = 0.05
+# MySQL/MariaDB's error numbers: ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT.
+DEADLOCK = 1213
+LOCK_WAIT_TIMEOUT = 1205
+
+
+def _deadlock(error: OperationalError) -> bool:
+    """A deadlock the database broke off: the job can simply run again."""
+    return bool(error.args) and error.args[0] == DEADLOCK
+
+
+def _lock_wait(error: OperationalError) -> bool:
+    """A lock wait that ran out (MySQL/MariaDB's lock wait timeout; SQLite's busy timeout)."""
+    return bool(error.args) and error.args[0] == LOCK_WAIT_TIMEOUT or "database is locked" in str(error)
+
+
+def run(name: str, declared: Declared, using: str = "default", **arguments: Any) -> Outcome:
+    """Run one job, waiting at most ``JOB_LOCK_TIMEOUT`` seconds for each lock.
+
+    A transaction the database broke off for a deadlock is run again at once:
+    jobs are idempotent, and a broken-off transaction left nothing behind. A
+    lock held longer than that (a user's transaction that stays open, on
+    SQLite any writer's) raises :class:`JobBusy` instead: the job runs again
+    later (a Celery retry, the scan), rather than hold its worker and the
+    locks it took first for the database's own timeout, 50 s on InnoDB.
+    """
+    seconds = vectorindex_settings.JOB_LOCK_TIMEOUT
+    with lock_timeout(connections[using], seconds):
+        for attempt in range(RETRIES):
+            started = time.monotonic()
+            try:
+                return RUNNERS[name](declared, using=using, **arguments)
+            except OperationalError as error:
+                busy = _lock_wait(error)
+                # SQLite says "locked" at once, without waiting, where a wait
+                # would deadlock: that one is a deadlock, and runs again too.
+                if busy and (time.monotonic() - started >= seconds or attempt == RETRIES - 1):
+                    given = ", ".join(f"{key}={value}" for key, value in arguments.items())
+                    raise JobBusy(
+                        f"{name}({given}) on {declared.name}: a lock stayed held by another transaction "
+                        f"for over {seconds} s (JOB_LOCK_TIMEOUT); left to run again later"
+                    ) from error
+                if not (busy or _deadlock(error)) or attempt == RETRIES - 1:
+                    raise
+                time.sleep(RETRY_PAUSE * 2**attempt * (1 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def follow_through(first: Iterable[Job], attempt: Callable[[str, dict[str, Any]], Outcome | None]) -> Iterator[Outcome]:
+    """Run the jobs *first*, then those each one asks for next, in turn; their outcomes, as each is done.
+
+    *attempt* runs one job (name, arguments), and answers None for one that
+    failed: what it would have asked for is then the scan's to find.
+    """
+    queue = deque(first)
+    while queue:
+        name, arguments = queue.popleft()
+        outcome = attempt(name, arguments)
+        if outcome is not None:
+            queue.extend(outcome.follow_up)
+            yield outcome
 
 
 def mode() -> str:
@@ -44,6 +155,9 @@ def mode() -> str:
 # that keep reading the same fragmented list ask for its defragment again and
 # again; within DEDUPLICATE seconds one request is enough.
 DEDUPLICATE = 10.0
+# Requests remembered at most; past that the memory starts again (a request
+# then sent twice costs a job that finds nothing to do).
+REMEMBERED = 10_000
 _recent: dict[tuple, float] = {}
 _recent_lock = threading.Lock()
 
@@ -53,7 +167,7 @@ def _first_request(key: tuple) -> bool:
     with _recent_lock:
         if now - _recent.get(key, -DEDUPLICATE) < DEDUPLICATE:
             return False
-        if len(_recent) > 10_000:
+        if len(_recent) > REMEMBERED:
             _recent.clear()
         _recent[key] = now
         return True
@@ -194,22 +308,19 @@ def _sent(url: str) -> None:
 
 def run_inline(job: str, index: str, using: str, **arguments: Any) -> None:
     """Run a job and its follow-ups here; a failure is logged, never raised into the caller."""
-    from . import maintenance
     from .registry import get_declared
 
-    queue = [(job, arguments)]
-    while queue:
-        name, kwargs = queue.pop(0)
+    def attempt(name: str, kwargs: dict[str, Any]) -> Outcome | None:
         try:
-            outcome = maintenance.run(name, get_declared(index), using, **kwargs)
+            return run(name, get_declared(index), using, **kwargs)
         except JobBusy as busy:
             logger.warning("vectorindex %s", busy)  # the scan finds it again
-            continue
         except Exception:  # noqa: BLE001 - the scan will find the work again
             logger.exception("vectorindex job %s on %s failed", name, index)
-            continue
-        logger.debug("vectorindex %s on %s: %s", name, index, outcome.detail)
-        queue.extend(outcome.follow_up)
+        return None
+
+    for outcome in follow_through([(job, arguments)], attempt):
+        logger.debug("vectorindex %s on %s: %s", outcome.job, index, outcome.detail)
 
 
 # Inline safety-net scans ------------------------------------------------------
@@ -268,11 +379,10 @@ def scanned(index: str, using: str) -> None:
 
 def scan_inline(index: str, using: str) -> None:
     """Run the maintenance scan of *index* and the jobs it finds, here."""
-    from . import maintenance
     from .registry import get_declared
 
     try:
-        found = maintenance.scan(get_declared(index), using)
+        found = RUNNERS["scan"](get_declared(index), using)
     except Exception:  # noqa: BLE001 - the next scan tries again
         logger.exception("vectorindex scan of %s failed", index)
         return

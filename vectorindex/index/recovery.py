@@ -17,28 +17,33 @@ import numpy as np
 from django.db import connections, transaction
 from django.utils import timezone
 
+from ..engine.codec import STORAGE_DTYPE
 from ..engine.head import HeadIndex, prepare
 from ..exceptions import HeadIndexError, IndexNotReady, SnapshotError
 from ..models import Head, IndexState, Snapshot
-from ..storage import StateRow, dialect_for, job_transaction
+from ..storage import StateRow, Storage, dialect_for, job_transaction
 from ..wording import counted
 from .integrity import Survey, survey
 from .registry import Declared
-from .runtime import load, rebuild_from_heads, runtime
+from .runtime import Opened, load, open_index, rebuild_from_heads
 
 # A snapshot is of a head index rebuilt from the alive heads when its graph
 # holds more than this many elements per alive head.
 COMPACT_ABOVE = 1.1
+# Ids a finding names as examples (the check's output is read by people).
+EXAMPLES = 5
+# A head vector in the head index and in the heads table are the same when
+# they agree this closely: float32, and cosine's vectors normalised anew.
+SAME_VECTOR = {"rtol": 1e-5, "atol": 1e-6}
 
 
-def _ready(declared: Declared, using: str):
-    rt = runtime(declared, using)
-    storage, state = rt.open()
-    if not state.ready:
-        changes = rt.changes_since_build()
+def _ready(declared: Declared, using: str) -> Opened:
+    opened = open_index(declared, using)
+    if not opened.ready:
+        changes = opened.runtime.changes_since_build()
         why = f" (its contents were deleted when its declaration changed: {', '.join(changes)})" if changes else ""
         raise IndexNotReady(f"{declared.name} is not built{why}; run `manage.py vectorindex build {declared.name}`.")
-    return rt, storage, state
+    return opened
 
 
 def take_snapshot(declared: Declared, using: str = "default") -> Snapshot:
@@ -62,9 +67,19 @@ def take_snapshot(declared: Declared, using: str = "default") -> Snapshot:
             head = rebuilt
             with rt.lock:
                 rt.head = head
-        snapshot = storage.write_snapshot(state.generation, state.wal_lsn, head.to_bytes(), len(head))
-        storage.delete_snapshots(keep=snapshot.pk)
-        storage.truncate_wal(state.wal_lsn)
+        snapshot = _replace_snapshots(storage, state, head)
+    return snapshot
+
+
+def _replace_snapshots(storage: Storage, state: StateRow, head: HeadIndex) -> Snapshot:
+    """Write *head* as the snapshot at the state row's LSN; drop the older snapshots and the WAL up to it.
+
+    The caller holds the state row exclusively (*state* is as that lock read
+    it): no head change commits in between.
+    """
+    snapshot = storage.write_snapshot(state.generation, state.wal_lsn, head.to_bytes(), len(head))
+    storage.delete_snapshots(keep=snapshot.pk)
+    storage.truncate_wal(state.wal_lsn)
     return snapshot
 
 
@@ -78,18 +93,18 @@ def verify(head: HeadIndex, storage: Any) -> list[str]:
     if missing:
         problems.append(
             f"{counted(len(missing), 'alive head')} {'is' if len(missing) == 1 else 'are'} "
-            f"not in the head index (e.g. {sorted(missing)[:5]})"
+            f"not in the head index (e.g. {sorted(missing)[:EXAMPLES]})"
         )
     if extra:
         problems.append(
             f"{counted(len(extra), 'head')} in the head index {'is' if len(extra) == 1 else 'are'} "
-            f"retired or unknown (e.g. {sorted(extra)[:5]})"
+            f"retired or unknown (e.g. {sorted(extra)[:EXAMPLES]})"
         )
     common = np.array(sorted(alive & head.alive), dtype=np.int64)
     if len(common):
         stored = prepare(vectors[np.searchsorted(ids, common)], head.metric)
         held = head.vectors(common)
-        if not np.allclose(stored, held, rtol=1e-5, atol=1e-6):
+        if not np.allclose(stored, held, **SAME_VECTOR):
             problems.append("head vectors in the head index differ from the heads table")
     return problems
 
@@ -120,9 +135,7 @@ def recover(declared: Declared, using: str = "default") -> RecoveryReport:
     with job_transaction(using):
         state = storage.lock_state(exclusive=True)
         head = rebuild_from_heads(rt, storage, state.generation, state.wal_lsn)
-        snapshot = storage.write_snapshot(state.generation, state.wal_lsn, head.to_bytes(), len(head))
-        storage.delete_snapshots(keep=snapshot.pk)
-        storage.truncate_wal(state.wal_lsn)
+        _replace_snapshots(storage, state, head)
     with rt.lock:
         rt.head = head
     return RecoveryReport(declared.name, "heads table", len(head), head.lsn, problems)
@@ -196,7 +209,7 @@ def _check(declared: Declared, using: str, rt: Any, storage: Any, state: StateRo
     for kind, meaning in FINDINGS.items():
         keys = getattr(found, kind)
         if keys:
-            violations.append(f"{len(keys):,} {meaning[len(keys) != 1]} (e.g. {sorted(keys)[:5]})")
+            violations.append(f"{len(keys):,} {meaning[len(keys) != 1]} (e.g. {sorted(keys)[:EXAMPLES]})")
     alive_heads = storage.alive_head_ids()
 
     limit = options["posting_limit"]
@@ -218,8 +231,8 @@ def _check(declared: Declared, using: str, rt: Any, storage: Any, state: StateRo
 
 
 def status(declared: Declared, using: str = "default") -> dict[str, Any]:
-    rt = runtime(declared, using)
-    storage, state = rt.open(outdated_ok=True)
+    opened = open_index(declared, using, outdated_ok=True)
+    rt, storage, state = opened
     report: dict[str, Any] = {
         "name": declared.name,
         "model": declared.model._meta.label,
@@ -237,7 +250,7 @@ def status(declared: Declared, using: str = "default") -> dict[str, Any]:
         # What a build would index: a "not built" index may have rows waiting.
         rows = declared.model._base_manager.using(using).filter(**{f"{declared.field.name}__isnull": False})
         report["rows_with_vectors"] = rows.count()
-    if not state.ready or changes:
+    if not opened.ready or changes:
         return report
     head = rt.current(storage, state)
     heads = Head.objects.using(using).filter(index_id=storage.index_id)
@@ -248,7 +261,7 @@ def status(declared: Declared, using: str = "default") -> dict[str, Any]:
     versions = storage.all_versions()
     live = sum(1 for _v, deleted in versions.values() if not deleted)
     snapshot = Snapshot.objects.using(using).filter(index_id=storage.index_id).order_by("-lsn", "-pk").first()
-    raw_bytes = live * declared.field.dimensions * 4
+    raw_bytes = live * declared.field.dimensions * STORAGE_DTYPE.itemsize
     report.update(
         {
             "heads": alive,

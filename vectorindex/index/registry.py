@@ -132,7 +132,7 @@ def sync_states(
     name for another: contents left behind while no migrated model had the
     index, or stored for another model or field, are deleted and the index is
     marked not built. The migrations that rename an index, its field or its
-    model update its row (vectorindex.index.removal, vectorindex.operations). Nor
+    model update its row (vectorindex.index.schema, vectorindex.operations). Nor
     are contents kept that were built for other dimensions or another
     distance than the index now declares. *report* is told of each reset,
     with what to run.

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
@@ -117,15 +118,23 @@ class Runtime:
         self.payload = (generation, payload)
         return payload
 
-    def empty_head(self, capacity: int = 1024) -> HeadIndex:
+    def head_settings(self) -> dict[str, Any]:
+        """What every head index of this declaration is made with: new (:meth:`new_head`), or read from a snapshot (:func:`load`)."""
         options = self.declared.options
-        return HeadIndex(
-            self.declared.field.dimensions,
-            self.declared.metric,
-            m=options["m"],
-            ef_construction=options["ef_construction"],
-            capacity=capacity,
-        )
+        return {
+            "dimensions": self.declared.field.dimensions,
+            "metric": self.declared.metric,
+            "m": options["m"],
+            "ef_construction": options["ef_construction"],
+        }
+
+    def new_head(self, ids: np.ndarray, vectors: np.ndarray, *, generation: int = 0, lsn: int = 0) -> HeadIndex:
+        """A head index of these heads alone, as of *generation* and *lsn* (a build's, or one rebuilt from the heads table)."""
+        head = HeadIndex(**self.head_settings(), capacity=len(ids))
+        head.add(ids, vectors)
+        head.generation = generation
+        head.lsn = lsn
+        return head
 
     def current(self, storage: Storage, state: StateRow) -> HeadIndex:
         """The head index, brought up to the state row's generation and LSN."""
@@ -238,12 +247,43 @@ def reset_runtimes() -> None:
         _verified.clear()
 
 
+class Opened(NamedTuple):
+    """An index opened on one alias: this process's runtime of it, its storage, and its state row as read."""
+
+    runtime: Runtime
+    storage: Storage
+    state: StateRow
+
+    @property
+    def ready(self) -> bool:
+        """Built, and answering: writes append to it, queries probe it, jobs run on it."""
+        return self.state.ready
+
+
+def open_index(declared: Declared, using: str, *, outdated_ok: bool = False) -> Opened:
+    """*declared*'s index on *using*, with one read of its state row (:meth:`Runtime.open`).
+
+    Every path that uses an index opens it here, and says what an index that
+    is not ready means to it: nothing to write (writes), the exact path (a
+    query), nothing to do (a job, the scan), an error to report (recovery).
+    """
+    rt = runtime(declared, using)
+    return Opened(rt, *rt.open(outdated_ok=outdated_ok))
+
+
+# Times a load starts again when a compaction deleted the WAL entries after
+# the snapshot it read (or replaced the snapshot while it was read): the next
+# try reads the newer snapshot, so a few only run out while compactions
+# follow each other without pause (SnapshotError).
 LOAD_ATTEMPTS = 5
 
 logger = logging.getLogger("vectorindex")
 
 # Snapshots this process has read and found whole: (alias, id, checksum, when written).
 _verified: set[tuple[str, int, str, Any]] = set()
+# Snapshots remembered so at most, for a process that lives through many
+# compactions; past that it forgets them all and checks the next it reads.
+VERIFIED_KEPT = 10_000
 
 
 def load(rt: Runtime, storage: Storage, generation: int, lsn: int = 0, *, strict: bool = False) -> HeadIndex:
@@ -256,19 +296,12 @@ def load(rt: Runtime, storage: Storage, generation: int, lsn: int = 0, *, strict
     warning, and a snapshot to replace it is asked for. *strict* raises
     instead (recovery and check report the damage).
     """
-    options = rt.declared.options
     warned = False
     for _attempt in range(LOAD_ATTEMPTS):
         newest = storage.newest_snapshot(generation)
         try:
             snapshot, data = storage.latest_snapshot(generation)
-            head = HeadIndex.from_bytes(
-                data,
-                rt.declared.field.dimensions,
-                rt.declared.metric,
-                m=options["m"],
-                ef_construction=options["ef_construction"],
-            )
+            head = HeadIndex.from_bytes(data, **rt.head_settings())
             head.lsn = snapshot.lsn
             _remember_verified(rt, snapshot)
         except (SnapshotError, HeadIndexError) as error:
@@ -345,7 +378,7 @@ def _verified_key(rt: Runtime, snapshot: Snapshot) -> tuple[str, int, str, Any]:
 
 
 def _remember_verified(rt: Runtime, snapshot: Snapshot) -> None:
-    if len(_verified) > 10_000:  # a process that lives through many compactions
+    if len(_verified) > VERIFIED_KEPT:
         _verified.clear()
     _verified.add(_verified_key(rt, snapshot))
 
@@ -363,9 +396,5 @@ def replay(head: HeadIndex, storage: Storage, lsn: int = 0) -> bool:
 def rebuild_from_heads(rt: Runtime, storage: Storage, generation: int, lsn: int) -> HeadIndex:
     """A head index built from the heads table alone: recovery's last resort, and a compaction's fresh graph."""
     ids, vectors = storage.alive_heads()
-    head = rt.empty_head(capacity=len(ids))
-    head.add(ids, vectors)
-    head.generation = generation
-    head.lsn = lsn
-    return head
+    return rt.new_head(ids, vectors, generation=generation, lsn=lsn)
 

@@ -30,7 +30,7 @@ from ..engine.candidates import Pool
 from ..exceptions import CorruptVector
 from ..orm.planner import DistancePlan, SearchOptions, evaluate
 from .registry import Declared, index_for
-from .runtime import runtime
+from .runtime import open_index
 
 # Fewer than *k* found: the next round probes this many times as many heads,
 # without the ε cut-off (step 4 above), so that an index that has fewer valid
@@ -66,10 +66,10 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
     if declared is None:
         return None
     using = queryset.db
-    rt = runtime(declared, using)
-    storage, state = rt.open()
-    if not state.ready:
+    opened = open_index(declared, using)
+    if not opened.ready:
         return None
+    rt, storage, state = opened
     head = rt.current(storage, state)
     view = rt.view(storage, state, head)
     routers = [head] if view is None else [view, head]

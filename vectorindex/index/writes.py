@@ -25,12 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import codec, routing
+from ..engine import codec, postings, routing
 from ..exceptions import IndexWriteError
 from . import jobs
 from .registry import Declared, indexes_of
-from .runtime import runtime
+from .runtime import open_index, runtime
 
+# Times a write routes again when a head it chose was retired meanwhile (a
+# split or merge committed between its routing and its lock): each attempt
+# catches up with the newest heads first, so a second one is nearly always
+# the last; more than a few means heads keep changing under it (IndexWriteError).
 ROUTE_ATTEMPTS = 5
 _local = threading.local()
 _router = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectorindex-router")
@@ -43,16 +47,16 @@ def _ready_storage(declared: Declared, using: str):
     the row. While a build runs, the shared lock makes this writer wait for it
     (and then find the index ready), so that no row slips between the two.
     """
-    rt = runtime(declared, using)
-    storage, state = rt.open()
+    opened = open_index(declared, using)
+    if opened.ready:
+        return (*opened, False)
+    rt, storage, _state = opened
+    state = storage.lock_state(exclusive=False)
     if not state.ready:
-        state = storage.lock_state(exclusive=False)
-        if not state.ready:
-            return None
-        # The build this writer waited for chose the entries' layout: the
-        # state row as the lock read it, not as the transaction first saw it.
-        return rt, rt.storage_at(state), state, True
-    return rt, storage, state, False
+        return None
+    # The build this writer waited for chose the entries' layout: the
+    # state row as the lock read it, not as the transaction first saw it.
+    return rt, rt.storage_at(state), state, True
 
 
 def _coerced(declared: Declared, values: Sequence[Any]) -> np.ndarray:
@@ -230,14 +234,7 @@ def _route_and_append(
     if versions is None:
         versions = storage.next_versions(pks)
     entries = storage.payload.entries(pks, versions, vectors)  # each vector encoded once, whatever its replicas
-    order = np.argsort(owners, kind="stable")
-    members, owners = members[order], owners[order]
-    rows_out: list[tuple[int, int, bytes]] = []
-    for run in np.split(np.arange(len(members)), np.flatnonzero(np.diff(owners)) + 1):
-        if len(run):
-            for count, data in storage.payload.pack_entries(entries[members[run]]):
-                rows_out.append((int(owners[run[0]]), count, data))
-    append(declared, storage, rows_out, using, sizes=alive)
+    append(declared, storage, postings.rows_by_head(storage.payload, entries, members, owners), using, sizes=alive)
 
 
 def append(

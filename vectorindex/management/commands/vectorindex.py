@@ -322,7 +322,7 @@ class Command(BaseCommand):
         return not violations
 
     def do_repair(self, declared: Declared, options: dict) -> None:
-        from ...index.integrity import repair
+        from ...index.repair import repair
 
         with self._progress(declared, options) as progress:
             report = repair(declared, options["database"], progress=progress)
