@@ -2,6 +2,7 @@
 
 import io
 
+import numpy as np
 from django.core.management import call_command
 
 from tests.index.streamed import INDEX, crowd_one_head, declared
@@ -50,4 +51,35 @@ def test_a_reassign_does_not_move_a_vector_away_from_a_head_the_search_missed(sm
     monkeypatch.setattr(head, "search", missing_the_nearest)
     assert maintenance.reassign(declared(), **arguments).detail == "no vector changed its nearest head"
     monkeypatch.undo()
+    assert "streamed_embedding: ok" in check(INDEX)
+
+
+def test_a_vector_in_a_neighbouring_list_that_is_nearest_a_new_head_moves_there(small, settings, monkeypatch):
+    """The reassign's own case: a vector that only a farther head's list holds moves to the new head it is nearest."""
+    from tests.index.test_writes import entry_owners
+    from tests.testapp.models import Streamed
+    from vectorindex.engine import routing
+
+    settings.VECTORINDEX = {"JOBS": "manual"}
+    rt = runtime(declared(), "default")
+    storage, _state = rt.open()
+    far, near = sorted(storage.alive_head_ids())[:2]
+    [near_vector] = storage.head_vectors([near])
+    real_assign = routing.assign
+
+    def only_far(head, vectors, **kwargs):
+        members, _owners = real_assign(head, vectors, **kwargs)
+        rows = np.unique(members)
+        return rows, np.full(len(rows), far, dtype=np.int64)  # every vector to the one list, as if routed long ago
+
+    monkeypatch.setattr(routing, "assign", only_far)
+    misplaced = Streamed.objects.create(embedding=near_vector + np.float32(1e-3))
+    monkeypatch.undo()
+    assert set(entry_owners(storage, misplaced.pk)) == {far}
+
+    outcome = maintenance.reassign(declared(), head_id=far, new_head_ids=[near])
+    assert outcome.detail.startswith("moved "), outcome.detail
+    assert not outcome.detail.startswith("moved 0 "), outcome.detail
+    owners = entry_owners(storage, misplaced.pk)
+    assert 2 in owners.get(near, set()), owners  # moved, with a new version
     assert "streamed_embedding: ok" in check(INDEX)

@@ -99,10 +99,11 @@ def _reassign(
     moving = entries_all[candidate][moves]
     if not len(moving):
         return Outcome("reassign", "no vector changed its nearest head")
-    # Only vectors still at the version read may move: a user's update since
-    # then has appended the newer vector itself.
+    # Only vectors still at the version read, and not deleted, may move: a
+    # user's update since then has appended the newer vector itself. A row
+    # another transaction holds is not in the answer: it is being written.
     locked = storage.lock_versions(moving["id"].tolist())
-    still = np.array([locked.get(int(i)) == int(v) for i, v in zip(moving["id"], moving["version"])], bool)
+    still = np.array([locked.get(int(i)) == (int(v), False) for i, v in zip(moving["id"], moving["version"])], bool)
     moving = moving[still]
     _, first = np.unique(moving["id"], return_index=True)
     moving = moving[first]
