@@ -1,5 +1,6 @@
 """App configuration: ``ready()`` only wires things up."""
 
+import importlib.util
 import sys
 from typing import Any
 
@@ -13,15 +14,20 @@ class VectorIndexConfig(AppConfig):
 
     def ready(self) -> None:
         from django.apps import apps
+        from django.core.signals import setting_changed
         from django.db.models.signals import post_migrate, pre_migrate
 
         from . import checks  # noqa: F401  (registers the system checks)
+        from .conf import reload_on_change
         from .hooks import install
         from .index import maintenance  # noqa: F401  (registers the job runners with index.jobs)
         from .operations import rename_vector_indexes
 
         install(apps.get_models(include_auto_created=True))  # every save, raw or not, reaches the index
+        if importlib.util.find_spec("celery") is not None:
+            from . import tasks  # noqa: F401  (registers the Celery tasks with index.jobs)
 
+        setting_changed.connect(reload_on_change, dispatch_uid="vectorindex.conf.reload_on_change")
         pre_migrate.connect(rename_vector_indexes, sender=self)
         post_migrate.connect(_register_indexes, sender=self)
 

@@ -13,7 +13,6 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.signals import setting_changed
 
 DEFAULTS: dict[str, Any] = {
     # Rows read per round trip when a query is answered exactly (in numpy).
@@ -142,9 +141,7 @@ class VectorIndexSettings:
 vectorindex_settings = VectorIndexSettings(DEFAULTS)
 
 
-def _reload(*, setting: str, **kwargs: Any) -> None:
+def reload_on_change(*, setting: str, **kwargs: Any) -> None:
+    """``setting_changed`` receiver (connected by the app's ``ready()``): a changed VECTORINDEX is read again."""
     if setting == "VECTORINDEX":
         vectorindex_settings.reload()
-
-
-setting_changed.connect(_reload)

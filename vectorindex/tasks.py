@@ -47,41 +47,49 @@ def _run(job: str, index: str, using: str, **arguments: Any) -> str:
     return outcome.detail
 
 
+@jobs.celery_task
 @shared_task(name="vectorindex.split", **OPTIONS)
 def split(index: str, head_id: int, using: str = "default") -> str:
     return _run("split", index, using, head_id=head_id)
 
 
+@jobs.celery_task
 @shared_task(name="vectorindex.reassign", **OPTIONS)
 def reassign(index: str, head_id: int, new_head_ids: list[int], using: str = "default") -> str:
     return _run("reassign", index, using, head_id=head_id, new_head_ids=new_head_ids)
 
 
+@jobs.celery_task
 @shared_task(name="vectorindex.merge", **OPTIONS)
 def merge(index: str, head_id: int, using: str = "default") -> str:
     return _run("merge", index, using, head_id=head_id)
 
 
+@jobs.celery_task
 @shared_task(name="vectorindex.defragment", **OPTIONS)
 def defragment(index: str, head_id: int, using: str = "default", above_rows: int = 0) -> str:
     return _run("defragment", index, using, head_id=head_id, above_rows=above_rows)
 
 
+@jobs.celery_task
 @shared_task(name="vectorindex.compact", **OPTIONS)
 def compact(index: str, using: str = "default", damaged: int | None = None) -> str:
     return _run("compact", index, using, damaged=damaged)
 
 
+@jobs.celery_task
 @shared_task(name="vectorindex.collect", **OPTIONS)
 def collect(index: str, using: str = "default") -> str:
     return _run("collect", index, using)
 
 
+@jobs.celery_task
 @shared_task(name="vectorindex.sweep", **OPTIONS)
 def sweep(index: str, using: str = "default") -> str:
     return _run("sweep", index, using)
 
 
+@jobs.celery_task
 @shared_task(name="vectorindex.scan", **OPTIONS)
 def scan(index: str | None = None, using: str = "default") -> int:
     """Enqueue what every index (or one) needs: the beat schedule's job."""

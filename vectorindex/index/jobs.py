@@ -212,6 +212,18 @@ _outages: dict[str, _Outage] = {}
 _outages_lock = threading.Lock()
 
 
+# Job name -> its Celery task: vectorindex.tasks registers them (the app's
+# ready() imports it when Celery is installed), so that this module, which
+# tasks.py imports, does not import it back.
+TASKS: dict[str, Any] = {}
+
+
+def celery_task(task: Any) -> Any:
+    """Register a Celery task of vectorindex.tasks as what :func:`send` sends for its job."""
+    TASKS[task.name.removeprefix("vectorindex.")] = task
+    return task
+
+
 def send(job: str, index: str, using: str, **arguments: Any) -> bool:
     """Send *job* to the broker; was it sent?
 
@@ -226,9 +238,14 @@ def send(job: str, index: str, using: str, **arguments: Any) -> bool:
     """
     import kombu.pools
 
-    from .. import tasks
-
-    task = getattr(tasks, job)
+    task = TASKS.get(job)
+    if task is None:  # Celery is not installed: the system checks say so in "celery" mode
+        logger.warning(
+            "vectorindex could not send %s on %s: there is no Celery task for it (is Celery installed?); "
+            "the maintenance scan finds its work.",
+            job, index,
+        )
+        return False
     kwargs = {"index": index, "using": using, **arguments}
     if task.app.conf.task_always_eager:
         task.apply_async(kwargs=kwargs)  # runs here: no broker
