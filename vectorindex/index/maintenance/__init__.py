@@ -1,4 +1,4 @@
-"""LIRE: the background jobs that keep posting lists balanced (DESIGN §5).
+"""LIRE: the background jobs that keep posting lists balanced (docs/ARCHITECTURE.md §5).
 
 Each job is one database transaction, takes primitive ids, and is idempotent:
 run again after its worker died, it finds the database as the last commit left
@@ -6,7 +6,7 @@ it and does the right thing. Jobs that change the set of heads (split, merge)
 lock the index's state row exclusively first, which serialises them per index
 and makes WAL LSNs commit in order; every job that rewrites a posting list
 locks that head's row exclusively, so appends to it wait, and a writer that
-routed to a head retired meanwhile routes again (DESIGN §3).
+routed to a head retired meanwhile routes again (docs/ARCHITECTURE.md §3).
 
 Copies made by a split or a merge keep their version, and a retired head's
 rows stay for ``RETIRED_GRACE`` seconds: a process whose head index is a moment

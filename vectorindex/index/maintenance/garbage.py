@@ -1,5 +1,5 @@
 """Compact and collect: what the index no longer needs goes, a long WAL into a
-snapshot and retired heads once no process can still route to them (DESIGN §5).
+snapshot and retired heads once no process can still route to them (docs/ARCHITECTURE.md §5).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Merge and defragment: a list with too few live vectors goes to its neighbours;
-a list of many small rows is packed into few (DESIGN §5).
+a list of many small rows is packed into few (docs/ARCHITECTURE.md §5).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The maintenance scan, which finds the jobs an index needs, and ``maintain``,
-which runs them until the scan finds nothing more (DESIGN §5).
+which runs them until the scan finds nothing more (docs/ARCHITECTURE.md §5).
 
 The scan is the safety net for triggers that were lost: Celery beat runs it,
 or a writing process inline every ``SCAN_INTERVAL`` seconds, or

@@ -1,4 +1,4 @@
-"""Split: a posting list over its limit becomes K ≥ 2 lists around new heads (DESIGN §5).
+"""Split: a posting list over its limit becomes K ≥ 2 lists around new heads (docs/ARCHITECTURE.md §5).
 
 The old head is retired and the new ones added in the WAL, in the same
 transaction as the new lists. Copies made by a split keep their version, and

@@ -1,5 +1,5 @@
 """Sweep: the entries of deleted and replaced vectors leave every list, and the
-deleted vectors' version rows go once nothing names them (DESIGN §5).
+deleted vectors' version rows go once nothing names them (docs/ARCHITECTURE.md §5).
 """
 
 from __future__ import annotations
