@@ -161,11 +161,12 @@ def test_follow_ups_and_the_jobs_a_scan_finds_go_through_the_bounded_send(monkey
     from celery.app.task import Task
 
     from vectorindex import tasks
-    from vectorindex.index import jobs, maintenance
+    from vectorindex.index import broker as sending
+    from vectorindex.index import maintenance
 
     sent = []
     reassign = ("reassign", {"head_id": 7, "new_head_ids": [8, 9]})
-    monkeypatch.setattr(jobs, "send", lambda job, index, using, **arguments: sent.append((job, index, using, arguments)) or True)
+    monkeypatch.setattr(sending, "send", lambda job, index, using, **arguments: sent.append((job, index, using, arguments)) or True)
     monkeypatch.setattr(maintenance, "run", lambda name, declared, using, **arguments: maintenance.Outcome(name, "split", [reassign]))
     monkeypatch.setattr(maintenance, "scan", lambda declared, using: [("merge", {"head_id": 3})])
 

@@ -9,7 +9,7 @@ retried: Celery would run it again at once, ignoring the countdown, each try
 waiting ``JOB_LOCK_TIMEOUT`` inside the caller's commit; it is left for the
 scan instead.
 
-Follow-up jobs, and the jobs a scan finds, go through :func:`jobs.send`: one
+Follow-up jobs, and the jobs a scan finds, go through :func:`vectorindex.index.broker.send`: one
 bounded attempt that never raises (Celery's ``delay`` retries a publish for
 seconds, then raises in a job whose work has already committed). A send that
 fails leaves its work for the next scan.
@@ -24,7 +24,7 @@ from celery import current_task, shared_task
 
 from .conf import vectorindex_settings
 from .exceptions import JobBusy
-from .index import jobs, maintenance
+from .index import broker, maintenance
 from .index.registry import declared_indexes, get_declared
 
 logger = logging.getLogger("vectorindex.tasks")
@@ -43,53 +43,53 @@ def _run(job: str, index: str, using: str, **arguments: Any) -> str:
         countdown = vectorindex_settings.JOB_LOCK_TIMEOUT * 2**current_task.request.retries
         raise current_task.retry(exc=busy, countdown=countdown, max_retries=BUSY_RETRIES) from busy
     for name, follow_up in outcome.follow_up:
-        jobs.send(name, index, using, **follow_up)
+        broker.send(name, index, using, **follow_up)
     return outcome.detail
 
 
-@jobs.celery_task
+@broker.celery_task
 @shared_task(name="vectorindex.split", **OPTIONS)
 def split(index: str, head_id: int, using: str = "default") -> str:
     return _run("split", index, using, head_id=head_id)
 
 
-@jobs.celery_task
+@broker.celery_task
 @shared_task(name="vectorindex.reassign", **OPTIONS)
 def reassign(index: str, head_id: int, new_head_ids: list[int], using: str = "default") -> str:
     return _run("reassign", index, using, head_id=head_id, new_head_ids=new_head_ids)
 
 
-@jobs.celery_task
+@broker.celery_task
 @shared_task(name="vectorindex.merge", **OPTIONS)
 def merge(index: str, head_id: int, using: str = "default") -> str:
     return _run("merge", index, using, head_id=head_id)
 
 
-@jobs.celery_task
+@broker.celery_task
 @shared_task(name="vectorindex.defragment", **OPTIONS)
 def defragment(index: str, head_id: int, using: str = "default", above_rows: int = 0) -> str:
     return _run("defragment", index, using, head_id=head_id, above_rows=above_rows)
 
 
-@jobs.celery_task
+@broker.celery_task
 @shared_task(name="vectorindex.compact", **OPTIONS)
 def compact(index: str, using: str = "default", damaged: int | None = None) -> str:
     return _run("compact", index, using, damaged=damaged)
 
 
-@jobs.celery_task
+@broker.celery_task
 @shared_task(name="vectorindex.collect", **OPTIONS)
 def collect(index: str, using: str = "default") -> str:
     return _run("collect", index, using)
 
 
-@jobs.celery_task
+@broker.celery_task
 @shared_task(name="vectorindex.sweep", **OPTIONS)
 def sweep(index: str, using: str = "default") -> str:
     return _run("sweep", index, using)
 
 
-@jobs.celery_task
+@broker.celery_task
 @shared_task(name="vectorindex.scan", **OPTIONS)
 def scan(index: str | None = None, using: str = "default") -> int:
     """Enqueue what every index (or one) needs: the beat schedule's job."""
@@ -107,4 +107,4 @@ def scan(index: str | None = None, using: str = "default") -> int:
 def _scan(name: str, using: str) -> int:
     """Send the jobs *name* needs; how many were sent."""
     found = maintenance.scan(get_declared(name), using)
-    return sum(jobs.send(job, name, using, **arguments) for job, arguments in found)
+    return sum(broker.send(job, name, using, **arguments) for job, arguments in found)

@@ -19,7 +19,7 @@ from tests.index.streamed import crowd_one_head
 from tests.indexing import build, check, clustered, worker
 from tests.testapp.models import Point, Streamed
 from vectorindex.exceptions import JobBusy
-from vectorindex.index import jobs, maintenance
+from vectorindex.index import broker, jobs, maintenance
 from vectorindex.index.registry import get_declared
 from vectorindex.index.runtime import runtime
 from vectorindex.models import Head, Snapshot, Version
@@ -199,20 +199,20 @@ def test_one_warning_per_outage_and_a_note_when_the_broker_is_back(settings, cel
     client.ping()
     gate = stand_in("down", upstream=(upstream.hostname, upstream.port or 6379))
     celery(f"redis://127.0.0.1:{gate.port}{upstream.path}")
-    monkeypatch.setattr(jobs, "BROKER_RETRY", 0)  # every send tries the broker
+    monkeypatch.setattr(broker, "BROKER_RETRY", 0)  # every send tries the broker
     caplog.set_level(logging.INFO, logger="vectorindex")
     try:
-        assert not jobs.send("split", INDEX, "default", head_id=1)
-        assert not jobs.send("split", INDEX, "default", head_id=2)
+        assert not broker.send("split", INDEX, "default", head_id=1)
+        assert not broker.send("split", INDEX, "default", head_id=2)
         assert gate.connections == 2
         assert [r.levelname for r in caplog.records] == ["WARNING"]
         gate.set("up")
-        assert jobs.send("split", INDEX, "default", head_id=3)
+        assert broker.send("split", INDEX, "default", head_id=3)
         assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]
         assert "reachable again" in caplog.records[-1].getMessage()
-        assert jobs.send("split", INDEX, "default", head_id=4)
+        assert broker.send("split", INDEX, "default", head_id=4)
         gate.set("down")
-        assert not jobs.send("split", INDEX, "default", head_id=5)
+        assert not broker.send("split", INDEX, "default", head_id=5)
         assert [r.levelname for r in caplog.records] == ["WARNING", "INFO", "WARNING"]
     finally:
         client.flushdb()

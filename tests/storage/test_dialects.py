@@ -166,3 +166,18 @@ def test_the_locks_storage_takes_on_this_database():
             # lock_all_heads: nothing; the write lock already keeps every appender out
         ]
     assert [query["sql"] for query in captured.captured_queries] == expected
+
+
+def test_each_dialect_says_which_failures_a_job_runs_again_after():
+    from django.db import OperationalError
+
+    mysql, sqlite = MySQLDialect(), SQLiteDialect()
+    deadlock = OperationalError(1213, "Deadlock found when trying to get lock; try restarting transaction")
+    lock_wait = OperationalError(1205, "Lock wait timeout exceeded; try restarting transaction")
+    other = OperationalError(2006, "MySQL server has gone away")
+    assert (mysql.deadlocked(deadlock), mysql.lock_wait_ran_out(deadlock)) == (True, False)
+    assert (mysql.deadlocked(lock_wait), mysql.lock_wait_ran_out(lock_wait)) == (False, True)
+    assert (mysql.deadlocked(other), mysql.lock_wait_ran_out(other)) == (False, False)
+    locked = OperationalError("database is locked")
+    assert (sqlite.deadlocked(locked), sqlite.lock_wait_ran_out(locked)) == (False, True)
+    assert sqlite.lock_wait_ran_out(OperationalError("no such table: x")) is False

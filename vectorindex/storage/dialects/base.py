@@ -94,6 +94,16 @@ class Dialect(ABC):
     def isolate_next_transaction(self, connection: Any, level: IsolationLevel) -> None:
         """Run *connection*'s next transaction at *level*, where the backend lets it be chosen; nothing inside a transaction."""
 
+    # Failures a job runs again after (index/jobs.py) ------------------------------
+
+    @abstractmethod
+    def deadlocked(self, error: Exception) -> bool:
+        """The database broke *error*'s transaction off to end a deadlock: it left nothing, and may simply run again."""
+
+    @abstractmethod
+    def lock_wait_ran_out(self, error: Exception) -> bool:
+        """*error* is a statement that gave up waiting for a lock another transaction holds."""
+
     # How long a statement waits for a lock another transaction holds:
     # the statement reading the setting, the one writing it ("{}" for the
     # value), and the setting's units in a second.

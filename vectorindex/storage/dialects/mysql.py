@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 # An append's INSERT statements are cut at this length: well under the
 # smallest max_allowed_packet a server is likely to keep (MySQL's once-default 1 MB).
 APPEND_STATEMENT_BYTES = 512 * 1024
+# The server's error numbers (mysqld_error.h): a deadlock it broke off, a lock wait that ran out.
+ER_LOCK_DEADLOCK = 1213
+ER_LOCK_WAIT_TIMEOUT = 1205
 
 
 class MySQLDialect(Dialect):
@@ -128,6 +131,12 @@ class MySQLDialect(Dialect):
         if not connection.in_atomic_block:
             with connection.cursor() as cursor:  # applies to the next transaction only
                 cursor.execute(f"SET TRANSACTION ISOLATION LEVEL {level}")
+
+    def deadlocked(self, error: Exception) -> bool:
+        return bool(error.args) and error.args[0] == ER_LOCK_DEADLOCK
+
+    def lock_wait_ran_out(self, error: Exception) -> bool:
+        return bool(error.args) and error.args[0] == ER_LOCK_WAIT_TIMEOUT
 
     # innodb_lock_wait_timeout is a session setting, in seconds.
     lock_wait_read = "SELECT @@SESSION.innodb_lock_wait_timeout"

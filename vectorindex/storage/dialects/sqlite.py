@@ -64,6 +64,12 @@ class SQLiteDialect(Dialect):
 
     # The busy timeout is a connection setting, in milliseconds; it bounds
     # the wait for the one write lock.
+    def deadlocked(self, error: Exception) -> bool:
+        return False  # one writer at a time: a wait that would deadlock fails at once, as "locked"
+
+    def lock_wait_ran_out(self, error: Exception) -> bool:
+        return "database is locked" in str(error)  # the busy timeout ran out, or a wait would deadlock
+
     lock_wait_read = "PRAGMA busy_timeout"
     lock_wait_write = "PRAGMA busy_timeout = {}"
     lock_wait_units = 1000
