@@ -47,11 +47,11 @@ def _wrap(model: Any) -> None:
     original_from_db = model.from_db.__func__
 
     def save_base(self, raw=False, force_insert=False, force_update=False, using=None, update_fields=None):
-        from .index import writes
+        from .index import instances
 
         using = using or router.db_for_write(self.__class__, instance=self)
         adding = self._state.adding
-        routed = writes.route_before_save(self, using, adding, update_fields)
+        routed = instances.route_before_save(self, using, adding, update_fields)
         with transaction.atomic(using=using, savepoint=False):
             # A post_save receiver may save the instance again, through this
             # wrapper: each level puts back what it found.
@@ -71,22 +71,22 @@ def _wrap(model: Any) -> None:
                     self.__dict__[SAVING] = outer
                 else:
                     del self.__dict__[SAVING]
-            writes.after_save(self, using, adding, update_fields, routed)
+            instances.after_save(self, using, adding, update_fields, routed)
 
     def from_db(cls, db, field_names, values, **kwargs):
-        from .index import writes
+        from .index import instances
 
         instance = original_from_db(cls, db, field_names, values, **kwargs)
-        writes.remember_loaded(instance)
+        instances.remember_loaded(instance)
         return instance
 
     original_refresh = model.refresh_from_db
 
     def refresh_from_db(self, using=None, fields=None, *args, **kwargs):
-        from .index import writes
+        from .index import instances
 
         original_refresh(self, using, fields, *args, **kwargs)
-        writes.remember_loaded(self, fields)  # only the fields read again
+        instances.remember_loaded(self, fields)  # only the fields read again
 
     setattr(save_base, MARK, True)
     save_base.__doc__ = original_save_base.__doc__
@@ -111,9 +111,9 @@ def _on_class_prepared(sender: Any, **kwargs: Any) -> None:
 
 
 def _on_post_delete(sender: Any, instance: Any, using: str, **kwargs: Any) -> None:
-    from .index import writes
+    from .index import instances
 
-    writes.on_post_delete(sender, instance, using)
+    instances.on_post_delete(sender, instance, using)
 
 
 _django_save_base: Any = None

@@ -224,7 +224,7 @@ class VectorQuerySet(models.QuerySet):
                 "VectorIndex current (the rows written are not known); save the rows "
                 "another way or rebuild the index afterwards."
             )
-        from ..index import writes
+        from ..index import instances, writes
 
         with transaction.atomic(using=self.db, savepoint=False):
             # Routing needs no primary keys: it runs while the rows go in.
@@ -235,7 +235,7 @@ class VectorQuerySet(models.QuerySet):
                 rows = [(obj.pk, value) for obj, value in zip(created, column, strict=True)]
                 writes.index_vectors(declared, self.db, rows, routed=ahead, new=True)
         for obj in created:
-            writes.remember_loaded(obj)
+            instances.remember_loaded(obj)
         return created
 
     def bulk_update(self, objs: Iterable[models.Model], fields: Iterable[str], *args: Any, **kwargs: Any) -> int:
@@ -246,10 +246,10 @@ class VectorQuerySet(models.QuerySet):
         indexes = self._indexes(names)
         if not indexes:
             return super().bulk_update(objs, fields, *args, **kwargs)
-        from ..index import writes
+        from ..index import instances, writes
 
         with transaction.atomic(using=self.db, savepoint=False):
-            with writes.handled_by_caller():
+            with instances.handled_by_caller():
                 updated = super().bulk_update(objs, fields, *args, **kwargs)
             # Objects whose rows were deleted meanwhile updated nothing, and get
             # no version: the rows updated are locked now, so those present
@@ -259,10 +259,10 @@ class VectorQuerySet(models.QuerySet):
                 rows = []
                 for obj in objs:
                     if obj.pk in present:
-                        rows.extend(writes.changed_rows(obj, declared, False, names))
+                        rows.extend(instances.changed_rows(obj, declared, False, names))
                 writes.index_vectors(declared, self.db, rows)
         for obj in objs:
-            writes.remember_loaded(obj, names)
+            instances.remember_loaded(obj, names)
         return updated
 
     def _present(self, pks: list[Any]) -> set[Any]:
@@ -291,11 +291,11 @@ class VectorQuerySet(models.QuerySet):
         if plan_query(self.query) is None:
             if not self._indexes():
                 return super().delete()
-            from ..index import writes
+            from ..index import instances
 
             # One transaction for the rows and the index; the deleted rows'
             # version flips are gathered and written together.
-            with transaction.atomic(using=self.db, savepoint=False), writes.bulk_deleting():
+            with transaction.atomic(using=self.db, savepoint=False), instances.bulk_deleting():
                 return super().delete()
         if self.query.is_sliced:
             raise TypeError("Cannot use 'limit' or 'offset' with delete().")
@@ -319,10 +319,10 @@ class VectorQuerySet(models.QuerySet):
                 updated = sum(batch.update(**kwargs) for batch in list(self._by_primary_keys()))
             self._result_cache = None
             return updated
-        from ..index import writes
+        from ..index import instances, writes
 
         indexes = self._indexes(kwargs)
-        if not indexes or writes.caller_indexes():
+        if not indexes or instances.caller_indexes():
             return super().update(**kwargs)
 
         with transaction.atomic(using=self.db, savepoint=False):
