@@ -11,7 +11,6 @@ snapshot instead.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from typing import Any, NamedTuple
@@ -28,6 +27,7 @@ from ..engine.snapshot import unpack
 from ..exceptions import HeadIndexError, IndexOutdated, SnapshotError
 from ..models import IndexState, Snapshot
 from ..storage import StateRow, Storage, dialect_for, on_own_connection
+from ..storage.state import find_state, stored_payload
 from . import jobs
 from .registry import Declared, build_changes, outdated_message, register
 
@@ -59,27 +59,16 @@ class Runtime:
         *outdated_ok* (a build, which replaces it; status, which reports it):
         its contents are then not read.
         """
-        table = self.connection.ops.quote_name(IndexState._meta.db_table)
-        columns = "id, status, generation, wal_lsn, built_dimensions, built_distance"
         for _attempt in range(2):
-            with self.connection.cursor() as cursor:
-                if self.state_id is not None:
-                    cursor.execute(f"SELECT {columns} FROM {table} WHERE id = %s AND name = %s", [self.state_id, self.declared.name])
-                    row = cursor.fetchone()
-                else:
-                    row = None
-                if row is None:
-                    cursor.execute(f"SELECT {columns} FROM {table} WHERE name = %s", [self.declared.name])
-                    row = cursor.fetchone()
-            if row is not None:
-                self.state_id = row[0]
-                changes = build_changes(self.declared, row[4], row[5])
-                if changes and row[1] == IndexState.Status.READY and not outdated_ok:
+            found = find_state(self.connection, self.declared.name, self.state_id)
+            if found is not None:
+                self.state_id = found.id
+                changes = build_changes(self.declared, found.built_dimensions, found.built_distance)
+                if changes and found.row.ready and not outdated_ok:
                     raise IndexOutdated(outdated_message(self.declared, changes))
                 dimensions = self.declared.field.dimensions
-                payload = Payload(dimensions) if changes else self._payload(table, row[0], row[2])
-                storage = Storage(self.connection, row[0], dimensions, payload)
-                return storage, StateRow(row[1], row[2], row[3])
+                payload = Payload(dimensions) if changes else self._payload(found.id, found.row.generation)
+                return Storage(self.connection, found.id, dimensions, payload), found.row
             register(self.declared, self.using)
         raise ImproperlyConfigured(f"The vector index {self.declared.name!r} could not be registered.")
 
@@ -104,17 +93,12 @@ class Runtime:
             return None
         return Storage(self.connection, self.state_id, self.declared.field.dimensions, cached[1])
 
-    def _payload(self, table: str, state_id: int, generation: int) -> Payload:
+    def _payload(self, state_id: int, generation: int) -> Payload:
         """The entry layout the build of *generation* chose (read once per generation)."""
         cached = self.payload
         if cached is not None and cached[0] == generation:
             return cached[1]
-        with self.connection.cursor() as cursor:
-            cursor.execute(f"SELECT payload FROM {table} WHERE id = %s", [state_id])
-            (stored,) = cursor.fetchone()
-        if isinstance(stored, str):
-            stored = json.loads(stored)
-        payload = Payload.from_state(self.declared.field.dimensions, stored)
+        payload = Payload.from_state(self.declared.field.dimensions, stored_payload(self.connection, state_id))
         self.payload = (generation, payload)
         return payload
 
@@ -212,12 +196,8 @@ class Runtime:
 
     def storage_at(self, state: StateRow) -> Storage:
         """This index's storage with the entry layout of *state*'s generation, as a lock on the state row reads it."""
-        with self.connection.cursor() as cursor:
-            table = self.connection.ops.quote_name(IndexState._meta.db_table)
-            lock = dialect_for(self.connection).share_lock
-            cursor.execute(f"SELECT payload FROM {table} WHERE id = %s{lock}", [self.state_id])
-            (stored,) = cursor.fetchone()
-        payload = Payload.from_state(self.declared.field.dimensions, json.loads(stored) if isinstance(stored, str) else stored)
+        stored = stored_payload(self.connection, self.state_id, share_lock=True)
+        payload = Payload.from_state(self.declared.field.dimensions, stored)
         with self.lock:
             self.payload = (state.generation, payload)
         return Storage(self.connection, self.state_id, self.declared.field.dimensions, payload)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, NamedTuple
 
 from ..models import IndexState
 from .base import StorageBase
+from .dialects import dialect_for
 
 
 class StateRow(NamedTuple):
@@ -50,3 +52,44 @@ class StateRows(StorageBase):
             f"UPDATE {self.state_table} SET {columns} WHERE id = %s",
             [*values.values(), self.index_id],
         )
+
+
+class FoundState(NamedTuple):
+    """A state row found by its index's name: its id, the row, and what the index was last built for."""
+
+    id: int
+    row: StateRow
+    built_dimensions: int | None
+    built_distance: str
+
+
+def find_state(connection: Any, name: str, known_id: int | None = None) -> FoundState | None:
+    """Index *name*'s state row: by *known_id* first (one primary-key read), else by name; None when it has none.
+
+    A row under *known_id* with another name (the table was emptied and
+    refilled since, as between tests) is not this index's: it is found again
+    by name.
+    """
+    table = connection.ops.quote_name(IndexState._meta.db_table)
+    columns = "id, status, generation, wal_lsn, built_dimensions, built_distance"
+    row = None
+    with connection.cursor() as cursor:
+        if known_id is not None:
+            cursor.execute(f"SELECT {columns} FROM {table} WHERE id = %s AND name = %s", [known_id, name])
+            row = cursor.fetchone()
+        if row is None:
+            cursor.execute(f"SELECT {columns} FROM {table} WHERE name = %s", [name])
+            row = cursor.fetchone()
+    if row is None:
+        return None
+    return FoundState(row[0], StateRow(row[1], row[2], row[3]), row[4], row[5])
+
+
+def stored_payload(connection: Any, state_id: int, *, share_lock: bool = False) -> Any:
+    """The entry layout a build chose (the row's ``payload``, decoded), read as it is or under a shared lock."""
+    table = connection.ops.quote_name(IndexState._meta.db_table)
+    lock = dialect_for(connection).share_lock if share_lock else ""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT payload FROM {table} WHERE id = %s{lock}", [state_id])
+        (stored,) = cursor.fetchone()
+    return json.loads(stored) if isinstance(stored, str) else stored
