@@ -3,7 +3,10 @@
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "vectorindex"
+import vectorindex
+
+# The package as imported: the source tree, or the installed wheel when the suite runs against it.
+PACKAGE = Path(vectorindex.__file__).resolve().parent
 
 
 def modules() -> dict[str, tuple[Path, ast.Module, bool]]:
