@@ -50,3 +50,31 @@ def test_the_rows_of_as_many_heads_as_a_view_asks_for_are_read_in_batches():
     assert ids.tolist() == alive[::-1]
     assert np.array_equal(vectors, storage.head_vectors(alive[::-1]))
     assert max(len(re.search(r" IN \(([^)]*)\)", q["sql"]).group(1).split(",")) for q in captured.captured_queries) <= IN_BATCH
+
+
+@pytest.mark.django_db
+def test_a_query_reads_its_candidates_versions_by_primary_key():
+    """Not through the (index_id, deleted) index, which holds every live row of the index."""
+    from vectorindex.index.registry import get_declared
+    from vectorindex.index.runtime import runtime
+    from vectorindex.models import Version
+
+    Point.objects.bulk_create(Point(embedding=v) for v in clustered(300))
+    build("point_embedding")
+    store = runtime(get_declared("point_embedding"), "default").open()[0]
+    pks = list(Point.objects.order_by("pk").values_list("pk", flat=True)[:40])
+    Version.objects.filter(vector_id__in=pks[:5]).update(deleted=True)
+    with CaptureQueriesContext(connection) as captured:
+        current = store.current_versions(pks)
+    assert sorted(current) == pks[5:] and set(current.values()) == {1}
+    [read] = [q["sql"] for q in captured.captured_queries if "vectorindex_version" in q["sql"]]
+    with connection.cursor() as cursor:
+        if connection.vendor == "mysql":
+            cursor.execute("EXPLAIN " + read)
+            columns = [column[0] for column in cursor.description]
+            plan = [dict(zip(columns, row)) for row in cursor.fetchall()]
+            assert [step["key"] for step in plan] == ["PRIMARY"], plan
+        else:
+            cursor.execute("EXPLAIN QUERY PLAN " + read)
+            plan = " ".join(str(row[-1]) for row in cursor.fetchall())
+            assert "vectorindex_version_deleted" not in plan and "(index_id=? AND vector_id=?)" in plan, plan
