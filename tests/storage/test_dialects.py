@@ -6,7 +6,6 @@ import pytest
 from django.db import NotSupportedError, connection
 from django.test.utils import CaptureQueriesContext
 
-from tests.indexing import build, clustered
 from tests.testapp.models import Point
 from vectorindex.storage.dialects import DIALECTS, Dialect, dialect_for, supported_databases
 from vectorindex.storage.dialects.mysql import MySQLDialect
@@ -125,14 +124,9 @@ def test_lock_waits_are_a_session_setting_in_seconds_or_the_busy_timeout_in_mill
 
 
 @pytest.mark.django_db
-def test_the_locks_storage_takes_on_this_database():
+def test_the_locks_storage_takes_on_this_database(point_storage):
     """The statements of the locking reads, as the test database's dialect writes them."""
-    from vectorindex.index.registry import get_declared
-    from vectorindex.index.runtime import runtime
-
-    Point.objects.bulk_create(Point(embedding=v) for v in clustered(300))
-    build("point_embedding")
-    storage, _state = runtime(get_declared("point_embedding"), "default").open()
+    storage = point_storage
     head = min(storage.alive_head_ids())
     vector_id = Point.objects.order_by("pk").first().pk
     with CaptureQueriesContext(connection) as captured:

@@ -7,20 +7,15 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from tests.indexing import build, clustered
 from tests.testapp.models import Point
 from vectorindex.models import Posting
 
 
 @pytest.mark.django_db
-def test_a_long_append_is_cut_into_statements_and_every_row_lands(monkeypatch):
-    from vectorindex.index.registry import get_declared
-    from vectorindex.index.runtime import runtime
+def test_a_long_append_is_cut_into_statements_and_every_row_lands(point_storage, monkeypatch):
     from vectorindex.storage.dialects import mysql
 
-    Point.objects.bulk_create(Point(embedding=v) for v in clustered(300))
-    build("point_embedding")
-    store = runtime(get_declared("point_embedding"), "default").open()[0]
+    store = point_storage
     monkeypatch.setattr(mysql, "APPEND_STATEMENT_BYTES", 1000)
     rng = np.random.default_rng(0)
     rows = [(1_000_000 + i // 3, 1, bytes(rng.integers(0, 256, 300, dtype=np.uint8))) for i in range(9)]
@@ -34,15 +29,11 @@ def test_a_long_append_is_cut_into_statements_and_every_row_lands(monkeypatch):
 
 
 @pytest.mark.django_db
-def test_the_rows_of_as_many_heads_as_a_view_asks_for_are_read_in_batches():
+def test_the_rows_of_as_many_heads_as_a_view_asks_for_are_read_in_batches(point_storage):
     from vectorindex.engine.head import HISTORY
-    from vectorindex.index.registry import get_declared
-    from vectorindex.index.runtime import runtime
     from vectorindex.storage import IN_BATCH
 
-    Point.objects.bulk_create(Point(embedding=v) for v in clustered(300))
-    build("point_embedding")
-    storage, _ = runtime(get_declared("point_embedding"), "default").open()
+    storage = point_storage
     alive = sorted(storage.alive_head_ids())
     gone = range(10**9, 10**9 + HISTORY)  # more ids than SQLite takes as parameters of one statement
     with CaptureQueriesContext(connection) as captured:
@@ -53,15 +44,11 @@ def test_the_rows_of_as_many_heads_as_a_view_asks_for_are_read_in_batches():
 
 
 @pytest.mark.django_db
-def test_a_query_reads_its_candidates_versions_by_primary_key():
+def test_a_query_reads_its_candidates_versions_by_primary_key(point_storage):
     """Not through the (index_id, deleted) index, which holds every live row of the index."""
-    from vectorindex.index.registry import get_declared
-    from vectorindex.index.runtime import runtime
     from vectorindex.models import Version
 
-    Point.objects.bulk_create(Point(embedding=v) for v in clustered(300))
-    build("point_embedding")
-    store = runtime(get_declared("point_embedding"), "default").open()[0]
+    store = point_storage
     pks = list(Point.objects.order_by("pk").values_list("pk", flat=True)[:40])
     Version.objects.filter(vector_id__in=pks[:5]).update(deleted=True)
     with CaptureQueriesContext(connection) as captured:
