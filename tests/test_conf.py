@@ -38,6 +38,12 @@ def test_unknown_and_bad_values_are_refused(settings):
     settings.VECTORINDEX = {"JOB_LOCK_TIMEOUT": 0.5}
     with pytest.raises(ImproperlyConfigured, match="'JOB_LOCK_TIMEOUT'\\] must be a positive integer, got 0.5."):
         vectorindex_settings.JOB_LOCK_TIMEOUT
+    for bad in (-1, 1.5, "200", True):
+        settings.VECTORINDEX = {"CALIBRATION_QUERIES": bad}
+        with pytest.raises(ImproperlyConfigured, match=f"'CALIBRATION_QUERIES'\\] must be an integer ≥ 0, got {bad!r}."):
+            vectorindex_settings.CALIBRATION_QUERIES
+    settings.VECTORINDEX = {"CALIBRATION_QUERIES": 0}
+    assert vectorindex_settings.CALIBRATION_QUERIES == 0
     with pytest.raises(AttributeError):
         vectorindex_settings.NOT_A_SETTING
 

@@ -22,6 +22,7 @@ from django.utils.html import format_html
 
 from .conf import vectorindex_settings
 from .engine import codec
+from .engine.calibration import Calibration
 from .exceptions import InvariantViolated, VectorIndexError
 from .fields import VectorField
 from .models import Head, IndexState, Version
@@ -117,13 +118,45 @@ class VectorModelAdmin(VectorAdminMixin, admin.ModelAdmin):
 class IndexStateAdmin(admin.ModelAdmin):
     """Each vector index at a glance: status, size, WAL; snapshot and check actions."""
 
-    list_display = ["name", "model_label", "field_name", "distance", "dimensions", "status", "heads", "vectors", "wal_lsn", "built_at"]
+    list_display = [
+        "name", "model_label", "field_name", "distance", "dimensions", "status", "heads", "vectors", "probes",
+        "wal_lsn", "built_at",
+    ]
     list_filter = ["status", "distance", "declared"]
     actions = ["take_snapshot", "check_invariants"]
-    exclude = ["payload"]  # shown as payload_format
+    exclude = ["payload", "calibration"]  # shown as payload_format and calibration_summary
+    SHOWN_AS = {"payload": "payload_format", "calibration": "calibration_summary"}
 
     def get_readonly_fields(self, request: Any, obj: Any = None) -> list[str]:
-        return [field.name if field.name != "payload" else "payload_format" for field in IndexState._meta.fields]
+        return [self.SHOWN_AS.get(field.name, field.name) for field in IndexState._meta.fields]
+
+    @admin.display(description="probes")
+    def probes(self, obj: IndexState) -> str:
+        """Lists a query reads by default: declared, or calibrated (with the recall measured)."""
+        from .index.registry import declared_indexes
+
+        declared = declared_indexes().get(obj.name)
+        fixed = declared.index.tuning.get("probes") if declared is not None else None
+        if fixed is not None:
+            return f"{fixed} (declared)"
+        found = Calibration.from_state(obj.calibration)
+        if found is None:
+            return "- (not calibrated)"
+        if not found.queries:
+            return f"{found.probes} (every list)"
+        return f"{found.probes} (recall {found.recall:.3f})"
+
+    @admin.display(description="calibration")
+    def calibration_summary(self, obj: IndexState) -> str:
+        """What the last calibration measured, and its curve: the recall within reach at each number of probes."""
+        found = Calibration.from_state(obj.calibration)
+        if found is None:
+            return "not calibrated yet: `manage.py vectorindex calibrate` measures it"
+        curve = ", ".join(f"{p} → {share:.3f}" for p, share in found.curve)
+        return (
+            f"{found.describe()} (of {found.vectors:,} vectors, {found.heads:,} heads), {found.at[:16].replace('T', ' ')}; "
+            f"neighbours within reach by probes: {curve}"
+        )
 
     @admin.display(description="payload")
     def payload_format(self, obj: IndexState) -> str:

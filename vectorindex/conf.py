@@ -53,6 +53,11 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a retired head's posting rows stay readable before they are
     # deleted (processes whose head index is older still route to it).
     "RETIRED_GRACE": 300,
+    # Sample queries (the index's own vectors) a calibration runs to find how
+    # many lists a query must read to meet the index's recall target (after
+    # every build, and when maintenance finds the index grown or changed).
+    # 0: no calibration; queries read the index's declared probes, or 128.
+    "CALIBRATION_QUERIES": 200,
 }
 
 POSITIVE_INTEGERS = (
@@ -66,6 +71,7 @@ POSITIVE_INTEGERS = (
 )
 POSITIVE_NUMBERS = {"ENQUEUE_TIMEOUT": "seconds"}
 NON_NEGATIVE_NUMBERS = {"RETIRED_GRACE": "seconds"}
+NON_NEGATIVE_INTEGERS = ("CALIBRATION_QUERIES",)
 
 # Settings that are no more: name -> (the version that removed it, why). A
 # project that still sets one is told so, rather than that it is unknown.
@@ -119,6 +125,10 @@ class VectorIndexSettings:
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ImproperlyConfigured(f"VECTORINDEX['{name}'] must be a finite number of {unit} > 0, got {value!r}.")
+        for name in NON_NEGATIVE_INTEGERS:
+            value = merged[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ImproperlyConfigured(f"VECTORINDEX['{name}'] must be an integer ≥ 0, got {value!r}.")
         for name in POSITIVE_INTEGERS:
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

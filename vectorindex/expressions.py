@@ -19,7 +19,7 @@ from django.db.models import F, FloatField, Func
 
 from .engine import codec, distances
 
-__all__ = ["CosineDistance", "Distance", "L1Distance", "L2Distance", "MaxInnerProduct"]
+__all__ = ["DISTANCE_FOR", "CosineDistance", "Distance", "L1Distance", "L2Distance", "MaxInnerProduct"]
 
 
 class DistanceField(FloatField):
@@ -143,3 +143,9 @@ def contains_distance(expression: Any) -> bool:
     if get_sources is None:
         return False
     return any(contains_distance(child) for child in get_sources() if child is not None)
+
+
+# metric -> the expression that computes it (an index's distance, as a query writes it).
+DISTANCE_FOR: dict[str, type[Distance]] = {
+    cls.metric: cls for cls in (L2Distance, CosineDistance, MaxInnerProduct, L1Distance)
+}

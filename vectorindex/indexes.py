@@ -42,7 +42,9 @@ TUNING: dict[str, tuple[Any, str, Any, Any]] = {
     "posting_limit": (200, "int", 16, 100_000),
     "merge_below": (8, "int", 0, 100_000),
     "defragment_rows": (32, "int", 2, 10_000),
-    "probes": (128, "int", 1, 10_000),
+    # None: what the calibration for ``recall`` found (index/maintenance/calibrating.py).
+    "probes": (None, "int", 1, 10_000),
+    "recall": (0.95, "float", 0.1, 1.0),
     "probe_epsilon": (2.0, "float", 0.0, 1_000.0),
     "m": (16, "int", 2, 128),
     "ef_construction": (200, "int", 10, 4_000),

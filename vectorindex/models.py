@@ -61,6 +61,11 @@ class IndexState(models.Model):
     # in lists it could not rewrite still name them): the scan asks for the
     # next sweep only once the deleted vectors outgrow these.
     swept_deleted = models.BigIntegerField(default=0)
+    # What the last calibration measured (engine.calibration.Calibration):
+    # the probes that meet the recall target, the recall measured with them,
+    # and the curve that other targets are read from. Queries read it with
+    # the rest of the row; {} until the first calibration.
+    calibration = models.JSONField(default=dict, blank=True)
     declared = models.BooleanField(
         default=True, help_text="False once no model declares this index any more."
     )

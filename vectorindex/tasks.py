@@ -90,6 +90,12 @@ def sweep(index: str, using: str = "default") -> str:
 
 
 @broker.celery_task
+@shared_task(name="vectorindex.calibrate", **OPTIONS)
+def calibrate(index: str, using: str = "default") -> str:
+    return _run("calibrate", index, using)
+
+
+@broker.celery_task
 @shared_task(name="vectorindex.scan", **OPTIONS)
 def scan(index: str | None = None, using: str = "default") -> int:
     """Enqueue what every index (or one) needs: the beat schedule's job."""

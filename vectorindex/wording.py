@@ -60,4 +60,25 @@ def status_lines(report: dict[str, Any]) -> list[str]:
         f"  WAL            {counted(report['wal_entries'], 'entry', 'entries')} after LSN {report['snapshot_lsn']}; {snapshot}",
         f"  memory         head index {report['head_index_bytes']:,} bytes = "
         f"{'-' if share is None else f'{share:.1%}'} of {report['raw_vector_bytes']:,} raw vector bytes",
+        f"  probes         {probes_line(report['probes'])}",
     ]
+
+
+def probes_line(probes: dict[str, Any]) -> str:
+    """How many lists a query reads, and why, in words (``status``, the admin)."""
+    count = f"{probes['probes']:,} lists a query"
+    if probes["source"] == "declared":
+        said = f"{count} (declared probes)"
+    elif probes["source"] == "not calibrated":
+        return f"{count} (not calibrated yet: `manage.py vectorindex calibrate` measures it for recall {probes['target']})"
+    else:
+        said = f"{count} for recall {probes['target']}"
+    if "measured_recall" not in probes:
+        return said
+    if not probes["queries"]:
+        return f"{said}; every list: the index has too few vectors or heads to sample"
+    return (
+        f"{said}; calibrated {probes['calibrated_at'][:16].replace('T', ' ')} on {probes['queries']} of its "
+        f"{probes['calibrated_vectors']:,} vectors: {probes['calibrated_probes']:,} lists gave recall@10 "
+        f"{probes['measured_recall']:.3f} (target {probes['calibrated_target']})"
+    )

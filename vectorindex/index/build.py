@@ -8,6 +8,8 @@
    vectors, and its vectors routed again, until the lists fit (a few rounds).
 5. Posting lists are written as packed rows (one per list), a version row per
    vector, and a snapshot of the head index.
+6. Once that commits, a calibration finds how many lists a query must read
+   to meet the index's recall target (:mod:`.maintenance.calibrating`).
 
 The build is one transaction that holds the index's state row exclusively, so
 the rows it reads are all the rows there are: a writer that finds the index
@@ -21,7 +23,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..engine import postings, routing
+from ..engine.calibration import Calibration
 from ..engine.head import prepare
 from ..engine.partition import REASSIGN_NEIGHBOURS, partition
 from ..exceptions import CorruptVector
@@ -36,9 +38,8 @@ from ..models import IndexState
 from ..storage import job_transaction
 from . import jobs
 from .registry import Declared
+from .rows import Progress, stream_vectors
 from .runtime import runtime
-
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 # A build's generation is a random number of this many bits: positive in the
 # state row's signed 64-bit column on every backend, and never met twice.
@@ -59,22 +60,11 @@ class BuildReport:
     heads: int
     entries: int
     seconds: float
+    calibration: Calibration | None = None  # how many lists a query reads for the recall target
 
     @property
     def vectors_per_second(self) -> float:
         return self.vectors / self.seconds if self.seconds else float("inf")
-
-
-def stream_vectors(declared: Declared, using: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(pks, vectors) of every row whose vector is not NULL, a chunk at a time."""
-    from ..orm import exact
-    from ..orm.planner import DistancePlan
-
-    queryset = declared.model._base_manager.using(using).filter(**{f"{declared.field.name}__isnull": False})
-    plan = DistancePlan(where_sql=queryset.query.where)
-    for chunk in exact.scan(queryset, plan, terms=False, vectors=(declared.field.name,)):
-        _present, matrix = chunk.vectors[declared.field.name]
-        yield chunk.pks.astype(np.int64), matrix
 
 
 def _read_vectors(declared: Declared, using: str, progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +110,11 @@ def build(declared: Declared, using: str = "default", *, progress: Progress | No
     sizes = storage.posting_sizes()
     report.heads = len(alive)
     report.entries = sum(sizes.get(head_id, (0, 0))[0] for head_id in alive)
+    # On what was committed, with real queries: queries then read as many
+    # lists as the recall target needs (not timed as part of the build).
+    from .maintenance.calibrating import calibration
+
+    report.calibration = calibration(declared, using, progress)
     return report
 
 

@@ -9,8 +9,8 @@ found by comparing every row with its entries:
 * *changed* — its current entry holds another vector than the row (the
   entry is encoded again from the row's vector and compared);
 * *unreachable* — its current entries are only in lists that a query for
-  its own vector, with the index's default ``probes`` and
-  ``probe_epsilon``, does not read;
+  its own vector, with 128 probes (or the declared ``probes``, not the
+  calibrated ones) and ``probe_epsilon``, does not read;
 * *orphaned* — a live version row with no row (or a NULL vector) behind it.
 
 :mod:`vectorindex.index.repair` indexes the first four again and marks the
@@ -26,8 +26,9 @@ import numpy as np
 from ..engine import routing
 from ..engine.head import HeadIndex
 from ..storage import Storage
-from .build import stream_vectors
 from .registry import Declared
+from .rows import stream_vectors
+from .runtime import runtime
 
 KINDS = ("missing", "lost", "changed", "unreachable", "orphaned")
 
@@ -61,7 +62,7 @@ def survey(declared: Declared, using: str, storage: Storage, head: HeadIndex | N
     entry_ids, owners, prints = _current_entries(storage, version_ids, current, live)
 
     options = declared.options
-    count = min(options["probes"], len(head)) if head is not None else 0
+    count = min(runtime(declared, using).reach_probes(), len(head)) if head is not None else 0
     alive = np.sort(head.ids()) if head is not None else np.empty(0, np.int64)
     seen: list[np.ndarray] = []
     for pks, vectors in stream_vectors(declared, using):

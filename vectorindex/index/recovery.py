@@ -192,8 +192,8 @@ FINDINGS = {
         "rows hold another vector than their index entry (changed outside Django)",
     ),
     "unreachable": (
-        "row is only in posting lists that a query for its own vector does not read with the default probes and probe_epsilon",
-        "rows are only in posting lists that a query for their own vector does not read with the default probes and probe_epsilon",
+        "row is only in posting lists that a query for its own vector does not read with 128 probes (or those declared) and probe_epsilon",
+        "rows are only in posting lists that a query for their own vector does not read with 128 probes (or those declared) and probe_epsilon",
     ),
     "orphaned": ("live version row belongs to no row with a vector", "live version rows belong to no row with a vector"),
 }
@@ -282,8 +282,28 @@ def status(declared: Declared, using: str = "default") -> dict[str, Any]:
             "payload": storage.payload.format,
             "declared_payload": declared.options["payload"],
             "entry_bytes": storage.payload.dtype.itemsize,
+            "probes": probes_report(rt),
         }
     )
+    return report
+
+
+def probes_report(rt: Any) -> dict[str, Any]:
+    """How many lists a query reads by default, and why: declared, calibrated, or not calibrated yet."""
+    options = rt.declared.options
+    found = rt.calibration
+    report: dict[str, Any] = {"probes": rt.probes(), "target": options["recall"]}
+    if options["probes"] is not None:
+        report["source"] = "declared"
+    elif found is None:
+        report["source"] = "not calibrated"
+    else:
+        report["source"] = "calibrated"
+    if found is not None:
+        report.update(
+            calibrated_probes=found.probes, calibrated_target=found.target, measured_recall=round(found.recall, 4),
+            queries=found.queries, calibrated_at=found.at, calibrated_vectors=found.vectors,
+        )
     return report
 
 

@@ -11,6 +11,7 @@ snapshot instead.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 from ..engine import wal
+from ..engine.calibration import Calibration
 from ..engine.head import HeadIndex
 from ..engine.headview import HeadView
 from ..engine.postings import Payload
@@ -30,6 +32,10 @@ from ..storage import StateRow, Storage, dialect_for, on_own_connection
 from ..storage.state import find_state, stored_payload
 from . import jobs
 from .registry import Declared, build_changes, outdated_message, register
+
+# Lists a query reads by default before the index's first calibration (and
+# what every query read before calibrations: right for about 300,000 vectors).
+UNCALIBRATED_PROBES = 128
 
 
 class Runtime:
@@ -44,6 +50,39 @@ class Runtime:
         self.payload: tuple[int, Payload] | None = None  # (generation, its payload)
         # A head index loaded as an older transaction sees it: {(generation, LSN): head}.
         self.older: dict[tuple[int, int], HeadIndex] = {}
+        # The state row's calibration as last read: (as stored, decoded).
+        self._calibration: tuple[Any, Calibration | None] = (None, None)
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """What the last calibration measured, as the last :meth:`open` read it (None: never calibrated)."""
+        return self._calibration[1]
+
+    def probes(self, recall: float | None = None) -> int:
+        """How many lists a query reads by default: declared, else calibrated for *recall* (the declared target)."""
+        options = self.declared.options
+        calibration = self.calibration
+        if recall is None:
+            if options["probes"] is not None:
+                return options["probes"]
+            recall = options["recall"]
+        if calibration is None:
+            return options["probes"] or UNCALIBRATED_PROBES
+        return calibration.probes_for(recall)
+
+    def reach_probes(self) -> int:
+        """Lists a query for a row's own vector reads, that must hold it (check's reachability, repair's routing).
+
+        The declared probes, or 128: not the calibrated ones, which trade
+        the last few percent of recall for speed and may leave a row that is
+        in its second-nearest list out of a query for itself.
+        """
+        return self.declared.options["probes"] or UNCALIBRATED_PROBES
+
+    def _remember_calibration(self, stored: Any) -> None:
+        if stored != self._calibration[0]:
+            decoded = json.loads(stored) if isinstance(stored, str) else stored
+            self._calibration = (stored, Calibration.from_state(decoded))
 
     @property
     def connection(self) -> Any:
@@ -63,6 +102,7 @@ class Runtime:
             found = find_state(self.connection, self.declared.name, self.state_id)
             if found is not None:
                 self.state_id = found.id
+                self._remember_calibration(found.calibration)
                 changes = build_changes(self.declared, found.built_dimensions, found.built_distance)
                 if changes and found.row.ready and not outdated_ok:
                     raise IndexOutdated(outdated_message(self.declared, changes))

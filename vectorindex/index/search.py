@@ -3,9 +3,10 @@
 1. Bring this process's head index up to date (the state row: one key read).
    Inside a transaction that may not see that far (REPEATABLE READ), the
    heads as they stood at the state row's LSN are probed as well.
-2. Probe the nearest heads — up to ``probes``, those within ``(1 + ε)`` of the
-   nearest; every head when ``probes`` reaches their number — and read their
-   posting lists (a range scan each).
+2. Probe the nearest heads — up to ``probes`` (as given, or as the index's
+   calibration says they meet its recall target, or the recall asked for),
+   those within ``(1 + ε)`` of the nearest; every head when ``probes``
+   reaches their number — and read their posting lists (a range scan each).
 3. Score every entry exactly; keep entries whose version is the vector's current
    one (the version table: this drops stale copies and deleted rows); keep one
    entry per vector (replicas); apply the queryset's other conditions — the
@@ -27,9 +28,9 @@ import numpy as np
 
 from ..engine import candidates, routing
 from ..engine.candidates import Pool
-from ..exceptions import CorruptVector
 from ..orm.planner import DistancePlan, SearchOptions, evaluate
 from .registry import Declared, index_for
+from .rows import model_vectors
 from .runtime import open_index
 
 # Fewer than *k* found: the next round probes this many times as many heads,
@@ -78,7 +79,7 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
         return None
     options: SearchOptions = queryset._vector_search
     defaults = declared.options
-    probes = options.probes or defaults["probes"]
+    probes = options.probes or rt.probes(options.recall)
     epsilon = defaults["probe_epsilon"] if options.epsilon is None else options.epsilon
     term_index = plan.order_keys[0].term
     query = plan.terms[term_index].vector
@@ -152,38 +153,11 @@ class _Exact:
             vectors = np.ascontiguousarray(pool.entries(positions)["vector"], dtype=np.float32)
             return vectors, np.ones(len(positions), dtype=bool)
         ids = pool.ids[positions].tolist()
-        stored = _model_vectors(self.declared, self.using, ids)
+        stored = model_vectors(self.declared, self.using, ids)
         present = np.array([vector_id in stored for vector_id in ids], dtype=bool)
         rows = [stored[vector_id] for vector_id in ids if vector_id in stored]
         vectors = np.stack(rows) if rows else np.empty((0, self.declared.field.dimensions), np.float32)
         return vectors, present
-
-
-def _model_vectors(declared: Declared, using: str, pks: list[int]) -> dict[int, np.ndarray]:
-    """pk -> the vector in the indexed model's row (the table that holds the field)."""
-    from django.db import connections
-
-    from ..engine import codec
-    from ..storage import ROWS_PER_READER, read_by_keys
-
-    connection = connections[using]
-    owner = declared.field.model._meta
-    quote = connection.ops.quote_name
-
-    def sql(count: int) -> str:
-        marks = ", ".join(["%s"] * count)
-        return (
-            f"SELECT {quote(owner.pk.column)}, {quote(declared.field.column)} FROM {quote(owner.db_table)} "
-            f"WHERE {quote(owner.pk.column)} IN ({marks})"
-        )
-
-    rows = read_by_keys(connection, sql, [], sorted(set(pks)), kind="rows", per_reader=ROWS_PER_READER)
-    size = declared.field.dimensions * codec.BYTES_PER_DIMENSION
-    wrong = sorted((pk, len(blob)) for pk, blob in rows if blob is not None and len(blob) != size)
-    if wrong:
-        field = declared.field
-        raise CorruptVector.in_rows(f"{field.model._meta.label}.{field.name}", field.dimensions, wrong)
-    return {pk: codec.from_bytes(bytes(blob)) for pk, blob in rows if blob is not None}
 
 
 def _passing(plan: DistancePlan, values: list[np.ndarray]) -> np.ndarray:

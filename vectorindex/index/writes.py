@@ -63,17 +63,17 @@ def _coerced(declared: Declared, values: Sequence[Any]) -> np.ndarray:
     return np.stack([codec.coerce(value, declared.field.dimensions) for value in values])
 
 
-def _route(declared: Declared, head: Any, vectors: np.ndarray, reachable: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _route(rt: Any, head: Any, vectors: np.ndarray, reachable: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(row, head id) pairs: each vector to its heads, by the index's replica options.
 
-    *reachable* also makes sure that a query for each vector, with the
-    index's default probes, reads a list that holds it (routing.reach: a
+    *reachable* also makes sure that a query for each vector that reads
+    ``rt.reach_probes()`` lists reads one that holds it (routing.reach: a
     wider search per vector, for repairs rather than every write).
     """
-    options = declared.options
+    options = rt.declared.options
     members, owners = routing.assign(head, vectors, replicas=options["replicas"], epsilon=options["replica_epsilon"])
     if reachable:
-        members, owners = routing.reach(head, vectors, members, owners, options["probes"], options["probe_epsilon"])
+        members, owners = routing.reach(head, vectors, members, owners, rt.reach_probes(), options["probe_epsilon"])
     return members, owners
 
 
@@ -107,12 +107,13 @@ def route_ahead(declared: Declared, using: str, values: Sequence[Any]) -> Routed
     of the model's rows; :func:`index_vectors` uses it when the head index has
     not moved since, and routes again otherwise.
     """
-    head = runtime(declared, using).head
+    rt = runtime(declared, using)
+    head = rt.head
     present = [value for value in values if value is not None]
     if head is None or not present:
         return None
     vectors = _coerced(declared, present)
-    assignment = _router.submit(_route, declared, head, vectors)
+    assignment = _router.submit(_route, rt, head, vectors)
     return Routed(head, head.generation, head.lsn, vectors, assignment)
 
 
@@ -181,7 +182,7 @@ def _index_new_one(declared: Declared, using: str, pk: Any, value: Any, routed: 
     assigned = routed.result_for(head) if routed is not None else None
     vectors = routed.vectors if routed is not None else _coerced(declared, [value])
     if assigned is None:
-        assigned = _route(declared, head, vectors)
+        assigned = _route(rt, head, vectors)
     owners = set(assigned[1].tolist())
     entries = storage.payload.entries(pks, np.ones(1, dtype=np.uint32), vectors)
     ((count, data),) = storage.payload.pack_entries(entries)
@@ -218,7 +219,7 @@ def _route_and_append(
     """
     for _attempt in range(ROUTE_ATTEMPTS):
         if assigned is None:
-            assigned = _route(declared, head, vectors, reachable)
+            assigned = _route(rt, head, vectors, reachable)
         members, owners = assigned
         if held:
             keep = ~np.isin(owners, list(held))

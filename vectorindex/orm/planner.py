@@ -37,6 +37,7 @@ class SearchOptions:
     """How a queryset wants its distance ordering answered (``approximate()``, ``exact()``)."""
 
     probes: int | None = None
+    recall: float | None = None
     epsilon: float | None = None
     exact: bool = False
 

@@ -45,18 +45,29 @@ class VectorQuerySet(models.QuerySet):
 
     # Choosing how a query is answered -------------------------------------------
 
-    def approximate(self, *, probes: int | None = None, epsilon: float | None = None) -> VectorQuerySet:
+    def approximate(
+        self, *, probes: int | None = None, recall: float | None = None, epsilon: float | None = None
+    ) -> VectorQuerySet:
         """Trade recall for speed on this query: how many heads the index probes.
 
-        ``probes`` heads are read at first (more only if too few rows pass the
-        query's filters); ``epsilon`` skips heads farther than ``(1 + epsilon)``
-        times the nearest one, and ``float("inf")`` skips none. ``probes`` of at
-        least the number of heads reads every list, whatever ``epsilon``.
-        Defaults come from the VectorIndex declaration. Where no index serves
-        the query, these change nothing.
+        ``recall`` asks for a recall@10 (0.9, say): the index reads as many
+        lists as its calibration measured for it, fewer for less. ``probes``
+        says how many heads' lists to read, instead: ``probes`` heads are read
+        at first (more only if too few rows pass the query's filters).
+        ``epsilon`` skips heads farther than ``(1 + epsilon)`` times the
+        nearest one, and ``float("inf")`` skips none. ``probes`` of at least
+        the number of heads reads every list, whatever ``epsilon``. Defaults
+        come from the VectorIndex declaration (its ``recall`` target, or its
+        ``probes``). Where no index serves the query, these change nothing.
         """
         if probes is not None and (isinstance(probes, bool) or not isinstance(probes, int) or probes < 1):
             raise ValueError(f"approximate(probes=...) must be a positive integer, got {probes!r}.")
+        if recall is not None:
+            if isinstance(recall, bool) or not isinstance(recall, (int, float)) or not 0 < recall <= 1:
+                raise ValueError(f"approximate(recall=...) must be a number above 0 and at most 1, got {recall!r}.")
+            if probes is not None:
+                raise ValueError("approximate() takes probes= or recall=, not both: probes says how many lists to read.")
+            recall = float(recall)
         if epsilon is not None:
             # epsilon != epsilon finds NaN (which is not < 0); math.isnan would overflow on a huge int.
             if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or epsilon != epsilon or epsilon < 0:
@@ -64,7 +75,9 @@ class VectorQuerySet(models.QuerySet):
             # An int too large for a float means no cut-off too.
             epsilon = math.inf if epsilon > sys.float_info.max else float(epsilon)
         clone = self._chain()
-        clone._vector_search = replace(self._vector_search, probes=probes, epsilon=epsilon, exact=False)
+        clone._vector_search = replace(
+            self._vector_search, probes=probes, recall=recall, epsilon=epsilon, exact=False
+        )
         return clone
 
     def exact(self) -> VectorQuerySet:

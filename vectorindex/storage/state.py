@@ -46,6 +46,15 @@ class StateRows(StorageBase):
         """Deleted vectors' version rows the last sweep left."""
         return self._execute(f"SELECT swept_deleted FROM {self.state_table} WHERE id = %s", [self.index_id])[0][0]
 
+    def set_calibration(self, calibration: dict, generation: int) -> bool:
+        """Keep *calibration* in the state row, if the index is still of *generation* (a build replaces both)."""
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {self.state_table} SET calibration = %s WHERE id = %s AND generation = %s",
+                [json.dumps(calibration), self.index_id, generation],
+            )
+            return cursor.rowcount == 1
+
     def set_state(self, **values: Any) -> None:
         columns = ", ".join(f"{self.connection.ops.quote_name(k)} = %s" for k in values)
         self._execute(
@@ -55,12 +64,13 @@ class StateRows(StorageBase):
 
 
 class FoundState(NamedTuple):
-    """A state row found by its index's name: its id, the row, and what the index was last built for."""
+    """A state row found by its index's name: its id, the row, what the index was last built for, and its calibration."""
 
     id: int
     row: StateRow
     built_dimensions: int | None
     built_distance: str
+    calibration: Any  # as stored: JSON text (or decoded, by some drivers); {} before the first
 
 
 def find_state(connection: Any, name: str, known_id: int | None = None) -> FoundState | None:
@@ -71,7 +81,7 @@ def find_state(connection: Any, name: str, known_id: int | None = None) -> Found
     by name.
     """
     table = connection.ops.quote_name(IndexState._meta.db_table)
-    columns = "id, status, generation, wal_lsn, built_dimensions, built_distance"
+    columns = "id, status, generation, wal_lsn, built_dimensions, built_distance, calibration"
     row = None
     with connection.cursor() as cursor:
         if known_id is not None:
@@ -82,7 +92,7 @@ def find_state(connection: Any, name: str, known_id: int | None = None) -> Found
             row = cursor.fetchone()
     if row is None:
         return None
-    return FoundState(row[0], StateRow(row[1], row[2], row[3]), row[4], row[5])
+    return FoundState(row[0], StateRow(row[1], row[2], row[3]), row[4], row[5], row[6])
 
 
 def stored_payload(connection: Any, state_id: int, *, share_lock: bool = False) -> Any:

@@ -13,7 +13,8 @@ rows stay for ``RETIRED_GRACE`` seconds: a process whose head index is a moment
 old still routes to the retired head and finds every vector there.
 
 A module a job: :mod:`.splitting`, :mod:`.reassignment`, :mod:`.merging`
-(merge, defragment), :mod:`.sweeping`, :mod:`.garbage` (compact, collect);
+(merge, defragment), :mod:`.sweeping`, :mod:`.garbage` (compact, collect), :mod:`.calibrating`
+(how many lists a query reads for the recall target);
 :mod:`.scanning` finds them (scan) and runs them until none is left
 (maintain); :mod:`.lists` and :mod:`.steps` hold what they share. The split's
 algorithms are the engine's (:mod:`vectorindex.engine.partition`). Each job
@@ -23,6 +24,7 @@ inline or sends them to Celery: importing this package registers them all
 """
 
 from ..jobs import Outcome, run
+from .calibrating import calibrate
 from .garbage import collect, compact
 from .merging import defragment, merge
 from .reassignment import reassign
@@ -35,6 +37,7 @@ __all__ = [
     "FAULT_ENV",
     "MaintenanceRun",
     "Outcome",
+    "calibrate",
     "collect",
     "compact",
     "defragment",

@@ -21,6 +21,7 @@ from ...storage import Storage
 from ..jobs import Job, Outcome, follow_through, run, runner
 from ..registry import Declared
 from ..runtime import damaged_snapshot, open_index
+from .calibrating import due as calibration_due
 from .sweeping import SWEEP_MIN, SWEEP_SHARE
 
 
@@ -63,6 +64,8 @@ def scan(declared: Declared, using: str = "default", *, lost_after: float | None
     before = timezone.now() - timedelta(seconds=grace)
     if storage.expired_heads(before):
         jobs.append(("collect", {}))
+    if calibration_due(declared, rt.calibration, state.generation, len(alive)):
+        jobs.append(("calibrate", {}))
     return jobs
 
 

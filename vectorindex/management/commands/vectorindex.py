@@ -36,6 +36,14 @@ def _repair_options(parser: CommandParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+def _calibrate_options(parser: CommandParser) -> None:
+    parser.add_argument(
+        "--queries", type=int, default=None,
+        help="sample queries, the index's own vectors (default: CALIBRATION_QUERIES, or 200 where that is 0)",
+    )
+    parser.add_argument("--no-progress", action="store_true")
+
+
 def _status_options(parser: CommandParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
@@ -73,6 +81,10 @@ ACTIONS: dict[str, Action] = {
     "maintain": Action(
         "run maintenance (split, merge, defragment, snapshot, clean-up) until nothing is left to do",
         every_by_default=True,
+    ),
+    "calibrate": Action(
+        "measure how many lists a query must read to meet the index's recall target (a build does it too)",
+        _calibrate_options,
     ),
     "repair": Action(
         "index again the rows check finds missing, lost, changed or unreachable; mark orphaned version rows deleted",
@@ -215,6 +227,8 @@ class Command(BaseCommand):
             f"{counted(report.entries, 'posting entry', 'posting entries')} in {report.seconds:.1f} s "
             f"({report.vectors_per_second:,.0f} vectors/s)"
         )
+        if report.calibration is not None:
+            self.stdout.write(f"{declared.name}: calibrated: {report.calibration.describe()}")
 
     # status ----------------------------------------------------------------------
 
@@ -259,6 +273,22 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{declared.name}: head index from the {report.source}, {counted(report.heads, 'head')} at LSN {report.lsn}"
         )
+
+    def do_calibrate(self, declared: Declared, options: dict) -> None:
+        from ...conf import DEFAULTS, vectorindex_settings
+        from ...index.maintenance.calibrating import calibration
+
+        queries = options["queries"] or vectorindex_settings.CALIBRATION_QUERIES or DEFAULTS["CALIBRATION_QUERIES"]
+        if queries < 1:
+            raise CommandError(f"--queries must be a positive number, got {queries}.")
+        with self._progress(declared, options, unit="query") as progress:
+            found = calibration(declared, options["database"], progress, queries=queries)
+        if found is None:
+            self.stdout.write(
+                f"{declared.name}: not built, nothing to calibrate; `manage.py vectorindex build {declared.name}` builds it"
+            )
+            return
+        self.stdout.write(f"{declared.name}: {found.describe()}")
 
     def do_maintain(self, declared: Declared, options: dict) -> bool:
         from collections import Counter

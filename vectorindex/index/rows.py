@@ -1,0 +1,49 @@
+"""The indexed model's rows, as the index reads them: every vector (streamed), or some by primary key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+from django.db import connections
+
+from ..engine import codec
+from ..exceptions import CorruptVector
+from ..storage import ROWS_PER_READER, read_by_keys
+from .registry import Declared
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total): a build's, a calibration's
+
+
+def stream_vectors(declared: Declared, using: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(pks, vectors) of every row whose vector is not NULL, a chunk at a time."""
+    from ..orm import exact
+    from ..orm.planner import DistancePlan
+
+    queryset = declared.model._base_manager.using(using).filter(**{f"{declared.field.name}__isnull": False})
+    plan = DistancePlan(where_sql=queryset.query.where)
+    for chunk in exact.scan(queryset, plan, terms=False, vectors=(declared.field.name,)):
+        _present, matrix = chunk.vectors[declared.field.name]
+        yield chunk.pks.astype(np.int64), matrix
+
+
+def model_vectors(declared: Declared, using: str, pks: list[int]) -> dict[int, np.ndarray]:
+    """pk -> the vector in the indexed model's row (the table that holds the field)."""
+    connection = connections[using]
+    owner = declared.field.model._meta
+    quote = connection.ops.quote_name
+
+    def sql(count: int) -> str:
+        marks = ", ".join(["%s"] * count)
+        return (
+            f"SELECT {quote(owner.pk.column)}, {quote(declared.field.column)} FROM {quote(owner.db_table)} "
+            f"WHERE {quote(owner.pk.column)} IN ({marks})"
+        )
+
+    rows = read_by_keys(connection, sql, [], sorted(set(pks)), kind="rows", per_reader=ROWS_PER_READER)
+    size = declared.field.dimensions * codec.BYTES_PER_DIMENSION
+    wrong = sorted((pk, len(blob)) for pk, blob in rows if blob is not None and len(blob) != size)
+    if wrong:
+        field = declared.field
+        raise CorruptVector.in_rows(f"{field.model._meta.label}.{field.name}", field.dimensions, wrong)
+    return {pk: codec.from_bytes(bytes(blob)) for pk, blob in rows if blob is not None}
