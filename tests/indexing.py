@@ -48,6 +48,23 @@ def recall(found: list[list[int]], truth: list[list[int]]) -> float:
     return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
 
 
+def pretend_buffer_pool(monkeypatch, size: int, posting_table: int | None = None) -> None:
+    """The test database's server keeps pages in an InnoDB buffer pool of *size* bytes, whichever backend it is.
+
+    A real server's buffer pool cannot be resized in a test: its dialect is
+    made to say so, and with *posting_table*, to say that the posting table
+    takes that many bytes by the server's statistics.
+    """
+    from vectorindex.storage.dialects import DIALECTS
+
+    dialect = DIALECTS[connection.vendor]
+    monkeypatch.setattr(dialect, "buffer_pool", "InnoDB buffer pool")
+    monkeypatch.setattr(dialect, "buffer_pool_setting", "innodb_buffer_pool_size")
+    monkeypatch.setattr(dialect, "buffer_pool_bytes", lambda connection: size)
+    if posting_table is not None:
+        monkeypatch.setattr(dialect, "table_bytes", lambda connection, table: posting_table)
+
+
 def database_url() -> str:
     """The URL of the database the tests run on (the test database)."""
     settings = connection.settings_dict

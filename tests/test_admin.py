@@ -1,5 +1,7 @@
 """The admin shows vectors compactly: editable, read-only, view-only and in lists."""
 
+import re
+
 import numpy as np
 import pytest
 from django.contrib import admin as django_admin
@@ -270,3 +272,54 @@ def test_index_list_counts_heads_and_vectors_without_a_query_per_row(superuser_c
     html, more_rows_queries = changelist()
     assert html.count('<td class="field-heads">0</td><td class="field-vectors">0</td>') == 3 + rows - 1
     assert more_rows_queries == queries
+
+
+# Posting data against the buffer pool ------------------------------------------------
+
+
+def test_an_index_page_weighs_its_posting_data_against_the_buffer_pool(superuser_client, built_point, monkeypatch):
+    from django.db import connection
+    from django.utils.html import escape
+
+    from tests.indexing import pretend_buffer_pool
+    from vectorindex.index.recovery import memory
+    from vectorindex.index.registry import get_declared
+    from vectorindex.wording import in_bytes
+
+    posting = in_bytes(memory(get_declared("point_embedding"), "default").posting_bytes)
+    html = index_page(superuser_client, "point_embedding")
+    if connection.vendor == "sqlite":
+        assert escape(f"{posting}; no buffer pool: the operating system caches the database's pages") in html
+    assert "Warning:" not in html
+    pretend_buffer_pool(monkeypatch, 1024)
+    html = index_page(superuser_client, "point_embedding")
+    assert f"{posting}; InnoDB buffer pool 1 KiB<br><strong>Warning: posting data {posting} is " in html
+    assert (
+        "× the InnoDB buffer pool (1 KiB): queries will read lists from disk; "
+        "set innodb_buffer_pool_size to at least 128 MiB (see README, Deployment)</strong>"
+    ) in html
+    not_built = index_page(superuser_client, "passage_embedding")
+    assert re.search(r'field-posting_data".*?class="readonly">([^<]*)<', not_built, re.S).group(1) == "-"
+
+
+def index_page(client, name):
+    from vectorindex.models import IndexState
+
+    state = IndexState.objects.get(name=name)
+    return client.get(reverse("admin:vectorindex_indexstate_change", args=[state.pk])).content.decode()
+
+
+def test_the_index_list_warns_when_the_posting_table_outgrows_the_buffer_pool(superuser_client, built_point, monkeypatch):
+    from django.utils.html import escape
+
+    from tests.indexing import pretend_buffer_pool
+    from vectorindex.storage.memory import MiB
+
+    warning = (
+        "The posting lists of the vector indexes on database 'default' take 286 MiB, 2.2× the InnoDB buffer pool "
+        "(128 MiB): queries will read lists from disk, several times slower. Set innodb_buffer_pool_size to at least "
+        "384 MiB (see README, Deployment); `manage.py vectorindex status` shows each index's posting data."
+    )
+    assert escape(warning) not in superuser_client.get(reverse(CHANGELIST)).content.decode()
+    pretend_buffer_pool(monkeypatch, 128 * MiB, posting_table=286 * MiB)
+    assert escape(warning) in superuser_client.get(reverse(CHANGELIST)).content.decode()

@@ -235,3 +235,114 @@ def test_storage_refuses_an_unsupported_database(monkeypatch):
         "A VectorIndex needs SQLite or MySQL/MariaDB; database 'default' is postgresql. "
         "A VectorField without an index works on any database."
     )
+
+
+# The buffer pool ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def built_point(db):
+    from tests.indexing import build, clustered
+
+    Point.objects.bulk_create(Point(embedding=v) for v in clustered(300))
+    build("point_embedding")
+
+
+def buffer_pool_messages(databases=("default",)):
+    from vectorindex.checks import check_buffer_pool
+
+    return check_buffer_pool(databases=list(databases))
+
+
+def test_posting_data_larger_than_the_buffer_pool_is_warned_of(built_point, monkeypatch):
+    from tests.indexing import pretend_buffer_pool
+    from vectorindex.storage.memory import MiB
+
+    pretend_buffer_pool(monkeypatch, 128 * MiB, posting_table=286 * MiB)
+    [warning] = buffer_pool_messages()
+    assert (warning.id, warning.level) == ("vectorindex.W006", checks.WARNING)
+    assert warning.msg == (
+        "The posting lists of the vector indexes on database 'default' take 286 MiB, 2.2× the InnoDB buffer pool "
+        "(128 MiB): queries will read lists from disk, several times slower."
+    )
+    assert warning.hint == (
+        "Set innodb_buffer_pool_size to at least 384 MiB (see README, Deployment); "
+        "`manage.py vectorindex status` shows each index's posting data."
+    )
+    pretend_buffer_pool(monkeypatch, 286 * MiB, posting_table=286 * MiB)
+    assert buffer_pool_messages() == []
+
+
+def test_the_buffer_pool_check_is_a_database_check(built_point, monkeypatch):
+    """Django runs it for the databases `check --database` names (and `migrate` migrates), for none otherwise."""
+    import io
+
+    from django.core.management import call_command
+
+    from tests.indexing import pretend_buffer_pool
+
+    pretend_buffer_pool(monkeypatch, 1024, posting_table=4096)
+    assert "vectorindex.W006" in ids(checks.run_checks(tags=[checks.Tags.database], databases=["default"]))
+    assert "vectorindex.W006" not in ids(checks.run_checks())
+    err = io.StringIO()
+    call_command("check", "--database", "default", stderr=err, stdout=io.StringIO())
+    assert "vectorindex.W006" in err.getvalue()
+
+
+def test_the_test_databases_posting_data_fits(built_point):
+    """On SQLite there is no pool to outgrow; on MariaDB, 300 vectors fit in any buffer pool."""
+    assert buffer_pool_messages() == []
+
+
+def test_a_database_without_a_buffer_pool_is_not_asked(built_point, monkeypatch):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.indexing import pretend_buffer_pool
+    from vectorindex.storage.dialects import DIALECTS
+
+    pretend_buffer_pool(monkeypatch, 1024, posting_table=4096)
+    monkeypatch.setattr(DIALECTS[connection.vendor], "buffer_pool", None)  # as SQLite's is
+    with CaptureQueriesContext(connection) as queries:
+        assert buffer_pool_messages() == []
+    assert len(queries) == 0
+
+
+def test_no_ready_index_no_warning(db, monkeypatch):
+    from tests.indexing import pretend_buffer_pool
+
+    pretend_buffer_pool(monkeypatch, 1024, posting_table=4096)
+    assert buffer_pool_messages() == []
+
+
+def test_tables_not_migrated_yet_say_nothing(built_point, monkeypatch):
+    """The check runs before `migrate` creates the tables."""
+    from tests.indexing import pretend_buffer_pool
+    from vectorindex.models import IndexState
+
+    pretend_buffer_pool(monkeypatch, 1024, posting_table=4096)
+    monkeypatch.setattr(IndexState._meta, "db_table", "vectorindex_not_migrated_yet")
+    assert buffer_pool_messages() == []
+
+
+@pytest.fixture
+def unreachable(monkeypatch):
+    """Database 'unreachable': MariaDB on a port nothing listens on."""
+    from django.db import connections
+
+    configured = connections.configure_settings(
+        {"default": {}, "unreachable": {"ENGINE": "django.db.backends.mysql", "NAME": "vectorindex", "HOST": "127.0.0.1", "PORT": "1"}}
+    )
+    monkeypatch.setitem(connections.settings, "unreachable", configured["unreachable"])
+    yield "unreachable"
+    with contextlib.suppress(AttributeError):
+        del connections["unreachable"]
+
+
+def test_a_database_that_cannot_be_reached_says_nothing(unreachable, django_db_blocker):
+    from django.db import DatabaseError, connections
+
+    with django_db_blocker.unblock():  # no test database: the check really tries to connect
+        assert buffer_pool_messages([unreachable]) == []
+        with pytest.raises(DatabaseError):
+            connections[unreachable].ensure_connection()

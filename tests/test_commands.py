@@ -124,6 +124,40 @@ def test_status_rounds_its_numbers(built):
     assert re.search(r"; snapshot [\d,]+ bytes, \d+ s old\n", text)
 
 
+def test_status_weighs_the_posting_data_against_the_buffer_pool(built, monkeypatch):
+    from tests.indexing import pretend_buffer_pool
+    from vectorindex.wording import in_bytes
+
+    report = json.loads(command("status", "point_embedding", "--json")[0])
+    index_id = IndexState.objects.get(name="point_embedding").pk
+    payloads = sum(len(bytes(p)) for p in Posting.objects.filter(index_id=index_id).values_list("payload", flat=True))
+    assert report["posting_bytes"] == payloads
+    assert report["buffer_pool_warning"] is None
+    text = command("status", "point_embedding")[0]
+    if connection.vendor == "sqlite":
+        assert report["buffer_pool"] is None
+        assert (
+            f"  posting data   {in_bytes(payloads)}; no buffer pool: the operating system caches the database's pages "
+            "in free memory\n"
+        ) in text
+    else:
+        assert report["buffer_pool"]["name"] == "InnoDB buffer pool"
+        assert f"  posting data   {in_bytes(payloads)}; InnoDB buffer pool {in_bytes(report['buffer_pool']['size'])}\n" in text
+    assert "warning" not in text
+
+    pretend_buffer_pool(monkeypatch, payloads // 2)
+    report = json.loads(command("status", "point_embedding", "--json")[0])
+    assert report["buffer_pool"] == {"name": "InnoDB buffer pool", "setting": "innodb_buffer_pool_size", "size": payloads // 2}
+    warning = (
+        f"posting data {in_bytes(payloads)} is 2.0× the InnoDB buffer pool ({in_bytes(payloads // 2)}): queries will "
+        "read lists from disk; set innodb_buffer_pool_size to at least 128 MiB (see README, Deployment)"
+    )
+    assert report["buffer_pool_warning"] == warning
+    assert command("status", "point_embedding")[0].endswith(
+        f"  posting data   {in_bytes(payloads)}; InnoDB buffer pool {in_bytes(payloads // 2)}\n  warning        {warning}\n"
+    )
+
+
 def test_counts_of_one_are_singular(db):
     Point.objects.create(embedding=clustered(1)[0])
     out = build("point_embedding")

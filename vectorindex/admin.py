@@ -16,8 +16,10 @@ from typing import Any, Callable
 import numpy as np
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
+from django.db import connections
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
+from django.http import HttpResponse
 from django.utils.html import format_html
 
 from .conf import vectorindex_settings
@@ -26,6 +28,8 @@ from .engine.calibration import Calibration
 from .exceptions import InvariantViolated, VectorIndexError
 from .fields import VectorField
 from .models import Head, IndexState, Version
+from .storage import posting_table_memory
+from .wording import buffer_pool_warning, posting_data, posting_table_hint, posting_table_warning
 
 __all__ = ["IndexStateAdmin", "VectorAdminMixin", "VectorModelAdmin"]
 
@@ -116,7 +120,7 @@ class VectorModelAdmin(VectorAdminMixin, admin.ModelAdmin):
 
 @admin.register(IndexState)
 class IndexStateAdmin(admin.ModelAdmin):
-    """Each vector index at a glance: status, size, WAL; snapshot and check actions."""
+    """Each vector index at a glance: status, size, WAL, posting data against the buffer pool; snapshot and check actions."""
 
     list_display = [
         "name", "model_label", "field_name", "distance", "dimensions", "status", "heads", "vectors", "probes",
@@ -128,7 +132,7 @@ class IndexStateAdmin(admin.ModelAdmin):
     SHOWN_AS = {"payload": "payload_format", "calibration": "calibration_summary"}
 
     def get_readonly_fields(self, request: Any, obj: Any = None) -> list[str]:
-        return [self.SHOWN_AS.get(field.name, field.name) for field in IndexState._meta.fields]
+        return [*(self.SHOWN_AS.get(field.name, field.name) for field in IndexState._meta.fields), "posting_data"]
 
     @admin.display(description="probes")
     def probes(self, obj: IndexState) -> str:
@@ -157,6 +161,34 @@ class IndexStateAdmin(admin.ModelAdmin):
             f"{found.describe()} (of {found.vectors:,} vectors, {found.heads:,} heads), {found.at[:16].replace('T', ' ')}; "
             f"neighbours within reach by probes: {curve}"
         )
+
+    @admin.display(description="posting data")
+    def posting_data(self, obj: IndexState) -> str:
+        """The index's posting data against the server's buffer pool, as ``status`` shows it (one index: its rows are summed)."""
+        from .index.recovery import memory
+        from .index.registry import get_declared
+
+        try:
+            found = memory(get_declared(obj.name), obj._state.db)
+        except (LookupError, VectorIndexError):
+            found = None  # no model declares it, or it cannot be opened
+        if found is None:
+            return "-"
+        warning = buffer_pool_warning(found)
+        if warning is None:
+            return posting_data(found)
+        return format_html("{}<br><strong>Warning: {}</strong>", posting_data(found), warning)
+
+    def changelist_view(self, request: Any, extra_context: dict | None = None) -> HttpResponse:
+        # The list weighs the posting table by the server's statistics: one
+        # cheap read a page, not a sum over every listed index's rows.
+        if request.method == "GET":
+            using = self.get_queryset(request).db
+            memory = posting_table_memory(connections[using])
+            if memory is not None and memory.too_large:
+                warning = f"{posting_table_warning(using, memory)} {posting_table_hint(memory)}"
+                self.message_user(request, warning, messages.WARNING)
+        return super().changelist_view(request, extra_context)
 
     @admin.display(description="payload")
     def payload_format(self, obj: IndexState) -> str:

@@ -7,10 +7,14 @@ from typing import Any
 from django.apps import apps
 from django.core import checks
 from django.core.exceptions import FieldDoesNotExist
+from django.db import DatabaseError, connections
 
 from .fields import VectorField
+from .models import IndexState
 from .orm.queryset import VectorQuerySet
+from .storage import PostingMemory, posting_table_memory
 from .storage.dialects import DIALECTS, supported_databases, vendor
+from .wording import posting_table_hint, posting_table_warning
 
 
 def _vector_models() -> list[Any]:
@@ -234,3 +238,39 @@ def check_jobs(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessa
             )
         ]
     return []
+
+
+@checks.register(checks.Tags.database)
+def check_buffer_pool(app_configs: Any = None, databases: list[str] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Posting data larger than the database server's buffer pool: queries read their lists from disk.
+
+    A database check: Django runs it for the databases ``check --database``
+    names and the one ``migrate`` migrates, and for none otherwise. It reads
+    the server's statistics, not the tables; a database that cannot be
+    reached, or not migrated yet, has nothing to say.
+    """
+    messages: list[checks.CheckMessage] = []
+    for alias in databases or ():
+        dialect = DIALECTS.get(vendor(alias))
+        if dialect is None or dialect.buffer_pool is None:
+            continue  # never connects: SQLite's pages are the operating system's to cache
+        try:
+            memory = _posting_table_memory(alias)
+        except DatabaseError:
+            continue
+        if memory is not None and memory.too_large:
+            messages.append(
+                checks.Warning(
+                    posting_table_warning(alias, memory),
+                    hint=posting_table_hint(memory),
+                    id="vectorindex.W006",
+                )
+            )
+    return messages
+
+
+def _posting_table_memory(alias: str) -> PostingMemory | None:
+    """The posting table's size on *alias* against its buffer pool, when an index there is ready; else None."""
+    if not IndexState.objects.using(alias).filter(status=IndexState.Status.READY).exists():
+        return None
+    return posting_table_memory(connections[alias])

@@ -10,7 +10,7 @@ the heads table when a snapshot is missing or does not verify.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,8 +21,8 @@ from ..engine.codec import STORAGE_DTYPE
 from ..engine.head import HeadIndex, prepare
 from ..exceptions import HeadIndexError, IndexNotReady, SnapshotError
 from ..models import Head, IndexState, Snapshot
-from ..storage import StateRow, Storage, dialect_for, job_transaction
-from ..wording import counted
+from ..storage import PostingMemory, StateRow, Storage, dialect_for, job_transaction, posting_memory
+from ..wording import buffer_pool_warning, counted
 from .integrity import Survey, survey
 from .registry import Declared
 from .runtime import Opened, load, open_index, rebuild_from_heads
@@ -262,6 +262,7 @@ def status(declared: Declared, using: str = "default") -> dict[str, Any]:
     live = sum(1 for _v, deleted in versions.values() if not deleted)
     snapshot = Snapshot.objects.using(using).filter(index_id=storage.index_id).order_by("-lsn", "-pk").first()
     raw_bytes = live * declared.field.dimensions * STORAGE_DTYPE.itemsize
+    memory = posting_memory(storage)
     report.update(
         {
             "heads": alive,
@@ -283,6 +284,9 @@ def status(declared: Declared, using: str = "default") -> dict[str, Any]:
             "declared_payload": declared.options["payload"],
             "entry_bytes": storage.payload.dtype.itemsize,
             "probes": probes_report(rt),
+            "posting_bytes": memory.posting_bytes,
+            "buffer_pool": asdict(memory.buffer_pool) if memory.buffer_pool else None,
+            "buffer_pool_warning": buffer_pool_warning(memory),
         }
     )
     return report
@@ -305,6 +309,12 @@ def probes_report(rt: Any) -> dict[str, Any]:
             queries=found.queries, calibrated_at=found.at, calibrated_vectors=found.vectors,
         )
     return report
+
+
+def memory(declared: Declared, using: str = "default") -> PostingMemory | None:
+    """The index's posting data against its server's buffer pool (as ``status`` shows it); None when it is not built."""
+    opened = open_index(declared, using, outdated_ok=True)
+    return posting_memory(opened.storage) if opened.ready else None
 
 
 def _distribution(values: np.ndarray) -> dict[str, float]:

@@ -19,7 +19,8 @@ What differs between backends — locks, the posting sequence, upserts, batches
 of statements, isolation, lock waits, streaming — is each backend's dialect
 (``dialects/``); a database without one is refused. ``readers.py`` spreads a
 query's reads over several connections; ``backends.py`` has a job's
-transaction, its lock waits and streamed scans.
+transaction, its lock waits and streamed scans; ``memory.py`` weighs the
+posting data against the server's buffer pool.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .backends import job_transaction, lock_timeout, stream_rows
 from .base import IN_BATCH, LISTS_PER_STATEMENT
 from .dialects import Dialect, dialect_for, supported_databases
 from .heads import HeadRows
+from .memory import BufferPool, PostingMemory, buffer_pool, posting_memory, posting_table_memory
 from .postings import PostingRows
 from .readers import LISTS_PER_READER, ROWS_PER_READER, on_own_connection, read_by_keys
 from .snapshots import SNAPSHOT_CHUNK, SnapshotRows
@@ -41,13 +43,18 @@ __all__ = [
     "LISTS_PER_STATEMENT",
     "ROWS_PER_READER",
     "SNAPSHOT_CHUNK",
+    "BufferPool",
     "Dialect",
+    "PostingMemory",
     "StateRow",
     "Storage",
+    "buffer_pool",
     "dialect_for",
     "job_transaction",
     "lock_timeout",
     "on_own_connection",
+    "posting_memory",
+    "posting_table_memory",
     "read_by_keys",
     "stream_rows",
     "supported_databases",

@@ -111,6 +111,18 @@ class PostingRows(StorageBase):
         )
         return {head: (int(entries), int(count)) for head, entries, count in rows}
 
+    def posting_bytes(self) -> int:
+        """Bytes of the index's posting payloads, stale entries and retired heads' lists included.
+
+        A payload is its entries packed and nothing else, so this is the
+        entries times an entry's size: the row counts are summed, no payload
+        is read (a sum of their lengths would read every list from disk).
+        """
+        (entries,) = self._execute(
+            f"SELECT COALESCE(SUM(count), 0) FROM {self.posting_table} WHERE index_id = %s", [self.index_id]
+        )[0]
+        return int(entries) * self.payload.dtype.itemsize
+
     def iter_postings(self, batch_heads: int = HEADS_PER_PASS) -> Iterable[tuple[np.ndarray, np.ndarray]]:
         """(head id per entry, entries) for all postings, a few heads at a time."""
         heads = [row[0] for row in self._execute(

@@ -4,8 +4,9 @@ The tables' SQL (``storage/state.py``, ``heads.py``, ...) is written once; what
 it needs to differ per backend it asks of the connection's dialect: the clause
 that makes a read lock its rows, the statement that takes a lock where no read
 can, the conflict clause of an upsert, how a posting row gets its ``seq``, how
-a job's transaction is isolated, how long a lock wait may last, and whether
-reads may be spread over several connections.
+a job's transaction is isolated, how long a lock wait may last, whether
+reads may be spread over several connections, and how much memory the server
+keeps table pages in.
 """
 
 from __future__ import annotations
@@ -114,3 +115,19 @@ class Dialect(ABC):
     def streaming_cursor(self, connection: Any) -> Any:
         """A cursor whose rows come from the server as they are fetched, not all at once."""
         return connection.cursor()
+
+    # The server's page memory ------------------------------------------------------
+
+    # The memory the server keeps table pages in, as messages name it, and the
+    # setting that sizes it; None where the database has none of its own
+    # (SQLite's pages are cached by the operating system, in whatever memory is free).
+    buffer_pool: ClassVar[str | None] = None
+    buffer_pool_setting: ClassVar[str | None] = None
+
+    def buffer_pool_bytes(self, connection: Any) -> int | None:
+        """The size of *connection*'s server's :attr:`buffer_pool`, in bytes; None where there is none."""
+        return None
+
+    def table_bytes(self, connection: Any, table: str) -> int | None:
+        """What *table*'s rows take on disk by the server's statistics, read without a scan; None where it keeps none or the table does not exist."""
+        return None

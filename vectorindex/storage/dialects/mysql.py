@@ -9,6 +9,11 @@ The exact path reads a whole table's keys and vectors in one pass. Django's
 MySQL backend uses mysqlclient's default cursor, which buffers the entire
 result in client memory before the first row is returned; an unbuffered
 server-side cursor (``SSCursor``) keeps the pass within one chunk of memory.
+
+InnoDB keeps table pages in its buffer pool (``innodb_buffer_pool_size``,
+128 MiB unless set); a table's size is in ``information_schema.TABLES``, from
+the statistics InnoDB updates as rows change (its ``data_length`` counts the
+clustered index's pages, the pages of long payloads stored off the row too).
 """
 
 from __future__ import annotations
@@ -152,6 +157,23 @@ class MySQLDialect(Dialect):
         if connection.queries_logged:
             return connection.make_debug_cursor(raw)
         return connection.make_cursor(raw)
+
+    buffer_pool = "InnoDB buffer pool"
+    buffer_pool_setting = "innodb_buffer_pool_size"
+
+    def buffer_pool_bytes(self, connection: Any) -> int | None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT @@innodb_buffer_pool_size")
+            return int(cursor.fetchone()[0])
+
+    def table_bytes(self, connection: Any, table: str) -> int | None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT data_length FROM information_schema.TABLES WHERE table_schema = DATABASE() AND table_name = %s",
+                [table],
+            )
+            row = cursor.fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
 
 def _execute_batch(connection: Any, statements: Sequence[tuple[str, Sequence]]) -> list[list[tuple]]:

@@ -5,7 +5,8 @@ an exclusive lock does with a no-op UPDATE; shared row locks are not needed,
 since no other writer can run until this transaction ends. For the same
 reason a posting row's ``seq`` is simply its list's largest plus one, and
 there is nothing to gain from reading on several connections. Its cursor
-already steps through a result lazily.
+already steps through a result lazily. It has no buffer pool of its own:
+its pages are cached by the operating system, in whatever memory is free.
 """
 
 from __future__ import annotations
