@@ -7,6 +7,7 @@
     python -m bench plots --search F.json    PNG plots of saved results
     python -m bench garbage --limit 10900    half the rows deleted and maintained, against a fresh build
     python -m bench torture --minutes 10     writers, worker and database killed over and over; every row checked
+    python -m bench synthetic --out DIR      a synthetic data set of any dimension, with its exact answers
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ BENCHMARKS = {
     "plots": "bench.plots",
     "garbage": "bench.garbage",
     "torture": "bench.torture",
+    "synthetic": "bench.synthetic",
 }
 
 
