@@ -150,6 +150,7 @@ def load_pgvector(model: type, url: str, base: np.ndarray) -> dict:
 
 
 def pgvector_server() -> dict:
+    """PostgreSQL's and pgvector's versions, and the index's parameters."""
     from django.db import connections
 
     with connections[PGVECTOR].cursor() as cursor:
@@ -234,6 +235,7 @@ def equal_recall(repetitions: list[dict], targets: list[float]) -> list[dict]:
 
 
 def print_equal_recall(rows: list[dict], repetitions: list[dict]) -> None:
+    """The table of :func:`equal_recall`, then the recall each sweep spanned."""
     def cell(value: float | None, width: int, digits: int) -> str:
         return f"{'—' if value is None else f'{value:,.{digits}f}':>{width}}"
 
@@ -254,6 +256,7 @@ def print_equal_recall(rows: list[dict], repetitions: list[dict]) -> None:
 
 
 def build_ours(base: np.ndarray) -> dict:
+    """vectorindex's build on the rows loaded, timed, and the size of its head index."""
     from django.db import connection
 
     from vectorindex.index import build, recovery
@@ -274,12 +277,15 @@ def build_ours(base: np.ndarray) -> dict:
 
 
 def plot(results: dict, path: Path) -> None:
+    """The run's recall–queries/s PNG at *path*, when matplotlib is installed."""
+    from .plots import pyplot, side_by_side
+
     try:
-        from .plots import pyplot, side_by_side
+        plt = pyplot()
     except ImportError:
         print("no plot: matplotlib is not installed (pip install -r requirements-bench.txt)")
         return
-    side_by_side(results, path, pyplot())
+    side_by_side(results, path, plt)
     print(f"wrote {path}")
 
 
