@@ -84,6 +84,7 @@ def pgvector_missing(url: str) -> str | None:
 
 
 def first_line(error: Exception) -> str:
+    """The first line of *error*'s message (psycopg's run on with hints), or its kind."""
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
