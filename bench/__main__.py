@@ -7,6 +7,8 @@
     python -m bench plots --search F.json    PNG plots of saved results
     python -m bench garbage --limit 10900    half the rows deleted and maintained, against a fresh build
     python -m bench torture --minutes 10     writers, worker and database killed over and over; every row checked
+    python -m bench side-by-side --limit 20000   pgvector and vectorindex, sweeps alternated, compared at equal recall
+    python -m bench synthetic --out DIR      a synthetic data set of any dimension, with its exact answers
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ BENCHMARKS = {
     "plots": "bench.plots",
     "garbage": "bench.garbage",
     "torture": "bench.torture",
+    "side-by-side": "bench.side_by_side",
+    "synthetic": "bench.synthetic",
 }
 
 

@@ -1,4 +1,11 @@
-"""What the benchmark scripts share: Django set up on the demo project, data loaded."""
+"""What the benchmark scripts share: Django set up on the demo project and the benchmarks' model, data loaded.
+
+A data set is a directory in the layout of ``../shared/data/pypi-minilm-384``:
+``base.f16.npy`` (N × d, float16), ``queries.f32.npy`` (Q × d, float32), and
+``gt.i32.npy`` (Q × k, the rows of each query's exact k nearest by cosine,
+nearest first); its dimension d is the base's second axis (``meta.json``'s
+``dim`` says the same). ``python -m bench synthetic`` writes one.
+"""
 
 from __future__ import annotations
 
@@ -49,11 +56,13 @@ def configure(pairs: list[str]) -> dict:
 
 
 def tune(settings: list[str]) -> dict:
-    """Apply ``--set`` options to the demo's index declaration; every option, as in force."""
+    """Apply ``--set`` options to the benchmarks' index declaration; every option, as in force."""
     from vectorindex.index.registry import get_declared
     from vectorindex.indexes import TUNING
 
-    declared = get_declared("package_embedding")
+    from .models import INDEX
+
+    declared = get_declared(INDEX)
     for setting in settings:
         key, _, text = setting.partition("=")
         if key not in TUNING:
@@ -63,10 +72,17 @@ def tune(settings: list[str]) -> dict:
     return declared.options
 
 
-def setup(scratch: str) -> None:
-    """Django on the demo project; DATABASE_URL or a scratch SQLite file."""
+def dimensions(dataset: Path) -> int:
+    """The dimension of *dataset*'s vectors."""
+    return int(np.load(dataset / "base.f16.npy", mmap_mode="r").shape[1])
+
+
+def setup(scratch: str, dimensions: int) -> None:
+    """Django on the benchmarks' settings (:mod:`bench.settings`), vectors of *dimensions*;
+    DATABASE_URL or a scratch SQLite file. Processes started after this inherit both."""
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{ROOT / scratch}")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_project.settings")
+    os.environ["BENCH_DIMENSIONS"] = str(dimensions)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
     sys.path.insert(0, str(ROOT))
     import django
 
@@ -76,20 +92,42 @@ def setup(scratch: str) -> None:
     call_command("migrate", verbosity=0)
 
 
+def holds(base: np.ndarray) -> bool:
+    """Whether the benchmarks' table holds these rows: as many, and the first and last the same."""
+    from vectorindex.exceptions import CorruptVector
+
+    from .models import Row
+
+    if Row.objects.count() != len(base):
+        return False
+    ends = {"row0": base[0], f"row{len(base) - 1}": base[-1]} if len(base) else {}
+    try:
+        stored = dict(Row.objects.filter(name__in=list(ends)).values_list("name", "embedding"))
+    except CorruptVector:
+        return False  # another data set's dimension
+    return all(name in stored and np.array_equal(stored[name], vector) for name, vector in ends.items())
+
+
+def clear() -> None:
+    """Delete every row of the benchmarks' table, rows of another data set's dimension included."""
+    from .models import Row
+
+    Row.objects.defer("embedding").delete()
+
+
 def load(dataset: Path, limit: int, queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(base vectors, their Package primary keys, queries), loading the rows if needed."""
-    from demo_project.packages.models import Package
+    """(base vectors, their Row primary keys, queries), loading the rows if needed."""
+    from .models import Row
 
     base = np.load(dataset / "base.f16.npy", mmap_mode="r")[:limit].astype(np.float32)
-    if Package.objects.count() != len(base):
-        Package.objects.all().delete()
+    if not holds(base):
+        clear()
         started = time.perf_counter()
         for start in range(0, len(base), 5_000):
-            Package.objects.bulk_create(
-                Package(name=f"row{i}", summary="", embedding=base[i])
-                for i in range(start, min(start + 5_000, len(base)))
+            Row.objects.bulk_create(
+                Row(name=f"row{i}", summary="", embedding=base[i]) for i in range(start, min(start + 5_000, len(base)))
             )
         print(f"loaded {len(base):,} rows in {time.perf_counter() - started:.1f} s")
-    pk_of_row = dict(Package.objects.values_list("name", "pk"))
+    pk_of_row = dict(Row.objects.values_list("name", "pk"))
     pks = np.array([pk_of_row[f"row{i}"] for i in range(len(base))])
     return base, pks, np.load(dataset / "queries.f32.npy")[:queries]

@@ -1,7 +1,7 @@
 """How fast the exact path is: a full scan through the ORM, computed in numpy.
 
 Loads the first ``--limit`` rows of a data set (the layout of
-``../shared/data/pypi-minilm-384``) into the demo's ``Package`` table on the
+``../shared/data/pypi-minilm-384``) into the benchmarks' ``Row`` table on the
 database of ``DATABASE_URL`` (a scratch SQLite file by default), then times
 ``order_by(CosineDistance(...))[:10]`` with and without an ordinary filter, and
 checks every answer against a numpy scan of the same rows.
@@ -19,19 +19,20 @@ import time
 
 import numpy as np
 
-from .common import arguments, load, setup
+from .common import arguments, dimensions, load, setup
 
 
 def main() -> None:
     parser = arguments(__doc__.split("\n\n")[0], limit=100_000, queries=20)
     parser.add_argument("--chunk-size", type=int, default=None, help="VECTORINDEX EXACT_CHUNK_SIZE")
     args = parser.parse_args()
-    setup("bench-exact.sqlite3")
+    setup("bench-exact.sqlite3", dimensions(args.dataset))
     from django.conf import settings
     from django.db import connection
 
-    from demo_project.packages.models import Package
     from vectorindex import CosineDistance
+
+    from .models import Row
 
     if args.chunk_size:
         settings.VECTORINDEX = {**settings.VECTORINDEX, "EXACT_CHUNK_SIZE": args.chunk_size}
@@ -43,8 +44,8 @@ def main() -> None:
     normed = base / np.linalg.norm(base, axis=1, keepdims=True)
     results = {"rows": len(base), "dimensions": base.shape[1], "vendor": connection.vendor}
     for label, make in {
-        "top10": lambda q: Package.objects.order_by(CosineDistance("embedding", q))[:10],
-        "top10_filtered": lambda q: Package.objects.filter(pk__lt=int(np.median(pks)))
+        "top10": lambda q: Row.objects.order_by(CosineDistance("embedding", q))[:10],
+        "top10_filtered": lambda q: Row.objects.filter(pk__lt=int(np.median(pks)))
         .order_by(CosineDistance("embedding", q))[:10],
     }.items():
         times, correct = [], 0
@@ -72,7 +73,7 @@ def main() -> None:
     import tracemalloc
 
     tracemalloc.start()
-    list(Package.objects.order_by(CosineDistance("embedding", queries[0]))[:10])
+    list(Row.objects.order_by(CosineDistance("embedding", queries[0]))[:10])
     results["query_peak_alloc_mib"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
     tracemalloc.stop()
     print(f"one query allocated at most {results['query_peak_alloc_mib']} MiB while scanning "

@@ -1,6 +1,6 @@
 """Garbage after deletes: half the rows deleted, maintenance run, against a fresh build of the rows left.
 
-Builds ``package_embedding`` on ``--limit`` rows, deletes half of them (a
+Builds ``bench_embedding`` on ``--limit`` rows, deletes half of them (a
 random half), runs ``maintain`` until it is done, and measures the index:
 posting entries against live vectors, deleted version rows, heads, and the
 latency and recall@10 of ``--queries`` queries (each pass of them timed on
@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from .common import arguments, configure, load, setup, tune
+from .common import arguments, clear, configure, dimensions, load, setup, tune
 
 
 def main() -> None:
@@ -27,15 +27,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-sweep", action="store_true", help="maintenance without the sweep job")
     args = parser.parse_args()
-    setup("bench-garbage.sqlite3")
+    setup("bench-garbage.sqlite3", dimensions(args.dataset))
     options = tune(args.set)
     configure(args.setting + ["JOBS=manual"])
-    from demo_project.packages.models import Package
     from vectorindex.index import build, maintenance
     from vectorindex.index.registry import get_declared
 
-    declared = get_declared("package_embedding")
-    Package.objects.all().delete()
+    from .models import INDEX, Row
+
+    declared = get_declared(INDEX)
+    clear()
     _base, pks, queries = load(args.dataset, args.limit, args.queries)  # every row, ids anew
     build.build(declared, seed=args.seed)
     results = {"rows": args.limit, "queries": len(queries), "options": options, "no_sweep": args.no_sweep}
@@ -44,7 +45,7 @@ def main() -> None:
 
     doomed = np.random.default_rng(args.seed).choice(pks, size=len(pks) // 2, replace=False)
     for start in range(0, len(doomed), 1_000):
-        Package.objects.filter(pk__in=doomed[start : start + 1_000].tolist()).delete()
+        Row.objects.filter(pk__in=doomed[start : start + 1_000].tolist()).delete()
     results["deleted"] = measure(declared, queries, args.passes)
     print("half deleted, nothing maintained:", summary(results["deleted"]), flush=True)
 
@@ -73,12 +74,13 @@ def main() -> None:
 
 def measure(declared, queries: np.ndarray, passes: int) -> dict:
     """The index's size, and its queries' latency and recall@10 against the exact answer."""
-    from demo_project.packages.models import Package
     from vectorindex import CosineDistance
     from vectorindex.index.recovery import status
 
+    from .models import Row
+
     report = status(declared)
-    rows = list(Package.objects.values_list("pk", "embedding"))
+    rows = list(Row.objects.values_list("pk", "embedding"))
     ids = np.array([pk for pk, _ in rows])
     matrix = np.stack([vector for _, vector in rows]).astype(np.float64)
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
@@ -90,7 +92,7 @@ def measure(declared, queries: np.ndarray, passes: int) -> dict:
         found = []
         for query in queries:
             started = time.perf_counter()
-            found.append(list(Package.objects.order_by(CosineDistance("embedding", query)).values_list("pk", flat=True)[:10]))
+            found.append(list(Row.objects.order_by(CosineDistance("embedding", query)).values_list("pk", flat=True)[:10]))
             times.append(time.perf_counter() - started)
         laps.append(float(np.median(times) * 1000))
     recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth.tolist())]))

@@ -9,10 +9,14 @@ and draws, into ``--out`` (``docs/benchmarks`` by default):
 * ``updates.png`` — recall@10 and p50/p99 latency at each checkpoint of a
   stream, with a fresh build of each checkpoint's rows as the reference;
 * ``memory.png`` — head-index bytes and client RSS against the raw vector
-  bytes, over search results of different sizes.
+  bytes, over search results of different sizes;
+* ``side-by-side.png`` — recall@10 against queries/s of pgvector and
+  vectorindex, every repetition of a ``bench side-by-side`` run (which draws
+  it beside its JSON itself).
 
     python -m bench plots --search results/search-int8.json:int8 results/search-f32.json:float32 \\
         --stream results/stream.json --memory results/search-30k.json results/search-int8.json
+    python -m bench plots --side-by-side results/side-by-side-20000.json
 
 Needs matplotlib (``pip install -r requirements-bench.txt``); nothing else in
 the project does.
@@ -25,6 +29,16 @@ import json
 from pathlib import Path
 
 from .common import ROOT
+
+
+def pyplot():
+    """matplotlib's pyplot, drawing into files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def labelled(items: list[str]) -> list[tuple[dict, str]]:
@@ -111,18 +125,41 @@ def memory(results: list[tuple[dict, str]], out: Path, plt) -> None:
     figure.savefig(out / "memory.png", dpi=120)
 
 
+def side_by_side(data: dict, path: Path, plt) -> None:
+    """Both systems' sweeps of a ``bench side-by-side`` run, one line per system and repetition."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    styles = ["-", "--", ":", "-."]
+    for number, repetition in enumerate(data["repetitions"]):
+        for system, rows in repetition.items():
+            knob = "ef_search" if system == "pgvector" else "probes"
+            axes.plot([r["recall_at_10"] for r in rows], [r["queries_per_s"] for r in rows],
+                      styles[number % len(styles)], marker="s" if system == "pgvector" else "o",
+                      color="tab:blue" if system == "pgvector" else "tab:orange", label=f"{system}, run {number + 1}")
+            for row in rows:
+                axes.annotate(str(row[knob]), (row["recall_at_10"], row["queries_per_s"]), fontsize=7,
+                              textcoords="offset points", xytext=(3, 3))
+    ours = data["vectorindex"]["vendor"]
+    theirs = "" if "skipped" in data["pgvector"] else f" and pgvector {data['pgvector']['extension']} HNSW"
+    axes.set_yscale("log")
+    axes.set_xlabel("recall@10")
+    axes.set_ylabel("queries/s, one client, instances fetched (log)")
+    axes.set_title(f"{data['rows']:,} × {data['dimensions']}, {data['queries']:,} queries: vectorindex ({ours}){theirs}"
+                   "\nlabels: probes, ef_search", fontsize=9)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--search", nargs="*", default=[], help="bench search JSON files, FILE or FILE:LABEL")
     parser.add_argument("--stream", type=Path, help="a bench stream JSON file")
     parser.add_argument("--memory", nargs="*", default=[], help="bench search JSON files of different sizes")
+    parser.add_argument("--side-by-side", type=Path, help="a bench side-by-side JSON file")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     args = parser.parse_args()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.search:
         recall_qps(labelled(args.search), args.out, plt)
@@ -130,7 +167,9 @@ def main() -> None:
         updates(json.loads(args.stream.read_text()), args.out, plt)
     if args.memory:
         memory(labelled(args.memory), args.out, plt)
-    for name in ("recall-qps.png", "updates.png", "memory.png"):
+    if args.side_by_side:
+        side_by_side(json.loads(args.side_by_side.read_text()), args.out / "side-by-side.png", plt)
+    for name in ("recall-qps.png", "updates.png", "memory.png", "side-by-side.png"):
         if (args.out / name).exists():
             print(args.out / name)
 

@@ -1,9 +1,9 @@
 """Recall against speed on real embeddings, with in-memory HNSW and exact search beside it.
 
 Loads the first ``--limit`` rows of a data set (the layout of
-``../shared/data/pypi-minilm-384``) into the demo's ``Package`` table on the
+``../shared/data/pypi-minilm-384``) into the benchmarks' ``Row`` table on the
 database of ``DATABASE_URL`` (a scratch SQLite file by default) and builds
-``package_embedding`` (cosine). Then, on the data set's held-out queries:
+``bench_embedding`` (cosine). Then, on the data set's held-out queries:
 
 * the index through the ORM, ``approximate(probes=P).order_by(CosineDistance(...))[:10]``,
   over a sweep of P: recall@1 and @10 against the exact answer, latency
@@ -32,20 +32,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import arguments, configure, load, setup, tune
+from .common import arguments, configure, dimensions, load, setup, tune
 
 SCRATCH = "bench-search.sqlite3"
 BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def exact_top(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Row numbers of each query's *k* nearest rows by cosine, nearest first (ties: lower row)."""
+    """Row numbers of each query's *k* nearest rows by cosine (all rows if fewer), nearest first (ties: lower row)."""
     unit = base / np.linalg.norm(base, axis=1, keepdims=True)
     unit_queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    k = min(k, len(base))
     result = np.empty((len(queries), k), dtype=np.int64)
     for start in range(0, len(queries), 100):
         scores = unit_queries[start : start + 100] @ unit.T
-        top = np.argpartition(-scores, k, axis=1)[:, :k]
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         for row, (candidates, score) in enumerate(zip(top, scores)):
             result[start + row] = candidates[np.lexsort((candidates, -score[candidates]))]
     return result
@@ -84,14 +85,15 @@ def rss_mib() -> dict[str, float]:
 
 def client(queries: np.ndarray, probes: int, start_at: float, settings: list[str], app_settings: list[str]) -> dict:
     """One client process: Django, the head index, these queries; nothing else of the data."""
-    setup(SCRATCH)
+    setup(SCRATCH, queries.shape[1])
     tune(settings)
     configure(app_settings)
-    from demo_project.packages.models import Package
     from vectorindex import CosineDistance
 
+    from .models import Row
+
     before = rss_mib()
-    nearest = Package.objects.approximate(probes=probes)
+    nearest = Row.objects.approximate(probes=probes)
     list(nearest.order_by(CosineDistance("embedding", queries[0]))[:10])  # loads the head index
     loaded = rss_mib()
     while time.time() < start_at:
@@ -226,10 +228,11 @@ def baselines(args, results: dict, base: np.ndarray, queries: np.ndarray, truth_
     """The exact paths, two clients and hnswlib, with the sweep's ratios to them."""
     from django.db import connection
 
-    from demo_project.packages.models import Package
     from vectorindex import CosineDistance
 
-    nearest = Package.objects.all()
+    from .models import Row
+
+    nearest = Row.objects.all()
     orm_exact = []
     for query in queries[: args.orm_exact_queries]:
         started = time.perf_counter()
@@ -304,13 +307,14 @@ def main() -> None:
         "of the posting bytes (larger than RAM; the pool is set back afterwards)",
     )
     args = parser.parse_args()
-    setup(SCRATCH)
+    setup(SCRATCH, dimensions(args.dataset))
     from django.db import connection
 
-    from demo_project.packages.models import Package
     from vectorindex import CosineDistance
     from vectorindex.index import build, recovery
     from vectorindex.index.registry import get_declared
+
+    from .models import INDEX, Row
 
     options = tune(args.set)
     app_settings = configure(args.setting)
@@ -318,7 +322,7 @@ def main() -> None:
     base, pks, queries = load(args.dataset, args.limit, args.queries)
     truth_rows = ground_truth(args.dataset, base, queries)
     truth = pks[truth_rows]  # as primary keys
-    declared = get_declared("package_embedding")
+    declared = get_declared(INDEX)
     results: dict = {"vendor": connection.vendor, "rows": len(base), "dimensions": base.shape[1],
                      "queries": len(queries), "options": options, "settings": app_settings,
                      "blas_threads": {key: os.environ.get(key) for key in BLAS_THREADS}}
@@ -340,7 +344,7 @@ def main() -> None:
     print(f"head index {status['head_index_bytes']:,} bytes = {status['head_index_share']:.1%} "
           f"of the raw vectors ({status['raw_vector_bytes']:,} bytes)")
 
-    nearest = Package.objects.all()
+    nearest = Row.objects.all()
     # Warm-up: the head index loaded, the reader connections opened.
     for query in queries[:100]:
         list(nearest.order_by(CosineDistance("embedding", query))[:10])

@@ -1,6 +1,6 @@
 """Update stability (SPFresh's experiment): recall and latency while rows stream in and out.
 
-Builds ``package_embedding`` on the first ``--build`` rows of the data set, then
+Builds ``bench_embedding`` on the first ``--build`` rows of the data set, then
 inserts the next ``--stream`` rows in transactions of ``--batch`` while deleting
 ``--delete`` random rows along the way, with maintenance running on a Celery
 worker (``--jobs celery``, the default) or inline after each commit. At
@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from .common import ROOT, arguments, configure, setup, tune
+from .common import ROOT, arguments, clear, configure, dimensions, setup, tune
 
 
 def main() -> None:
@@ -53,7 +53,7 @@ def main() -> None:
     worker = None
     if args.jobs == "celery":
         os.environ["CELERY_BROKER_URL"] = args.broker
-    setup("bench-stream.sqlite3")
+    setup("bench-stream.sqlite3", dimensions(args.dataset))
     if args.jobs == "celery":
         import redis
 
@@ -74,10 +74,11 @@ def main() -> None:
     from django.db import connection, transaction
     from django.test import override_settings
 
-    from demo_project.packages.models import Package
     from vectorindex import CosineDistance
     from vectorindex.index import build, maintenance, recovery
     from vectorindex.index.registry import get_declared
+
+    from .models import INDEX, Row
 
     options = tune(args.set)
     app_settings = configure(args.setting)
@@ -86,13 +87,13 @@ def main() -> None:
     queries = np.load(args.dataset / "queries.f32.npy")[: args.queries]
     unit = base / np.linalg.norm(base, axis=1, keepdims=True)
     unit_queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-    declared = get_declared("package_embedding")
+    declared = get_declared(INDEX)
 
-    Package.objects.all().delete()
+    clear()
     row_of_pk: dict[int, int] = {}
     for start in range(0, args.build, 5_000):
-        made = Package.objects.bulk_create(
-            Package(name=f"row{i}", summary="", embedding=base[i]) for i in range(start, min(start + 5_000, args.build))
+        made = Row.objects.bulk_create(
+            Row(name=f"row{i}", summary="", embedding=base[i]) for i in range(start, min(start + 5_000, args.build))
         )
         row_of_pk.update((p.pk, start + j) for j, p in enumerate(made))
     report = build.build(declared, seed=0)
@@ -105,7 +106,7 @@ def main() -> None:
         for query, unit_query in zip(queries, unit_queries):
             truth = set(pks[np.argsort(-(unit[rows] @ unit_query), kind="stable")[:10]].tolist())
             started = time.perf_counter()
-            found = [p.pk for p in Package.objects.order_by(CosineDistance("embedding", query))[:10]]
+            found = [p.pk for p in Row.objects.order_by(CosineDistance("embedding", query))[:10]]
             latencies.append(time.perf_counter() - started)
             hits.append(len(truth & set(found)) / 10)
         status = recovery.status(declared)
@@ -137,7 +138,7 @@ def main() -> None:
     # The starting point: the splits the build asked for done, caches warm.
     drain()
     for query in queries[:20]:
-        list(Package.objects.order_by(CosineDistance("embedding", query))[:10])
+        list(Row.objects.order_by(CosineDistance("embedding", query))[:10])
     timeline = [measure("after build", row_of_pk)]
     alive_at = [dict(row_of_pk)]
     rng = np.random.default_rng(1)
@@ -152,13 +153,13 @@ def main() -> None:
         last = min(first + args.batch, total)
         tick = time.perf_counter()
         with transaction.atomic():
-            made = Package.objects.bulk_create(Package(name=f"row{i}", summary="", embedding=base[i]) for i in range(first, last))
+            made = Row.objects.bulk_create(Row(name=f"row{i}", summary="", embedding=base[i]) for i in range(first, last))
         row_of_pk.update((p.pk, first + j) for j, p in enumerate(made))
         owed += deletes_per_batch
         if owed >= 1:
             victims = rng.choice(list(row_of_pk), size=int(owed), replace=False).tolist()
             owed -= int(owed)
-            Package.objects.filter(pk__in=victims).delete()
+            Row.objects.filter(pk__in=victims).delete()
             for pk in victims:
                 del row_of_pk[pk]
         write_seconds += time.perf_counter() - tick
@@ -193,7 +194,7 @@ def main() -> None:
     # running; for the final rows also once the splits it asks for have run.
     with override_settings(VECTORINDEX={**settings.VECTORINDEX, "JOBS": "manual"}):
         for point, alive in list(zip(timeline, alive_at))[1:] if not args.no_references else []:
-            reload_rows(connection, Package, alive, base)
+            reload_rows(connection, Row, alive, base)
             build.build(declared, seed=0)
             wait_for_purge(connection)  # the build deleted the streamed index's rows
             point["fresh"] = measure(f"fresh build, {point['at']}", alive)

@@ -1,7 +1,7 @@
 """Torture: writers, a maintenance worker and the database itself killed over and over; then every row checked.
 
 Starts a MariaDB server of its own (another port, a scratch data directory),
-builds ``package_embedding`` on ``--rows`` rows of the data set with small
+builds ``bench_embedding`` on ``--rows`` rows of the data set with small
 posting lists (so that splits, merges and reassigns never stop), and for
 ``--minutes`` runs ``--writers`` writer processes (inserts through
 ``bulk_create``, ``create`` and the deserializer's raw saves; vector updates
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import DEFAULT_DATASET, ROOT
+from .common import DEFAULT_DATASET, ROOT, dimensions
 
 TUNING = ["posting_limit=40", "merge_below=4", "defragment_rows=8"]
 NOISE = 0.02  # added to each dataset vector, so that no two rows hold the same vector
@@ -142,22 +142,23 @@ def run(args) -> None:
     os.environ.update(environment)
     from .common import configure, setup, tune
 
-    setup("unused.sqlite3")
+    setup("unused.sqlite3", dimensions(args.dataset))
     tune(TUNING)
     configure(json.loads(environment["BENCH_SETTINGS"]))
     import redis
 
     redis.Redis.from_url(args.broker).flushdb()
-    from demo_project.packages.models import Package
     from vectorindex.index import build
     from vectorindex.index.registry import get_declared
+
+    from .models import INDEX, Row
 
     base = np.load(args.dataset / "base.f16.npy", mmap_mode="r")
     rng = np.random.default_rng(args.seed)
     first = rng.choice(len(base), size=args.rows, replace=False)
     vectors = base[np.sort(first)].astype(np.float32) + rng.normal(scale=NOISE, size=(args.rows, base.shape[1])).astype(np.float32)
-    Package.objects.bulk_create(Package(name=f"seed{i}", summary="", embedding=v) for i, v in enumerate(vectors))
-    report = build.build(get_declared("package_embedding"))
+    Row.objects.bulk_create(Row(name=f"seed{i}", summary="", embedding=v) for i, v in enumerate(vectors))
+    report = build.build(get_declared(INDEX))
     print(f"built on {report.vectors:,} rows: {report.heads:,} heads", flush=True)
     from django.db import connections
 
@@ -229,7 +230,8 @@ def environment_for(args) -> dict:
     return {
         **os.environ,
         "DATABASE_URL": f"mysql://root@127.0.0.1:{args.port}/torture",
-        "DJANGO_SETTINGS_MODULE": "demo_project.settings",
+        "DJANGO_SETTINGS_MODULE": "bench.settings",
+        "BENCH_DIMENSIONS": str(dimensions(args.dataset)),
         "CELERY_BROKER_URL": args.broker,
         "VECTORINDEX_SCAN_INTERVAL": "5",
         "BENCH_TUNING": json.dumps(TUNING),
@@ -250,7 +252,7 @@ def verify_only(args) -> None:
     os.environ.update(environment)
     from .common import configure, setup, tune
 
-    setup("unused.sqlite3")
+    setup("unused.sqlite3", dimensions(args.dataset))
     tune(TUNING)
     configure(json.loads(environment["BENCH_SETTINGS"]) + ["JOBS=manual"])
     kills = args.scratch / "kills.json"
@@ -271,14 +273,15 @@ def verify(args, kills: dict | None) -> dict:
     from django.db import connections
 
     connections.close_all()
-    from demo_project.packages.models import Package
     from vectorindex import CosineDistance
     from vectorindex.index import maintenance, recovery
     from vectorindex.index.registry import get_declared
     from vectorindex.index.runtime import reset_runtimes
 
+    from .models import INDEX, Row
+
     reset_runtimes()
-    declared = get_declared("package_embedding")
+    declared = get_declared(INDEX)
     operations = {}
     deleted_vectors: dict[int, list[float]] = {}
     for path in (args.scratch / "logs").glob("writer*.jsonl"):
@@ -294,8 +297,8 @@ def verify(args, kills: dict | None) -> dict:
     outcomes = maintenance.maintain(declared, rounds=200).outcomes
     drained = time.perf_counter() - started
     survey = recovery.surveyed(declared)
-    rows = list(Package.objects.values_list("pk", "embedding"))
-    every = Package.objects.approximate(probes=10**6)
+    rows = list(Row.objects.values_list("pk", "embedding"))
+    every = Row.objects.approximate(probes=10**6)
 
     def found(pk: int, vector: np.ndarray) -> bool:
         # QuerySet.update() gives several rows one vector: the row is found
@@ -350,7 +353,7 @@ def verify(args, kills: dict | None) -> dict:
 
 def write(args) -> None:
     """One writer process: random writes for ever, each logged once committed."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_project.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
     sys.path.insert(0, str(ROOT))
     import django
 
@@ -358,9 +361,8 @@ def write(args) -> None:
     from django.core import serializers
     from django.db import connections, transaction
 
-    from demo_project.packages.models import Package
-
     from .common import configure, tune
+    from .models import Row
 
     tune(json.loads(os.environ["BENCH_TUNING"]))
     configure(json.loads(os.environ["BENCH_SETTINGS"]))
@@ -372,15 +374,15 @@ def write(args) -> None:
         return base[rng.integers(len(base))].astype(np.float32) + rng.normal(scale=NOISE, size=base.shape[1]).astype(np.float32)
 
     def name() -> str:
-        return uuid.uuid4().hex  # Package.name is unique
+        return uuid.uuid4().hex  # Row.name is unique
 
     def committed(op: str, **details) -> None:
         log.write(json.dumps({"op": op, **details}) + "\n")
         log.flush()
 
     def some(count: int) -> list:
-        pks = list(Package.objects.order_by("?").values_list("pk", flat=True)[:count])
-        return list(Package.objects.filter(pk__in=pks))
+        pks = list(Row.objects.order_by("?").values_list("pk", flat=True)[:count])
+        return list(Row.objects.filter(pk__in=pks))
 
     target = args.target_rows
     rows = target
@@ -388,7 +390,7 @@ def write(args) -> None:
     while True:
         if operations % 50 == 0:  # how many rows there are, now and then
             try:
-                rows = Package.objects.count()
+                rows = Row.objects.count()
             except Exception:  # noqa: BLE001 - the server is down: as before
                 pass
         operations += 1
@@ -398,11 +400,11 @@ def write(args) -> None:
         )
         try:
             if op == "bulk_create":
-                Package.objects.bulk_create(Package(name=name(), summary="", embedding=vector()) for _ in range(rng.integers(1, 20)))
+                Row.objects.bulk_create(Row(name=name(), summary="", embedding=vector()) for _ in range(rng.integers(1, 20)))
             elif op == "create":
-                Package.objects.create(name=name(), summary="", embedding=vector())
+                Row.objects.create(name=name(), summary="", embedding=vector())
             elif op == "raw":  # as loaddata saves
-                row = Package(name=name(), summary="", embedding=vector())
+                row = Row(name=name(), summary="", embedding=vector())
                 for obj in serializers.deserialize("json", serializers.serialize("json", [row])):
                     obj.save()
             elif op == "save":
@@ -411,17 +413,17 @@ def write(args) -> None:
                     row.save()
             elif op == "update":
                 pks = [row.pk for row in some(3)]
-                Package.objects.filter(pk__in=pks).update(embedding=vector())
+                Row.objects.filter(pk__in=pks).update(embedding=vector())
             elif op == "bulk_update":
                 picked = some(5)
                 for row in picked:
                     row.embedding = vector()
-                Package.objects.bulk_update(picked, ["embedding"])
+                Row.objects.bulk_update(picked, ["embedding"])
             else:
                 doomed = some(int(rng.integers(1, 6 if rows < target else 20)))
                 with transaction.atomic():
                     gone = {row.pk: row.embedding.tolist() for row in doomed}
-                    Package.objects.filter(pk__in=list(gone)).delete()
+                    Row.objects.filter(pk__in=list(gone)).delete()
                 committed(op, deleted=gone)
                 continue
             committed(op)

@@ -1,7 +1,8 @@
-"""The Celery worker ``bench stream`` starts: the demo's worker, with the run's ``--set`` options.
+"""The Celery worker ``bench stream`` and ``bench torture`` start: the demo's app, the run's ``--set`` options.
 
-A worker process reads the index's declaration from the demo's models, so the
-tuning a benchmark applies in its own process (:func:`bench.common.tune`) would
+It runs on the benchmarks' settings (:mod:`bench.settings`; ``BENCH_DIMENSIONS``
+inherited from the benchmark that starts it). A worker process reads the
+index's declaration from the benchmarks' model, so the tuning a benchmark applies in its own process (:func:`bench.common.tune`) would
 not reach it; this applies the same options (``BENCH_TUNING``, a JSON list of
 ``OPTION=VALUE``) and settings (``BENCH_SETTINGS``, ``KEY=VALUE``) before the
 worker starts.
@@ -19,7 +20,7 @@ from .common import ROOT
 
 
 def main() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_project.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
     sys.path.insert(0, str(ROOT))
     import django
 

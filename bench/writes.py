@@ -1,10 +1,10 @@
 """What the index costs writes: single-row saves and ``bulk_create``, with the index and without.
 
-Loads the first ``--limit`` rows of a data set into the demo's ``Package``
-table and builds ``package_embedding`` on them, then writes the data set's
+Loads the first ``--limit`` rows of a data set into the benchmarks' ``Row``
+table and builds ``bench_embedding`` on them, then writes the data set's
 next rows two ways into two models:
 
-* ``Package``, with the index;
+* ``Row``, with the index;
 * the same fields in a table with no index (a model made for this run and
   dropped after it),
 
@@ -26,28 +26,29 @@ import time
 
 import numpy as np
 
-from .common import arguments, configure, load, setup, tune
+from .common import arguments, configure, dimensions, load, setup, tune
 
 
 def plain_model():
-    """Package's fields, no index: the baseline."""
+    """Row's fields, no index: the baseline."""
     from django.db import models
 
-    from demo_project.packages.models import Package
     from vectorindex import VectorField, VectorManager
 
-    class PlainPackage(models.Model):
+    from .models import Row
+
+    class PlainRow(models.Model):
         name = models.CharField(max_length=200, unique=True)
         summary = models.TextField()
-        embedding = VectorField(dimensions=Package._meta.get_field("embedding").dimensions)
+        embedding = VectorField(dimensions=Row._meta.get_field("embedding").dimensions)
 
         objects = VectorManager()
 
         class Meta:
-            app_label = "packages"
-            db_table = "bench_plain_package"
+            app_label = "bench"
+            db_table = "bench_plain_row"
 
-    return PlainPackage
+    return PlainRow
 
 
 def measure(model, vectors: np.ndarray, saves: int, bulk: int, batch: int, prefix: str) -> dict:
@@ -90,21 +91,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1_000, help="rows per bulk_create transaction")
     parser.add_argument("--jobs", choices=["manual", "inline"], default="manual")
     args = parser.parse_args()
-    setup("bench-writes.sqlite3")
+    setup("bench-writes.sqlite3", dimensions(args.dataset))
     from django.conf import settings
     from django.db import connection
     from django.test import override_settings
 
-    from demo_project.packages.models import Package
     from vectorindex.index import build
     from vectorindex.index.registry import get_declared
+
+    from .models import INDEX, Row
 
     options = tune(args.set)
     configure(args.setting)
     base, _pks, _queries = load(args.dataset, args.limit, 1)
     extra = np.load(args.dataset / "base.f16.npy", mmap_mode="r")[args.limit : args.limit + 2 * args.saves + args.bulk]
     extra = extra.astype(np.float32)
-    declared = get_declared("package_embedding")
+    declared = get_declared(INDEX)
     report = build.build(declared, seed=0)
     print(f"{connection.vendor}: index built on {len(base):,} rows in {report.seconds:.1f} s")
     plain = plain_model()
@@ -115,11 +117,11 @@ def main() -> None:
     try:
         with override_settings(VECTORINDEX={**settings.VECTORINDEX, "JOBS": args.jobs}):
             results["without_index"] = measure(plain, extra, args.saves, args.bulk, args.batch, "plain")
-            results["with_index"] = measure(Package, extra, args.saves, args.bulk, args.batch, "indexed")
+            results["with_index"] = measure(Row, extra, args.saves, args.bulk, args.batch, "indexed")
     finally:
         with connection.schema_editor() as editor:
             editor.delete_model(plain)
-        Package.objects.filter(name__startswith="indexed").delete()
+        Row.objects.filter(name__startswith="indexed").delete()
     with_index, without = results["with_index"], results["without_index"]
     results["save_ratio"] = round(with_index["save_transactions_per_s"] / without["save_transactions_per_s"], 3)
     results["atomic_save_ratio"] = round(

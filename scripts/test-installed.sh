@@ -16,7 +16,7 @@ rm -rf build ./*.egg-info
 
 # The suite without the package's source beside it; the data set where the tests look for it.
 mkdir "$work/run"
-cp -r tests demo_project pytest.ini manage.py "$work/run/"
+cp -r tests demo_project bench pytest.ini manage.py "$work/run/"
 find "$work/run" -name __pycache__ -prune -exec rm -rf {} +
 [ -e ../shared ] && ln -s "$(cd ../shared && pwd)" "$work/shared"
 cd "$work/run"
