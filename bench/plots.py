@@ -130,7 +130,17 @@ def side_by_side(data: dict, path: Path, plt) -> None:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     styles = ["-", "--", ":", "-."]
     for number, repetition in enumerate(data["repetitions"]):
+        targets = repetition.get("vectorindex_targets", [])
+        if targets:
+            axes.scatter([r["recall_at_10"] for r in targets], [r["queries_per_s"] for r in targets], marker="*",
+                         s=80, color="tab:red", zorder=3, label=f"vectorindex, recall asked for, run {number + 1}")
+            for row in targets:
+                asked = f"recall {row['recall']}" if row["recall"] else "default"
+                axes.annotate(f"{asked} ({row['probes']})", (row["recall_at_10"], row["queries_per_s"]), fontsize=7,
+                              textcoords="offset points", xytext=(3, -9), color="tab:red")
         for system, rows in repetition.items():
+            if system == "vectorindex_targets":
+                continue
             knob = "ef_search" if system == "pgvector" else "probes"
             axes.plot([r["recall_at_10"] for r in rows], [r["queries_per_s"] for r in rows],
                       styles[number % len(styles)], marker="s" if system == "pgvector" else "o",

@@ -185,6 +185,23 @@ def sweep_vectorindex(probes: list[int], queries: np.ndarray, truth: np.ndarray,
                  truth, warmup)
 
 
+def sweep_targets(targets: list[float], queries: np.ndarray, truth: np.ndarray, warmup: int) -> list[dict]:
+    """vectorindex asked for a recall instead: ``approximate(recall=R)``, R from *targets*; the declared target
+    (the index's default, what a query that says nothing reads) is R = 0. Each row says the probes it read."""
+    from vectorindex import CosineDistance
+    from vectorindex.index.registry import get_declared
+    from vectorindex.index.runtime import open_index
+
+    from .models import INDEX, Row
+
+    rt = open_index(get_declared(INDEX), "default").runtime
+    rows = sweep("vectorindex", "recall", targets, lambda r: Row.objects.approximate(recall=r) if r else Row.objects.all(),
+                 CosineDistance, queries, truth, warmup)
+    for row in rows:
+        row["probes"] = rt.probes(row["recall"] or None)
+    return rows
+
+
 # The sweeps ------------------------------------------------------------------------
 
 
@@ -268,13 +285,14 @@ def build_ours(base: np.ndarray) -> dict:
     declared = get_declared(INDEX)
     report = build.build(declared, seed=0)
     status = recovery.status(declared)
+    calibration = report.calibration.describe() if report.calibration else "not calibrated"
     print(f"vectorindex ({connection.vendor}): {len(base):,} rows; build {report.seconds:.1f} s "
           f"({report.vectors_per_second:,.0f} vectors/s), {report.heads:,} heads; head index "
-          f"{status['head_index_bytes']:,} bytes", flush=True)
+          f"{status['head_index_bytes']:,} bytes; calibrated {calibration}", flush=True)
     server = f"{connection.display_name} {'.'.join(map(str, connection.get_database_version()))}"
     return {"vendor": connection.vendor, "server": server, "build_seconds": round(report.seconds, 1),
             "build_vectors_per_s": round(report.vectors_per_second), "heads": report.heads,
-            "head_index_bytes": status["head_index_bytes"]}
+            "head_index_bytes": status["head_index_bytes"], "calibration": status["probes"]}
 
 
 def plot(results: dict, path: Path) -> None:
@@ -295,6 +313,8 @@ def main() -> None:
     parser.add_argument("--repetitions", type=int, default=2, help="sweeps of each system, alternated")
     parser.add_argument("--ef", default="20,40,80,160,320", help="pgvector's hnsw.ef_search sweep")
     parser.add_argument("--probes", default="8,16,32,64,128", help="vectorindex's probes sweep")
+    parser.add_argument("--targets", default="0,0.9,0.95,0.99",
+                        help="vectorindex's approximate(recall=R) points (0: the index's default, its declared target)")
     parser.add_argument("--warmup", type=int, default=100, help="untimed queries before each sweep")
     parser.add_argument("--recalls", default="0.90,0.95,0.97,0.98,0.99", help="recall@10 targets to compare at")
     parser.add_argument("--pgvector-url", default="postgresql://postgres@127.0.0.1:5432/vectorindex_bench",
@@ -332,6 +352,9 @@ def main() -> None:
                                                   truth_rows, args.warmup)
         measured["vectorindex"] = sweep_vectorindex([int(p) for p in args.probes.split(",")], queries,
                                                     pks[truth_rows], args.warmup)
+        if args.targets:
+            measured["vectorindex_targets"] = sweep_targets([float(r) for r in args.targets.split(",")], queries,
+                                                            pks[truth_rows], args.warmup)
         results["repetitions"].append(measured)
     if not missing:
         results["equal_recall"] = equal_recall(results["repetitions"], [float(r) for r in args.recalls.split(",")])

@@ -70,9 +70,16 @@ def test_side_by_side_on_16_dimensions_without_pgvector(tmp_path):
     assert (results["rows"], results["dimensions"], results["queries"]) == (300, 16, 20)
     assert results["pgvector"]["skipped"] in run.stdout
     assert "equal_recall" not in results
-    assert [list(repetition) for repetition in results["repetitions"]] == [["vectorindex"], ["vectorindex"]]
+    assert [list(repetition) for repetition in results["repetitions"]] == [["vectorindex", "vectorindex_targets"]] * 2
+    calibrated = results["vectorindex"]["calibration"]
+    assert calibrated["source"] == "calibrated" and calibrated["measured_recall"] >= 0.95
     for repetition in results["repetitions"]:
         low, high = repetition["vectorindex"]
         assert (low["probes"], high["probes"]) == (2, 16)
         assert 0 < low["recall_at_10"] <= high["recall_at_10"] and high["recall_at_10"] >= 0.9
         assert high["queries_per_s"] > 0 and high["p50_ms"] <= high["p99_ms"]
+        # The index's default (the calibrated target), then approximate(recall=R) for each R.
+        targets = repetition["vectorindex_targets"]
+        assert [row["recall"] for row in targets] == [0, 0.9, 0.95, 0.99]
+        assert targets[0]["probes"] == calibrated["probes"] == targets[2]["probes"]
+        assert targets[1]["probes"] <= targets[2]["probes"] <= targets[3]["probes"]
