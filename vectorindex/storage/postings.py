@@ -48,11 +48,8 @@ class PostingRows(StorageBase):
         return self.dialect.append_one(self, name, generation, lsn, vector_id, head_ids, count, payload)
 
     def replace_postings(self, head_id: int, rows: Sequence[tuple[int, bytes]]) -> None:
-        """Rewrite one posting list as *rows* (count, payload): defragmenting."""
-        self._execute(
-            f"DELETE FROM {self.posting_table} WHERE index_id = %s AND head_id = %s", [self.index_id, head_id]
-        )
-        self.append([(head_id, count, payload) for count, payload in rows])
+        """Rewrite one posting list as *rows* (count, payload): defragmenting. New rows get new seqs (the dialect's)."""
+        self.dialect.replace_postings(self, head_id, rows)
 
     def _posting_sql(self, count: int) -> str:
         return (
