@@ -40,7 +40,7 @@ def test_unknown_and_bad_values_are_refused(settings):
         vectorindex_settings.JOB_LOCK_TIMEOUT
     for bad in (-1, 1.5, "200", True):
         settings.VECTORINDEX = {"CALIBRATION_QUERIES": bad}
-        with pytest.raises(ImproperlyConfigured, match=f"'CALIBRATION_QUERIES'\\] must be an integer ≥ 0, got {bad!r}."):
+        with pytest.raises(ImproperlyConfigured, match=f"'CALIBRATION_QUERIES'\\] must be a whole number of queries ≥ 0, got {bad!r}."):
             vectorindex_settings.CALIBRATION_QUERIES
     settings.VECTORINDEX = {"CALIBRATION_QUERIES": 0}
     assert vectorindex_settings.CALIBRATION_QUERIES == 0

@@ -11,6 +11,8 @@ Runs against the database in DATABASE_URL (the test database). Modes:
 * ``use NAME SEED query,write|write,query`` — the query set and a new point,
   in that order; print the keys found, the new point's key, the key its own
   vector finds first, and the warnings the app logged.
+* ``change PK update|delete SEED`` — give point PK a new vector (``clustered(1, SEED)``)
+  or delete it, commit, and print its key.
 * ``job JOB NAME [HEAD [NEW_HEADS]]`` — run one maintenance job and the jobs it
   asks for (VECTORINDEX_FAULT may kill it at a step), and print what they did.
 """
@@ -63,6 +65,14 @@ def main() -> None:
                 report["written"] = Point.objects.create(group=seed, embedding=vector).pk
                 report["nearest"] = Point.objects.order_by(L2Distance("embedding", vector)).first().pk
         print(json.dumps({**report, "warnings": warnings}), flush=True)
+    elif mode == "change":
+        point = Point.objects.get(pk=int(args[0]))
+        if args[1] == "update":
+            point.embedding = clustered(1, seed=int(args[2]))[0]
+            point.save()
+        else:
+            point.delete()
+        print(json.dumps({"changed": int(args[0])}), flush=True)
     elif mode == "job":
         from vectorindex.index import maintenance
         from vectorindex.index.registry import get_declared

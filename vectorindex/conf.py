@@ -50,6 +50,14 @@ DEFAULTS: dict[str, Any] = {
     # read the others. 1: the query's own connection only. Reads are spread
     # only while they wait on the disk (vectorindex/storage/readers.py).
     "QUERY_READERS": 4,
+    # Bytes of decoded posting rows a process keeps for the next queries
+    # (least recently used out first; about 400 bytes a row on top of its
+    # entries). A cached row is used only when the query, in its own
+    # transaction, reads its key: rows never change under a key, and only
+    # committed rows read outside a transaction are cached. 0: none, and a
+    # query reads its lists in one statement as before.
+    # (vectorindex/storage/cache.py)
+    "QUERY_CACHE_BYTES": 64 * 1024 * 1024,
     # Seconds a retired head's posting rows stay readable before they are
     # deleted (processes whose head index is older still route to it).
     "RETIRED_GRACE": 300,
@@ -71,7 +79,7 @@ POSITIVE_INTEGERS = (
 )
 POSITIVE_NUMBERS = {"ENQUEUE_TIMEOUT": "seconds"}
 NON_NEGATIVE_NUMBERS = {"RETIRED_GRACE": "seconds"}
-NON_NEGATIVE_INTEGERS = ("CALIBRATION_QUERIES",)
+NON_NEGATIVE_INTEGERS = {"CALIBRATION_QUERIES": "queries", "QUERY_CACHE_BYTES": "bytes"}
 
 # Settings that are no more: name -> (the version that removed it, why). A
 # project that still sets one is told so, rather than that it is unknown.
@@ -121,14 +129,14 @@ class VectorIndexSettings:
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ImproperlyConfigured(f"VECTORINDEX['{name}'] must be a number of {unit} ≥ 0, got {value!r}.")
+        for name, unit in NON_NEGATIVE_INTEGERS.items():
+            value = merged[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ImproperlyConfigured(f"VECTORINDEX['{name}'] must be a whole number of {unit} ≥ 0, got {value!r}.")
         for name, unit in POSITIVE_NUMBERS.items():
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ImproperlyConfigured(f"VECTORINDEX['{name}'] must be a finite number of {unit} > 0, got {value!r}.")
-        for name in NON_NEGATIVE_INTEGERS:
-            value = merged[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ImproperlyConfigured(f"VECTORINDEX['{name}'] must be an integer ≥ 0, got {value!r}.")
         for name in POSITIVE_INTEGERS:
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

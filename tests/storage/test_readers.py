@@ -15,6 +15,10 @@ from vectorindex import L2Distance
 from vectorindex.models import Posting, Version
 from vectorindex.storage import readers
 
+# These tests count and spread reads of posting lists: none may come from
+# this process's cache of them (tests/storage/test_cache.py has its own).
+NO_CACHE = {"QUERY_CACHE_BYTES": 0}
+
 
 def reads_of(table: str, captured) -> int:
     return sum(table in q["sql"] and q["sql"].lstrip().startswith("SELECT") for q in captured)
@@ -42,10 +46,10 @@ def test_outside_a_transaction_readers_read_the_same_lists(settings, monkeypatch
     Point.objects.bulk_create(Point(embedding=v) for v in clustered(3000))
     build("point_embedding")
     queries = clustered(30, seed=7)
-    settings.VECTORINDEX = {"QUERY_READERS": 1}
+    settings.VECTORINDEX = {**NO_CACHE, "QUERY_READERS": 1}
     with CaptureQueriesContext(connection) as alone:
         one = nearest(queries)
-    settings.VECTORINDEX = {"QUERY_READERS": 4}
+    settings.VECTORINDEX = {**NO_CACHE, "QUERY_READERS": 4}
     monkeypatch.setattr(readers, "SPREAD_ABOVE_US", 0)  # always spread
     with CaptureQueriesContext(connection) as spread:
         many = nearest(queries)
@@ -67,7 +71,7 @@ def test_outside_a_transaction_readers_read_the_same_lists(settings, monkeypatch
 def test_inside_a_transaction_its_own_appends_are_read(settings, monkeypatch):
     Point.objects.bulk_create(Point(embedding=v) for v in clustered(3000))
     build("point_embedding")
-    settings.VECTORINDEX = {"QUERY_READERS": 4}
+    settings.VECTORINDEX = {**NO_CACHE, "QUERY_READERS": 4}
     monkeypatch.setattr(readers, "SPREAD_ABOVE_US", 0)
     vector = (clustered(1, seed=11)[0] + np.float32(0.01)).astype(np.float32)
     with transaction.atomic():
@@ -110,7 +114,7 @@ def test_reads_are_spread_only_while_a_key_takes_longer_than_the_threshold(setti
     monkeypatch.setattr(readers, "_paces", paces)
     clock = iter(float(t) for t in range(1000))  # each timed read takes 1 s: 1/64 s a key
     read_here, read_there = fake_reads(monkeypatch, clock)
-    settings.VECTORINDEX = {"QUERY_READERS": 4}
+    settings.VECTORINDEX = {**NO_CACHE, "QUERY_READERS": 4}
 
     def read(above_us: float) -> tuple[int, int]:
         monkeypatch.setattr(readers, "SPREAD_ABOVE_US", above_us)
@@ -141,7 +145,7 @@ def test_the_first_timed_read_seeds_the_pace_and_later_ones_move_it_by_its_weigh
     paces = {}
     monkeypatch.setattr(readers, "_paces", paces)
     fake_reads(monkeypatch, taking(1.0, 3.0, 2.0))
-    settings.VECTORINDEX = {"QUERY_READERS": 4}
+    settings.VECTORINDEX = {**NO_CACHE, "QUERY_READERS": 4}
     monkeypatch.setattr(readers, "SPREAD_ABOVE_US", 1e6)  # never spread: every read timed
     mysql = SimpleNamespace(vendor="mysql", alias="replica", in_atomic_block=False)
     for _ in range(3):

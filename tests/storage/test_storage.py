@@ -65,3 +65,25 @@ def test_a_query_reads_its_candidates_versions_by_primary_key(point_storage):
             cursor.execute("EXPLAIN QUERY PLAN " + read)
             plan = " ".join(str(row[-1]) for row in cursor.fetchall())
             assert "vectorindex_version_deleted" not in plan and "(index_id=? AND vector_id=?)" in plan, plan
+
+
+@pytest.mark.django_db
+def test_a_rewritten_or_emptied_list_never_gives_one_of_its_seqs_again(point_storage):
+    """A posting row's key names one content for good: the query cache relies on it (SQLite took the largest plus one)."""
+    store = point_storage
+    head = 2_000_000
+
+    def seqs():
+        return list(Posting.objects.filter(index_id=store.index_id, head_id=head).order_by("seq").values_list("seq", flat=True))
+
+    store.append([(head, 1, b"a" * 12), (head, 1, b"b" * 12), (head, 1, b"c" * 12)])
+    first = seqs()
+    store.replace_postings(head, [(1, b"d" * 12)])  # defragmenting: the rows deleted, one written
+    rewritten = seqs()
+    assert len(rewritten) == 1 and rewritten[0] > max(first)
+    store.replace_postings(head, [])  # every entry was garbage
+    store.append([(head, 1, b"e" * 12)])
+    after = Posting.objects.filter(index_id=store.index_id, head_id=head, count__gt=0).values_list("seq", "payload")
+    assert [(seq, bytes(payload)) for seq, payload in after] == [(max(seqs()), b"e" * 12)]
+    assert max(seqs()) > max(rewritten)
+    assert store.list_sizes([head]) == {head: 1}

@@ -36,6 +36,7 @@ from ..engine.partition import REASSIGN_NEIGHBOURS, partition
 from ..exceptions import CorruptVector
 from ..models import IndexState
 from ..storage import job_transaction
+from ..storage.cache import posting_cache
 from . import jobs
 from .registry import Declared
 from .rows import Progress, stream_vectors
@@ -104,6 +105,9 @@ def build(declared: Declared, using: str = "default", *, progress: Progress | No
             storage.set_state(status=previous_status)
         raise
     report.seconds = time.perf_counter() - started
+    # The old build's rows can no longer be found (the generation is new):
+    # their memory back at once, in this process at least.
+    posting_cache.forget(using, storage.index_id)
     # Counted as `status` counts them, after the commit: lists the balancing
     # left over the limit were split then, by inline jobs, with new heads.
     alive = storage.alive_head_ids()

@@ -29,6 +29,7 @@ from ..engine.snapshot import unpack
 from ..exceptions import HeadIndexError, IndexOutdated, SnapshotError
 from ..models import IndexState, Snapshot
 from ..storage import StateRow, Storage, dialect_for, on_own_connection
+from ..storage.cache import posting_cache
 from ..storage.state import find_state, stored_payload
 from . import jobs
 from .registry import Declared, build_changes, outdated_message, register
@@ -261,10 +262,11 @@ def runtime(declared: Declared, using: str) -> Runtime:
 
 
 def reset_runtimes() -> None:
-    """Forget every cached head index (tests, and after a database is swapped)."""
+    """Forget every cached head index and posting row (tests, and after a database is swapped)."""
     with _runtimes_lock:
         _runtimes.clear()
         _verified.clear()
+    posting_cache.clear()
 
 
 class Opened(NamedTuple):

@@ -6,7 +6,9 @@
 2. Probe the nearest heads — up to ``probes`` (as given, or as the index's
    calibration says they meet its recall target, or the recall asked for),
    those within ``(1 + ε)`` of the nearest; every head when ``probes``
-   reaches their number — and read their posting lists (a range scan each).
+   reaches their number — and read their posting lists (a range scan each;
+   rows this process read before are taken from its cache once their keys
+   are read, ``storage/cache.py``).
 3. Score every entry exactly; keep entries whose version is the vector's current
    one (the version table: this drops stale copies and deleted rows); keep one
    entry per vector (replicas); apply the queryset's other conditions — the
@@ -96,7 +98,7 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
         fresh = [h for h in heads if h not in read]
         read.update(fresh)
         if fresh:
-            entries = storage.read_postings(fresh, rows_per_head)
+            entries = storage.search_postings(fresh, state.generation, rows_per_head)
             if len(entries):
                 values = [term.estimate(entries, storage.payload) for term in plan.terms]
                 pool.add(entries, values, _passing(plan, values))

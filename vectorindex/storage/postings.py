@@ -13,12 +13,16 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from .base import LISTS_PER_STATEMENT, StorageBase, in_batches
+from .cache import fillable, posting_cache
 from .readers import LISTS_PER_READER, read_by_keys
 
 # Heads whose lists iter_postings reads at once: bounds the memory of a pass
 # over every list (a check, a sweep) to that many lists' entries. The first
 # version's choice.
 HEADS_PER_PASS = 200
+# Lists whose rows one statement reads by key (a UNION ALL branch each):
+# SQLite takes at most 500 terms in a compound SELECT.
+KEYED_LISTS_PER_STATEMENT = 100
 
 
 class PostingRows(StorageBase):
@@ -48,11 +52,8 @@ class PostingRows(StorageBase):
         return self.dialect.append_one(self, name, generation, lsn, vector_id, head_ids, count, payload)
 
     def replace_postings(self, head_id: int, rows: Sequence[tuple[int, bytes]]) -> None:
-        """Rewrite one posting list as *rows* (count, payload): defragmenting."""
-        self._execute(
-            f"DELETE FROM {self.posting_table} WHERE index_id = %s AND head_id = %s", [self.index_id, head_id]
-        )
-        self.append([(head_id, count, payload) for count, payload in rows])
+        """Rewrite one posting list as *rows* (count, payload): defragmenting. New rows get new seqs (the dialect's)."""
+        self.dialect.replace_postings(self, head_id, rows)
 
     def _posting_sql(self, count: int) -> str:
         return (
@@ -76,6 +77,103 @@ class PostingRows(StorageBase):
             for head_id, _payload in rows:
                 rows_per_head[head_id] = rows_per_head.get(head_id, 0) + 1
         return self.payload.decode([payload for _head_id, payload in rows])
+
+    def search_postings(self, head_ids: Sequence[int], generation: int, rows_per_head: dict[int, int]) -> np.ndarray:
+        """:meth:`read_postings` for a query of *generation*, through this process's cache of rows (``storage/cache.py``).
+
+        With the cache off (``QUERY_CACHE_BYTES`` 0) it is :meth:`read_postings`,
+        one statement. Otherwise: the keys of the lists' rows, read as the
+        query would read the rows (its transaction, its view); then the rows
+        not cached, in one more statement — whole lists where none of a list's
+        rows is cached (spread as :meth:`read_postings` spreads them), by key
+        where some are. A row asked for by key that is gone was deleted by a
+        rewrite that committed since the keys were read (no transaction holds
+        the view): that list is read again whole, so that every list is read
+        as it stood at one moment, as one statement reads it. The entries come
+        in the order of one statement: by head, then by row.
+        """
+        if not posting_cache.budget:
+            posting_cache.resize()  # turned off since rows were cached: they go (none, usually)
+            return self.read_postings(head_ids, rows_per_head)
+        ids = sorted({int(h) for h in head_ids})
+        build = (self.connection.alias, self.posting_table, self.index_id, generation)
+        keys = [
+            (int(head_id), int(seq))
+            for batch in in_batches(ids, LISTS_PER_STATEMENT)
+            for head_id, seq in self._execute(
+                f"SELECT head_id, seq FROM {self.posting_table} WHERE index_id = %s "
+                f"AND head_id IN ({self._marks(len(batch))})",
+                [self.index_id, *batch],
+            )
+        ]
+        found = posting_cache.get(build, keys)
+        rows: dict[int, dict[int, np.ndarray]] = {head_id: {} for head_id in ids}
+        for (head_id, seq), entries in found.items():
+            rows[head_id][seq] = entries
+        missing: dict[int, list[int]] = {}
+        for head_id, seq in keys:
+            if (head_id, seq) not in found:
+                missing.setdefault(head_id, []).append(seq)
+        whole = [head_id for head_id in missing if not rows[head_id]]
+        by_key = {head_id: seqs for head_id, seqs in missing.items() if rows[head_id]}
+        read: list[tuple[int, int, np.ndarray]] = []
+        if whole:
+            read += self._decoded(read_by_keys(
+                self.connection, self._keyed_posting_sql, [self.index_id], whole,
+                kind="postings", per_reader=LISTS_PER_READER, batch=LISTS_PER_STATEMENT,
+            ))
+        if by_key:
+            fetched = self._decoded(self._rows_by_key(by_key))
+            got: dict[int, int] = {}
+            for head_id, _seq, _entries in fetched:
+                got[head_id] = got.get(head_id, 0) + 1
+            rewritten = [head_id for head_id, seqs in by_key.items() if got.get(head_id, 0) < len(seqs)]
+            for head_id in rewritten:
+                rows[head_id] = {}
+            read += [row for row in fetched if row[0] not in rewritten]
+            if rewritten:
+                read += self._decoded(read_by_keys(
+                    self.connection, self._keyed_posting_sql, [self.index_id], rewritten,
+                    kind="postings", per_reader=LISTS_PER_READER, batch=LISTS_PER_STATEMENT,
+                ))
+        for head_id, seq, entries in read:
+            rows[head_id][seq] = entries
+        if read and fillable(self.connection):
+            posting_cache.put(build, read)
+        parts = []
+        for head_id in ids:
+            if rows[head_id]:
+                rows_per_head[head_id] = rows_per_head.get(head_id, 0) + len(rows[head_id])
+                parts.extend(rows[head_id][seq] for seq in sorted(rows[head_id]))
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts) if parts else self.payload.decode([])
+
+    def _keyed_posting_sql(self, count: int) -> str:
+        return (
+            f"SELECT head_id, seq, payload FROM {self.posting_table} WHERE index_id = %s "
+            f"AND head_id IN ({self._marks(count)})"
+        )
+
+    def _rows_by_key(self, seqs_by_head: dict[int, list[int]]) -> list[tuple]:
+        """(head id, seq, payload) of these rows: one statement, a branch a list (each a range of the primary key)."""
+        found: list[tuple] = []
+        heads = sorted(seqs_by_head)
+        for batch in in_batches(heads, KEYED_LISTS_PER_STATEMENT):
+            branches, params = [], []
+            for head_id in batch:
+                seqs = seqs_by_head[head_id]
+                branches.append(
+                    f"SELECT head_id, seq, payload FROM {self.posting_table} WHERE index_id = %s "
+                    f"AND head_id = %s AND seq IN ({self._marks(len(seqs))})"
+                )
+                params += [self.index_id, head_id, *seqs]
+            found += self._execute(" UNION ALL ".join(branches), params)
+        return found
+
+    def _decoded(self, rows: Sequence[tuple]) -> list[tuple[int, int, np.ndarray]]:
+        """(head id, seq, entries) of (head id, seq, payload) rows: each row decoded on its own, to be cached on its own."""
+        return [(int(head_id), int(seq), self.payload.decode([bytes(payload)])) for head_id, seq, payload in rows]
 
     def read_postings_with_owners(self, head_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """(head id per entry, entries) of these posting lists."""

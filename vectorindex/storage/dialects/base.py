@@ -3,10 +3,10 @@
 The tables' SQL (``storage/state.py``, ``heads.py``, ...) is written once; what
 it needs to differ per backend it asks of the connection's dialect: the clause
 that makes a read lock its rows, the statement that takes a lock where no read
-can, the conflict clause of an upsert, how a posting row gets its ``seq``, how
-a job's transaction is isolated, how long a lock wait may last, whether
-reads may be spread over several connections, and how much memory the server
-keeps table pages in.
+can, the conflict clause of an upsert, how a posting row gets its ``seq`` (one
+never given to other contents), how a job's transaction is isolated, how long a
+lock wait may last, whether reads may be spread over several connections, and
+how much memory the server keeps table pages in.
 """
 
 from __future__ import annotations
@@ -58,6 +58,18 @@ class Dialect(ABC):
     @abstractmethod
     def append_postings(self, storage: Storage, rows: Sequence[tuple[int, int, bytes]]) -> None:
         """Append (head_id, count, payload) rows to *storage*'s posting lists: INSERTs only, never a read of old rows."""
+
+    def replace_postings(self, storage: Storage, head_id: int, rows: Sequence[tuple[int, bytes]]) -> None:
+        """Rewrite one posting list as (count, payload) *rows*: its rows deleted, these appended.
+
+        The new rows' seqs are never ones the list had: a key of a posting row
+        names one content for as long as the index's build lasts, which the
+        query cache relies on (``storage/cache.py``).
+        """
+        storage._execute(
+            f"DELETE FROM {storage.posting_table} WHERE index_id = %s AND head_id = %s", [storage.index_id, head_id]
+        )
+        self.append_postings(storage, [(head_id, count, payload) for count, payload in rows])
 
     def multi_statements(self, connection: Any) -> bool:
         """Whether *connection* runs several statements sent as one text (see :meth:`append_one`)."""

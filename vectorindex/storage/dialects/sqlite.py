@@ -3,10 +3,12 @@
 SQLite has one writer at a time: taking a lock means starting to write, which
 an exclusive lock does with a no-op UPDATE; shared row locks are not needed,
 since no other writer can run until this transaction ends. For the same
-reason a posting row's ``seq`` is simply its list's largest plus one, and
-there is nothing to gain from reading on several connections. Its cursor
-already steps through a result lazily. It has no buffer pool of its own:
-its pages are cached by the operating system, in whatever memory is free.
+reason a posting row's ``seq`` is simply its list's largest plus one — and a
+rewritten list goes on from its largest seq before the rewrite, so that no seq
+is given twice to committed rows of a list — and there is nothing to gain from
+reading on several connections. Its cursor already steps through a result
+lazily. It has no buffer pool of its own: its pages are cached by the
+operating system, in whatever memory is free.
 """
 
 from __future__ import annotations
@@ -55,6 +57,27 @@ class SQLiteDialect(Dialect):
         storage._executemany(
             f"INSERT INTO {storage.posting_table} (index_id, head_id, seq, count, payload) VALUES (%s, %s, %s, %s, %s)",
             values,
+        )
+
+    def replace_postings(self, storage: Storage, head_id: int, rows: Sequence[tuple[int, bytes]]) -> None:
+        # The new rows go on from the list's largest seq, which the DELETE
+        # would otherwise give back to the next append (with other contents
+        # under a key a process may have cached). A list rewritten as nothing
+        # keeps one empty row there, for the same reason. A rolled-back
+        # rewrite may give its seqs again: only committed rows are cached.
+        (last,) = storage._execute(
+            f"SELECT COALESCE(MAX(seq), 0) FROM {storage.posting_table} WHERE index_id = %s AND head_id = %s",
+            [storage.index_id, head_id],
+        )[0]
+        storage._execute(
+            f"DELETE FROM {storage.posting_table} WHERE index_id = %s AND head_id = %s", [storage.index_id, head_id]
+        )
+        storage._executemany(
+            f"INSERT INTO {storage.posting_table} (index_id, head_id, seq, count, payload) VALUES (%s, %s, %s, %s, %s)",
+            [
+                (storage.index_id, head_id, last + 1 + n, count, storage._binary(payload))
+                for n, (count, payload) in enumerate(list(rows) or [(0, b"")])
+            ],
         )
 
     parallel_reads = False
