@@ -47,16 +47,28 @@ def test_replicas_are_bounded_and_follow_the_rules(heads):
 
 def test_probe_keeps_heads_within_epsilon(heads):
     head, centers = heads
-    query = centers[0].astype(np.float32)
+    query = centers[0].astype(np.float32) + 0.5
     assert routing.probe(head, query, 10, 0.0).tolist() == [0]
-    assert len(routing.probe(head, query + 0.5, 10, 1000.0)) == 10
+    assert len(routing.probe(head, query, 10, 1000.0)) == 10
+
+
+def test_a_query_for_a_heads_own_vector_reads_its_neighbours_lists_too(heads):
+    """Scaled by the head at distance 0, the cut-off would keep that head's list alone ("more like this row")."""
+    head, centers = heads
+    distances = np.sqrt(((centers - centers[0]) ** 2).sum(axis=1))
+    apart = np.sort(distances)[1]  # the nearest other head
+    for epsilon in (0.0, 0.5, 2.0):
+        probed = routing.probe(head, centers[0].astype(np.float32), 100 - 1, epsilon)
+        assert probed[0] == 0
+        assert sorted(probed.tolist()) == sorted(np.flatnonzero(distances <= apart * (1 + epsilon) + 1e-6).tolist())
+        assert len(probed) >= 2
 
 
 def test_probing_every_head_reads_every_list_whatever_epsilon(heads):
     head, centers = heads
     head.remove(np.arange(0, 100, 4))  # retired heads stay in hnswlib's graph
-    query = centers[1].astype(np.float32)  # a head's own vector: ε keeps that head alone
-    assert routing.probe(head, query, 74, 0.0).tolist() == [1]
+    query = centers[1].astype(np.float32)  # a head's own vector: ε 0 keeps it and the nearest other alone
+    assert routing.probe(head, query, 74, 0.0)[0] == 1 and len(routing.probe(head, query, 74, 0.0)) == 2
     for count in (75, 76, 10**4):
         probed = routing.probe(head, query, count, 0.0)
         assert probed[0] == 1 and sorted(probed.tolist()) == sorted(head.alive)

@@ -122,6 +122,22 @@ def test_recall_on_clustered_data_at_default_settings(points):
     assert exact == truth[:10]
 
 
+def test_a_query_for_a_stored_vector_that_is_a_head_reads_its_neighbours_lists_too(points):
+    """"More like this row": a row's own vector as the query, where that vector was chosen as a head.
+
+    At distance 0 from that head, a cut-off scaled by the nearest head kept
+    that one list and no other, whatever the probes.
+    """
+    from vectorindex.models import Head
+
+    vectors, pks = points
+    heads = list(Head.objects.filter(alive=True).values_list("vector", flat=True)[:40])
+    queries = [np.frombuffer(bytes(vector), dtype="<f4") for vector in heads]
+    found = [[p.pk for p in Point.objects.approximate(probes=16).order_by(L2Distance("embedding", q))[:10]] for q in queries]
+    truth = [exact_top(vectors, pks, q) for q in queries]
+    assert recall(found, truth) >= 0.95
+
+
 def test_distances_from_the_index_are_exact_values(points):
     vectors, pks = points
     query = clustered(1, seed=9)[0]

@@ -55,6 +55,24 @@ def _within(distances: np.ndarray, epsilon: float, metric: str) -> np.ndarray:
     return distances <= nearest + epsilon * np.maximum(np.abs(nearest), ZERO_DISTANCE)
 
 
+def _probed(distances: np.ndarray, epsilon: float, metric: str) -> np.ndarray:
+    """The query's ``(1 + ε)`` cut-off, scaled by its nearest head that is not at distance 0.
+
+    A query for a stored vector that is itself a head (a "more like this row"
+    query) is at distance 0 from that head: scaled by 0, the cut-off would
+    keep its list alone, and its neighbours' lists hold most of what it is
+    looking for. For ``ip``, whose distances may be negative, the nearest
+    head is the scale (:func:`_within`).
+    """
+    if metric == "ip":
+        return _within(distances, epsilon, metric)
+    if metric == "l2":
+        distances = np.sqrt(np.maximum(distances, 0))
+    apart = np.where(distances > ZERO_DISTANCE, distances, np.inf).min(axis=1, keepdims=True)
+    scale = np.where(np.isfinite(apart), apart, ZERO_DISTANCE)
+    return distances <= scale * (1 + epsilon)
+
+
 def _pairwise(vectors: np.ndarray, metric: str) -> np.ndarray:
     """(batch, k, k) distances between each row's candidate heads."""
     dots = vectors @ vectors.transpose(0, 2, 1)  # batched GEMM: a third of einsum's time
@@ -135,14 +153,14 @@ def probe(head: HeadIndex, query: np.ndarray, count: int, epsilon: float) -> np.
     if count >= len(head):
         return head.ids()
     labels, distances = head.search(query, count, ef=_ef(count))
-    keep = _within(distances, epsilon, head.metric)[0]
+    keep = _probed(distances, epsilon, head.metric)[0]
     return labels[0][keep]
 
 
 def probe_many(head: HeadIndex, queries: np.ndarray, count: int, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
     """(heads, probed?) per query, as :func:`probe` chooses them for a *count* below the number of heads: (n, count) arrays."""
     labels, distances = head.search(queries, count, ef=_ef(count))
-    return labels, _within(distances, epsilon, head.metric)
+    return labels, _probed(distances, epsilon, head.metric)
 
 
 def reach(
