@@ -1,13 +1,13 @@
 """How many lists a query must read for a recall target, with no database (docs/ARCHITECTURE.md §4).
 
 A sample of the index's own vectors is used as queries, each excluding
-itself, with the exact answers over every row (:class:`Neighbours`). For each
-query and each true neighbour, :func:`first_reach` finds how far down the
-query's ranking of heads the first list that holds that neighbour's current
-entry is: a query that probes that many heads can find it. :func:`curve` turns
-those depths into the share of neighbours within reach at each number of
-probes — the recall a search would have if its estimates and re-rank lost
-nothing. The index layer checks the chosen point with real queries and
+itself, with the exact answers over every row (:class:`Neighbours`): the rows
+as near as the k-th nearest, ties included. For each query and each right
+answer, :func:`first_reach` finds how far down the query's ranking of heads
+the first list that holds that answer's current entry is: a query that probes
+that many heads can find it. :func:`curve` turns those depths into the recall
+within reach at each number of probes — the recall a search would have if
+its estimates and re-rank lost nothing. The index layer checks the chosen point with real queries and
 records by how much it had to read more (:class:`Calibration`'s ``factor``).
 """
 
@@ -31,14 +31,35 @@ def pairwise(metric: str, queries: np.ndarray, matrix: np.ndarray) -> np.ndarray
     return np.stack([kernel(matrix, query) for query in queries]) if len(queries) else np.empty((0, len(matrix)))
 
 
-class Neighbours:
-    """The exact *k* nearest rows of each query, excluding the query's own row, over rows seen a chunk at a time."""
+# Rows kept per query beyond the *k* nearest: those as near as the k-th (ties,
+# near-duplicates stored twice) count as right answers, as far as these go.
+KEPT = 4 * K
+# Two distances this close are one (the k-th row and its ties), relative and absolute.
+TIE_RELATIVE = 1e-6
+TIE_ABSOLUTE = 1e-9
 
-    def __init__(self, metric: str, queries: np.ndarray, query_ids: np.ndarray, k: int = K) -> None:
+
+def as_near(distances: np.ndarray, kth: np.ndarray) -> np.ndarray:
+    """Whether each distance is no farther than its query's k-th (*kth*, one per row), ties included."""
+    return distances <= kth[:, None] * (1 + TIE_RELATIVE) + TIE_ABSOLUTE
+
+
+class Neighbours:
+    """The exact nearest rows of each query, excluding the query's own row, over rows seen a chunk at a time.
+
+    What counts as a right answer is any row as near as the k-th nearest: a
+    table of real embeddings holds rows stored twice (the same text), and a
+    search that returns one copy of a tie instead of the other is right. So
+    up to ``KEPT`` nearest rows are kept, and :meth:`answers` gives those
+    within the k-th distance.
+    """
+
+    def __init__(self, metric: str, queries: np.ndarray, query_ids: np.ndarray, k: int = K, kept: int = KEPT) -> None:
         self.metric = metric
         self.queries = queries
         self.query_ids = np.asarray(query_ids, dtype=np.int64)
         self.k = k
+        self.kept = max(kept, k)
         self.ids = np.empty((len(queries), 0), np.int64)
         self.distances = np.empty((len(queries), 0), np.float64)
 
@@ -52,23 +73,30 @@ class Neighbours:
         found = np.where(np.isnan(found), np.inf, found)  # no direction (a zero vector): never near
         all_ids = np.concatenate([self.ids, np.broadcast_to(ids, (len(self.queries), len(ids)))], axis=1)
         all_distances = np.concatenate([self.distances, found], axis=1)
-        keep = min(self.k, all_ids.shape[1])
+        keep = min(self.kept, all_ids.shape[1])
         # By distance, ties by id: one order whatever the chunks' order.
         order = np.lexsort((all_ids, all_distances), axis=1)[:, :keep]
         self.ids = np.take_along_axis(all_ids, order, axis=1)
         self.distances = np.take_along_axis(all_distances, order, axis=1)
 
-    def truth(self) -> np.ndarray:
-        """(queries × up to k) ids of the neighbours; -1 for itself, and for rows with no direction (a zero vector)."""
-        return np.where(np.isinf(self.distances), -1, self.ids)
+    def kth(self) -> np.ndarray:
+        """Each query's k-th nearest distance (inf where it has fewer than k rows with a direction)."""
+        if self.distances.shape[1] < self.k:
+            return np.full(len(self.queries), np.inf)
+        return self.distances[:, self.k - 1]
+
+    def answers(self) -> np.ndarray:
+        """(queries × up to KEPT) ids of the rows as near as the k-th, -1 elsewhere (farther, itself, no direction)."""
+        right = as_near(self.distances, self.kth()) & np.isfinite(self.distances)
+        return np.where(right, self.ids, -1)
 
 
 def first_reach(rankings: np.ndarray, probed: np.ndarray, holders: Mapping[int, set[int]], truth: np.ndarray) -> np.ndarray:
-    """(queries × k) the number of probes that first reads a list holding each true neighbour; 0 for none.
+    """The number of probes that first reads a list holding each right answer of *truth*; 0 for none (or no answer).
 
     *rankings* (queries × P) are each query's heads nearest first and
     *probed* whether the ``(1 + ε)`` cut-off keeps each; *holders* maps a
-    head to the neighbours whose current entry its list holds.
+    head to the answers whose current entry its list holds.
     """
     depth = np.zeros(truth.shape, np.int64)
     for q in range(len(truth)):
@@ -83,14 +111,19 @@ def first_reach(rankings: np.ndarray, probed: np.ndarray, holders: Mapping[int, 
     return depth
 
 
-def curve(depth: np.ndarray, truth: np.ndarray, ladder: list[int]) -> list[tuple[int, float]]:
-    """(probes, share of the true neighbours within reach) at each number of probes of *ladder*."""
-    counted = truth >= 0
-    total = int(counted.sum())
+def curve(depth: np.ndarray, truth: np.ndarray, ladder: list[int], k: int = K) -> list[tuple[int, float]]:
+    """(probes, recall@k within reach) at each number of probes of *ladder*.
+
+    A query reading *p* lists can return up to *k* of the right answers
+    those lists hold; it has ``min(k, answers)`` to find.
+    """
+    wanted = np.minimum((truth >= 0).sum(axis=1), k)
+    total = int(wanted.sum())
     if not total:
         return [(p, 1.0) for p in ladder]
-    reached = depth[counted]
-    return [(p, float(((reached > 0) & (reached <= p)).sum()) / total) for p in ladder]
+    reached = (depth > 0)[:, :, None] & (depth[:, :, None] <= np.array(ladder)[None, None, :])
+    found = np.minimum(reached.sum(axis=1), wanted[:, None]).sum(axis=0)
+    return [(p, float(hits) / total) for p, hits in zip(ladder, found.tolist())]
 
 
 def ladder(most: int) -> list[int]:
@@ -150,4 +183,4 @@ class Calibration:
         return max(1, min(int(math.ceil(fewest * self.factor)), max(self.heads, 1)))
 
 
-__all__ = ["Calibration", "K", "Neighbours", "curve", "first_reach", "ladder", "pairwise"]
+__all__ = ["Calibration", "K", "Neighbours", "as_near", "curve", "first_reach", "ladder", "pairwise"]

@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from ...conf import vectorindex_settings
 from ...engine import routing
-from ...engine.calibration import Calibration, K, Neighbours, curve, first_reach, ladder
+from ...engine.calibration import Calibration, K, Neighbours, as_near, curve, first_reach, ladder
 from ...storage import Storage
 from ...wording import counted
 from ..jobs import Outcome, runner
@@ -96,11 +96,11 @@ def calibration(
     neighbours = Neighbours(declared.metric, sample, ids)
     for pks, vectors in stream_vectors(declared, using):
         neighbours.add(pks, vectors)
-    truth = neighbours.truth()
+    truth = neighbours.answers()
 
     points = _curve(storage, head, declared, sample, truth, max(target, CURVE_TOP))
     fewest = next((p for p, share in points if share >= target), points[-1][0])
-    probes, recall = _verified(declared, using, sample, ids, truth, fewest, target, len(head), progress)
+    probes, recall = _verified(declared, using, sample, ids, neighbours, fewest, target, len(head), progress)
     found = Calibration(
         target, probes, recall, len(ids), len(live), len(head), state.generation, probes / fewest, points, now
     )
@@ -155,11 +155,11 @@ def _read_holders(storage: Storage, head_ids: list[int], wanted: np.ndarray, hol
                 holders[owner].add(vector_id)
 
 
-def _verified(declared, using, sample, ids, truth, probes, target, heads, progress) -> tuple[int, float]:
+def _verified(declared, using, sample, ids, neighbours, probes, target, heads, progress) -> tuple[int, float]:
     """(probes, recall): from *probes* up, the first whose real queries meet *target* (or every head's)."""
     recall = 0.0
     for _try in range(TRIES):
-        recall = measure(declared, using, sample, ids, truth, probes, progress)
+        recall = measure(declared, using, sample, ids, neighbours, probes, progress)
         if recall >= target or probes >= heads:
             break
         probes = min(heads, max(probes + 1, int(math.ceil(probes * PROBE_STEP))))
@@ -167,24 +167,30 @@ def _verified(declared, using, sample, ids, truth, probes, target, heads, progre
 
 
 def measure(
-    declared: Declared, using: str, sample: np.ndarray, ids: np.ndarray, truth: np.ndarray, probes: int,
+    declared: Declared, using: str, sample: np.ndarray, ids: np.ndarray, neighbours: Neighbours, probes: int,
     progress: Progress | None = None,
 ) -> float:
-    """recall@K of real queries (through the ORM, the index's own path) for the sample, each excluding itself."""
+    """recall@K of real queries (through the ORM, the index's own path) for the sample, each excluding itself.
+
+    A row returned is right when it is as near as the K-th nearest (ties
+    with it included: :class:`~vectorindex.engine.calibration.Neighbours`).
+    """
     from ...expressions import DISTANCE_FOR
     from ...orm.queryset import VectorQuerySet
 
     distance = DISTANCE_FOR[declared.metric]
     rows = VectorQuerySet(declared.model, using=using).approximate(probes=probes)
-    hits = total = 0
-    for done, (vector, own, expected) in enumerate(zip(sample, ids.tolist(), truth), 1):
-        found = list(rows.order_by(distance(declared.field.name, vector)).values_list("pk", flat=True)[: K + 1])
-        found = [pk for pk in found if pk != own][:K]
-        wanted = {int(t) for t in expected if t >= 0}
-        hits += len(wanted.intersection(found))
-        total += len(wanted)
+    wanted = np.minimum((neighbours.answers() >= 0).sum(axis=1), K)
+    kth = neighbours.kth()
+    hits = 0
+    for done, (vector, own) in enumerate(zip(sample, ids.tolist())):
+        found = rows.annotate(vectorindex_distance=distance(declared.field.name, vector)).order_by("vectorindex_distance")
+        nearest = [d for pk, d in found.values_list("pk", "vectorindex_distance")[: K + 1] if pk != own][:K]
+        right = as_near(np.array([[np.inf if d is None else d for d in nearest]]), kth[done : done + 1])
+        hits += min(int(right.sum()), int(wanted[done]))
         if progress:
-            progress(f"calibrate (probes {probes})", done, len(ids))
+            progress(f"calibrate (probes {probes})", done + 1, len(ids))
+    total = int(wanted.sum())
     return hits / total if total else 1.0
 
 
