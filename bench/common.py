@@ -89,7 +89,27 @@ def setup(scratch: str, dimensions: int) -> None:
     django.setup()
     from django.core.management import call_command
 
+    create_database()
     call_command("migrate", verbosity=0)
+
+
+def create_database() -> None:
+    """The MySQL/MariaDB database DATABASE_URL names, created if it does not exist yet (SQLite creates its file)."""
+    from django.db import connection
+
+    if connection.vendor != "mysql":
+        return
+    import MySQLdb
+
+    settings = connection.settings_dict
+    server = MySQLdb.connect(
+        host=settings["HOST"] or "127.0.0.1", port=int(settings["PORT"] or 3306), user=settings["USER"] or "root",
+        password=settings["PASSWORD"] or "",
+    )
+    try:
+        server.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{settings['NAME']}` CHARACTER SET utf8mb4")
+    finally:
+        server.close()
 
 
 def holds(base: np.ndarray) -> bool:

@@ -68,12 +68,14 @@ class Pool:
         self.passing = np.concatenate([self.passing, passing])
 
     def entries(self, positions: np.ndarray) -> np.ndarray:
-        """The entries at these pool positions (a few: the candidates re-scored)."""
+        """The entries at these pool positions (a few: the candidates re-scored), in the order given."""
         starts = np.cumsum([0] + [len(block) for block in self.blocks[:-1]])
         which = np.searchsorted(starts, positions, side="right") - 1
-        return np.concatenate(
-            [self.blocks[b][p - starts[b] : p - starts[b] + 1] for b, p in zip(which.tolist(), positions.tolist())]
-        )
+        found = np.empty(len(positions), self.blocks[0].dtype) if self.blocks else np.empty(0)
+        for b in np.unique(which).tolist():
+            mine = which == b
+            found[mine] = self.blocks[b][positions[mine] - starts[b]]
+        return found
 
 
 def union(rankings: Iterable[np.ndarray]) -> list[int]:

@@ -232,6 +232,19 @@ class Payload:
             chunk = entries[start : start + per_row]
             yield len(chunk), chunk.tobytes()
 
+    def join(self, blocks: Sequence[np.ndarray]) -> np.ndarray:
+        """Blocks of entries in this layout as one array, in order.
+
+        As their bytes: numpy's own concatenation of structured arrays
+        compares the fields of every block in Python (a fifth of a query's
+        time over a hundred cached rows).
+        """
+        if len(blocks) == 1:
+            return blocks[0]
+        if not blocks:
+            return np.empty(0, self.dtype)
+        return np.concatenate([np.ascontiguousarray(block).view(np.uint8) for block in blocks]).view(self.dtype)
+
     def decode(self, payloads: Sequence[bytes]) -> np.ndarray:
         """Every entry of *payloads* as one structured array (id, version, vector)."""
         data = b"".join(payloads)

@@ -145,9 +145,7 @@ class PostingRows(StorageBase):
             if rows[head_id]:
                 rows_per_head[head_id] = rows_per_head.get(head_id, 0) + len(rows[head_id])
                 parts.extend(rows[head_id][seq] for seq in sorted(rows[head_id]))
-        if len(parts) == 1:
-            return parts[0]
-        return np.concatenate(parts) if parts else self.payload.decode([])
+        return self.payload.join(parts)
 
     def _keyed_posting_sql(self, count: int) -> str:
         return (
