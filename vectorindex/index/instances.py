@@ -13,6 +13,8 @@ from collections import defaultdict
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
+
 from ..engine import codec
 from . import writes
 from .registry import Declared, indexes_of
@@ -38,9 +40,18 @@ def remember_loaded(instance: Any, update_fields: Any = None) -> None:
             continue
         if update_fields is not None and field.name not in update_fields and field.attname not in update_fields:
             continue
-        value = instance.__dict__.get(field.attname)
-        loaded[field.attname] = None if value is None else codec.to_bytes(codec.coerce(value, None))
+        loaded[field.attname] = _stored_bytes(instance.__dict__.get(field.attname))
     instance.__dict__[LOADED] = (instance.pk, loaded)
+
+
+def _stored_bytes(value: Any) -> bytes | None:
+    """The bytes a vector is stored as. A vector as the database gave it (a float32 array) is copied as it is:
+    every instance a query returns passes here, and checking its values again cost a fifth of a 10-row fetch."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray) and value.dtype == codec.STORAGE_DTYPE and value.ndim == 1:
+        return value.tobytes()
+    return codec.to_bytes(codec.coerce(value, None))
 
 
 def _changed_value(instance: Any, declared: Declared, adding: bool, update_fields: Any) -> tuple[bool, Any]:
