@@ -246,7 +246,8 @@ def baselines(args, results: dict, base: np.ndarray, queries: np.ndarray, truth_
           f"{results['numpy_exact']['queries_per_s']:.1f} q/s")
     connection.close()  # the clients have their own connections
     results["two_clients"] = two_clients(queries, args.clients_probes, args.set, args.setting)
-    print(f"2 clients at probes {args.clients_probes}: {results['two_clients']['queries_per_s']:.1f} q/s; "
+    at = f"probes {args.clients_probes}" if args.clients_probes else "the index's default probes"
+    print(f"2 clients at {at}: {results['two_clients']['queries_per_s']:.1f} q/s; "
           f"client RSS {[c['rss_mib'] for c in results['two_clients']['clients']]} MiB")
     if args.hnsw_ef:
         results["hnswlib"] = hnsw_baseline(base, queries, truth_rows, [int(e) for e in args.hnsw_ef.split(",")])
