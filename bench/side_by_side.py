@@ -329,7 +329,7 @@ def main() -> None:
     options, app_settings = tune(args.set), configure(args.setting)
     base, pks, queries = load(args.dataset, args.limit, args.queries)
     truth_rows = ground_truth(args.dataset, base, queries)
-    results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "dataset": str(args.dataset), "rows": len(base),
+    results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "dataset": os.path.relpath(args.dataset, ROOT), "rows": len(base),
                      "dimensions": base.shape[1], "queries": len(queries), "warmup": args.warmup,
                      "query": 'Model.objects.order_by(CosineDistance("embedding", q))[:10], instances fetched'}
     if missing:
