@@ -123,16 +123,28 @@ def test_entries_that_fail_the_distance_conditions_are_never_looked_up():
     assert versions.asked == [[1, 3]]
 
 
-def test_windows_are_looked_up_one_at_a_time_as_they_are_walked():
+def test_lookups_ask_about_a_little_more_than_the_need_then_twice_as_many_each_time():
     pool = pool_of(list(range(1, 201)))
     versions = Versions({i: 1 for i in range(1, 201)})
-    walk = candidates.valid(pool, 0, 16, versions)  # windows of 64
+    walk = candidates.valid(pool, 0, 16, versions)
     first = next(walk)
-    assert pool.ids[first].tolist() == list(range(1, 65))
-    assert versions.asked == [list(range(1, 65))]
+    assert pool.ids[first].tolist() == list(range(1, 21))  # 1.25 × 16
+    assert versions.asked == [list(range(1, 21))]
     rest = list(walk)
-    assert [len(window) for window in rest] == [64, 64, 8]
-    assert len(versions.asked) == 4
+    # 40 more, then the rest of the first window of 64 entries (4 × 16): a lookup stays within its window.
+    assert [len(lookup) for lookup in versions.asked] == [20, 40, 4, 64, 64, 8]
+    assert sum(map(len, rest)) == 180 and len(rest) == len(versions.asked) - 1
+
+
+def test_replicas_and_known_vectors_do_not_count_towards_a_lookup():
+    # 1 and 2 replicated, 3 known: the first lookup of 16 (the least) reads on to 18.
+    ids = [1, 1, 2, 2, 3] + list(range(4, 30))
+    pool = pool_of(ids)
+    pool.known[3] = 1
+    versions = Versions({i: 1 for i in range(1, 30)})
+    found = next(candidates.valid(pool, 0, 4, versions))
+    assert versions.asked == [[1, 2, *range(4, 18)]]
+    assert pool.ids[found].tolist() == [1, 2, 3, *range(4, 18)]
 
 
 def test_the_best_are_ranked_by_their_exact_distances_ties_by_id():

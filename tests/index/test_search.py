@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext, isolate_apps
 from tests.indexing import DATASET, build, check, clustered, recall
 from tests.testapp.models import Passage, Point
 from vectorindex import CosineDistance, L2Distance, VectorField, VectorIndex
-from vectorindex.models import IndexState, Posting
+from vectorindex.models import IndexState, Posting, Version
 
 N = 4000
 
@@ -204,6 +204,19 @@ def test_an_infinite_epsilon_probes_as_many_heads_as_asked_with_no_cut_off(point
     lengths = [len(heads) for heads in probed]
     assert lengths[1:3] == [20, 20] and lengths[3] == 2 and 2 <= lengths[0] < 20
     assert answers[1] == answers[2] and all(len(rows) == 10 for rows in answers)
+
+
+def test_versions_and_the_re_ranked_rows_are_read_by_one_statement(points):
+    """int8 entries (the default) are re-ranked on the rows' own vectors, read with their versions."""
+    vectors, pks = points
+    with CaptureQueriesContext(connection) as captured:
+        found = [p.pk for p in Point.objects.order_by(L2Distance("embedding", vectors[7]))[:10]]
+    assert found[0] == pks[7]
+    table, versions = Point._meta.db_table, Version._meta.db_table
+    lookups = [q["sql"] for q in captured.captured_queries if versions in q["sql"]]
+    assert len(lookups) == 1 and table in lookups[0]
+    # The model's table is read once more, for the rows of the result.
+    assert len([q for q in captured.captured_queries if table in q["sql"] and versions not in q["sql"]]) == 1
 
 
 def test_filtered_query_returns_k_rows(points):

@@ -60,8 +60,9 @@ def test_outside_a_transaction_readers_read_the_same_lists(settings, monkeypatch
     for table in (postings, versions):
         alone_keys, spread_keys = keys_read(table, alone.captured_queries), keys_read(table, spread.captured_queries)
         if connection.vendor == "mysql":
-            # This connection read one share; the reader threads' connections the rest.
-            assert 0 < spread_keys <= alone_keys / 2
+            # This connection read one share; the reader threads' connections the rest. A
+            # version lookup of 33 ids (1.25 × (10 + 16)) goes to 2 connections of 16 at least.
+            assert 0 < spread_keys <= alone_keys * (0.5 if table == postings else 17 / 33)
         else:
             # SQLite: one connection reads them all, as before.
             assert spread_keys == alone_keys

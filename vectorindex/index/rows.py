@@ -30,20 +30,27 @@ def stream_vectors(declared: Declared, using: str) -> Iterator[tuple[np.ndarray,
 def model_vectors(declared: Declared, using: str, pks: list[int]) -> dict[int, np.ndarray]:
     """pk -> the vector in the indexed model's row (the table that holds the field)."""
     connection = connections[using]
-    owner = declared.field.model._meta
-    quote = connection.ops.quote_name
+    table, key, column = row_source(declared, connection)
 
-    def sql(count: int) -> str:
-        marks = ", ".join(["%s"] * count)
-        return (
-            f"SELECT {quote(owner.pk.column)}, {quote(declared.field.column)} FROM {quote(owner.db_table)} "
-            f"WHERE {quote(owner.pk.column)} IN ({marks})"
-        )
+    def sql(listed: str) -> str:
+        return f"SELECT {key}, {column} FROM {table} WHERE {key} IN ({listed})"
 
     rows = read_by_keys(connection, sql, [], sorted(set(pks)), kind="rows", per_reader=ROWS_PER_READER)
+    return decoded_vectors(declared, [(pk, blob) for pk, blob in rows if blob is not None])
+
+
+def row_source(declared: Declared, connection) -> tuple[str, str, str]:
+    """The quoted (table, primary key, vector column) of the model's rows that hold the indexed field."""
+    owner = declared.field.model._meta
+    quote = connection.ops.quote_name
+    return quote(owner.db_table), quote(owner.pk.column), quote(declared.field.column)
+
+
+def decoded_vectors(declared: Declared, rows: list[tuple[int, bytes]]) -> dict[int, np.ndarray]:
+    """pk -> vector of (pk, stored bytes) rows; :class:`CorruptVector` for bytes of another dimension."""
     size = declared.field.dimensions * codec.BYTES_PER_DIMENSION
-    wrong = sorted((pk, len(blob)) for pk, blob in rows if blob is not None and len(blob) != size)
+    wrong = sorted((pk, len(blob)) for pk, blob in rows if len(blob) != size)
     if wrong:
         field = declared.field
         raise CorruptVector.in_rows(f"{field.model._meta.label}.{field.name}", field.dimensions, wrong)
-    return {pk: codec.from_bytes(bytes(blob)) for pk, blob in rows if blob is not None}
+    return {pk: codec.from_bytes(bytes(blob)) for pk, blob in rows}

@@ -32,7 +32,7 @@ from ..engine import candidates, routing
 from ..engine.candidates import Pool
 from ..orm.planner import DistancePlan, SearchOptions, evaluate
 from .registry import Declared, index_for
-from .rows import model_vectors
+from .rows import decoded_vectors, row_source
 from .runtime import open_index
 
 # Fewer than *k* found: the next round probes this many times as many heads,
@@ -107,7 +107,7 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
             term_index,
             need,
             exact.rerank,
-            resolve=lambda vector_ids: _current(vector_ids, storage, sql_filter),
+            resolve=lambda vector_ids: exact.current(vector_ids, sql_filter),
             score=lambda positions: _score(pool, plan, positions, exact),
         )
         if chosen is not None or count >= everything:
@@ -137,9 +137,10 @@ class _Exact:
 
     With float32 entries the vectors are those read; a smaller payload format
     stores an approximation, so these candidates' vectors are read from the
-    model's own rows (one primary-key lookup for the lot). *rerank* more
-    candidates than asked for are scored, since the estimates (float32
-    arithmetic, and the payload's rounding) may have ordered them wrongly.
+    model's own rows, by the statement that reads their versions (one round
+    trip for both). *rerank* more candidates than asked for are scored, since
+    the estimates (float32 arithmetic, and the payload's rounding) may have
+    ordered them wrongly.
     """
 
     def __init__(self, declared: Declared, storage: Any, using: str, rerank: int) -> None:
@@ -147,6 +148,23 @@ class _Exact:
         self.storage = storage
         self.using = using
         self.rerank = rerank
+        # vector id -> its row's stored vector (None: no value), read with its version.
+        self.stored: dict[int, bytes | None] = {}
+
+    def current(self, vector_ids: list[int], sql_filter: Any) -> dict[int, int]:
+        """The current version of each of these vectors that exists and that the query's SQL conditions allow."""
+        if self.storage.payload.lossy:
+            found = self.storage.current_versions_with_rows(
+                vector_ids, *row_source(self.declared, self.storage.connection)
+            )
+            self.stored.update((vector_id, value) for vector_id, (_version, value) in found.items())
+            current = {vector_id: version for vector_id, (version, _value) in found.items()}
+        else:
+            current = self.storage.current_versions(vector_ids)
+        if sql_filter is not None and current:
+            allowed = set(sql_filter.filter(pk__in=list(current)).values_list("pk", flat=True))
+            current = {vid: version for vid, version in current.items() if vid in allowed}
+        return current
 
     def vectors(self, pool: Pool, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(vectors, which positions have one): a row deleted by a transaction
@@ -155,11 +173,12 @@ class _Exact:
             vectors = np.ascontiguousarray(pool.entries(positions)["vector"], dtype=np.float32)
             return vectors, np.ones(len(positions), dtype=bool)
         ids = pool.ids[positions].tolist()
-        stored = model_vectors(self.declared, self.using, ids)
+        # Every candidate scored was resolved first (candidates.valid): its row was read with its version.
+        rows = [(vector_id, self.stored[vector_id]) for vector_id in ids if self.stored.get(vector_id) is not None]
+        stored = decoded_vectors(self.declared, rows)
         present = np.array([vector_id in stored for vector_id in ids], dtype=bool)
-        rows = [stored[vector_id] for vector_id in ids if vector_id in stored]
-        vectors = np.stack(rows) if rows else np.empty((0, self.declared.field.dimensions), np.float32)
-        return vectors, present
+        vectors = np.stack([stored[vector_id] for vector_id in ids if vector_id in stored]) if stored else None
+        return (np.empty((0, self.declared.field.dimensions), np.float32) if vectors is None else vectors), present
 
 
 def _passing(plan: DistancePlan, values: list[np.ndarray]) -> np.ndarray:
@@ -177,15 +196,6 @@ def _score(pool: Pool, plan: DistancePlan, positions: np.ndarray, exact: _Exact)
     values = [term.compute(vectors) for term in plan.terms]
     passing = _passing(plan, values)
     return positions[passing], [column[passing] for column in values]
-
-
-def _current(vector_ids: list[int], storage: Any, sql_filter: Any) -> dict[int, int]:
-    """The current version of each of these vectors that exists and that the query's SQL conditions allow."""
-    current = storage.current_versions(vector_ids)
-    if sql_filter is not None and current:
-        allowed = set(sql_filter.filter(pk__in=list(current)).values_list("pk", flat=True))
-        current = {vid: version for vid, version in current.items() if vid in allowed}
-    return current
 
 
 def _trigger_defragment(declared: Declared, using: str, rows_per_head: dict[int, int]) -> None:

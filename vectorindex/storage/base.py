@@ -19,6 +19,16 @@ IN_BATCH = 5_000
 LISTS_PER_STATEMENT = 500
 
 
+def integers(values: Iterable[int]) -> str:
+    """Integers as the text of an SQL list, for an ``IN (...)`` of ids without a parameter each.
+
+    A query's reads name tens to hundreds of ids: MySQLdb formats each
+    parameter in Python, which took 100 of the 235 µs of a 150-id version
+    lookup. ``int()`` lets nothing else into the statement.
+    """
+    return ", ".join([str(int(value)) for value in values])
+
+
 def in_batches(items: Sequence, size: int = IN_BATCH) -> Iterable[Sequence]:
     """*items* in slices of at most *size*."""
     for start in range(0, len(items), size):

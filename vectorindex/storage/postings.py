@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .base import LISTS_PER_STATEMENT, StorageBase, in_batches
+from .base import LISTS_PER_STATEMENT, StorageBase, in_batches, integers
 from .cache import fillable, posting_cache
 from .readers import LISTS_PER_READER, read_by_keys
 
@@ -55,11 +55,8 @@ class PostingRows(StorageBase):
         """Rewrite one posting list as *rows* (count, payload): defragmenting. New rows get new seqs (the dialect's)."""
         self.dialect.replace_postings(self, head_id, rows)
 
-    def _posting_sql(self, count: int) -> str:
-        return (
-            f"SELECT head_id, payload FROM {self.posting_table} WHERE index_id = %s "
-            f"AND head_id IN ({self._marks(count)})"
-        )
+    def _posting_sql(self, listed: str) -> str:
+        return f"SELECT head_id, payload FROM {self.posting_table} WHERE index_id = %s AND head_id IN ({listed})"
 
     def posting_rows(self, head_ids: Sequence[int]) -> list[tuple[int, bytes]]:
         """(head id, payload) of every row of these posting lists (see :func:`read_by_keys`)."""
@@ -101,9 +98,8 @@ class PostingRows(StorageBase):
             (int(head_id), int(seq))
             for batch in in_batches(ids, LISTS_PER_STATEMENT)
             for head_id, seq in self._execute(
-                f"SELECT head_id, seq FROM {self.posting_table} WHERE index_id = %s "
-                f"AND head_id IN ({self._marks(len(batch))})",
-                [self.index_id, *batch],
+                f"SELECT head_id, seq FROM {self.posting_table} WHERE index_id = %s AND head_id IN ({integers(batch)})",
+                [self.index_id],
             )
         ]
         found = posting_cache.get(build, keys)
@@ -147,11 +143,8 @@ class PostingRows(StorageBase):
                 parts.extend(rows[head_id][seq] for seq in sorted(rows[head_id]))
         return self.payload.join(parts)
 
-    def _keyed_posting_sql(self, count: int) -> str:
-        return (
-            f"SELECT head_id, seq, payload FROM {self.posting_table} WHERE index_id = %s "
-            f"AND head_id IN ({self._marks(count)})"
-        )
+    def _keyed_posting_sql(self, listed: str) -> str:
+        return f"SELECT head_id, seq, payload FROM {self.posting_table} WHERE index_id = %s AND head_id IN ({listed})"
 
     def _rows_by_key(self, seqs_by_head: dict[int, list[int]]) -> list[tuple]:
         """(head id, seq, payload) of these rows: one statement, a branch a list (each a range of the primary key)."""
@@ -163,9 +156,9 @@ class PostingRows(StorageBase):
                 seqs = seqs_by_head[head_id]
                 branches.append(
                     f"SELECT head_id, seq, payload FROM {self.posting_table} WHERE index_id = %s "
-                    f"AND head_id = %s AND seq IN ({self._marks(len(seqs))})"
+                    f"AND head_id = {int(head_id)} AND seq IN ({integers(seqs)})"
                 )
-                params += [self.index_id, head_id, *seqs]
+                params.append(self.index_id)
             found += self._execute(" UNION ALL ".join(branches), params)
         return found
 

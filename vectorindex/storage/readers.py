@@ -22,7 +22,7 @@ from typing import Any
 from django.db import OperationalError, connections
 
 from ..conf import vectorindex_settings
-from .base import IN_BATCH, in_batches
+from .base import IN_BATCH, in_batches, integers
 from .dialects import DIALECTS
 
 # What one reader connection takes at least: posting lists (tens of kilobytes
@@ -62,7 +62,7 @@ def read_by_keys(
     per_reader: int,
     batch: int = IN_BATCH,
 ) -> list[tuple]:
-    """Every row of ``sql(n)`` with *params* and then *n* of *keys* (at most *batch*) as parameters.
+    """Every row of ``sql(listed)`` with *params*, where *listed* is the text of an SQL list of at most *batch* of the integer *keys*.
 
     Spread over reader connections (see the module's docstring) at least
     *per_reader* keys each, while reads of this *kind* are slower than
@@ -101,7 +101,7 @@ def _read(connection: Any, sql: Callable[[int], str], params: Sequence, keys: Se
     rows: list[tuple] = []
     for part in in_batches(keys, batch):
         with connection.cursor() as cursor:
-            cursor.execute(sql(len(part)), [*params, *part])
+            cursor.execute(sql(integers(part)), params)
             rows.extend(cursor.fetchall())
     return rows
 
