@@ -98,6 +98,12 @@ class Distance(Func):
             return np.full(len(entries), np.nan, dtype=np.float32)
         return payload.estimate(entries, self.metric, self.vector)
 
+    def error_bound(self, entries: np.ndarray, payload: Any) -> np.ndarray | None:
+        """How far :meth:`estimate` may be from :meth:`compute` for each entry; None: exact enough to rank."""
+        if self.vector is None:
+            return None
+        return payload.error_bound(entries, self.metric, self.vector)
+
     def as_sql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
         model = compiler.query.model
         raise NotSupportedError(

@@ -49,7 +49,7 @@ TUNING: dict[str, tuple[Any, str, Any, Any]] = {
     "m": (16, "int", 2, 128),
     "ef_construction": (200, "int", 10, 4_000),
     "payload": ("int8", "choice", FORMATS, None),
-    "rerank": (16, "int", 0, 10_000),
+    "rerank": (4, "int", 0, 10_000),
 }
 
 

@@ -208,3 +208,24 @@ def test_every_term_s_values_come_back_in_the_order_of_the_ranked_term():
     ids, values = candidates.best(pool, 1, 2, 0, versions, score)  # ranked by the second term
     assert ids.tolist() == [4, 3]
     assert [column.tolist() for column in values] == [[40, 30], [-4, -3]]
+
+
+def test_entries_within_their_error_bound_of_the_kth_exact_distance_are_scored_beyond_the_rerank():
+    # A crowd: 40 vectors whose estimates (0.50 to 0.539) are within their bound (0.05) of each
+    # other; the exact distances rank them the other way round. Vector 100 is far beyond the bound.
+    ids = np.array([*range(1, 41), 100])
+    found = entries(ids)
+    pool = Pool.empty(1)
+    estimates = np.array([0.5 + 0.001 * i for i in range(40)] + [0.9], np.float32)
+    pool.add(found, [estimates], np.ones(len(ids), bool), np.full(len(ids), 0.05, np.float32))
+    versions = Versions({i: 1 for i in ids.tolist()})
+    crowd = lambda ids: np.where(ids <= 40, 0.55 - ids / 1000, 0.95)  # noqa: E731  (each within 0.05 of its estimate)
+    score = exact(pool, distance=crowd)
+    best_ids, values = candidates.best(pool, 0, 3, 1, versions, score)
+    assert best_ids.tolist() == [40, 39, 38]
+    assert sorted(i for call in score.calls for i in pool.ids[call].tolist()) == list(range(1, 41))
+    assert len(versions.asked) == 1  # the first lookup already asked about every vector the bounds reach
+    # Without bounds, the re-rank alone: the best of the 4 best estimates.
+    pool.errors = None
+    alone = candidates.best(pool, 0, 3, 1, Versions({i: 1 for i in ids.tolist()}), exact(pool, crowd))
+    assert alone[0].tolist() == [4, 3, 2]

@@ -50,3 +50,28 @@ def test_rows_by_head_give_each_head_its_members_entries_in_head_order():
     assert decoded[4]["id"].tolist() == [11, 14, 10, 13] and decoded[9]["version"].tolist() == [1, 3, 6]
     assert np.array_equal(decoded[7]["vector"], vectors[3:4])
     assert list(by_head(np.empty(0, np.int64), np.empty(0, np.int64))) == [] and rows_by_head(payload, entries, members[:0], owners[:0]) == []
+
+
+@pytest.mark.parametrize("format", ["int8", "int4"])
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip", "l1"])
+@pytest.mark.parametrize("dimensions", [4, 16, 384])
+def test_an_estimate_is_within_its_error_bound_of_the_exact_distance(format, metric, dimensions):
+    from vectorindex.engine.distances import distances
+
+    rng = np.random.default_rng(dimensions)
+    vectors = (rng.normal(size=(2000, dimensions)) * rng.uniform(0.1, 3, size=(2000, 1))).astype(np.float32)
+    payload = Payload.fit(format, vectors)
+    entries = payload.entries(np.arange(2000), np.ones(2000, np.uint32), vectors)
+    for query in rng.normal(size=(20, dimensions)).astype(np.float32):
+        error = np.abs(payload.estimate(entries, metric, query) - distances(metric, vectors, query))
+        bound = payload.error_bound(entries, metric, query)
+        assert (error <= bound).all()
+        # And no wider than it need be: the largest error is a good part of the bound.
+        assert error.max() > 0.1 * np.median(bound)
+
+
+@pytest.mark.parametrize("format", ["float32", "float16"])
+def test_entries_that_keep_their_values_have_no_error_bound(format):
+    payload = Payload.fit(format, np.ones((3, 8), np.float32))
+    entries = payload.entries(np.arange(3), np.ones(3, np.uint32), np.ones((3, 8), np.float32))
+    assert payload.error_bound(entries, "l2", np.ones(8, np.float32)) is None

@@ -54,6 +54,9 @@ class Pool:
     # vector id -> its current version, or -1: deleted, or excluded by the
     # query's SQL conditions. Asked only for the best candidates.
     known: dict[int, int] = field(default_factory=dict)
+    # Per entry: how far its estimate of the ranked term may be from the
+    # exact distance (Payload.error_bound); None where it is exact enough.
+    errors: np.ndarray | None = None
 
     @classmethod
     def empty(cls, terms: int) -> Pool:
@@ -65,8 +68,13 @@ class Pool:
             np.empty(0, bool),
         )
 
-    def add(self, entries: np.ndarray, values: list[np.ndarray], passing: np.ndarray) -> None:
-        """Entries just read, their estimates per term, and whether the distance conditions hold on those."""
+    def add(
+        self, entries: np.ndarray, values: list[np.ndarray], passing: np.ndarray, errors: np.ndarray | None = None
+    ) -> None:
+        """Entries just read, their estimates per term, whether the distance conditions hold on those, and the
+        estimates' error bounds for the ranked term (if any)."""
+        if errors is not None:
+            self.errors = errors if self.errors is None else np.concatenate([self.errors, errors])
         self.blocks.append(entries)
         self.ids = np.concatenate([self.ids, entries["id"].astype(np.int64)])
         self.versions = np.concatenate([self.versions, entries["version"]])
@@ -117,22 +125,22 @@ def in_order(candidates: np.ndarray, values: np.ndarray, ids: np.ndarray, window
         yield rest[start : start + window]
 
 
-def valid(pool: Pool, term: int, need: int, resolve: Resolve) -> Iterator[np.ndarray]:
+def valid(pool: Pool, term: int, need: int, resolve: Resolve, first: int = 0) -> Iterator[np.ndarray]:
     """Pool positions of valid entries, best estimate first (by *term*), a lookup at a time.
 
     Walks the passing entries in estimated-distance order (ties by id) and asks
     *resolve* about their vectors (the current version: a stale copy or a
     deleted row drops out; with SQL conditions, whether the row matches them),
     the first time for ``LOOKUP_PER_WANTED`` times the *need* of vectors not
-    known yet, then for twice as many as the last time: most queries need one
-    lookup, and it asks about little more than they need (the lookup also
-    reads the rows that are re-ranked). One entry per vector (replicas are
-    identical).
+    known yet (or *first*, if more), then for twice as many as the last
+    time: most queries need one lookup, and it asks about little more than
+    they need (the lookup also reads the rows that are re-ranked). One entry
+    per vector (replicas are identical).
     """
     candidates = np.flatnonzero(pool.passing)
     values = pool.values[term]
     taken: set[int] = set()
-    asking = max(math.ceil(LOOKUP_PER_WANTED * need), MIN_LOOKUP)
+    asking = max(math.ceil(LOOKUP_PER_WANTED * need), MIN_LOOKUP, first)
     for positions in in_order(candidates, values, pool.ids, window(need)):
         ids = pool.ids[positions].tolist()
         start = 0
@@ -167,22 +175,33 @@ def best(
     The best ``need + rerank`` valid entries by estimate are scored exactly,
     their distance conditions checked again on the exact values, and ranked
     by those (by *term*, ties by id); more are taken while conditions fail on
-    the exact values.
+    the exact values. Where the pool knows its estimates' error bounds, every
+    other valid entry that could still be nearer than the *need*-th exact
+    distance found (its estimate less its bound is not beyond it) is scored
+    too: a crowd of near-duplicates larger than *rerank* is told apart by the
+    exact distances, not by the estimates' rounding.
     """
     scored: list[tuple[np.ndarray, list[np.ndarray]]] = []
+    done: set[int] = set()  # vectors scored, whether or not they passed
 
     def take(positions: np.ndarray) -> int:
         """Score *positions* exactly; keep those that pass on the exact values. How many were kept."""
         if not len(positions):
             return 0
+        done.update(pool.ids[positions].tolist())
         passing, values = score(positions)
         scored.append((pool.ids[passing], values))
         return len(passing)
 
+    def ranked() -> tuple[np.ndarray, list[np.ndarray]]:
+        ids = np.concatenate([block[0] for block in scored]).astype(np.int64)
+        values = [np.concatenate([block[1][i] for block in scored]) for i in range(len(pool.values))]
+        return ids, values
+
     kept = 0
     wanted = need + rerank
     pending = np.empty(0, np.int64)
-    for found in valid(pool, term, wanted, resolve):
+    for found in valid(pool, term, wanted, resolve, _bounded(pool, term, need)):
         pending = np.concatenate([pending, found])
         while kept < wanted and len(pending) >= wanted - kept:
             batch, pending = pending[: wanted - kept], pending[wanted - kept :]
@@ -193,7 +212,47 @@ def best(
         kept += take(pending[: wanted - kept])
     if kept < need:
         return None
-    ids = np.concatenate([block[0] for block in scored]).astype(np.int64)
-    values = [np.concatenate([block[1][i] for block in scored]) for i in range(len(pool.values))]
+    ids, values = ranked()
+    if pool.errors is not None:
+        kth = float(np.partition(values[term], need - 1)[need - 1])
+        if take(_within_bound(pool, term, kth, done, resolve)):
+            ids, values = ranked()
     order = np.lexsort((ids, values[term]))[:need]
     return ids[order], [column[order] for column in values]
+
+
+def _bounded(pool: Pool, term: int, need: int) -> int:
+    """Vectors the error bounds will have scored, if the *need* best estimates are valid: the first lookup's size.
+
+    Those whose estimate less its bound is at most the *need*-th smallest
+    estimate plus its bound; 0 without bounds.
+    """
+    if pool.errors is None:
+        return 0
+    passing = np.flatnonzero(pool.passing)
+    if len(passing) < need:
+        return 0
+    estimates, errors = pool.values[term][passing], pool.errors[passing]
+    with np.errstate(invalid="ignore"):
+        upper = float(np.partition(estimates + errors, need - 1)[need - 1])
+        return len(np.unique(pool.ids[passing[estimates - errors <= upper]]))
+
+
+def _within_bound(pool: Pool, term: int, kth: float, done: set[int], resolve: Resolve) -> np.ndarray:
+    """Positions of valid entries, one per vector not in *done*, whose estimate less its error bound is at most *kth*."""
+    estimates = pool.values[term]
+    with np.errstate(invalid="ignore"):
+        near = np.flatnonzero(pool.passing & (estimates - pool.errors <= kth))
+    near = near[np.lexsort((pool.ids[near], estimates[near]))]
+    ids = pool.ids[near].tolist()
+    unknown = sorted({vector_id for vector_id in ids if vector_id not in done and vector_id not in pool.known})
+    if unknown:
+        current = resolve(unknown)
+        for vector_id in unknown:
+            pool.known[vector_id] = current.get(vector_id, -1)
+    kept: list[int] = []
+    for position, vector_id in zip(near.tolist(), ids):
+        if vector_id not in done and pool.known[vector_id] == int(pool.versions[position]):
+            kept.append(position)
+            done.add(vector_id)
+    return np.array(kept, dtype=np.int64)

@@ -101,7 +101,8 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
             entries = storage.search_postings(fresh, state.generation, rows_per_head)
             if len(entries):
                 values = [term.estimate(entries, storage.payload) for term in plan.terms]
-                pool.add(entries, values, _passing(plan, values))
+                errors = plan.terms[term_index].error_bound(entries, storage.payload)
+                pool.add(entries, values, _passing(plan, values), errors)
         chosen = candidates.best(
             pool,
             term_index,

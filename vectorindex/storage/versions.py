@@ -127,6 +127,8 @@ class VersionRows(StorageBase):
         value is None where the row has no value, or no row is there (for the
         one statement's view, the same as its version's). A query's version
         lookup and the read of the rows it re-ranks are then one round trip.
+        Its pace is the rows' (:mod:`.readers`): a model's rows are larger than
+        the version rows, and the ones that leave the buffer pool first.
         """
         def sql(listed: str) -> str:
             return (
@@ -136,7 +138,7 @@ class VersionRows(StorageBase):
             )
 
         ids = [int(i) for i in vector_ids]
-        rows = read_by_keys(self.connection, sql, [self.index_id], ids, kind="versions", per_reader=ROWS_PER_READER)
+        rows = read_by_keys(self.connection, sql, [self.index_id], ids, kind="rows", per_reader=ROWS_PER_READER)
         return {
             vector_id: (version, None if value is None else bytes(value))
             for vector_id, version, deleted, value in rows
