@@ -63,6 +63,24 @@ def test_deconstruct_emits_only_non_defaults():
     assert index == VectorIndex(**kwargs)
 
 
+def test_options_are_checked_again_whenever_they_change():
+    from django.core.exceptions import ImproperlyConfigured
+
+    from vectorindex.index.registry import get_declared
+
+    declared = get_declared("point_embedding")
+    assert declared.options["posting_limit"] == 200
+    declared.index.tuning.update(posting_limit=16, merge_below=8)  # lists that split and merge for ever (E101)
+    try:
+        with pytest.raises(ImproperlyConfigured, match="posting_limit"):
+            declared.options
+    finally:
+        del declared.index.tuning["posting_limit"], declared.index.tuning["merge_below"]
+    assert declared.options["posting_limit"] == 200
+    declared.options["probes"] = 3  # a copy: the declaration's options stay as declared
+    assert declared.options["probes"] is None
+
+
 def test_unknown_option_is_refused_at_once():
     with pytest.raises(TypeError, match="VectorIndex got unknown option\\(s\\) probs"):
         VectorIndex(fields=["embedding"], name="x", probs=3)

@@ -41,10 +41,26 @@ class Declared:
 
     @property
     def options(self) -> dict[str, Any]:
-        problems = self.index.problems()
-        if problems:
-            raise ImproperlyConfigured(f"{self.model._meta.label}: {' '.join(problems)}")
-        return self.index.options
+        """Every tuning option, defaults filled in; ImproperlyConfigured for options the checks refuse.
+
+        Checked once for each set of options (a query reads them several
+        times): the declaration's options, checked, are kept on it with what
+        they were checked for.
+        """
+        index = self.index
+        key = (index.distance, tuple(index.fields), tuple(index.tuning.items()))
+        checked = index.__dict__.get(CHECKED)
+        if checked is None or checked[0] != key:
+            problems = index.problems()
+            if problems:
+                raise ImproperlyConfigured(f"{self.model._meta.label}: {' '.join(problems)}")
+            checked = (key, index.options)
+            index.__dict__[CHECKED] = checked
+        return dict(checked[1])
+
+
+# Where a VectorIndex keeps its options as Declared.options last checked them.
+CHECKED = "_vectorindex_checked_options"
 
 
 _declared_cache: tuple[Any, dict[str, Declared]] | None = None
