@@ -175,7 +175,7 @@ class Payload:
             upper_query[: self.dimensions - self.half] = query[self.half :]
             dots = lower.astype(np.float32) @ query[: self.half] + upper.astype(np.float32) @ upper_query
         else:
-            dots = entries["vector"].astype(np.float32) @ query
+            dots = _products(entries["vector"], query)
         total = float(query.sum())
         if self.zero:
             dots -= self.zero * total
@@ -293,6 +293,28 @@ class Payload:
                 f"{self.dtype.itemsize}-byte entries"
             )
         return np.frombuffer(data, dtype=self.dtype)
+
+
+def _products(codes: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """codes @ query in float32, for int8 codes (a strided field of the entries).
+
+    A few hundred rows at a time are converted into a float32 block that
+    stays in the processor's cache, and multiplied there: converting them all
+    at once wrote and read back a block four times the codes' size (5,000
+    entries of 384 dimensions: 0.93 ms against 0.46).
+    """
+    out = np.empty(len(codes), np.float32)
+    block = np.empty((min(len(codes), PRODUCT_ROWS), codes.shape[1]), np.float32)
+    for start in range(0, len(codes), PRODUCT_ROWS):
+        part = codes[start : start + PRODUCT_ROWS]
+        np.copyto(block[: len(part)], part, casting="unsafe")
+        np.matmul(block[: len(part)], query, out=out[start : start + len(part)])
+    return out
+
+
+# Rows converted at once by _products: 256 × 384 float32 is 384 KiB, within a
+# core's L2 cache (256 and 512 measured fastest, 1,024 slower, at d = 384).
+PRODUCT_ROWS = 256
 
 
 # Entries by head -------------------------------------------------------------
