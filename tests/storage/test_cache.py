@@ -42,7 +42,22 @@ def uncached(vectors):
 
 
 def posting_statements(captured):
-    return [q["sql"] for q in captured.captured_queries if POSTINGS in q["sql"] and q["sql"].lstrip().startswith("SELECT")]
+    """The SELECTs of the posting table, each statement of a batch (MySQL's first round trip) on its own."""
+    return [
+        sql
+        for q in captured.captured_queries
+        for sql in q["sql"].split(";\n")
+        if POSTINGS in sql and sql.lstrip().startswith("SELECT")
+    ]
+
+
+def round_trips(captured):
+    """Each round trip's statements, by what they begin with."""
+    return [[sql.split(" FROM")[0] for sql in q["sql"].split(";\n")] for q in captured.captured_queries]
+
+
+STATE = "SELECT id, status, generation, wal_lsn, built_dimensions, built_distance, calibration"
+KEYS = "SELECT head_id, seq"
 
 
 def storage():
@@ -95,6 +110,44 @@ def test_a_list_read_once_is_taken_from_the_cache_and_answers_as_without_it(poin
     assert [sql.split(" FROM")[0] for sql in posting_statements(warm)] == ["SELECT head_id, seq"] * len(queries)
     assert posting_cache.hits - hits == cached * len(queries)
     assert 0 < posting_cache.bytes <= posting_cache.budget
+
+
+def test_the_keys_are_read_with_the_state_row_in_one_round_trip_where_the_database_allows(points):
+    nearest(points[:1])  # the head index loaded, the lists cached
+    with CaptureQueriesContext(connection) as captured:
+        found = nearest(points[1:4])
+    assert found == uncached(points[1:4])
+    trips = round_trips(captured)
+    if connection.vendor == "mysql":
+        assert [trip for trip in trips if KEYS in trip] == [[STATE, KEYS]] * 3
+    else:
+        assert [trip for trip in trips if KEYS in trip or STATE in trip] == [[STATE], [KEYS]] * 3
+
+
+def test_a_head_index_that_moved_on_since_its_lists_were_probed_is_probed_again(points):
+    """Another process splits a list: the state row read with the keys says so, and the query probes again."""
+    queries = points
+    nearest(queries)
+    largest = max(storage().alive_head_ids(), key=lambda h: storage().list_sizes([h])[h])
+    middle = storage().head_vectors([largest])[0]
+    crowd = middle + np.random.default_rng(3).normal(scale=0.01, size=(200, len(middle))).astype(np.float32)
+    Point.objects.bulk_create(Point(embedding=v) for v in crowd)
+    nearest(queries)
+    committed_by_another_process("job", "split", "point_embedding", str(largest))
+
+    def near_middle():
+        # Few probes: as many whatever the heads' number, so only the state row tells the head index moved on.
+        return [p.pk for p in Point.objects.approximate(probes=3).order_by(L2Distance("embedding", middle))[:10]]
+
+    with CaptureQueriesContext(connection) as captured:
+        found = near_middle()
+    if connection.vendor == "mysql":
+        # Probed on the head index before the split, with the keys of those lists; then, the WAL
+        # replayed, probed again and the keys of the lists after the split read.
+        assert round_trips(captured)[:3] == [[STATE, KEYS], ["SELECT lsn, op, head_id, vector"], [KEYS]]
+    with mock.patch("vectorindex.storage.postings.posting_cache", Off()):
+        assert found == near_middle()
+    assert largest not in storage().alive_head_ids()
 
 
 def test_with_the_cache_off_a_round_reads_its_lists_in_one_statement_as_before(points, settings):

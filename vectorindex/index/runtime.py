@@ -30,7 +30,7 @@ from ..exceptions import HeadIndexError, IndexOutdated, SnapshotError
 from ..models import IndexState, Snapshot
 from ..storage import StateRow, Storage, dialect_for, on_own_connection
 from ..storage.cache import posting_cache
-from ..storage.state import find_state, stored_payload
+from ..storage.state import FoundState, find_state, stored_payload
 from . import jobs
 from .registry import Declared, build_changes, outdated_message, register
 
@@ -89,7 +89,7 @@ class Runtime:
     def connection(self) -> Any:
         return connections[self.using]
 
-    def open(self, *, outdated_ok: bool = False) -> tuple[Storage, StateRow]:
+    def open(self, *, outdated_ok: bool = False, found: FoundState | None = None) -> tuple[Storage, StateRow]:
         """This index's storage on the alias, and its state: (status, generation, LSN).
 
         One primary-key read of the state row. The row's id is remembered; a
@@ -97,10 +97,12 @@ class Runtime:
         found again by name. A ready index built for other dimensions or
         another distance than declared is refused (IndexOutdated), unless
         *outdated_ok* (a build, which replaces it; status, which reports it):
-        its contents are then not read.
+        its contents are then not read. *found* is the state row as read
+        already, with other statements (a query's first round trip).
         """
         for _attempt in range(2):
-            found = find_state(self.connection, self.declared.name, self.state_id)
+            if found is None:
+                found = find_state(self.connection, self.declared.name, self.state_id)
             if found is not None:
                 self.state_id = found.id
                 self._remember_calibration(found.calibration)
@@ -111,6 +113,7 @@ class Runtime:
                 payload = Payload(dimensions) if changes else self._payload(found.id, found.row.generation)
                 return Storage(self.connection, found.id, dimensions, payload), found.row
             register(self.declared, self.using)
+            found = None
         raise ImproperlyConfigured(f"The vector index {self.declared.name!r} could not be registered.")
 
     def changes_since_build(self) -> list[str]:

@@ -24,16 +24,20 @@ sees its own transaction's writes and nobody else's uncommitted ones.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+from django.db import connections
 
 from ..engine import candidates, routing
 from ..engine.candidates import Pool
 from ..orm.planner import DistancePlan, SearchOptions, evaluate
+from ..storage import LISTS_PER_STATEMENT, dialect_for
+from ..storage.cache import posting_cache
+from ..storage.state import found_state, state_by_id
 from .registry import Declared, index_for
 from .rows import decoded_vectors, row_source
-from .runtime import open_index
+from .runtime import Opened, open_index, runtime
 
 # Fewer than *k* found: the next round probes this many times as many heads,
 # without the ε cut-off (step 4 above), so that an index that has fewer valid
@@ -69,7 +73,14 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
     if declared is None:
         return None
     using = queryset.db
-    opened = open_index(declared, using)
+    options: SearchOptions = queryset._vector_search
+    defaults = declared.options
+    epsilon = defaults["probe_epsilon"] if options.epsilon is None else options.epsilon
+    term_index = plan.order_keys[0].term
+    query = plan.terms[term_index].vector
+    need = plan.high
+    first = _first_read(declared, using, options, query, epsilon)
+    opened = open_index(declared, using) if first is None else first.opened
     if not opened.ready:
         return None
     rt, storage, state = opened
@@ -79,13 +90,7 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
     everything = max(len(router) for router in routers)
     if not everything:
         return None
-    options: SearchOptions = queryset._vector_search
-    defaults = declared.options
     probes = options.probes or rt.probes(options.recall)
-    epsilon = defaults["probe_epsilon"] if options.epsilon is None else options.epsilon
-    term_index = plan.order_keys[0].term
-    query = plan.terms[term_index].vector
-    need = plan.high
 
     sql_filter = _sql_filter(queryset, plan)
     exact = _Exact(declared, storage, using, defaults["rerank"])
@@ -93,12 +98,18 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
     rows_per_head: dict[int, int] = {}
     read: set[int] = set()
     count = min(probes, everything)
-    heads = candidates.union(routing.probe(router, query, count, epsilon) for router in routers)
+    if first is not None and first.current and routers == [first.head] and count == first.count:
+        # The head index had not moved on: the lists probed before the state row was read, and their keys.
+        heads, keys = first.heads, first.keys
+    else:
+        heads = candidates.union(routing.probe(router, query, count, epsilon) for router in routers)
+        keys = None
     while True:
         fresh = [h for h in heads if h not in read]
         read.update(fresh)
         if fresh:
-            entries = storage.search_postings(fresh, state.generation, rows_per_head)
+            entries = storage.search_postings(fresh, state.generation, rows_per_head, keys)
+            keys = None
             if len(entries):
                 values = [term.estimate(entries, storage.payload) for term in plan.terms]
                 errors = plan.terms[term_index].error_bound(entries, storage.payload)
@@ -120,6 +131,58 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
         return None  # the index ran out before k rows: the exact path decides
     ids, values = chosen
     return ids[plan.low :].tolist(), [column[plan.low :] for column in values]
+
+
+class _FirstRead(NamedTuple):
+    opened: Opened
+    head: Any  # the head index as this process had it
+    current: bool  # it was of the state row's generation and LSN: current() keeps it as it is
+    count: int  # probes
+    heads: list[int]  # the lists probed on it
+    keys: list[tuple]  # their rows' keys
+
+
+def _first_read(declared: Declared, using: str, options: SearchOptions, query: np.ndarray, epsilon: float) -> _FirstRead | None:
+    """The state row and the keys of the lists a query will likely read, in one round trip; None where it cannot.
+
+    Where the connection sends several statements at once (MySQL/MariaDB),
+    outside a transaction, with the posting cache on and the head index
+    loaded: the lists are probed on the head index as this process has it,
+    and their keys read by the statement after the state row's. The query
+    uses those lists and keys only if the state row says that head index was
+    current (the same generation and LSN, and the same probes once the row's
+    calibration is read); otherwise it probes again and reads the keys
+    again, as without this. Either way the keys are read after the state
+    row, on the query's own connection, as they would be in two round trips.
+    """
+    connection = connections[using]
+    dialect = dialect_for(connection)
+    rt = runtime(declared, using)
+    head = rt.head
+    if (
+        connection.in_atomic_block
+        or not posting_cache.budget
+        or not dialect.multi_statements(connection)
+        or head is None
+        or rt.state_id is None
+        or not len(head)
+    ):
+        return None
+    storage = rt.storage_for(head)
+    count = min(options.probes or rt.probes(options.recall), len(head))
+    if storage is None or count > LISTS_PER_STATEMENT:
+        return None
+    generation, lsn = head.generation, head.lsn
+    heads = candidates.union([routing.probe(head, query, count, epsilon)])
+    state_rows, keys = dialect.read_batch(
+        connection, [state_by_id(connection, declared.name, rt.state_id), storage.keys_statement(heads)]
+    )
+    found = found_state(state_rows[0] if state_rows else None)
+    if found is None:
+        return None  # the state table was emptied and filled again since: found by name as usual
+    opened = Opened(rt, *rt.open(found=found))
+    current = (opened.state.generation, opened.state.wal_lsn) == (generation, lsn)
+    return _FirstRead(opened, head, current, count, heads, keys)
 
 
 def _sql_filter(queryset: Any, plan: DistancePlan) -> Any:

@@ -75,7 +75,17 @@ class PostingRows(StorageBase):
                 rows_per_head[head_id] = rows_per_head.get(head_id, 0) + 1
         return self.payload.decode([payload for _head_id, payload in rows])
 
-    def search_postings(self, head_ids: Sequence[int], generation: int, rows_per_head: dict[int, int]) -> np.ndarray:
+    def keys_statement(self, head_ids: Sequence[int]) -> tuple[str, list]:
+        """The statement (text, parameters) that reads the keys of these lists' rows, for :meth:`search_postings`."""
+        return (
+            f"SELECT head_id, seq FROM {self.posting_table} WHERE index_id = %s "
+            f"AND head_id IN ({integers(sorted({int(h) for h in head_ids}))})",
+            [self.index_id],
+        )
+
+    def search_postings(
+        self, head_ids: Sequence[int], generation: int, rows_per_head: dict[int, int], keys: list[tuple] | None = None
+    ) -> np.ndarray:
         """:meth:`read_postings` for a query of *generation*, through this process's cache of rows (``storage/cache.py``).
 
         With the cache off (``QUERY_CACHE_BYTES`` 0) it is :meth:`read_postings`,
@@ -87,21 +97,18 @@ class PostingRows(StorageBase):
         rewrite that committed since the keys were read (no transaction holds
         the view): that list is read again whole, so that every list is read
         as it stood at one moment, as one statement reads it. The entries come
-        in the order of one statement: by head, then by row.
+        in the order of one statement: by head, then by row. *keys*: the
+        rows of :meth:`keys_statement` for these lists, read already (with
+        the state row, in the query's first round trip).
         """
         if not posting_cache.budget:
             posting_cache.resize()  # turned off since rows were cached: they go (none, usually)
             return self.read_postings(head_ids, rows_per_head)
         ids = sorted({int(h) for h in head_ids})
         build = (self.connection.alias, self.posting_table, self.index_id, generation)
-        keys = [
-            (int(head_id), int(seq))
-            for batch in in_batches(ids, LISTS_PER_STATEMENT)
-            for head_id, seq in self._execute(
-                f"SELECT head_id, seq FROM {self.posting_table} WHERE index_id = %s AND head_id IN ({integers(batch)})",
-                [self.index_id],
-            )
-        ]
+        if keys is None:
+            keys = [row for batch in in_batches(ids, LISTS_PER_STATEMENT) for row in self._execute(*self.keys_statement(batch))]
+        keys = [(int(head_id), int(seq)) for head_id, seq in keys]
         found = posting_cache.get(build, keys)
         rows: dict[int, dict[int, np.ndarray]] = {head_id: {} for head_id in ids}
         for (head_id, seq), entries in found.items():

@@ -81,15 +81,28 @@ def find_state(connection: Any, name: str, known_id: int | None = None) -> Found
     by name.
     """
     table = connection.ops.quote_name(IndexState._meta.db_table)
-    columns = "id, status, generation, wal_lsn, built_dimensions, built_distance, calibration"
     row = None
     with connection.cursor() as cursor:
         if known_id is not None:
-            cursor.execute(f"SELECT {columns} FROM {table} WHERE id = %s AND name = %s", [known_id, name])
+            cursor.execute(*state_by_id(connection, name, known_id))
             row = cursor.fetchone()
         if row is None:
-            cursor.execute(f"SELECT {columns} FROM {table} WHERE name = %s", [name])
+            cursor.execute(f"SELECT {STATE_COLUMNS} FROM {table} WHERE name = %s", [name])
             row = cursor.fetchone()
+    return found_state(row)
+
+
+STATE_COLUMNS = "id, status, generation, wal_lsn, built_dimensions, built_distance, calibration"
+
+
+def state_by_id(connection: Any, name: str, known_id: int) -> tuple[str, list]:
+    """The statement (text, parameters) of :func:`find_state`'s primary-key read, to send with others."""
+    table = connection.ops.quote_name(IndexState._meta.db_table)
+    return f"SELECT {STATE_COLUMNS} FROM {table} WHERE id = %s AND name = %s", [known_id, name]
+
+
+def found_state(row: Any) -> FoundState | None:
+    """A row of ``STATE_COLUMNS`` as a :class:`FoundState` (None for no row)."""
     if row is None:
         return None
     return FoundState(row[0], StateRow(row[1], row[2], row[3]), row[4], row[5], row[6])

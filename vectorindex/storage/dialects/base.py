@@ -71,6 +71,10 @@ class Dialect(ABC):
         )
         self.append_postings(storage, [(head_id, count, payload) for count, payload in rows])
 
+    def read_batch(self, connection: Any, statements: Any) -> list[list[tuple]]:
+        """Each of these (text, parameters) statements' rows, in one round trip (where :meth:`multi_statements`)."""
+        raise NotSupportedError(f"{self.name} sends one statement a round trip (multi_statements() is False).")
+
     def multi_statements(self, connection: Any) -> bool:
         """Whether *connection* runs several statements sent as one text (see :meth:`append_one`)."""
         return False

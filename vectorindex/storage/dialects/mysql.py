@@ -68,6 +68,9 @@ class MySQLDialect(Dialect):
         if values:
             storage._execute(insert + ", ".join(values), None)
 
+    def read_batch(self, connection: Any, statements: Sequence[tuple[str, Sequence]]) -> list[list[tuple]]:
+        return _execute_batch(connection, statements)
+
     def multi_statements(self, connection: Any) -> bool:
         # mysqlclient allows them unless the connection's OPTIONS turn them off.
         return connection.settings_dict.get("OPTIONS", {}).get("multi_statements", True)
