@@ -82,6 +82,17 @@ def committed_by_another_process(*args):
         process.wait()
 
 
+def split_a_crowded_list(queries):
+    """(head, its vector) of the largest list, crowded past posting_limit here, cached by *queries*, then split by another process."""
+    largest = max(storage().alive_head_ids(), key=lambda h: storage().list_sizes([h])[h])
+    middle = storage().head_vectors([largest])[0]
+    crowd = middle + np.random.default_rng(3).normal(scale=0.01, size=(200, len(middle))).astype(np.float32)
+    Point.objects.bulk_create(Point(embedding=v) for v in crowd)
+    nearest(queries)
+    committed_by_another_process("job", "split", "point_embedding", str(largest))
+    return largest, middle
+
+
 @pytest.fixture
 def points(transactional_db, settings):
     settings.VECTORINDEX = {"JOBS": "manual"}  # maintenance runs when a test says
@@ -126,14 +137,8 @@ def test_the_keys_are_read_with_the_state_row_in_one_round_trip_where_the_databa
 
 def test_a_head_index_that_moved_on_since_its_lists_were_probed_is_probed_again(points):
     """Another process splits a list: the state row read with the keys says so, and the query probes again."""
-    queries = points
-    nearest(queries)
-    largest = max(storage().alive_head_ids(), key=lambda h: storage().list_sizes([h])[h])
-    middle = storage().head_vectors([largest])[0]
-    crowd = middle + np.random.default_rng(3).normal(scale=0.01, size=(200, len(middle))).astype(np.float32)
-    Point.objects.bulk_create(Point(embedding=v) for v in crowd)
-    nearest(queries)
-    committed_by_another_process("job", "split", "point_embedding", str(largest))
+    nearest(points)
+    largest, middle = split_a_crowded_list(points)
 
     def near_middle():
         # Few probes: as many whatever the heads' number, so only the state row tells the head index moved on.
@@ -187,13 +192,7 @@ def test_what_another_process_commits_is_seen_through_the_cache(points):
     assert all(gone not in found for found in nearest(queries))
     assert nearest(queries) == uncached(queries)
 
-    # A list crowded past posting_limit (committed here), cached, then split.
-    largest = max(storage().alive_head_ids(), key=lambda h: storage().list_sizes([h])[h])
-    middle = storage().head_vectors([largest])[0]
-    crowd = middle + np.random.default_rng(3).normal(scale=0.01, size=(200, len(middle))).astype(np.float32)
-    Point.objects.bulk_create(Point(embedding=v) for v in crowd)
-    nearest(queries)
-    committed_by_another_process("job", "split", "point_embedding", str(largest))
+    largest, _middle = split_a_crowded_list(queries)
     assert largest not in storage().alive_head_ids()
     assert [found[0] for found in nearest(new_vectors)] == written
     assert nearest(queries) == uncached(queries)
