@@ -153,9 +153,7 @@ def valid(pool: Pool, term: int, need: int, resolve: Resolve, first: int = 0) ->
                     unknown[ids[end]] = None
                 end += 1
             if unknown:
-                current = resolve(sorted(unknown))
-                for vector_id in unknown:
-                    pool.known[vector_id] = current.get(vector_id, -1)
+                _look_up(pool, resolve, unknown)
                 asking *= 2
             kept = []
             for position, vector_id in zip(positions[start:end].tolist(), ids[start:end]):
@@ -165,6 +163,14 @@ def valid(pool: Pool, term: int, need: int, resolve: Resolve, first: int = 0) ->
                 taken.add(vector_id)
             start = end
             yield np.array(kept, dtype=np.int64)
+
+
+def _look_up(pool: Pool, resolve: Resolve, vector_ids: Iterable[int]) -> None:
+    """Ask *resolve* about these vectors (sorted) and note in ``pool.known`` each one's current version, or -1."""
+    asked = sorted(vector_ids)
+    current = resolve(asked)
+    for vector_id in asked:
+        pool.known[vector_id] = current.get(vector_id, -1)
 
 
 def best(
@@ -245,11 +251,9 @@ def _within_bound(pool: Pool, term: int, kth: float, done: set[int], resolve: Re
         near = np.flatnonzero(pool.passing & (estimates - pool.errors <= kth))
     near = near[np.lexsort((pool.ids[near], estimates[near]))]
     ids = pool.ids[near].tolist()
-    unknown = sorted({vector_id for vector_id in ids if vector_id not in done and vector_id not in pool.known})
+    unknown = {vector_id for vector_id in ids if vector_id not in done and vector_id not in pool.known}
     if unknown:
-        current = resolve(unknown)
-        for vector_id in unknown:
-            pool.known[vector_id] = current.get(vector_id, -1)
+        _look_up(pool, resolve, unknown)
     kept: list[int] = []
     for position, vector_id in zip(near.tolist(), ids):
         if vector_id not in done and pool.known[vector_id] == int(pool.versions[position]):
