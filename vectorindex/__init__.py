@@ -30,9 +30,12 @@ __version__ = "0.9.0"
 _PUBLIC = {
     "CosineDistance": "expressions",
     "Distance": "expressions",
+    "HnswIndex": "indexes",
+    "IvfflatIndex": "indexes",
     "L1Distance": "expressions",
     "L2Distance": "expressions",
     "MaxInnerProduct": "expressions",
+    "VectorExtension": "operations",
     "VectorField": "fields",
     "VectorFormField": "forms",
     "VectorWidget": "forms",
@@ -44,9 +47,12 @@ _PUBLIC = {
 __all__ = [
     "CosineDistance",
     "Distance",
+    "HnswIndex",
+    "IvfflatIndex",
     "L1Distance",
     "L2Distance",
     "MaxInnerProduct",
+    "VectorExtension",
     "VectorField",
     "VectorFormField",
     "VectorIndex",
@@ -77,5 +83,6 @@ if TYPE_CHECKING:
     from .expressions import CosineDistance, Distance, L1Distance, L2Distance, MaxInnerProduct
     from .fields import VectorField
     from .forms import VectorFormField, VectorWidget
-    from .indexes import VectorIndex
+    from .indexes import HnswIndex, IvfflatIndex, VectorIndex
+    from .operations import VectorExtension
     from .orm.queryset import VectorManager, VectorQuerySet

@@ -88,15 +88,25 @@ def check_vector_indexes(app_configs: Any = None, **kwargs: Any) -> list[checks.
 def check_model_vector_indexes(model: Any) -> list[checks.CheckMessage]:
     from django.db import models
 
-    from .indexes import VectorIndex
+    from .indexes import IvfflatIndex, VectorIndex
 
     messages: list[checks.CheckMessage] = []
     for index in model._meta.indexes:
         if not isinstance(index, VectorIndex):
             continue
-        label = f"{model._meta.label}: VectorIndex {index.name!r}"
+        label = f"{model._meta.label}: {type(index).__name__} {index.name!r}"
         for problem in index.problems():
             messages.append(checks.Error(f"{label}: {problem}", obj=model, id="vectorindex.E101"))
+        if isinstance(index, IvfflatIndex) and index.lists is not None:
+            messages.append(
+                checks.Warning(
+                    f"{label}: lists={index.lists!r} is not used; this index sizes its posting lists "
+                    "from its rows as they come and go.",
+                    hint="Remove lists=, or tune head_fraction and posting_limit (see the README).",
+                    obj=model,
+                    id="vectorindex.W007",
+                )
+            )
         if len(index.fields) == 1:
             try:
                 field = model._meta.get_field(index.field_name)

@@ -27,10 +27,32 @@ from django.db.models import Index
 
 from .engine.postings import FORMATS
 
-__all__ = ["DISTANCES", "VectorIndex"]
+__all__ = ["DISTANCES", "OPCLASSES", "HnswIndex", "IvfflatIndex", "VectorIndex"]
 
 # distance name -> the Distance expression's metric that the index serves.
 DISTANCES = {"l2": "l2", "cosine": "cosine", "ip": "ip"}
+
+# pgvector's operator classes -> the distance an index with one of them serves.
+OPCLASSES = {
+    "vector_l2_ops": "l2",
+    "vector_ip_ops": "ip",
+    "vector_cosine_ops": "cosine",
+    "halfvec_l2_ops": "l2",
+    "halfvec_ip_ops": "ip",
+    "halfvec_cosine_ops": "cosine",
+}
+# pgvector's operator classes for distances this index does not serve, and the
+# expression each orders by: queries by those are answered by the exact scan.
+UNSERVED_OPCLASSES = {
+    "vector_l1_ops": "L1Distance",
+    "halfvec_l1_ops": "L1Distance",
+    "sparsevec_l2_ops": "L2Distance on a SparseVectorField",
+    "sparsevec_ip_ops": "MaxInnerProduct on a SparseVectorField",
+    "sparsevec_cosine_ops": "CosineDistance on a SparseVectorField",
+    "sparsevec_l1_ops": "L1Distance on a SparseVectorField",
+    "bit_hamming_ops": "HammingDistance",
+    "bit_jaccard_ops": "JaccardDistance",
+}
 
 # name: (default, kind, low, high) — kind "int" or "float"; bounds inclusive,
 # except that a float's low bound of 0.0 for head_fraction is exclusive. Kind
@@ -57,22 +79,62 @@ class VectorIndex(Index):
     """An approximate nearest-neighbour index over one ``VectorField``.
 
     ``distance`` is the distance it answers: ``"l2"`` (``L2Distance``),
-    ``"cosine"`` (``CosineDistance``) or ``"ip"`` (``MaxInnerProduct``). The
-    tuning options are described in the README; their defaults suit most data.
+    ``"cosine"`` (``CosineDistance``) or ``"ip"`` (``MaxInnerProduct``); or,
+    as pgvector declares it, ``opclasses=["vector_cosine_ops"]`` (see
+    :data:`OPCLASSES`), or the field as an expression,
+    ``OpClass(F("embedding"), name="vector_cosine_ops")``, a ``Cast`` of it
+    included. The tuning options are described in the README; their defaults
+    suit most data.
     """
 
     suffix = "vec"
+    # What migrations write for the class.
+    path = "vectorindex.VectorIndex"
 
-    def __init__(self, *, fields: Any = (), name: str | None = None, distance: str = "l2", **tuning: Any) -> None:
+    def __init__(
+        self,
+        *expressions: Any,
+        fields: Any = (),
+        name: str | None = None,
+        distance: str | None = None,
+        opclasses: Any = (),
+        **tuning: Any,
+    ) -> None:
         unknown = sorted(set(tuning) - set(TUNING))
         if unknown:
             raise TypeError(
-                f"VectorIndex got unknown option(s) {', '.join(unknown)}; "
-                f"the options are distance, {', '.join(TUNING)}."
+                f"{type(self).__name__} got unknown option(s) {', '.join(unknown)}; "
+                f"the options are distance, opclasses, {', '.join(TUNING)}."
+            )
+        if not isinstance(opclasses, (list, tuple)):
+            raise ValueError(f"{type(self).__name__}.opclasses must be a list or tuple.")
+        # As given, for deconstruct(): a migration writes the declaration as the model has it.
+        self.given_expressions = expressions
+        self.given_opclasses = list(opclasses)
+        if expressions:
+            if fields:
+                raise ValueError(f"{type(self).__name__} takes fields= or an expression, not both.")
+            if opclasses:
+                raise ValueError(
+                    f"{type(self).__name__}.opclasses cannot be used with an expression; "
+                    "name the operator class in OpClass(expression, name=...) instead."
+                )
+            fields, opclasses = zip(*(_field_and_opclass(self, e) for e in expressions), strict=True)
+            opclasses = [o for o in opclasses if o is not None]
+        if opclasses and len(opclasses) != len(fields):
+            raise ValueError(f"{type(self).__name__}.fields and opclasses must have the same number of elements.")
+        self.opclass = opclasses[0] if opclasses else None
+        served = OPCLASSES.get(self.opclass)
+        if distance is None:
+            distance = served or "l2"
+        elif served is not None and served != distance:
+            raise ValueError(
+                f"{type(self).__name__}(distance={distance!r}) disagrees with its operator class "
+                f"{self.opclass!r}, which orders by the {served} distance; give one of the two."
             )
         self.distance = distance
-        self.tuning = {key: tuning[key] for key in TUNING if key in tuning}
-        super().__init__(fields=fields, name=name)
+        self.tuning = {key: tuning[key] for key in TUNING if key in tuning and tuning[key] is not None}
+        super().__init__(fields=list(fields), name=name)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -102,7 +164,9 @@ class VectorIndex(Index):
         messages = []
         if len(self.fields) != 1 or self.fields[0].startswith("-"):
             messages.append("VectorIndex.fields must name exactly one VectorField, with no ordering.")
-        if self.distance not in DISTANCES:
+        if self.opclass is not None and self.opclass not in OPCLASSES:
+            messages.append(_opclass_problem(self.opclass))
+        elif self.distance not in DISTANCES:
             messages.append(
                 f"VectorIndex.distance must be one of {', '.join(repr(d) for d in DISTANCES)}, "
                 f"got {self.distance!r}."
@@ -153,14 +217,17 @@ class VectorIndex(Index):
         ]
 
     def deconstruct(self) -> tuple[str, tuple, dict]:
-        path, args, kwargs = super().deconstruct()
-        path = "vectorindex.VectorIndex"
-        if self.distance != "l2":
+        kwargs: dict[str, Any] = {"name": self.name}
+        if not self.given_expressions:
+            kwargs["fields"] = self.fields
+        if self.given_opclasses:
+            kwargs["opclasses"] = self.given_opclasses
+        if self.distance != OPCLASSES.get(self.opclass, "l2"):
             kwargs["distance"] = self.distance
         for key, value in self.tuning.items():
             if value != self.default(key):
                 kwargs[key] = value
-        return path, args, kwargs
+        return self.path, self.given_expressions, kwargs
 
     # The DDL: a statement that does nothing, naming the index for readers of
     # sqlmigrate. The index's contents live in vectorindex's own tables. A
@@ -189,3 +256,78 @@ class VectorIndex(Index):
             "SELECT 1 /* VectorIndex %(name)s on %(table)s: %(what)s */",
             name=self.name, table=model._meta.db_table, what=what,
         )
+
+
+class HnswIndex(VectorIndex):
+    """pgvector's ``HnswIndex``, declaring this app's index: a change of import for pgvector users.
+
+    ``m`` and ``ef_construction`` build the in-memory index over the heads
+    (the HNSW graph this index keeps), as they build pgvector's graph over
+    every row; ``opclasses`` (or ``OpClass(...)``) says the distance. A
+    ``halfvec_*_ops`` class serves the same distance: the posting lists
+    keep the ``payload`` format (int8 by default, smaller than half floats).
+    """
+
+    suffix = "hnsw"
+    path = "vectorindex.HnswIndex"
+
+
+class IvfflatIndex(VectorIndex):
+    """pgvector's ``IvfflatIndex``, declaring this app's index.
+
+    ``lists`` is accepted and kept in migrations, and not used: this index
+    sizes its lists from its rows as they come and go (``head_fraction``,
+    ``posting_limit``), and the system check ``vectorindex.W007`` says so.
+    """
+
+    suffix = "ivfflat"
+    path = "vectorindex.IvfflatIndex"
+
+    def __init__(self, *expressions: Any, lists: int | None = None, **kwargs: Any) -> None:
+        self.lists = lists
+        super().__init__(*expressions, **kwargs)
+
+    def deconstruct(self) -> tuple[str, tuple, dict]:
+        path, args, kwargs = super().deconstruct()
+        if self.lists is not None:
+            kwargs["lists"] = self.lists
+        return path, args, kwargs
+
+
+def _field_and_opclass(index: VectorIndex, expression: Any) -> tuple[str, str | None]:
+    """The field an index expression names, and the operator class it gives (None if none).
+
+    The expressions pgvector's documentation declares: ``OpClass(F(field),
+    name=...)``, ``OpClass(Cast(field, HalfVectorField(...)), name=...)``, a
+    bare field or ``Cast`` of one.
+    """
+    from django.contrib.postgres.indexes import OpClass
+    from django.db.models import F
+    from django.db.models.functions import Cast
+
+    opclass = None
+    inner = expression
+    if isinstance(inner, OpClass):
+        opclass = inner.extra.get("name")
+        inner = inner.get_source_expressions()[0]
+    if isinstance(inner, Cast):
+        inner = inner.get_source_expressions()[0]
+    if isinstance(inner, str):
+        inner = F(inner)
+    if type(inner) is not F:
+        raise ValueError(
+            f"{type(index).__name__} cannot index {expression!r}: it indexes one vector field, given as "
+            "fields=[name], a field name, OpClass(F(name), name=operator class), or a Cast of the field."
+        )
+    return inner.name, opclass
+
+
+def _opclass_problem(opclass: str) -> str:
+    served = ", ".join(OPCLASSES)
+    unserved = UNSERVED_OPCLASSES.get(opclass)
+    if unserved is not None:
+        return (
+            f"the operator class {opclass!r} orders by {unserved}, which this index does not serve "
+            f"(it serves {served}); remove the index: {unserved} queries are answered by the exact scan."
+        )
+    return f"the operator class {opclass!r} is not one this index knows; it serves {served}."

@@ -25,7 +25,7 @@ from django.db import migrations
 from .index.schema import relabel
 from .indexes import VectorIndex
 
-__all__ = ["RenameIndex", "RenameModel", "rename_vector_indexes"]
+__all__ = ["RenameIndex", "RenameModel", "VectorExtension", "rename_vector_indexes"]
 
 
 class RenameIndex(migrations.RenameIndex):
@@ -48,6 +48,39 @@ class RenameIndex(migrations.RenameIndex):
             return None
         index = state.models[app_label, self.model_name_lower].get_index_by_name(name)
         return index if isinstance(index, VectorIndex) else None
+
+
+class VectorExtension(migrations.operations.base.Operation):
+    """pgvector's ``VectorExtension``: ``CREATE EXTENSION vector`` there, nothing here.
+
+    Migrations written for pgvector run unchanged: vectors need no extension
+    in this app's databases.
+    """
+
+    reversible = True
+    reduces_to_sql = False
+
+    def __init__(self, hints: dict[str, Any] | None = None) -> None:
+        self.hints = hints or {}
+
+    def deconstruct(self) -> tuple[str, list, dict]:
+        return "vectorindex.VectorExtension", [], {"hints": self.hints} if self.hints else {}
+
+    def state_forwards(self, app_label: str, state: Any) -> None:
+        pass
+
+    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        pass
+
+    def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "Creates extension vector (nothing to do: vectors need no extension here)"
+
+    @property
+    def migration_name_fragment(self) -> str:
+        return "create_extension_vector"
 
 
 class RenameModel(migrations.RenameModel):

@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from vectorindex import VectorField, VectorIndex, VectorManager
+from vectorindex import HnswIndex, VectorField, VectorIndex, VectorManager
 
 
 class Category(models.Model):
@@ -119,3 +119,16 @@ class Memo(models.Model):
 
     class Meta:
         indexes = [VectorIndex(fields=["vectors"], name="renamed_vectors", probes=64)]
+
+
+class Clip(models.Model):
+    """Indexed as pgvector declares an index: HnswIndex with m, ef_construction and an operator class."""
+
+    embedding = VectorField(dimensions=8)
+
+    objects = VectorManager()
+
+    class Meta:
+        indexes = [
+            HnswIndex(name="clip_hnsw", fields=["embedding"], m=16, ef_construction=64, opclasses=["vector_cosine_ops"])
+        ]

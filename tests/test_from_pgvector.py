@@ -1,0 +1,152 @@
+"""pgvector.django's names, declared as its users declare them: HnswIndex, IvfflatIndex, VectorExtension."""
+
+import numpy as np
+import pytest
+from django.contrib.postgres.indexes import OpClass
+from django.db import connection, models
+from django.db.migrations.state import ProjectState
+from django.db.models.functions import Cast
+from django.test.utils import CaptureQueriesContext, isolate_apps
+
+from tests.indexing import build
+from tests.testapp.models import Clip
+from vectorindex import CosineDistance, HnswIndex, IvfflatIndex, VectorExtension, VectorField, VectorIndex
+from vectorindex.checks import check_model_vector_indexes
+from vectorindex.models import Posting
+
+
+@pytest.mark.parametrize(
+    ("opclass", "distance"),
+    [
+        ("vector_l2_ops", "l2"),
+        ("vector_cosine_ops", "cosine"),
+        ("vector_ip_ops", "ip"),
+        ("halfvec_l2_ops", "l2"),
+        ("halfvec_cosine_ops", "cosine"),
+        ("halfvec_ip_ops", "ip"),
+    ],
+)
+def test_an_operator_class_says_the_distance(opclass, distance):
+    for index in (
+        HnswIndex(name="e_hnsw", fields=["embedding"], opclasses=[opclass]),
+        IvfflatIndex(name="e_ivf", fields=["embedding"], lists=10, opclasses=[opclass]),
+        VectorIndex(name="e_vec", fields=["embedding"], opclasses=[opclass]),
+        HnswIndex(OpClass("embedding", name=opclass), name="e_expr"),
+    ):
+        assert (index.field_name, index.distance, index.problems()) == ("embedding", distance, [])
+
+
+def test_hnsw_options_build_the_head_index_and_round_trip_through_a_migration():
+    index = HnswIndex(name="e_hnsw", fields=["embedding"], m=24, ef_construction=64, opclasses=["vector_ip_ops"])
+    assert (index.options["m"], index.options["ef_construction"]) == (24, 64)
+    path, args, kwargs = index.deconstruct()
+    assert (path, args) == ("vectorindex.HnswIndex", ())
+    assert kwargs == {
+        "name": "e_hnsw", "fields": ["embedding"], "opclasses": ["vector_ip_ops"], "m": 24, "ef_construction": 64
+    }
+    assert HnswIndex(**kwargs) == index and index.clone() == index
+    # None, pgvector's "not given", is the default here too.
+    assert HnswIndex(name="e", fields=["embedding"], m=None, ef_construction=None).tuning == {}
+
+
+def test_the_half_precision_expression_pgvector_declares():
+    index = HnswIndex(
+        OpClass(Cast("embedding", VectorField(dimensions=3)), name="halfvec_l2_ops"),
+        name="hnsw_half_precision_idx",
+        m=16,
+        ef_construction=64,
+    )
+    assert (index.fields, index.distance, index.opclass) == (["embedding"], "l2", "halfvec_l2_ops")
+    path, args, kwargs = index.deconstruct()
+    assert len(args) == 1 and isinstance(args[0], OpClass)
+    assert kwargs == {"name": "hnsw_half_precision_idx", "ef_construction": 64}
+    assert index.clone() == index
+
+
+def test_ivfflat_keeps_lists_in_migrations():
+    index = IvfflatIndex(name="e_ivf", fields=["embedding"], lists=100, opclasses=["vector_l2_ops"])
+    path, args, kwargs = index.deconstruct()
+    assert (path, kwargs["lists"]) == ("vectorindex.IvfflatIndex", 100)
+    assert index.clone() == index and index.clone().lists == 100
+    assert index != IvfflatIndex(name="e_ivf", fields=["embedding"], lists=50, opclasses=["vector_l2_ops"])
+
+
+def test_declarations_that_cannot_mean_anything_are_refused_when_made():
+    with pytest.raises(ValueError, match="disagrees with its operator class 'vector_ip_ops'"):
+        HnswIndex(name="e", fields=["embedding"], distance="cosine", opclasses=["vector_ip_ops"])
+    with pytest.raises(ValueError, match="opclasses cannot be used with an expression"):
+        HnswIndex("embedding", name="e", opclasses=["vector_l2_ops"])
+    with pytest.raises(ValueError, match="fields= or an expression, not both"):
+        HnswIndex("embedding", name="e", fields=["embedding"])
+    with pytest.raises(ValueError, match="same number of elements"):
+        HnswIndex(name="e", fields=["embedding"], opclasses=["vector_l2_ops", "vector_ip_ops"])
+    with pytest.raises(ValueError, match="indexes one vector field"):
+        HnswIndex(OpClass(models.F("a") + models.F("b"), name="vector_l2_ops"), name="e")
+    with pytest.raises(TypeError, match="unknown option.*lists"):
+        HnswIndex(name="e", fields=["embedding"], lists=10)
+
+
+@isolate_apps("tests.testapp")
+def test_the_checks_say_which_operator_classes_and_options_are_not_served():
+    class Track(models.Model):
+        embedding = VectorField(dimensions=4)
+
+        class Meta:
+            app_label = "testapp"
+            indexes = [
+                HnswIndex(name="track_l1", fields=["embedding"], opclasses=["vector_l1_ops"]),
+                HnswIndex(name="track_bad", fields=["embedding"], opclasses=["vector_manhattan_ops"]),
+                IvfflatIndex(name="track_ivf", fields=["embedding"], lists=100, opclasses=["vector_l2_ops"]),
+            ]
+
+    messages = {(m.id, m.msg) for m in check_model_vector_indexes(Track) if m.id != "vectorindex.E104"}
+    assert messages == {
+        (
+            "vectorindex.E101",
+            "testapp.Track: HnswIndex 'track_l1': the operator class 'vector_l1_ops' orders by L1Distance, "
+            "which this index does not serve (it serves vector_l2_ops, vector_ip_ops, vector_cosine_ops, "
+            "halfvec_l2_ops, halfvec_ip_ops, halfvec_cosine_ops); remove the index: L1Distance queries are "
+            "answered by the exact scan.",
+        ),
+        (
+            "vectorindex.E101",
+            "testapp.Track: HnswIndex 'track_bad': the operator class 'vector_manhattan_ops' is not one this "
+            "index knows; it serves vector_l2_ops, vector_ip_ops, vector_cosine_ops, halfvec_l2_ops, "
+            "halfvec_ip_ops, halfvec_cosine_ops.",
+        ),
+        (
+            "vectorindex.W007",
+            "testapp.Track: IvfflatIndex 'track_ivf': lists=100 is not used; this index sizes its posting "
+            "lists from its rows as they come and go.",
+        ),
+    }
+
+
+@pytest.mark.django_db(transaction=True)  # a schema editor runs outside a test transaction
+def test_vector_extension_does_nothing_either_way():
+    operation = VectorExtension()
+    assert operation.deconstruct() == ("vectorindex.VectorExtension", [], {})
+    assert "nothing to do" in operation.describe()
+    state = ProjectState()
+    operation.state_forwards("testapp", state)
+    with connection.schema_editor(collect_sql=True) as editor:
+        operation.database_forwards("testapp", editor, state, state)
+        operation.database_backwards("testapp", editor, state, state)
+    assert editor.collected_sql == []
+
+
+@pytest.mark.django_db
+def test_an_hnsw_index_with_an_operator_class_answers_its_distance():
+    """Clip's migration starts with VectorExtension(), as pgvector's do; its HnswIndex serves cosine."""
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(300, 8)).astype(np.float32)
+    clips = Clip.objects.bulk_create(Clip(embedding=v) for v in vectors)
+    build("clip_hnsw")
+    query = vectors[7] + 0.01
+    with CaptureQueriesContext(connection) as queries:
+        found = [c.pk for c in Clip.objects.order_by(CosineDistance("embedding", query))[:5]]
+    assert any(Posting._meta.db_table in q["sql"] for q in queries)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    exact = np.argsort(-(unit @ (query / np.linalg.norm(query))))[:5]
+    assert found[0] == clips[7].pk
+    assert len(set(found) & {clips[i].pk for i in exact}) >= 4
