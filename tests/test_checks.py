@@ -16,13 +16,37 @@ def ids(messages):
     return [message.id for message in messages]
 
 
+class OwnQuerySets(models.Manager):
+    """A manager that builds its querysets itself, not from super().get_queryset()."""
+
+    def get_queryset(self):
+        return models.QuerySet(self.model, using=self._db)
+
+
 @pytest.mark.django_db  # Django 6 asks the database during model checks
-def test_default_manager_without_vector_queryset_warns():
-    messages = checks.run_checks(tags=[checks.Tags.models])
-    warning = next(m for m in messages if m.id == "vectorindex.W001")
-    assert warning.obj is Plain
-    assert "testapp.Plain has a VectorField" in warning.msg
-    assert "objects = VectorManager()" in warning.hint
+def test_every_manager_is_given_querysets_that_understand_distances():
+    assert not [m for m in checks.run_checks(tags=[checks.Tags.models]) if m.id in ("vectorindex.W001", "vectorindex.E104")]
+
+
+@isolate_apps("tests.testapp")
+def test_a_default_manager_that_builds_its_own_querysets_warns():
+    from vectorindex.checks import check_model_manager, check_model_vector_indexes
+
+    class Own(models.Model):
+        embedding = VectorField(dimensions=2)
+        objects = OwnQuerySets()
+
+        class Meta:
+            app_label = "testapp"
+            indexes = [VectorIndex(fields=["embedding"], name="own_embedding")]
+
+    [warning] = check_model_manager(Own)
+    assert warning.id == "vectorindex.W001"
+    assert warning.obj is Own
+    assert "testapp.Own has a VectorField" in warning.msg
+    assert "super().get_queryset()" in warning.hint
+    error = next(m for m in check_model_vector_indexes(Own) if m.id == "vectorindex.E104")
+    assert "needs a VectorQuerySet default manager" in error.msg
 
 
 def test_admin_without_the_mixin_warns():

@@ -9,8 +9,17 @@ from django.db.models.functions import Cast
 from django.test.utils import CaptureQueriesContext, isolate_apps
 
 from tests.indexing import build
-from tests.testapp.models import Clip
-from vectorindex import CosineDistance, HnswIndex, IvfflatIndex, VectorExtension, VectorField, VectorIndex
+from tests.testapp.models import Clip, ClipManager, ClipQuerySet
+from vectorindex import (
+    CosineDistance,
+    HnswIndex,
+    IvfflatIndex,
+    L2Distance,
+    VectorExtension,
+    VectorField,
+    VectorIndex,
+    VectorQuerySet,
+)
 from vectorindex.checks import check_model_vector_indexes
 from vectorindex.models import Posting
 
@@ -99,7 +108,7 @@ def test_the_checks_say_which_operator_classes_and_options_are_not_served():
                 IvfflatIndex(name="track_ivf", fields=["embedding"], lists=100, opclasses=["vector_l2_ops"]),
             ]
 
-    messages = {(m.id, m.msg) for m in check_model_vector_indexes(Track) if m.id != "vectorindex.E104"}
+    messages = {(m.id, m.msg) for m in check_model_vector_indexes(Track)}
     assert messages == {
         (
             "vectorindex.E101",
@@ -140,7 +149,7 @@ def test_an_hnsw_index_with_an_operator_class_answers_its_distance():
     """Clip's migration starts with VectorExtension(), as pgvector's do; its HnswIndex serves cosine."""
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(300, 8)).astype(np.float32)
-    clips = Clip.objects.bulk_create(Clip(embedding=v) for v in vectors)
+    clips = Clip.objects.bulk_create(Clip(seconds=i, embedding=v) for i, v in enumerate(vectors))
     build("clip_hnsw")
     query = vectors[7] + 0.01
     with CaptureQueriesContext(connection) as queries:
@@ -150,3 +159,81 @@ def test_an_hnsw_index_with_an_operator_class_answers_its_distance():
     exact = np.argsort(-(unit @ (query / np.linalg.norm(query))))[:5]
     assert found[0] == clips[7].pk
     assert len(set(found) & {clips[i].pk for i in exact}) >= 4
+    # The project's own queryset methods, with a distance, through its own manager, from the index.
+    with CaptureQueriesContext(connection) as queries:
+        short = list(Clip.objects.short().order_by(CosineDistance("embedding", query))[:3])
+    assert any(Posting._meta.db_table in q["sql"] for q in queries)
+    assert short and all(c.seconds < 60 for c in short)
+
+
+# Managers: any manager's querysets understand distances --------------------------------
+
+
+def test_the_projects_manager_and_queryset_classes_stay_what_they_were():
+    queryset = Clip.objects.all()
+    assert isinstance(Clip.objects, ClipManager) and isinstance(queryset, ClipQuerySet)
+    assert isinstance(queryset, VectorQuerySet)
+    assert type(Clip.objects).__name__ == "ClipManager" and type(queryset).__name__ == "ClipQuerySet"
+    assert callable(Clip.objects.short) and callable(Clip.objects.approximate)
+    # What a migration writes for it (use_in_migrations) is the project's class.
+    assert Clip.objects.deconstruct() == (False, "tests.testapp.models.ClipManager", None, (), {})
+
+
+@isolate_apps("tests.testapp")
+def test_managers_declared_any_way_are_given_distances():
+    class Published(models.Manager):
+        def get_queryset(self):
+            return super().get_queryset().filter(seconds__gt=0)
+
+    class TalkQuerySet(models.QuerySet):
+        def long(self):
+            return self.filter(seconds__gte=3600)
+
+    class Recorded(models.Model):
+        seconds = models.IntegerField(default=0)
+        embedding = VectorField(dimensions=2)
+        objects = TalkQuerySet.as_manager()
+        published = Published()
+
+        class Meta:
+            abstract = True
+            app_label = "testapp"
+
+    class Talk(Recorded):
+        class Meta:
+            app_label = "testapp"
+
+    class Unrelated(models.Model):
+        objects = TalkQuerySet.as_manager()
+
+        class Meta:
+            app_label = "testapp"
+
+    for manager in (Talk.objects, Talk.published, Talk._default_manager):
+        assert isinstance(manager.all(), VectorQuerySet)
+    assert isinstance(Talk.objects.long(), TalkQuerySet)
+    assert Talk.objects.deconstruct()[:3] == (True, None, "tests.test_from_pgvector.TalkQuerySet")
+    # Django copies the managers again after the registry's caches are cleared.
+    Talk._meta._expire_cache()
+    assert isinstance(Talk.objects.all(), VectorQuerySet) and isinstance(Talk.published.all(), VectorQuerySet)
+    # A model with no vector field sharing the queryset class keeps Django's.
+    assert not isinstance(Unrelated.objects.all(), VectorQuerySet)
+
+
+@isolate_apps("tests.testapp")
+def test_related_managers_are_given_distances_too():
+    class Playlist(models.Model):
+        class Meta:
+            app_label = "testapp"
+
+    class Song(models.Model):
+        playlist = models.ForeignKey(Playlist, on_delete=models.CASCADE)
+        lists = models.ManyToManyField(Playlist, related_name="listed")
+        embedding = VectorField(dimensions=2)
+
+        class Meta:
+            app_label = "testapp"
+
+    playlist = Playlist(pk=1)
+    assert isinstance(playlist.song_set.order_by(L2Distance("embedding", [0, 0])), VectorQuerySet)
+    assert isinstance(playlist.listed.all(), VectorQuerySet)

@@ -27,25 +27,34 @@ def _vector_models() -> list[Any]:
 
 @checks.register(checks.Tags.models)
 def check_managers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """A model with a VectorField needs a VectorQuerySet manager for distances."""
+    """A model with a VectorField needs a default manager whose querysets understand distances.
+
+    Every manager is given such querysets when its model is prepared
+    (:func:`vectorindex.orm.queryset.give_vector_querysets`); one whose
+    ``get_queryset()`` builds a queryset of its own making is not.
+    """
     messages = []
     for model in _vector_models():
-        if app_configs is not None and model._meta.app_config not in app_configs:
-            continue
-        manager = model._default_manager
-        if not isinstance(manager.get_queryset(), VectorQuerySet):
-            messages.append(
-                checks.Warning(
-                    f"{model._meta.label} has a VectorField, but its default manager "
-                    f"'{manager.name}' does not return a VectorQuerySet, so distance "
-                    "expressions (L2Distance, …) cannot be evaluated through it.",
-                    hint="Add `objects = VectorManager()` (from vectorindex) to the model, "
-                    "or base its QuerySet on vectorindex.VectorQuerySet.",
-                    obj=model,
-                    id="vectorindex.W001",
-                )
-            )
+        if app_configs is None or model._meta.app_config in app_configs:
+            messages.extend(check_model_manager(model))
     return messages
+
+
+def check_model_manager(model: Any) -> list[checks.CheckMessage]:
+    manager = model._default_manager
+    if isinstance(manager.get_queryset(), VectorQuerySet):
+        return []
+    return [
+        checks.Warning(
+            f"{model._meta.label} has a VectorField, but its default manager "
+            f"'{manager.name}' does not return a VectorQuerySet, so distance "
+            "expressions (L2Distance, …) cannot be evaluated through it.",
+            hint="Let its get_queryset() start from super().get_queryset(), or build "
+            "a vectorindex.VectorQuerySet (or a subclass of one).",
+            obj=model,
+            id="vectorindex.W001",
+        )
+    ]
 
 
 @checks.register(checks.Tags.admin)
@@ -137,7 +146,8 @@ def check_model_vector_indexes(model: Any) -> list[checks.CheckMessage]:
                     f"{label} needs a VectorQuerySet default manager: bulk_create(), "
                     "update() and bulk_update() through any other manager would leave "
                     "the index behind.",
-                    hint="Add `objects = VectorManager()` to the model.",
+                    hint="Let its get_queryset() start from super().get_queryset(), or build "
+                    "a vectorindex.VectorQuerySet (or a subclass of one).",
                     obj=model,
                     id="vectorindex.E104",
                 )

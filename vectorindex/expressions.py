@@ -108,9 +108,9 @@ class Distance(Func):
         model = compiler.query.model
         raise NotSupportedError(
             f"{type(self).__name__} is computed in numpy, not in SQL. Query it "
-            f"through a VectorQuerySet (for example `objects = VectorManager()` on "
-            f"{model.__name__ if model else 'the model'}), and not inside a "
-            "subquery, a union or an aggregation."
+            f"through a manager of {model.__name__ if model else 'the model'} (any manager "
+            "whose get_queryset() starts from super().get_queryset(), or a VectorQuerySet), "
+            "and not inside a subquery, a union or an aggregation."
         )
 
 

@@ -96,8 +96,20 @@ def _wrap(model: Any) -> None:
     model.refresh_from_db = refresh_from_db
 
 
+def has_vector_field(model: Any) -> bool:
+    from .fields import VectorField
+
+    return any(isinstance(field, VectorField) for field in model._meta.concrete_fields)
+
+
 def _on_class_prepared(sender: Any, **kwargs: Any) -> None:
-    if sender._meta.abstract or not has_vector_index(sender._meta.concrete_model):
+    if sender._meta.abstract:
+        return
+    if has_vector_field(sender):
+        from .orm.queryset import give_vector_querysets
+
+        give_vector_querysets(sender)
+    if not has_vector_index(sender._meta.concrete_model):
         return
     _wrap(sender._meta.concrete_model)
     # Connected per model (the indexed one and its proxies), not for all: a

@@ -53,7 +53,7 @@ def test_status_reports_the_numbers(built):
 
 
 def test_commands_refuse_unknown_names_and_unbuilt_indexes(db):
-    with pytest.raises(CommandError, match="No VectorIndex named 'nope'; declared: package_embedding, passage_embedding, point_embedding."):
+    with pytest.raises(CommandError, match="No VectorIndex named 'nope'; declared: clip_hnsw, package_embedding, passage_embedding, point_embedding."):
         command("check", "nope")
     with pytest.raises(CommandError, match="point_embedding: point_embedding is not built"):
         command("check", "point_embedding")

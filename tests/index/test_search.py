@@ -103,7 +103,7 @@ def test_system_checks_catch_bad_declarations():
     messages = check_model_vector_indexes(Bad)
     texts = [m.msg for m in messages]
     ids = {m.id for m in messages}
-    assert ids == {"vectorindex.E101", "vectorindex.E102", "vectorindex.E104"}
+    assert ids == {"vectorindex.E101", "vectorindex.E102"}
     assert "testapp.Bad: VectorIndex 'bad_title': VectorIndex.distance must be one of 'l2', 'cosine', 'ip', got 'manhattan'." in texts
     assert "testapp.Bad: VectorIndex 'bad_title': VectorIndex.replicas must be an integer from 1 to 8, got 0." in texts
     assert "testapp.Bad: VectorIndex 'bad_title': VectorIndex.head_fraction must be a number greater than 0 and at most 1.0, got 0." in texts

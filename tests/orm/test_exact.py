@@ -11,7 +11,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from django.core.exceptions import FieldError
-from django.db import NotSupportedError, connection
+from django.db import NotSupportedError, connection, models
 from django.db.models import Avg, Count, F, Q, Sum
 from django.test.utils import CaptureQueriesContext
 
@@ -338,10 +338,17 @@ def test_clear_errors(db):
         list(Category.objects.filter(item__in=Item.objects.alias(d=L2Distance("embedding", [0] * 8)).filter(d__lt=1)))
 
 
-def test_a_plain_manager_gets_a_clear_error(db):
+def test_djangos_own_manager_answers_distances(db):
+    """Plain declares no manager: Django's ``objects`` is given querysets that understand distances."""
+    far, near = Plain.objects.create(embedding=[5, 5]), Plain.objects.create(embedding=[1, 2])
+    assert list(Plain.objects.order_by(L2Distance("embedding", [0, 0]))) == [near, far]
+    assert list(Plain.objects.approximate(probes=4).filter(embedding__isnull=False).order_by(L2Distance("embedding", [9, 9]))) == [far, near]
+
+
+def test_a_queryset_made_without_the_manager_gets_a_clear_error(db):
     Plain.objects.create(embedding=[1, 2])
-    with pytest.raises(NotSupportedError, match=r"through a VectorQuerySet \(for example `objects = VectorManager\(\)` on Plain\)"):
-        list(Plain.objects.order_by(L2Distance("embedding", [0, 0])))
+    with pytest.raises(NotSupportedError, match=r"through a manager of Plain \(any manager whose get_queryset\(\) starts from super\(\).get_queryset\(\)"):
+        list(models.QuerySet(Plain).order_by(L2Distance("embedding", [0, 0])))
 
 
 def test_aggregate_average_and_sum_of_vectors(data):

@@ -121,12 +121,23 @@ class Memo(models.Model):
         indexes = [VectorIndex(fields=["vectors"], name="renamed_vectors", probes=64)]
 
 
-class Clip(models.Model):
-    """Indexed as pgvector declares an index: HnswIndex with m, ef_construction and an operator class."""
+class ClipQuerySet(models.QuerySet):
+    def short(self):
+        return self.filter(seconds__lt=60)
 
+
+class ClipManager(models.Manager.from_queryset(ClipQuerySet)):
+    use_in_migrations = True
+
+
+class Clip(models.Model):
+    """Declared as a pgvector user declares a model: HnswIndex with m, ef_construction and an operator
+    class, and the project's own manager and queryset (no VectorManager)."""
+
+    seconds = models.IntegerField(default=0)
     embedding = VectorField(dimensions=8)
 
-    objects = VectorManager()
+    objects = ClipManager()
 
     class Meta:
         indexes = [

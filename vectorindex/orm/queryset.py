@@ -26,7 +26,7 @@ from ..fields import VectorField
 from . import exact
 from .planner import SearchOptions, plan_query
 
-__all__ = ["VectorManager", "VectorQuerySet"]
+__all__ = ["VectorManager", "VectorQuerySet", "give_vector_querysets"]
 
 VECTOR_AGGREGATES = (Avg, Sum)
 
@@ -354,3 +354,50 @@ class VectorQuerySet(models.QuerySet):
 
 class VectorManager(models.Manager.from_queryset(VectorQuerySet)):
     """The manager for models with vector fields: ``objects = VectorManager()``."""
+
+
+# A manager class -> the same class returning querysets that also understand distances.
+_vector_manager_classes: dict[type, type] = {}
+
+
+def give_vector_querysets(model: type[models.Model]) -> None:
+    """Make every manager of *model* return querysets that understand distances, whatever manager it declares.
+
+    For a model with a ``VectorField``, run when its class is prepared. Each
+    manager whose queryset class is not a :class:`VectorQuerySet` gets, in
+    place, a subclass of its own class whose querysets are of a subclass of
+    its own queryset class with ``VectorQuerySet`` first: its own methods
+    stay, and ``approximate()``/``exact()`` are added. The subclasses keep the
+    names and modules of the classes they extend, so that a migration writes
+    the project's own manager (``use_in_migrations``) and ``isinstance`` still
+    holds. The managers a model's class declares and those it inherits are
+    given their subclass: Django copies managers from them again whenever
+    the app registry's caches are cleared. A manager whose ``get_queryset()``
+    builds some other queryset itself is left as it is (check vectorindex.W001).
+    """
+    for klass in model.__mro__:
+        meta = klass.__dict__.get("_meta")
+        if meta is None:
+            continue
+        for manager in meta.local_managers:
+            _give(manager)
+    for manager in model._meta.__dict__.get("managers", ()):  # the copies made already
+        _give(manager)
+
+
+def _give(manager: models.Manager) -> None:
+    cls = type(manager)
+    if issubclass(getattr(cls, "_queryset_class", VectorQuerySet), VectorQuerySet):
+        return
+    made = _vector_manager_classes.get(cls)
+    if made is None:
+        queryset_class = cls._queryset_class
+        named = {"__module__": queryset_class.__module__, "__qualname__": queryset_class.__qualname__}
+        vector_queryset_class = type(queryset_class.__name__, (VectorQuerySet, queryset_class), named)
+        made = cls.from_queryset(vector_queryset_class, cls.__name__)
+        made.__module__, made.__qualname__ = cls.__module__, cls.__qualname__
+        # Equal to the class it extends, as migrations compare managers.
+        made.__eq__ = lambda self, other: isinstance(other, cls) and self._constructor_args == other._constructor_args
+        made.__hash__ = cls.__hash__
+        _vector_manager_classes[cls] = made
+    manager.__class__ = made
