@@ -9,3 +9,10 @@ from vectorindex.conf import DEFAULTS
 # suite's other processes (workers); tests/index/test_calibration.py turns
 # calibration on.
 DEFAULTS["CALIBRATION_QUERIES"] = 0
+
+# Nor does migrate build the indexes it leaves not built (BUILD_ON_MIGRATE):
+# the suite's tests start from indexes that are not built and build those
+# they use. tests/test_build_on_migrate.py turns it on, and the tests that run
+# a project's commands in processes of their own (tests/test_schema_changes.py)
+# have it on as a project does.
+DEFAULTS["BUILD_ON_MIGRATE"] = False

@@ -452,6 +452,11 @@ def test_a_user_changes_dimensions_then_distance_then_removes_and_adds_the_index
             f"and 35 more; row {pks[0]} stores 8 dimensions (32 bytes); fix or clear those rows (save them with "
             "16-dimensional vectors, or delete them)."
         )
+        # migrate builds what it leaves not built, and says why it cannot.
+        assert (
+            f"shop_embedding is not built (queries take the exact path): {wrong_rows} The build changed nothing; "
+            "run `manage.py vectorindex build shop_embedding` again once they are fixed."
+        ) in deployed["migrate"]
         used = run("status", "check", "save", "nearest new", "nearest", "build", "heads")
         assert (used["status"]["status"], used["status"]["changed_since_build"]) == ("empty", ["dimensions 8 → 16"])
         assert used["check"] == (
@@ -474,10 +479,11 @@ def test_a_user_changes_dimensions_then_distance_then_removes_and_adds_the_index
         assert fixed["check"] == "shop_embedding: ok\n"
 
         # distance l2 → cosine: the index removed and added again in one migration,
-        # which drops what it stored (RemoveIndex): a new index, not built.
+        # which drops what it stored (RemoveIndex): a new index, which migrate builds.
         run = shop(tmp_path, 16, "cosine")
         deployed = run("makemigrations", "migrate", "status", "save", "build", "check")
-        assert deployed["status"]["status"] == "empty" and "changed_since_build" not in deployed["status"]
+        assert "Building shop_embedding (shop.Item.embedding):\n  shop_embedding: 41 vectors" in deployed["migrate"]
+        assert deployed["status"]["status"] == "ready" and "changed_since_build" not in deployed["status"]
         assert isinstance(deployed["save"], int)
         assert deployed["build"].startswith("shop_embedding: 42 vectors")
         assert deployed["check"] == "shop_embedding: ok\n"

@@ -52,13 +52,15 @@ def _migrated(state_apps: Any) -> bool:
 
 
 def _register_indexes(using: str = "default", verbosity: int = 1, stdout: Any = None, **kwargs: object) -> None:
-    """After migrate (and flush), every declared VectorIndex has its state row.
+    """After migrate (and flush), every declared VectorIndex has its state row, and is built.
 
     An index whose declaration changed since its build, or whose row holds
     what another index left behind, is reset to not built, and migrate says
-    so (at verbosity 1 and above) with what to run. What the database has is
-    what migrate's state says (*apps*), which may lack models that are
-    installed (``migrate app zero``).
+    so (at verbosity 1 and above). What the database has is what migrate's
+    state says (*apps*), which may lack models that are installed (``migrate
+    app zero``). Then each index there that is not built is built on the
+    rows its table holds, as a database builds an index it creates, with the
+    build command's progress on a terminal (``BUILD_ON_MIGRATE``).
     """
     from django.db import router
 
@@ -74,5 +76,9 @@ def _register_indexes(using: str = "default", verbosity: int = 1, stdout: Any = 
             if verbosity >= 1:
                 out.write(message + "\n")
 
-        sync_states(using, report=report, migrated=state_apps)
+        states = sync_states(using, report=report, migrated=state_apps)
+        reset_runtimes()
+        from .index.build import build_after_migrate
+
+        build_after_migrate(states, using, report=report, progress=verbosity >= 1 and out.isatty())
     reset_runtimes()

@@ -66,7 +66,14 @@ DEFAULTS: dict[str, Any] = {
     # every build, and when maintenance finds the index grown or changed).
     # 0: no calibration; queries read the index's declared probes, or 128.
     "CALIBRATION_QUERIES": 200,
+    # Whether ``migrate`` builds the indexes it leaves not built (those its
+    # migrations created or changed, on the rows the tables hold), as a
+    # database builds an index it creates. False: ``manage.py vectorindex
+    # build`` does, when you run it; until then queries are answered exactly.
+    "BUILD_ON_MIGRATE": True,
 }
+
+BOOLEANS = ("BUILD_ON_MIGRATE",)
 
 POSITIVE_INTEGERS = (
     "EXACT_CHUNK_SIZE",
@@ -137,6 +144,9 @@ class VectorIndexSettings:
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ImproperlyConfigured(f"VECTORINDEX['{name}'] must be a finite number of {unit} > 0, got {value!r}.")
+        for name in BOOLEANS:
+            if not isinstance(merged[name], bool):
+                raise ImproperlyConfigured(f"VECTORINDEX['{name}'] must be True or False, got {merged[name]!r}.")
         for name in POSITIVE_INTEGERS:
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

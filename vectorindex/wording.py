@@ -97,6 +97,18 @@ def remedy(name: str, violation: str) -> str:
     )
 
 
+def built_lines(name: str, report: Any) -> list[str]:
+    """What a build did (an ``index.build.BuildReport``), in words."""
+    lines = [
+        f"{name}: {counted(report.vectors, 'vector')}, {counted(report.heads, 'head')}, "
+        f"{counted(report.entries, 'posting entry', 'posting entries')} in {report.seconds:.1f} s "
+        f"({report.vectors_per_second:,.0f} vectors/s)"
+    ]
+    if report.calibration is not None:
+        lines.append(f"{name}: calibrated: {report.calibration.describe()}")
+    return lines
+
+
 def status_lines(report: dict[str, Any]) -> list[str]:
     """``status`` in words."""
     name = report["name"]

@@ -23,7 +23,9 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from django.db import transaction
@@ -33,7 +35,7 @@ from ..engine import postings, routing
 from ..engine.calibration import Calibration
 from ..engine.head import prepare
 from ..engine.partition import REASSIGN_NEIGHBOURS, partition
-from ..exceptions import CorruptVector
+from ..exceptions import CorruptVector, VectorIndexError
 from ..models import IndexState
 from ..storage import job_transaction
 from ..storage.cache import posting_cache
@@ -89,6 +91,45 @@ def _read_vectors(declared: Declared, using: str, progress: Progress | None) -> 
     return np.concatenate(pks), np.concatenate(blocks)
 
 
+def build_after_migrate(states: list[Any], using: str, *, report: Callable[[str], None], progress: bool) -> None:
+    """Build each index that migrate left not built on *using* (its state row among *states*).
+
+    Those in the migrated database (``declared``), whose options the checks
+    accept and whose model is migrated on *using*; told to *report*, with
+    progress bars when *progress*. Nothing with ``BUILD_ON_MIGRATE`` off.
+    """
+    from django.db import router
+
+    from ..conf import vectorindex_settings
+    from ..management.progress import progress_bars
+    from ..storage.dialects import DIALECTS, vendor
+    from ..wording import built_lines
+    from .registry import declared_indexes
+
+    if not vectorindex_settings.BUILD_ON_MIGRATE or vendor(using) not in DIALECTS:
+        return
+    declared = declared_indexes()
+    for state in states:
+        item = declared.get(state.name)
+        if (
+            item is None
+            or not state.declared
+            or state.status != IndexState.Status.EMPTY
+            or item.index.problems()
+            or not router.allow_migrate_model(using, item.model)
+        ):
+            continue
+        report(f"Building {item.name} ({item.model._meta.label}.{item.field.name}):")
+        try:
+            with progress_bars(item.name, progress, unit="vec") as bars:
+                done = build(item, using, progress=bars)
+        except VectorIndexError as error:  # rows that cannot be indexed: migrate has done its part
+            report(f"  {item.name} is not built (queries take the exact path): {error}")
+            continue
+        for line in built_lines(item.name, done):
+            report(f"  {line}")
+
+
 def build(declared: Declared, using: str = "default", *, progress: Progress | None = None, seed: int | None = None) -> BuildReport:
     started = time.perf_counter()
     options = declared.options
@@ -136,6 +177,11 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
         payload = postings.Payload.fit(options["payload"], vectors)
         storage.payload = payload
         rows, owners, head_vectors = _assign_balanced(rt, vectors[chosen], vectors, options, progress)
+        if not count:
+            # No rows (a table just created): one head for the first writes to
+            # go to, split as any list once they outgrow it; the split's heads
+            # are theirs. Any vector does: it is the only one.
+            head_vectors = np.eye(1, declared.field.dimensions, dtype=np.float32)
         head_ids = storage.insert_heads(head_vectors, lsn=0)
         owners = head_ids[owners]
         head = rt.new_head(head_ids, head_vectors, generation=generation, lsn=0)

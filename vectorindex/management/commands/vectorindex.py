@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
@@ -24,7 +23,8 @@ from ...exceptions import VectorIndexError
 from ...index import build as building
 from ...index import recovery, removal
 from ...index.registry import Declared, declared_indexes, declared_names, get_declared
-from ...wording import counted, remedy, status_lines
+from ...wording import built_lines, counted, remedy, status_lines
+from ..progress import progress_bars
 
 
 def _build_options(parser: CommandParser) -> None:
@@ -198,37 +198,17 @@ class Command(BaseCommand):
         names = [stored.name for stored in removal.leftovers(database)]
         return f"left by removed indexes: {', '.join(names)}" if names else "no removed index left anything behind"
 
-    @contextmanager
-    def _progress(self, declared: Declared, options: dict, unit: str = "it") -> Iterator[Callable[[str, int, int], None]]:
+    def _progress(self, declared: Declared, options: dict, unit: str = "it") -> Any:
         """A ``progress(stage, done, total)`` that draws one bar per stage on a terminal (not with --no-progress)."""
-        bars: dict[str, tqdm] = {}
-        show = not options["no_progress"] and self.stdout.isatty()
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if show:
-                bar = bars.get(stage)
-                if bar is None:
-                    bar = bars[stage] = tqdm(total=total, desc=f"{declared.name}: {stage}", unit=unit, leave=False)
-                bar.update(done - bar.n)
-
-        try:
-            yield progress
-        finally:
-            for bar in bars.values():
-                bar.close()
+        return progress_bars(declared.name, not options["no_progress"] and self.stdout.isatty(), unit)
 
     # build -----------------------------------------------------------------------
 
     def do_build(self, declared: Declared, options: dict) -> None:
         with self._progress(declared, options, unit="vec") as progress:
             report = building.build(declared, options["database"], progress=progress, seed=options["seed"])
-        self.stdout.write(
-            f"{declared.name}: {counted(report.vectors, 'vector')}, {counted(report.heads, 'head')}, "
-            f"{counted(report.entries, 'posting entry', 'posting entries')} in {report.seconds:.1f} s "
-            f"({report.vectors_per_second:,.0f} vectors/s)"
-        )
-        if report.calibration is not None:
-            self.stdout.write(f"{declared.name}: calibrated: {report.calibration.describe()}")
+        for line in built_lines(declared.name, report):
+            self.stdout.write(line)
 
     # status ----------------------------------------------------------------------
 
