@@ -109,3 +109,21 @@ def test_an_index_built_empty_grows_by_splits_to_the_recall_of_a_build(settings)
     build("point_embedding")
     fresh = recall([top(q) for q in queries], truth)
     assert grown >= fresh - 0.05 and grown >= 0.85, (grown, fresh)
+
+
+@pytest.mark.django_db
+def test_an_index_too_small_to_calibrate_reads_every_list_as_it_grows(settings):
+    """Calibrated with nothing to sample, a query reads every list, however many splits made since."""
+    from vectorindex.index.maintenance.splitting import split
+
+    settings.VECTORINDEX = {"JOBS": "manual", "CALIBRATION_QUERIES": 200}
+    build("point_embedding")  # empty: one head, "every list"
+    vectors = clustered(1200, seed=8)
+    Point.objects.bulk_create(Point(embedding=v) for v in vectors)
+    [seed] = Head.objects.filter(index__name="point_embedding").values_list("pk", flat=True)
+    split(get_declared("point_embedding"), seed)
+    assert Head.objects.filter(index__name="point_embedding", retired_lsn__isnull=True).count() >= 6
+    queries = vectors[::60] + 0.01
+    truth = [[p.pk for p in Point.objects.order_by(L2Distance("embedding", q)).exact()[:10]] for q in queries]
+    found = [[p.pk for p in Point.objects.order_by(L2Distance("embedding", q))[:10]] for q in queries]
+    assert recall(found, truth) >= 0.99

@@ -163,7 +163,7 @@ def probes_line(probes: dict[str, Any]) -> str:
     if "measured_recall" not in probes:
         return said
     if not probes["queries"]:
-        return f"{said}; every list: the index has too few vectors or heads to sample"
+        return f"{said}; every list: the index had too few vectors or heads to sample when calibrated"
     return (
         f"{said}; calibrated {probes['calibrated_at'][:16].replace('T', ' ')} on {probes['queries']} of its "
         f"{probes['calibrated_vectors']:,} vectors: {probes['calibrated_probes']:,} lists gave recall@10 "

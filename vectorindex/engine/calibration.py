@@ -136,6 +136,10 @@ def ladder(most: int) -> list[int]:
     return points
 
 
+# Probes that read every list, however many an index has.
+EVERY_LIST = 1 << 31
+
+
 @dataclass
 class Calibration:
     """What a calibration measured, as the state row keeps it (``IndexState.calibration``)."""
@@ -174,8 +178,14 @@ class Calibration:
         """Probes for *recall*: the fewest the curve says reach it, times the factor real queries needed.
 
         At the target itself, the probes the real queries were measured at.
-        Beyond the curve's best, every head it was measured up to.
+        Beyond the curve's best, every head it was measured up to. Every
+        list (:data:`EVERY_LIST`) when there was nothing to sample.
         """
+        if not self.queries:
+            # Too few vectors or heads to sample when calibrated: every list,
+            # however many the index has now (an index built on an empty table
+            # grows by splits until maintenance calibrates it again).
+            return EVERY_LIST
         if math.isclose(recall, self.target):
             return self.probes
         enough = [p for p, share in self.curve if share >= recall]
@@ -183,4 +193,4 @@ class Calibration:
         return max(1, min(int(math.ceil(fewest * self.factor)), max(self.heads, 1)))
 
 
-__all__ = ["Calibration", "K", "Neighbours", "as_near", "curve", "first_reach", "ladder", "pairwise"]
+__all__ = ["EVERY_LIST", "Calibration", "K", "Neighbours", "as_near", "curve", "first_reach", "ladder", "pairwise"]

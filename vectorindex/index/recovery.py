@@ -17,6 +17,7 @@ import numpy as np
 from django.db import connections, transaction
 from django.utils import timezone
 
+from ..engine.calibration import EVERY_LIST
 from ..engine.codec import STORAGE_DTYPE
 from ..engine.head import HeadIndex, prepare
 from ..exceptions import HeadIndexError, IndexNotReady, SnapshotError
@@ -296,7 +297,10 @@ def probes_report(rt: Any) -> dict[str, Any]:
     """How many lists a query reads by default, and why: declared, calibrated, or not calibrated yet."""
     options = rt.declared.options
     found = rt.calibration
-    report: dict[str, Any] = {"probes": rt.probes(), "target": options["recall"]}
+    probes = rt.probes()
+    if probes >= EVERY_LIST:  # as many as the index has heads
+        probes = len(rt.head) if rt.head is not None else found.probes
+    report: dict[str, Any] = {"probes": probes, "target": options["recall"]}
     if options["probes"] is not None:
         report["source"] = "declared"
     elif found is None:
