@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "vectorindex",
     "tests.testapp",
+    "tests.django_app",
     "demo_project.packages",
 ]
 

@@ -65,7 +65,7 @@ def test_read_only_vector_field(superuser_client, db):
 
 def test_view_only_user_sees_previews(client, item):
     user = User.objects.create_user("viewer", password="pw", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="view_item"))
+    user.user_permissions.add(Permission.objects.get(codename="view_item", content_type__app_label="testapp"))
     client.force_login(user)
     response = client.get(reverse("admin:testapp_item_change", args=[item.pk]))
     assert response.status_code == 200

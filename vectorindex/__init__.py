@@ -38,6 +38,7 @@ _PUBLIC = {
     "VectorExtension": "operations",
     "VectorField": "fields",
     "VectorFormField": "forms",
+    "VectorPreviewWidget": "forms",
     "VectorWidget": "forms",
     "VectorIndex": "indexes",
     "VectorManager": "orm.queryset",
@@ -57,6 +58,7 @@ __all__ = [
     "VectorFormField",
     "VectorIndex",
     "VectorManager",
+    "VectorPreviewWidget",
     "VectorQuerySet",
     "VectorWidget",
 ]
@@ -82,7 +84,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .expressions import CosineDistance, Distance, L1Distance, L2Distance, MaxInnerProduct
     from .fields import VectorField
-    from .forms import VectorFormField, VectorWidget
+    from .forms import VectorFormField, VectorPreviewWidget, VectorWidget
     from .indexes import HnswIndex, IvfflatIndex, VectorIndex
     from .operations import VectorExtension
     from .orm.queryset import VectorManager, VectorQuerySet

@@ -1,7 +1,9 @@
 """Admin integration: vectors shown compactly, never as a thousand numbers.
 
-Editable vector fields use :class:`~vectorindex.forms.VectorWidget` (a summary
-line over a collapsed textarea) with any ModelAdmin. Read-only display — in
+Editable vector fields are a plain text input of ``[1.0, 2.0, …]`` with any
+ModelAdmin; :class:`VectorAdminMixin` gives them
+:class:`~vectorindex.forms.VectorPreviewWidget` (a summary line over a
+collapsed textarea, open when a required vector is missing). Read-only display — in
 ``readonly_fields``, for users with view permission only, and in
 ``list_display`` — goes through Django's ``display_for_field``, which cannot show
 a numpy array (it asks ``array in EMPTY_VALUES``). :class:`VectorAdminMixin`
@@ -27,6 +29,7 @@ from .engine import codec
 from .engine.calibration import Calibration
 from .exceptions import InvariantViolated, VectorIndexError
 from .fields import VectorField
+from .forms import VectorPreviewWidget
 from .models import Head, IndexState, Version
 from .storage import posting_table_memory
 from .wording import buffer_pool_warning, posting_data, posting_table_hint, posting_table_warning
@@ -53,6 +56,11 @@ def preview_html(vector: Any, full: bool = True) -> str:
 
 class VectorAdminMixin:
     """Shows a model's vector fields compactly wherever the admin displays them."""
+
+    def formfield_for_dbfield(self, db_field: Any, request: Any, **kwargs: Any) -> Any:
+        if isinstance(db_field, VectorField) and "widget" not in kwargs:
+            kwargs["widget"] = VectorPreviewWidget
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def _vector_field_names(self) -> set[str]:
         return {

@@ -1,9 +1,12 @@
-"""Form field and widget for vectors.
+"""Form field and widgets for vectors.
 
-The text form is ``[1.0, 2.0, 3.0]``. The widget shows a one-line summary (the
-dimensions and the first few values) and keeps the full vector in a collapsed
-``<details>`` element, so that a form or the admin never opens on a textarea of a
-thousand numbers.
+The text form is ``[1.0, 2.0, 3.0]``. A form's widget is a plain text input
+holding it (``value="[1.0, 2.0, 3.0]"``, pgvector's markup). The admin's
+(:class:`VectorPreviewWidget`, through ``VectorAdminMixin``) shows a one-line
+summary — the dimensions and the first few values — over the full vector in a
+collapsed ``<details>`` element, so that a change page never opens on a
+textarea of a thousand numbers; it opens wherever the vector needs a hand: an
+unreadable or refused value, or a required vector not given.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from django.core.exceptions import ValidationError
 from .conf import vectorindex_settings
 from .engine import codec
 
-__all__ = ["VectorFormField", "VectorWidget"]
+__all__ = ["VectorFormField", "VectorPreviewWidget", "VectorWidget"]
 
 
 class EmptyValues(list):
@@ -52,8 +55,19 @@ def _as_vector(value: Any) -> np.ndarray | None:
         return None
 
 
-class VectorWidget(forms.Textarea):
-    """A collapsed textarea under a compact summary of the vector."""
+def _as_text(value: Any) -> Any:
+    return codec.to_text(value) if isinstance(value, np.ndarray) else value
+
+
+class VectorWidget(forms.TextInput):
+    """The vector as ``[1.0, 2.0, 3.0]`` text in a plain text input."""
+
+    def format_value(self, value: Any) -> str | None:
+        return super().format_value(_as_text(value))
+
+
+class VectorPreviewWidget(forms.Textarea):
+    """A collapsed textarea under a compact summary of the vector (the admin's)."""
 
     template_name = "vectorindex/widgets/vector.html"
 
@@ -61,10 +75,7 @@ class VectorWidget(forms.Textarea):
         super().__init__(attrs={"rows": 6, "cols": 80, **(attrs or {})})
 
     def format_value(self, value: Any) -> str | None:
-        vector = value if isinstance(value, np.ndarray) else None
-        if vector is not None:
-            return codec.to_text(vector)
-        return super().format_value(value)
+        return super().format_value(_as_text(value))
 
     def get_context(self, name: str, value: Any, attrs: dict[str, Any] | None) -> dict:
         context = super().get_context(name, value, attrs)
@@ -74,9 +85,12 @@ class VectorWidget(forms.Textarea):
             if vector is not None
             else ("empty" if _is_blank(value) else "not a valid vector")
         )
-        # Open when there is something to fix: an unreadable value or an error.
+        # Open when there is something to do: an unreadable value or an error,
+        # or a required vector not given (the browser's own check of a
+        # required field could not show it, shut in a closed <details>).
         invalid = context["widget"]["attrs"].get("aria-invalid") == "true"
-        context["widget"]["open"] = invalid or (vector is None and not _is_blank(value))
+        required = context["widget"]["required"] and _is_blank(value)
+        context["widget"]["open"] = invalid or required or (vector is None and not _is_blank(value))
         return context
 
 
