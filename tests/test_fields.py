@@ -69,6 +69,38 @@ def test_round_trip_as_float32_array():
 
 
 @pytest.mark.django_db
+def test_vectors_as_lists_everywhere_a_value_comes_back(settings):
+    """VECTORS_AS_LISTS: pgvector-python 1.0's lists, from a load, values(), full_clean() and Avg/Sum."""
+    from django.db.models import Avg, Sum
+
+    settings.VECTORINDEX = {"VECTORS_AS_LISTS": True}
+    item = Item.objects.create(embedding=[0.5, 1, 2, 3, 4, 5, 6, 7])
+    loaded = Item.objects.get(pk=item.pk)
+    assert loaded.embedding == [0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0] and type(loaded.embedding[0]) is float
+    assert list(Item.objects.values_list("embedding", flat=True)) == [loaded.embedding]
+    fresh = Item(embedding=np.arange(8))
+    fresh.full_clean(exclude=["category"])
+    assert fresh.embedding == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    totals = Item.objects.aggregate(Avg("embedding"), Sum("embedding"))
+    assert totals == {"embedding__avg": loaded.embedding, "embedding__sum": loaded.embedding}
+    loaded.name = "kept"
+    loaded.save()  # a list saved back is the same vector: stored as it was
+    assert Item.objects.get(pk=item.pk).embedding == loaded.embedding
+    settings.VECTORINDEX = {}
+    assert isinstance(Item.objects.get(pk=item.pk).embedding, np.ndarray)
+
+
+def test_vectors_as_lists_is_true_or_false(settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from vectorindex.conf import vectorindex_settings
+
+    settings.VECTORINDEX = {"VECTORS_AS_LISTS": 1}
+    with pytest.raises(ImproperlyConfigured, match=r"VECTORINDEX\['VECTORS_AS_LISTS'\] must be True or False, got 1"):
+        vectorindex_settings.VECTORS_AS_LISTS
+
+
+@pytest.mark.django_db
 def test_stored_as_little_endian_float32_blob():
     item = Item.objects.create(embedding=[1, 2, 3, 4, 5, 6, 7, 8.5])
     with connection.cursor() as cursor:

@@ -71,9 +71,13 @@ DEFAULTS: dict[str, Any] = {
     # database builds an index it creates. False: ``manage.py vectorindex
     # build`` does, when you run it; until then queries are answered exactly.
     "BUILD_ON_MIGRATE": True,
+    # Vectors come back from the database (and from Avg/Sum of a vector
+    # field) as numpy float32 arrays, as pgvector-python 0.4 returns them;
+    # True: as Python lists of floats, as its 1.0 does.
+    "VECTORS_AS_LISTS": False,
 }
 
-BOOLEANS = ("BUILD_ON_MIGRATE",)
+BOOLEANS = ("BUILD_ON_MIGRATE", "VECTORS_AS_LISTS")
 
 POSITIVE_INTEGERS = (
     "EXACT_CHUNK_SIZE",

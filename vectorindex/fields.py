@@ -1,7 +1,8 @@
 """``VectorField``: one float32 vector per row, on databases with no vector type.
 
 The column is a BLOB (``LONGBLOB`` on MariaDB/MySQL, ``BLOB`` on SQLite) holding
-the vector as little-endian float32. Values come back as numpy float32 arrays.
+the vector as little-endian float32. Values come back as numpy float32 arrays,
+or as lists of floats with ``VECTORINDEX = {"VECTORS_AS_LISTS": True}``.
 Every value is checked by :func:`vectorindex.engine.codec.coerce` before it can
 reach the database, so a bad vector raises ``ValidationError`` and writes nothing.
 """
@@ -15,11 +16,17 @@ from django.core import checks
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from .conf import vectorindex_settings
 from .engine import codec
 from .exceptions import CorruptVector, stored_size
 from .forms import EmptyValues, VectorFormField
 
-__all__ = ["VectorField"]
+__all__ = ["VectorField", "as_returned"]
+
+
+def as_returned(vector: np.ndarray) -> np.ndarray | list[float]:
+    """A vector as the app hands it to the project: the array, or its list of floats (``VECTORS_AS_LISTS``)."""
+    return vector.tolist() if vectorindex_settings.VECTORS_AS_LISTS else vector
 
 
 class VectorField(models.Field):
@@ -88,12 +95,12 @@ class VectorField(models.Field):
                 params={"field": self.name, "problem": error.message},
             ) from None
 
-    def to_python(self, value: Any) -> np.ndarray | None:
+    def to_python(self, value: Any) -> np.ndarray | list[float] | None:
         if value is None:
             return None
-        return self._coerce(value)
+        return as_returned(self._coerce(value))
 
-    def from_db_value(self, value: Any, expression: Any, connection: Any) -> np.ndarray | None:
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> np.ndarray | list[float] | None:
         if value is None:
             return None
         if len(value) != self.dimensions * 4:
@@ -104,7 +111,7 @@ class VectorField(models.Field):
                 f"expected {self.dimensions}; fix or clear such rows (a distance query over them "
                 f"names them, and .defer({self.name!r}) loads them)."
             )
-        return codec.from_bytes(value)
+        return as_returned(codec.from_bytes(value))
 
     def get_prep_value(self, value: Any) -> bytes | None:
         # The prepared form is the stored bytes, not an array: Django compares

@@ -22,7 +22,7 @@ from django.db import NotSupportedError, connections, models, transaction
 from django.db.models import Avg, F, Sum
 
 from ..conf import vectorindex_settings
-from ..fields import VectorField
+from ..fields import VectorField, as_returned
 from . import exact
 from .planner import SearchOptions, plan_query
 
@@ -198,9 +198,9 @@ class VectorQuerySet(models.QuerySet):
             if total is None:
                 result[alias] = None
             elif isinstance(aggregate, Avg):
-                result[alias] = (total / counts[path]).astype(np.float32)
+                result[alias] = as_returned((total / counts[path]).astype(np.float32))
             else:
-                result[alias] = total.astype(np.float32)
+                result[alias] = as_returned(total.astype(np.float32))
         return result
 
     # Writes ----------------------------------------------------------------------
