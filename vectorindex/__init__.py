@@ -30,6 +30,8 @@ __version__ = "0.9.0"
 _PUBLIC = {
     "CosineDistance": "expressions",
     "Distance": "expressions",
+    "HalfVector": "values",
+    "HalfVectorField": "fields",
     "HnswIndex": "indexes",
     "IvfflatIndex": "indexes",
     "L1Distance": "expressions",
@@ -48,6 +50,8 @@ _PUBLIC = {
 __all__ = [
     "CosineDistance",
     "Distance",
+    "HalfVector",
+    "HalfVectorField",
     "HnswIndex",
     "IvfflatIndex",
     "L1Distance",
@@ -83,8 +87,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .expressions import CosineDistance, Distance, L1Distance, L2Distance, MaxInnerProduct
-    from .fields import VectorField
+    from .fields import HalfVectorField, VectorField
     from .forms import VectorFormField, VectorPreviewWidget, VectorWidget
     from .indexes import HnswIndex, IvfflatIndex, VectorIndex
     from .operations import VectorExtension
     from .orm.queryset import VectorManager, VectorQuerySet
+    from .values import HalfVector

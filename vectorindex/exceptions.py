@@ -29,33 +29,34 @@ class CorruptVector(VectorIndexError):
 
     @classmethod
     def in_rows(
-        cls, field: str, dimensions: int, rows: Sequence[tuple[Any, int]], count: int | None = None
+        cls, field: str, dimensions: int, rows: Sequence[tuple[Any, int]], count: int | None = None, width: int = 4
     ) -> CorruptVector:
         """The error for *rows* — (primary key, stored bytes) — of *field* ("app.Model.field").
 
-        *count*: how many rows are wrong in all, when more than those named.
+        *count*: how many rows are wrong in all, when more than those named;
+        *width*: the bytes of one stored value (4: float32; 2: float16).
         """
         count = max(count or 0, len(rows))
         first, size = rows[0]
         if count == 1:
-            found = f"row {first} stores {stored_size(size)}, expected {dimensions}"
+            found = f"row {first} stores {stored_size(size, width)}, expected {dimensions}"
             fix = f"fix or clear that row (save it with a {dimensions}-dimensional vector, or delete it)"
         else:
             named = [str(pk) for pk, _size in rows[:ROWS_NAMED]]
             more = f" and {count - len(named)} more" if count > len(named) else ""
             found = (
                 f"{count} rows store another size than {dimensions} dimensions: rows {', '.join(named)}{more}; "
-                f"row {first} stores {stored_size(size)}"
+                f"row {first} stores {stored_size(size, width)}"
             )
             fix = f"fix or clear those rows (save them with {dimensions}-dimensional vectors, or delete them)"
         return cls(f"{field}: {found}; {fix}.")
 
 
-def stored_size(size: int) -> str:
-    """A stored blob's length in words: ``"8 dimensions (32 bytes)"``."""
-    if size % 4:
-        return f"{size} bytes, not a whole number of float32 values"
-    return f"{size // 4} dimension{'' if size == 4 else 's'} ({size} bytes)"
+def stored_size(size: int, width: int = 4) -> str:
+    """A stored blob's length in words: ``"8 dimensions (32 bytes)"``; *width* bytes a value (4: float32, 2: float16)."""
+    if size % width:
+        return f"{size} bytes, not a whole number of float{8 * width} values"
+    return f"{size // width} dimension{'' if size == width else 's'} ({size} bytes)"
 
 
 class HeadIndexError(VectorIndexError):
@@ -102,10 +103,10 @@ class InvalidVector(VectorIndexError, ValueError):
 class WrongSize(InvalidVector):
     """Stored blobs whose length is not that of the expected dimensions."""
 
-    def __init__(self, positions: np.ndarray, sizes: np.ndarray, dimensions: int, total: int) -> None:
+    def __init__(self, positions: np.ndarray, sizes: np.ndarray, dimensions: int, total: int, width: int = 4) -> None:
         super().__init__(
             "corrupt",
-            f"expected {total} vectors of {dimensions} dimensions ({dimensions * 4} bytes each), "  # float32
+            f"expected {total} vectors of {dimensions} dimensions ({dimensions * width} bytes each), "
             f"got {len(positions)} of another size (the first, at position {positions[0]}, "
             f"has {sizes[0]} bytes)",
         )

@@ -21,7 +21,7 @@ from .engine import codec
 from .exceptions import CorruptVector, stored_size
 from .forms import EmptyValues, VectorFormField
 
-__all__ = ["VectorField", "as_returned"]
+__all__ = ["HalfVectorField", "VectorField", "as_returned"]
 
 
 def as_returned(vector: np.ndarray) -> np.ndarray | list[float]:
@@ -33,6 +33,8 @@ class VectorField(models.Field):
     """A fixed-length vector of float32 values, stored as a little-endian BLOB."""
 
     description = "Vector of %(dimensions)s float32 values"
+    # How a value is stored: little-endian float32 (HalfVectorField: float16).
+    storage_dtype = codec.STORAGE_DTYPE
     empty_strings_allowed = False
     empty_values = EmptyValues([None, "", [], (), {}])
     # Only these make sense on a vector; the rest (lt, contains, …) would
@@ -54,8 +56,8 @@ class VectorField(models.Field):
 
     def deconstruct(self) -> tuple[str, str, list, dict]:
         name, path, args, kwargs = super().deconstruct()
-        if path == "vectorindex.fields.VectorField":
-            path = "vectorindex.VectorField"
+        if path == f"vectorindex.fields.{type(self).__name__}":
+            path = f"vectorindex.{type(self).__name__}"
         kwargs["dimensions"] = self.dimensions
         return name, path, args, kwargs
 
@@ -85,9 +87,17 @@ class VectorField(models.Field):
 
     # Conversions -----------------------------------------------------------
 
+    def vector_of(self, value: Any) -> np.ndarray:
+        """*value* as the float32 vector the row will hold (InvalidVector if it cannot be one of this field's)."""
+        return codec.coerce(value, self.dimensions)
+
+    def returned(self, vector: np.ndarray) -> Any:
+        """A stored vector (float32) as the field hands it back: an array, or a list (``VECTORS_AS_LISTS``)."""
+        return as_returned(vector)
+
     def _coerce(self, value: Any) -> np.ndarray:
         try:
-            return codec.coerce(value, self.dimensions)
+            return self.vector_of(value)
         except codec.InvalidVector as error:
             raise ValidationError(
                 "%(field)s: %(problem)s.",
@@ -95,23 +105,24 @@ class VectorField(models.Field):
                 params={"field": self.name, "problem": error.message},
             ) from None
 
-    def to_python(self, value: Any) -> np.ndarray | list[float] | None:
+    def to_python(self, value: Any) -> Any:
         if value is None:
             return None
-        return as_returned(self._coerce(value))
+        return self.returned(self._coerce(value))
 
-    def from_db_value(self, value: Any, expression: Any, connection: Any) -> np.ndarray | list[float] | None:
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
         if value is None:
             return None
-        if len(value) != self.dimensions * 4:
+        if len(value) != self.dimensions * self.storage_dtype.itemsize:
             # The row is not known here (a converter sees one value); the exact
             # path's scan, which has the keys, names every such row.
             raise CorruptVector(
-                f"{self.model._meta.label}.{self.name}: a row stores {stored_size(len(value))}, "
+                f"{self.model._meta.label}.{self.name}: a row stores "
+                f"{stored_size(len(value), self.storage_dtype.itemsize)}, "
                 f"expected {self.dimensions}; fix or clear such rows (a distance query over them "
                 f"names them, and .defer({self.name!r}) loads them)."
             )
-        return as_returned(codec.from_bytes(value))
+        return self.returned(codec.from_bytes(value, self.storage_dtype))
 
     def get_prep_value(self, value: Any) -> bytes | None:
         # The prepared form is the stored bytes, not an array: Django compares
@@ -119,7 +130,7 @@ class VectorField(models.Field):
         value = super().get_prep_value(value)
         if value is None:
             return None
-        return codec.to_bytes(self._coerce(value))
+        return codec.to_bytes(self._coerce(value), self.storage_dtype)
 
     def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
         if not prepared:
@@ -138,3 +149,25 @@ class VectorField(models.Field):
         return super().formfield(
             **{"form_class": VectorFormField, "dimensions": self.dimensions, **kwargs}
         )
+
+
+class HalfVectorField(VectorField):
+    """A fixed-length vector of float16 values (half the bytes), as pgvector's ``halfvec``.
+
+    Stored as a little-endian float16 BLOB; values beyond ±65,504 are refused.
+    A value comes back as a :class:`~vectorindex.values.HalfVector`, as
+    pgvector-python 0.4 returns it (a list with ``VECTORS_AS_LISTS``).
+    Indexed, searched and validated like a ``VectorField``: the index and the
+    distances work on its values widened to float32.
+    """
+
+    description = "Vector of %(dimensions)s float16 values"
+    storage_dtype = codec.HALF_DTYPE
+
+    def vector_of(self, value: Any) -> np.ndarray:
+        return codec.to_half(codec.coerce(value, self.dimensions)).astype(np.float32)
+
+    def returned(self, vector: np.ndarray) -> Any:
+        from .values import HalfVector
+
+        return vector.tolist() if vectorindex_settings.VECTORS_AS_LISTS else HalfVector(vector)

@@ -1,20 +1,20 @@
 """pgvector-python's Django test model (tests/test_django.py at v0.4.2), declared as it declares it.
 
 Only its names come from vectorindex instead of pgvector.django. Left out for
-now: the fields vectorindex does not have yet (HalfVectorField, BitField,
-SparseVectorField) and PostgreSQL's ArrayField ones; the half-precision index
-casts to a VectorField until HalfVectorField exists.
+now: the fields vectorindex does not have yet (BitField, SparseVectorField)
+and PostgreSQL's ArrayField ones.
 """
 
 from django.contrib.postgres.indexes import OpClass
 from django.db import models
 from django.db.models.functions import Cast
 
-from vectorindex import HnswIndex, IvfflatIndex, VectorField
+from vectorindex import HalfVectorField, HnswIndex, IvfflatIndex, VectorField
 
 
 class Item(models.Model):
     embedding = VectorField(dimensions=3, null=True, blank=True)
+    half_embedding = HalfVectorField(dimensions=3, null=True, blank=True)
 
     class Meta:
         app_label = "django_app"
@@ -22,7 +22,7 @@ class Item(models.Model):
             IvfflatIndex(name="ivfflat_idx", fields=["embedding"], lists=100, opclasses=["vector_l2_ops"]),
             HnswIndex(name="hnsw_idx", fields=["embedding"], m=16, ef_construction=64, opclasses=["vector_l2_ops"]),
             HnswIndex(
-                OpClass(Cast("embedding", VectorField(dimensions=3)), name="halfvec_l2_ops"),
+                OpClass(Cast("embedding", HalfVectorField(dimensions=3)), name="halfvec_l2_ops"),
                 name="hnsw_half_precision_idx",
                 m=16,
                 ef_construction=64,

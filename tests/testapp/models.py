@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from vectorindex import HnswIndex, VectorField, VectorIndex, VectorManager
+from vectorindex import HalfVectorField, HnswIndex, VectorField, VectorIndex, VectorManager
 
 
 class Category(models.Model):
@@ -143,3 +143,12 @@ class Clip(models.Model):
         indexes = [
             HnswIndex(name="clip_hnsw", fields=["embedding"], m=16, ef_construction=64, opclasses=["vector_cosine_ops"])
         ]
+
+
+class Frame(models.Model):
+    """Half vectors (float16 on disk), indexed with pgvector's halfvec operator class."""
+
+    embedding = HalfVectorField(dimensions=16, null=True)
+
+    class Meta:
+        indexes = [HnswIndex(name="frame_half", fields=["embedding"], opclasses=["halfvec_l2_ops"])]

@@ -23,7 +23,10 @@ from ..exceptions import InvalidVector, WrongSize  # raised here, defined with t
 MAX_DIMENSIONS = 16_383
 STORAGE_DTYPE = np.dtype("<f4")
 BYTES_PER_DIMENSION = STORAGE_DTYPE.itemsize  # 4: one float32
+# A HalfVectorField's: little-endian float16, 2 bytes per dimension.
+HALF_DTYPE = np.dtype("<f2")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65,504
 # float32's largest value, 3.4e38, has 39 digits: an int written with more
 # characters than this (a sign and 39 digits) is beyond float32's range.
 _INT_DIGITS = 40
@@ -100,11 +103,13 @@ def coerce(value: Any, dimensions: int | None) -> np.ndarray:
 
     Accepts a list or a tuple of real numbers (int, float, Fraction, Decimal,
     numpy scalars), a numpy array of any real dtype (booleans are not numbers
-    here), and the text form ``"[1, 2, 3]"``. ``dimensions=None`` accepts any
-    length of at least one.
+    here), a ``HalfVector`` (anything with ``to_numpy()``), and the text form
+    ``"[1, 2, 3]"``. ``dimensions=None`` accepts any length of at least one.
     """
     if isinstance(value, str):
         value = parse_text(value)
+    elif not isinstance(value, np.ndarray) and callable(getattr(value, "to_numpy", None)):
+        value = np.asarray(value.to_numpy())
     if isinstance(value, (bytes, bytearray, memoryview)):
         raise InvalidVector(
             "not_a_sequence",
@@ -159,6 +164,18 @@ def coerce(value: Any, dimensions: int | None) -> np.ndarray:
             position = int(np.argmax(overflow))
             raise _out_of_range(str(array[position]), position)
     return vector
+
+
+def to_half(vector: np.ndarray) -> np.ndarray:
+    """A float32 vector as float16 values (what a HalfVectorField stores), or InvalidVector beyond ±65,504."""
+    beyond = np.abs(vector) > FLOAT16_MAX
+    if beyond.any():
+        position = int(np.argmax(beyond))
+        raise InvalidVector(
+            "out_of_range",
+            f"expected numbers within float16 range (±{FLOAT16_MAX:g}), got {vector[position]:g} at position {position}",
+        )
+    return vector.astype(np.float16)
 
 
 def _out_of_range(number: str, position: int) -> InvalidVector:
@@ -221,32 +238,30 @@ def _scientific(number: numbers.Real | Decimal) -> str:
     return str(number)
 
 
-def to_bytes(vector: np.ndarray) -> bytes:
-    """The storage form: little-endian float32, 4 bytes per dimension."""
-    return vector.astype(STORAGE_DTYPE, copy=False).tobytes()
+def to_bytes(vector: np.ndarray, dtype: np.dtype = STORAGE_DTYPE) -> bytes:
+    """The storage form: little-endian float32, 4 bytes per dimension (*dtype*: float16's 2, for half vectors)."""
+    return vector.astype(dtype, copy=False).tobytes()
 
 
-def from_bytes(data: bytes | bytearray | memoryview) -> np.ndarray:
-    """One stored blob back into a (writable, native float32) vector."""
-    if len(data) % BYTES_PER_DIMENSION:
-        raise InvalidVector(
-            "corrupt", f"expected a multiple of {BYTES_PER_DIMENSION} bytes, got {len(data)} bytes"
-        )
-    return np.frombuffer(data, dtype=STORAGE_DTYPE).astype(np.float32)
+def from_bytes(data: bytes | bytearray | memoryview, dtype: np.dtype = STORAGE_DTYPE) -> np.ndarray:
+    """One stored blob (of *dtype* values) back into a (writable, native float32) vector."""
+    if len(data) % dtype.itemsize:
+        raise InvalidVector("corrupt", f"expected a multiple of {dtype.itemsize} bytes, got {len(data)} bytes")
+    return np.frombuffer(data, dtype=dtype).astype(np.float32)
 
 
-def stack_bytes(blobs: list[bytes], dimensions: int) -> np.ndarray:
-    """Many stored blobs of one dimension as an ``(n, dimensions)`` float32 matrix.
+def stack_bytes(blobs: list[bytes], dimensions: int, dtype: np.dtype = STORAGE_DTYPE) -> np.ndarray:
+    """Many stored blobs (of *dtype* values) of one dimension as an ``(n, dimensions)`` float32 matrix.
 
     One ``join`` and one ``frombuffer``; each blob's length is checked, since
     blobs of several wrong sizes can add up to the right total.
     """
     sizes = np.fromiter(map(len, blobs), np.int64, len(blobs))
-    wrong = np.flatnonzero(sizes != dimensions * BYTES_PER_DIMENSION)
+    wrong = np.flatnonzero(sizes != dimensions * dtype.itemsize)
     if len(wrong):
-        raise WrongSize(wrong, sizes[wrong], dimensions, len(blobs))
+        raise WrongSize(wrong, sizes[wrong], dimensions, len(blobs), dtype.itemsize)
     data = b"".join(blobs)
-    matrix = np.frombuffer(data, dtype=STORAGE_DTYPE).reshape(len(blobs), dimensions)
+    matrix = np.frombuffer(data, dtype=dtype).reshape(len(blobs), dimensions)
     return matrix.astype(np.float32, copy=False)
 
 

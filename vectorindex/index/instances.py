@@ -111,7 +111,7 @@ def after_save(
     for declared in indexes_of(type(instance)):
         rows = changed_rows(instance, declared, adding, update_fields)
         ahead = (routed or {}).get(declared.name)
-        if ahead is not None and not (rows and ahead.routes(rows[0][1], declared.field.dimensions)):
+        if ahead is not None and not (rows and ahead.routes(rows[0][1], declared.field)):
             ahead = None  # changed since (by a pre_save receiver, say)
         writes.index_vectors(declared, using, rows, routed=ahead, new=adding)
     remember_loaded(instance, update_fields)

@@ -48,9 +48,10 @@ def row_source(declared: Declared, connection) -> tuple[str, str, str]:
 
 def decoded_vectors(declared: Declared, rows: list[tuple[int, bytes]]) -> dict[int, np.ndarray]:
     """pk -> vector of (pk, stored bytes) rows; :class:`CorruptVector` for bytes of another dimension."""
-    size = declared.field.dimensions * codec.BYTES_PER_DIMENSION
+    field = declared.field
+    dtype = field.storage_dtype
+    size = field.dimensions * dtype.itemsize
     wrong = sorted((pk, len(blob)) for pk, blob in rows if len(blob) != size)
     if wrong:
-        field = declared.field
-        raise CorruptVector.in_rows(f"{field.model._meta.label}.{field.name}", field.dimensions, wrong)
-    return {pk: codec.from_bytes(bytes(blob)) for pk, blob in rows}
+        raise CorruptVector.in_rows(f"{field.model._meta.label}.{field.name}", field.dimensions, wrong, width=dtype.itemsize)
+    return {pk: codec.from_bytes(bytes(blob), dtype) for pk, blob in rows}

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import codec, postings, routing
+from ..engine import postings, routing
 from ..exceptions import IndexWriteError
 from . import jobs
 from .registry import Declared
@@ -59,8 +59,8 @@ def _ready_storage(declared: Declared, using: str):
 
 
 def _coerced(declared: Declared, values: Sequence[Any]) -> np.ndarray:
-    """The (non-NULL) *values* as one float32 matrix of the field's dimensions."""
-    return np.stack([codec.coerce(value, declared.field.dimensions) for value in values])
+    """The (non-NULL) *values* as one float32 matrix of the field's dimensions, as the rows hold them."""
+    return np.stack([declared.field.vector_of(value) for value in values])
 
 
 def _route(rt: Any, head: Any, vectors: np.ndarray, reachable: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -87,9 +87,9 @@ class Routed:
     vectors: np.ndarray  # the non-NULL values, coerced: index_vectors encodes these
     assignment: Future
 
-    def routes(self, value: Any, dimensions: int) -> bool:
-        """Was this routing worked out for *value* (one vector), as it is now?"""
-        return value is not None and np.array_equal(self.vectors[0], codec.coerce(value, dimensions))
+    def routes(self, value: Any, field: Any) -> bool:
+        """Was this routing worked out for *value* (one vector of *field*), as it is now?"""
+        return value is not None and np.array_equal(self.vectors[0], field.vector_of(value))
 
     def result_for(self, head: Any) -> tuple[np.ndarray, np.ndarray] | None:
         """The (rows, heads) pairs, if *head* is still the head index they were routed on."""

@@ -102,7 +102,7 @@ def scan(
     except EmptyResultSet:
         return
     pk_converters = compiler.get_converters([compiler.select[0][0]])
-    dimensions = {path: _field(model, path).dimensions for path in paths}
+    fields = {path: _field(model, path) for path in paths}
     size = vectorindex_settings.EXACT_CHUNK_SIZE
     wrong: tuple[str, list[tuple[Any, int]]] | None = None
     stream = stream_rows(connection, sql, params, size)
@@ -116,7 +116,7 @@ def scan(
                 pks = columns[0]
             try:
                 matrices = {
-                    path: _matrix(columns[position + 1], dimensions[path], path)
+                    path: _matrix(columns[position + 1], fields[path], path)
                     for position, path in enumerate(paths)
                 }
             except WrongSizedChunk as error:
@@ -153,7 +153,7 @@ def _wrong_sized(queryset: Any, path: str, seen: list[tuple[Any, int]]) -> Corru
     wrong = (
         queryset.annotate(vectorindex_stored_bytes=Length(path))
         .filter(**{f"{path}__isnull": False})
-        .exclude(vectorindex_stored_bytes=field.dimensions * 4)
+        .exclude(vectorindex_stored_bytes=field.dimensions * field.storage_dtype.itemsize)
         .values_list(pk_path, "vectorindex_stored_bytes")
         .distinct()
         .order_by(pk_path)
@@ -161,7 +161,7 @@ def _wrong_sized(queryset: Any, path: str, seen: list[tuple[Any, int]]) -> Corru
     count = wrong.count()
     rows = list(wrong[:ROWS_NAMED]) if count else list(seen)
     label = f"{field.model._meta.label}.{field.name}"
-    return CorruptVector.in_rows(label, field.dimensions, rows, max(count, len(rows)))
+    return CorruptVector.in_rows(label, field.dimensions, rows, max(count, len(rows)), field.storage_dtype.itemsize)
 
 
 def _field(model: Any, path: str) -> Any:
@@ -172,15 +172,15 @@ def _field(model: Any, path: str) -> Any:
     return opts.get_field(name)
 
 
-def _matrix(blobs: tuple, dimensions: int, path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(present mask, matrix of the present rows) of one chunk's vector column."""
+def _matrix(blobs: tuple, field: Any, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(present mask, float32 matrix of the present rows) of one chunk's column of vector *field*."""
     if None in blobs:
         present = np.fromiter((blob is not None for blob in blobs), bool, len(blobs))
         blobs = tuple(blob for blob in blobs if blob is not None)
     else:
         present = np.ones(len(blobs), bool)
     try:
-        return present, codec.stack_bytes(list(blobs), dimensions)
+        return present, codec.stack_bytes(list(blobs), field.dimensions, field.storage_dtype)
     except codec.WrongSize as error:
         in_chunk = np.flatnonzero(present)[error.positions]
         raise WrongSizedChunk(path, list(zip(in_chunk.tolist(), error.sizes.tolist()))) from None

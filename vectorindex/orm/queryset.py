@@ -22,7 +22,7 @@ from django.db import NotSupportedError, connections, models, transaction
 from django.db.models import Avg, F, Sum
 
 from ..conf import vectorindex_settings
-from ..fields import VectorField, as_returned
+from ..fields import VectorField
 from . import exact
 from .planner import SearchOptions, plan_query
 
@@ -195,12 +195,13 @@ class VectorQuerySet(models.QuerySet):
         for alias, aggregate in aggregates.items():
             path = self._vector_aggregate_path(aggregate)
             total = sums[path]
+            field = exact._field(self.model, path)
             if total is None:
                 result[alias] = None
             elif isinstance(aggregate, Avg):
-                result[alias] = as_returned((total / counts[path]).astype(np.float32))
+                result[alias] = field.returned((total / counts[path]).astype(np.float32))
             else:
-                result[alias] = as_returned(total.astype(np.float32))
+                result[alias] = field.returned(total.astype(np.float32))
         return result
 
     # Writes ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ class Migration(migrations.Migration):
             fields=[
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
                 ("embedding", vectorindex.VectorField(dimensions=3, null=True, blank=True)),
+                ("half_embedding", vectorindex.HalfVectorField(dimensions=3, null=True, blank=True)),
             ],
         ),
         migrations.AddIndex(
@@ -32,7 +33,7 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="item",
             index=vectorindex.HnswIndex(
-                OpClass(Cast("embedding", vectorindex.VectorField(dimensions=3)), name="halfvec_l2_ops"),
+                OpClass(Cast("embedding", vectorindex.HalfVectorField(dimensions=3)), name="halfvec_l2_ops"),
                 m=16,
                 ef_construction=64,
                 name="hnsw_half_precision_idx",
