@@ -28,12 +28,15 @@ __version__ = "0.9.0"
 
 # Each public name and the module that defines it.
 _PUBLIC = {
+    "BitField": "fields",
     "CosineDistance": "expressions",
     "Distance": "expressions",
     "HalfVector": "values",
     "HalfVectorField": "fields",
+    "HammingDistance": "expressions",
     "HnswIndex": "indexes",
     "IvfflatIndex": "indexes",
+    "JaccardDistance": "expressions",
     "L1Distance": "expressions",
     "L2Distance": "expressions",
     "MaxInnerProduct": "expressions",
@@ -48,12 +51,15 @@ _PUBLIC = {
 }
 
 __all__ = [
+    "BitField",
     "CosineDistance",
     "Distance",
     "HalfVector",
     "HalfVectorField",
+    "HammingDistance",
     "HnswIndex",
     "IvfflatIndex",
+    "JaccardDistance",
     "L1Distance",
     "L2Distance",
     "MaxInnerProduct",
@@ -86,8 +92,16 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .expressions import CosineDistance, Distance, L1Distance, L2Distance, MaxInnerProduct
-    from .fields import HalfVectorField, VectorField
+    from .expressions import (
+        CosineDistance,
+        Distance,
+        HammingDistance,
+        JaccardDistance,
+        L1Distance,
+        L2Distance,
+        MaxInnerProduct,
+    )
+    from .fields import BitField, HalfVectorField, VectorField
     from .forms import VectorFormField, VectorPreviewWidget, VectorWidget
     from .indexes import HnswIndex, IvfflatIndex, VectorIndex
     from .operations import VectorExtension

@@ -42,6 +42,8 @@ PREVIEW_PREFIX = "vector_preview__"
 def preview_html(vector: Any, full: bool = True) -> str:
     if vector is None:
         return "-"
+    if isinstance(vector, str):  # a BitField's bits
+        return _bits_html(vector, full)
     vector = np.asarray(vector, dtype=np.float32)
     summary = codec.preview(vector, vectorindex_settings.ADMIN_PREVIEW_VALUES)
     if not full:
@@ -54,11 +56,28 @@ def preview_html(vector: Any, full: bool = True) -> str:
     )
 
 
+# Bits a preview shows before "…".
+BITS_SHOWN = 64
+
+
+def _bits_html(bits: str, full: bool) -> str:
+    shown = bits if len(bits) <= BITS_SHOWN else bits[:BITS_SHOWN] + "…"
+    summary = f"{len(bits):,} bits: {shown}"
+    if not full or len(bits) <= BITS_SHOWN:
+        return format_html('<span title="{}">{}</span>', summary, summary)
+    return format_html(
+        '<details class="vectorindex-vector"><summary>{}</summary>'
+        '<code style="white-space: pre-wrap; word-break: break-all">{}</code></details>',
+        summary,
+        bits,
+    )
+
+
 class VectorAdminMixin:
     """Shows a model's vector fields compactly wherever the admin displays them."""
 
     def formfield_for_dbfield(self, db_field: Any, request: Any, **kwargs: Any) -> Any:
-        if isinstance(db_field, VectorField) and "widget" not in kwargs:
+        if isinstance(db_field, VectorField) and db_field.indexable and "widget" not in kwargs:
             kwargs["widget"] = VectorPreviewWidget
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 

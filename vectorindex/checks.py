@@ -121,11 +121,17 @@ def check_model_vector_indexes(model: Any) -> list[checks.CheckMessage]:
                 field = model._meta.get_field(index.field_name)
             except FieldDoesNotExist:
                 field = None
-            if not isinstance(field, VectorField):
+            if not isinstance(field, VectorField) or not field.indexable:
                 kind = "no field" if field is None else f"a {type(field).__name__}"
                 messages.append(
                     checks.Error(
-                        f"{label} is on {index.field_name!r}, which is {kind}, not a VectorField.",
+                        f"{label} is on {index.field_name!r}, which is {kind}, not a VectorField or HalfVectorField"
+                        + (
+                            " (no index serves bit strings: HammingDistance and JaccardDistance are answered "
+                            "by the exact scan)."
+                            if isinstance(field, VectorField)
+                            else "."
+                        ),
                         obj=model,
                         id="vectorindex.E102",
                     )

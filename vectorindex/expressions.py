@@ -19,7 +19,16 @@ from django.db.models import F, FloatField, Func
 
 from .engine import codec, distances
 
-__all__ = ["DISTANCE_FOR", "CosineDistance", "Distance", "L1Distance", "L2Distance", "MaxInnerProduct"]
+__all__ = [
+    "DISTANCE_FOR",
+    "CosineDistance",
+    "Distance",
+    "HammingDistance",
+    "JaccardDistance",
+    "L1Distance",
+    "L2Distance",
+    "MaxInnerProduct",
+]
 
 
 class DistanceField(FloatField):
@@ -40,6 +49,8 @@ class Distance(Func):
     """The distance from a ``VectorField`` to a constant query vector."""
 
     metric: ClassVar[str]
+    # Between bit strings (a BitField's), not vectors of numbers.
+    bits: ClassVar[bool] = False
     output_field = DistanceField()
 
     def __init__(self, expression: str | F, vector: Any, **extra: Any) -> None:
@@ -54,7 +65,7 @@ class Distance(Func):
         self.field_path: str = expression.name
         try:
             self.vector: np.ndarray | None = (
-                None if vector is None else codec.coerce(vector, None)
+                None if vector is None else codec.parse_bits(vector, None) if self.bits else codec.coerce(vector, None)
             )
         except codec.InvalidVector as error:
             raise ValueError(f"{name}: query vector: {error.message}.") from None
@@ -62,16 +73,23 @@ class Distance(Func):
         super().__init__(expression, output_field=DistanceField(name=name), **extra)
 
     def resolve_expression(self, *args: Any, **kwargs: Any) -> Distance:
-        from .fields import VectorField
+        from .fields import BitField, VectorField
 
         resolved = super().resolve_expression(*args, **kwargs)
         field = resolved.source_expressions[0].output_field
         name = type(self).__name__
-        if not isinstance(field, VectorField):
-            raise FieldError(
-                f"{name}: '{self.field_path}' is a {type(field).__name__}, "
-                "not a VectorField."
+        if not isinstance(field, BitField if self.bits else VectorField) or (
+            not self.bits and isinstance(field, BitField)
+        ):
+            wanted = "a BitField" if self.bits else "a VectorField or HalfVectorField"
+            hint = (
+                "; bit strings are compared by HammingDistance or JaccardDistance"
+                if isinstance(field, BitField)
+                else "; HammingDistance and JaccardDistance compare a BitField's bits"
+                if self.bits and isinstance(field, VectorField)
+                else ""
             )
+            raise FieldError(f"{name}: '{self.field_path}' is a {type(field).__name__}, not {wanted}{hint}.")
         if self.vector is not None and self.vector.shape[0] != field.dimensions:
             raise ValueError(
                 f"{name}: the query vector has {self.vector.shape[0]} dimensions, "
@@ -136,6 +154,20 @@ class L1Distance(Distance):
     """Taxicab distance, as pgvector's ``<+>``."""
 
     metric = "l1"
+
+
+class HammingDistance(Distance):
+    """Bits that differ between a ``BitField`` and a bit string, as pgvector's ``<~>``."""
+
+    metric = "hamming"
+    bits = True
+
+
+class JaccardDistance(Distance):
+    """1 − |a ∧ b| / |a ∨ b| of a ``BitField`` and a bit string, as pgvector's ``<%>``."""
+
+    metric = "jaccard"
+    bits = True
 
 
 def contains_distance(expression: Any) -> bool:

@@ -19,9 +19,9 @@ from django.db import models
 from .conf import vectorindex_settings
 from .engine import codec
 from .exceptions import CorruptVector, stored_size
-from .forms import EmptyValues, VectorFormField
+from .forms import BitFormField, EmptyValues, VectorFormField
 
-__all__ = ["HalfVectorField", "VectorField", "as_returned"]
+__all__ = ["BitField", "HalfVectorField", "VectorField", "as_returned"]
 
 
 def as_returned(vector: np.ndarray) -> np.ndarray | list[float]:
@@ -35,6 +35,8 @@ class VectorField(models.Field):
     description = "Vector of %(dimensions)s float32 values"
     # How a value is stored: little-endian float32 (HalfVectorField: float16).
     storage_dtype = codec.STORAGE_DTYPE
+    # Whether a VectorIndex can be declared on it (not on a BitField).
+    indexable = True
     empty_strings_allowed = False
     empty_values = EmptyValues([None, "", [], (), {}])
     # Only these make sense on a vector; the rest (lt, contains, …) would
@@ -171,3 +173,44 @@ class HalfVectorField(VectorField):
         from .values import HalfVector
 
         return vector.tolist() if vectorindex_settings.VECTORS_AS_LISTS else HalfVector(vector)
+
+
+class BitField(VectorField):
+    """A fixed-length string of bits, as pgvector's ``bit``: ``"101"`` in, ``"101"`` out.
+
+    ``BitField(length=3)``. Stored a byte a bit; compared by
+    ``HammingDistance`` and ``JaccardDistance``, answered by the exact scan
+    (no index serves them). A value is a string of 0s and 1s, or a sequence
+    of 0/1 or booleans.
+    """
+
+    description = "String of %(dimensions)s bits"
+    storage_dtype = codec.BIT_DTYPE
+    indexable = False
+
+    def __init__(self, *args: Any, length: int | None = None, **kwargs: Any) -> None:
+        if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= codec.MAX_DIMENSIONS:
+            raise ValueError(f"BitField.length must be an integer from 1 to {codec.MAX_DIMENSIONS}, got {length!r}.")
+        super().__init__(*args, dimensions=length, **kwargs)
+
+    @property
+    def length(self) -> int:
+        return self.dimensions
+
+    def deconstruct(self) -> tuple[str, str, list, dict]:
+        name, path, args, kwargs = super().deconstruct()
+        kwargs["length"] = kwargs.pop("dimensions")
+        return name, path, args, kwargs
+
+    def vector_of(self, value: Any) -> np.ndarray:
+        return codec.parse_bits(value, self.dimensions)
+
+    def returned(self, vector: np.ndarray) -> str:
+        return codec.bits_text(vector)
+
+    def value_to_string(self, obj: models.Model) -> str | None:
+        value = self.value_from_object(obj)
+        return None if value is None else codec.bits_text(self._coerce(value))
+
+    def formfield(self, **kwargs: Any):
+        return models.Field.formfield(self, **{"form_class": BitFormField, "length": self.dimensions, **kwargs})

@@ -20,7 +20,7 @@ from django.core.exceptions import ValidationError
 from .conf import vectorindex_settings
 from .engine import codec
 
-__all__ = ["VectorFormField", "VectorPreviewWidget", "VectorWidget"]
+__all__ = ["BitFormField", "VectorFormField", "VectorPreviewWidget", "VectorWidget"]
 
 
 class EmptyValues(list):
@@ -137,3 +137,25 @@ class VectorFormField(forms.Field):
         if before is None or submitted is None:
             return (before is None) != (submitted is None)
         return not np.array_equal(before, submitted)
+
+
+class BitFormField(forms.CharField):
+    """Reads ``101`` text into a bit string of fixed length (a ``BitField``'s form field)."""
+
+    default_error_messages = {"invalid": "%(problem)s."}
+
+    def __init__(self, *, length: int | None = None, **kwargs: Any) -> None:
+        self.length = length
+        kwargs.pop("max_length", None)
+        super().__init__(**kwargs)
+
+    def to_python(self, value: Any) -> str | None:
+        value = super().to_python(value)
+        if value in self.empty_values:
+            return None
+        try:
+            return codec.bits_text(codec.parse_bits(value, self.length))
+        except codec.InvalidVector as error:
+            raise ValidationError(
+                self.error_messages["invalid"], code=error.code, params={"problem": error.message}
+            ) from None

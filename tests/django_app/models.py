@@ -1,20 +1,21 @@
 """pgvector-python's Django test model (tests/test_django.py at v0.4.2), declared as it declares it.
 
 Only its names come from vectorindex instead of pgvector.django. Left out for
-now: the fields vectorindex does not have yet (BitField, SparseVectorField)
-and PostgreSQL's ArrayField ones.
+now: the field vectorindex does not have yet (SparseVectorField) and
+PostgreSQL's ArrayField ones.
 """
 
 from django.contrib.postgres.indexes import OpClass
 from django.db import models
 from django.db.models.functions import Cast
 
-from vectorindex import HalfVectorField, HnswIndex, IvfflatIndex, VectorField
+from vectorindex import BitField, HalfVectorField, HnswIndex, IvfflatIndex, VectorField
 
 
 class Item(models.Model):
     embedding = VectorField(dimensions=3, null=True, blank=True)
     half_embedding = HalfVectorField(dimensions=3, null=True, blank=True)
+    binary_embedding = BitField(length=3, null=True, blank=True)
 
     class Meta:
         app_label = "django_app"

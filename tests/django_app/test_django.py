@@ -17,14 +17,22 @@ from django.db.models import Avg, Sum
 from django.forms import ModelForm
 
 from tests.django_app.models import Item
-from vectorindex import CosineDistance, HalfVector, L1Distance, L2Distance, MaxInnerProduct
+from vectorindex import (
+    CosineDistance,
+    HalfVector,
+    HammingDistance,
+    JaccardDistance,
+    L1Distance,
+    L2Distance,
+    MaxInnerProduct,
+)
 
 
 def create_items():
-    # The original also sets binary_embedding and sparse_embedding.
-    Item(id=1, embedding=[1, 1, 1], half_embedding=[1, 1, 1]).save()
-    Item(id=2, embedding=[2, 2, 2], half_embedding=[2, 2, 2]).save()
-    Item(id=3, embedding=[1, 1, 2], half_embedding=[1, 1, 2]).save()
+    # The original also sets sparse_embedding.
+    Item(id=1, embedding=[1, 1, 1], half_embedding=[1, 1, 1], binary_embedding="000").save()
+    Item(id=2, embedding=[2, 2, 2], half_embedding=[2, 2, 2], binary_embedding="101").save()
+    Item(id=3, embedding=[1, 1, 2], half_embedding=[1, 1, 2], binary_embedding="111").save()
 
 
 class VectorForm(ModelForm):
@@ -37,6 +45,12 @@ class HalfVectorForm(ModelForm):
     class Meta:
         model = Item
         fields = ["half_embedding"]
+
+
+class BitForm(ModelForm):
+    class Meta:
+        model = Item
+        fields = ["binary_embedding"]
 
 
 @pytest.mark.django_db
@@ -111,7 +125,26 @@ class TestDjango:
         assert [v.id for v in items] == [1, 3, 2]
         assert [v.distance for v in items] == [0, 1, 3]
 
-    # test_bit*, test_sparsevec*: BitField and SparseVectorField are not there yet.
+    def test_bit(self):
+        Item(id=1, binary_embedding="101").save()
+        item = Item.objects.get(pk=1)
+        assert item.binary_embedding == "101"
+
+    def test_bit_hamming_distance(self):
+        create_items()
+        distance = HammingDistance("binary_embedding", "101")
+        items = Item.objects.annotate(distance=distance).order_by(distance)
+        assert [v.id for v in items] == [2, 3, 1]
+        assert [v.distance for v in items] == [0, 1, 2]
+
+    def test_bit_jaccard_distance(self):
+        create_items()
+        distance = JaccardDistance("binary_embedding", "101")
+        items = Item.objects.annotate(distance=distance).order_by(distance)
+        assert [v.id for v in items] == [2, 3, 1]
+        # assert [v.distance for v in items] == [0, 1/3, 1]
+
+    # test_sparsevec*: SparseVectorField is not there yet.
 
     def test_filter(self):
         create_items()
@@ -217,10 +250,38 @@ class TestDjango:
         assert form.save()
         assert Item.objects.get(pk=1).half_embedding is None
 
-    # test_bit_form*, test_sparsevec_form*: not there yet.
+    def test_bit_form(self):
+        form = BitForm(data={"binary_embedding": "101"})
+        assert form.is_valid()
+        assert 'value="101"' in form.as_div()
+
+    def test_bit_form_instance(self):
+        Item(id=1, binary_embedding="101").save()
+        item = Item.objects.get(pk=1)
+        form = BitForm(instance=item)
+        assert 'value="101"' in form.as_div()
+
+    def test_bit_form_save(self):
+        Item(id=1, binary_embedding="101").save()
+        item = Item.objects.get(pk=1)
+        form = BitForm(instance=item, data={"binary_embedding": "010"})
+        assert form.has_changed()
+        assert form.is_valid()
+        assert form.save()
+        assert "010" == Item.objects.get(pk=1).binary_embedding
+
+    def test_bit_form_save_missing(self):
+        Item(id=1).save()
+        item = Item.objects.get(pk=1)
+        form = BitForm(instance=item, data={"binary_embedding": ""})
+        assert form.is_valid()
+        assert form.save()
+        assert Item.objects.get(pk=1).binary_embedding is None
+
+    # test_sparsevec_form*: not there yet.
 
     def test_clean(self):
-        item = Item(id=1, embedding=[1, 2, 3], half_embedding=[1, 2, 3])  # the original sets the other two too
+        item = Item(id=1, embedding=[1, 2, 3], half_embedding=[1, 2, 3], binary_embedding="101")  # and sparse_embedding
         item.full_clean()
 
     def test_get_or_create(self):
@@ -230,6 +291,7 @@ class TestDjango:
         Item().save()
         assert Item.objects.first().embedding is None
         assert Item.objects.first().half_embedding is None
+        assert Item.objects.first().binary_embedding is None
 
     # test_vector_array, test_double_array, test_numeric_array: PostgreSQL's ArrayField.
     # test_half_precision: a distance to a Cast of a field is not there yet.

@@ -107,7 +107,7 @@ def test_system_checks_catch_bad_declarations():
     assert "testapp.Bad: VectorIndex 'bad_title': VectorIndex.distance must be one of 'l2', 'cosine', 'ip', got 'manhattan'." in texts
     assert "testapp.Bad: VectorIndex 'bad_title': VectorIndex.replicas must be an integer from 1 to 8, got 0." in texts
     assert "testapp.Bad: VectorIndex 'bad_title': VectorIndex.head_fraction must be a number greater than 0 and at most 1.0, got 0." in texts
-    assert "testapp.Bad: VectorIndex 'bad_title' is on 'title', which is a CharField, not a VectorField." in texts
+    assert "testapp.Bad: VectorIndex 'bad_title' is on 'title', which is a CharField, not a VectorField or HalfVectorField." in texts
 
 
 @pytest.mark.django_db  # Django 6 asks the database during model checks

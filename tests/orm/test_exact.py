@@ -324,7 +324,7 @@ def test_clear_errors(db):
         list(Item.objects.order_by(L2Distance("embedding", [1, 2, 3])))
     with pytest.raises(ValueError, match="CosineDistance: query vector: expected finite numbers, got nan at position 0."):
         CosineDistance("embedding", [float("nan")])
-    with pytest.raises(FieldError, match="L2Distance: 'name' is a CharField, not a VectorField."):
+    with pytest.raises(FieldError, match="L2Distance: 'name' is a CharField, not a VectorField or HalfVectorField."):
         Item.objects.annotate(d=L2Distance("name", [1] * 8))
     with pytest.raises(TypeError, match="L2Distance: the first argument must be a field name or F()"):
         L2Distance(42, [1])

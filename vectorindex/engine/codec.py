@@ -25,6 +25,8 @@ STORAGE_DTYPE = np.dtype("<f4")
 BYTES_PER_DIMENSION = STORAGE_DTYPE.itemsize  # 4: one float32
 # A HalfVectorField's: little-endian float16, 2 bytes per dimension.
 HALF_DTYPE = np.dtype("<f2")
+# A BitField's: one byte a bit, 0 or 1.
+BIT_DTYPE = np.dtype("u1")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65,504
 # float32's largest value, 3.4e38, has 39 digits: an int written with more
@@ -164,6 +166,32 @@ def coerce(value: Any, dimensions: int | None) -> np.ndarray:
             position = int(np.argmax(overflow))
             raise _out_of_range(str(array[position]), position)
     return vector
+
+
+def parse_bits(value: Any, length: int | None) -> np.ndarray:
+    """A bit string (``"101"``) or a sequence of 0/1 or booleans as a float32 vector of 0s and 1s, or InvalidVector."""
+    if isinstance(value, str):
+        if value.strip("01"):
+            raise InvalidVector("not_bits", f"expected a string of 0s and 1s, got {_describe(value)}")
+        array = np.frombuffer(value.encode("ascii"), dtype=np.uint8) - ord("0")
+    elif isinstance(value, (list, tuple, np.ndarray)):
+        array = np.asarray(value)
+        if array.ndim != 1 or array.dtype.kind not in "biuf" or not np.isin(array, (0, 1)).all():
+            raise InvalidVector("not_bits", f"expected bits (0 or 1, or booleans), got {_describe(value)}")
+    else:
+        raise InvalidVector(
+            "not_bits", f"expected a string of 0s and 1s, got {_describe(value)} ({type(value).__name__})"
+        )
+    if length is not None and len(array) != length:
+        raise InvalidVector("dimensions", f"expected {length} bits, got {len(array)}")
+    if not len(array):
+        raise InvalidVector("dimensions", "expected at least 1 bit, got 0")
+    return array.astype(np.float32)
+
+
+def bits_text(vector: Any) -> str:
+    """0/1 values as ``"101"``."""
+    return "".join("1" if bit else "0" for bit in np.asarray(vector).tolist())
 
 
 def to_half(vector: np.ndarray) -> np.ndarray:

@@ -61,6 +61,24 @@ KERNELS: dict[str, Kernel] = {
 }
 
 
+def hamming(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Bits that differ, of 0/1 vectors (a BitField's), as pgvector's ``<~>``."""
+    return l1(matrix, query)
+
+
+def jaccard(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """1 − |a ∧ b| / |a ∨ b| of 0/1 vectors, as pgvector's ``<%>``: 1 when they share no set bit."""
+    block = _widen(matrix)
+    q = query.astype(np.float64)
+    both = block @ q
+    either = block.sum(axis=1) + q.sum() - both
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(both > 0, 1.0 - both / either, 1.0)
+
+
+KERNELS.update(hamming=hamming, jaccard=jaccard)
+
+
 def _estimate_l2(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
     block = matrix - query
     return np.sqrt(np.einsum("ij,ij->i", block, block))

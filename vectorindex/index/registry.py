@@ -85,7 +85,7 @@ def declared_indexes() -> dict[str, Declared]:
             field = model._meta.get_field(index.field_name)
         except FieldDoesNotExist:
             continue
-        if isinstance(field, VectorField):
+        if isinstance(field, VectorField) and field.indexable:
             found[index.name] = Declared(model, field, index)
     _declared_cache = (models_now, found)
     return found

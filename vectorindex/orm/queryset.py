@@ -170,6 +170,8 @@ class VectorQuerySet(models.QuerySet):
             return None
         if not isinstance(field, VectorField):
             return None
+        if not field.indexable:  # a BitField's bits: pgvector has no avg(bit) either
+            raise NotSupportedError(f"{type(aggregate).__name__}('{path}'): bit strings have no average or sum.")
         if aggregate.filter is not None or aggregate.distinct:
             raise NotSupportedError(
                 f"{type(aggregate).__name__}('{path}'): filter= and distinct= are not "

@@ -18,6 +18,7 @@ class Migration(migrations.Migration):
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
                 ("embedding", vectorindex.VectorField(dimensions=3, null=True, blank=True)),
                 ("half_embedding", vectorindex.HalfVectorField(dimensions=3, null=True, blank=True)),
+                ("binary_embedding", vectorindex.BitField(length=3, null=True, blank=True)),
             ],
         ),
         migrations.AddIndex(
