@@ -237,3 +237,25 @@ def test_related_managers_are_given_distances_too():
     playlist = Playlist(pk=1)
     assert isinstance(playlist.song_set.order_by(L2Distance("embedding", [0, 0])), VectorQuerySet)
     assert isinstance(playlist.listed.all(), VectorQuerySet)
+
+
+@isolate_apps("tests.testapp")
+def test_a_second_index_for_the_same_field_and_distance_is_pointed_out():
+    class Twice(models.Model):
+        embedding = VectorField(dimensions=4)
+
+        class Meta:
+            app_label = "testapp"
+            indexes = [
+                IvfflatIndex(name="twice_ivf", fields=["embedding"], opclasses=["vector_l2_ops"]),
+                HnswIndex(name="twice_hnsw", fields=["embedding"], opclasses=["vector_l2_ops"]),
+                HnswIndex(name="twice_cos", fields=["embedding"], opclasses=["vector_cosine_ops"]),
+            ]
+
+    assert [(m.id, m.msg) for m in check_model_vector_indexes(Twice)] == [
+        (
+            "vectorindex.W008",
+            "testapp.Twice: HnswIndex 'twice_hnsw' indexes 'embedding' for the l2 distance, as IvfflatIndex "
+            "'twice_ivf' does: every write keeps both, and queries read 'twice_ivf'.",
+        )
+    ]

@@ -73,3 +73,33 @@ def test_an_index_over_half_vectors_answers_and_stays_right_through_writes():
         found = [nearest(q) for q in queries]
     assert any(Posting._meta.db_table in q["sql"] for q in queries_run.captured_queries)
     assert recall(found, [nearest(q, exact=True) for q in queries]) >= 0.9
+
+
+@pytest.mark.django_db
+def test_a_distance_to_a_cast_to_half_precision():
+    """pgvector's Cast("embedding", HalfVectorField(...)): the distance in float16, answered exactly."""
+    from django.core.exceptions import FieldError
+    from django.db.models.functions import Cast
+
+    from tests.django_app.models import Item
+    from vectorindex import BitField
+
+    Item.objects.create(id=1, embedding=[1.0001, 0, 0])  # 1.0 in float16
+    Item.objects.create(id=2, embedding=[0.9, 0, 0])
+    build("ivfflat_idx")  # the first of its indexes on the field itself, which serves the distance uncast
+    half = L2Distance(Cast("embedding", HalfVectorField(dimensions=3)), [1, 0, 0])
+    full = L2Distance("embedding", [1, 0, 0])
+    with CaptureQueriesContext(connection) as queries_run:
+        list(Item.objects.order_by(full)[:1])
+    assert any(Posting._meta.db_table in q["sql"] for q in queries_run.captured_queries)
+    with CaptureQueriesContext(connection) as queries_run:
+        rows = list(Item.objects.annotate(h=half, f=full).order_by(half))
+    assert not any(Posting._meta.db_table in q["sql"] for q in queries_run.captured_queries)  # exact
+    assert [(r.pk, r.h) for r in rows][0] == (1, 0.0) and rows[0].f == pytest.approx(1e-4, rel=1e-2)
+    assert rows[1].h == pytest.approx(float(1 - np.float16(0.9)))
+    # A cast to the field's own kind and size only; the same distance named twice is computed once.
+    assert len(Item.objects.annotate(a=half, b=L2Distance(Cast("embedding", HalfVectorField(dimensions=3)), [1, 0, 0]))) == 2
+    with pytest.raises(FieldError, match=r"cannot be cast to HalfVectorField\(4\)"):
+        list(Item.objects.order_by(L2Distance(Cast("embedding", HalfVectorField(dimensions=4)), [1, 0, 0])))
+    with pytest.raises(FieldError, match=r"cannot be cast to BitField\(3\)"):
+        list(Item.objects.order_by(L2Distance(Cast("embedding", BitField(length=3)), [1, 0, 0])))

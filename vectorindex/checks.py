@@ -100,10 +100,24 @@ def check_model_vector_indexes(model: Any) -> list[checks.CheckMessage]:
     from .indexes import IvfflatIndex, VectorIndex
 
     messages: list[checks.CheckMessage] = []
+    first: dict[tuple[str, str], VectorIndex] = {}  # (field, distance) -> the index that serves it
     for index in model._meta.indexes:
         if not isinstance(index, VectorIndex):
             continue
         label = f"{model._meta.label}: {type(index).__name__} {index.name!r}"
+        served = index if index.problems() else first.setdefault((index.field_name, index.distance), index)
+        if served is not index:
+            messages.append(
+                checks.Warning(
+                    f"{label} indexes {index.field_name!r} for the {index.distance} distance, as "
+                    f"{type(served).__name__} {served.name!r} does: every write keeps both, and queries "
+                    f"read {served.name!r}.",
+                    hint="One index a field and distance is enough: remove this one (pgvector projects "
+                    "often declare an HNSW and an IVFFlat index, or a half-precision one, side by side).",
+                    obj=model,
+                    id="vectorindex.W008",
+                )
+            )
         for problem in index.problems():
             messages.append(checks.Error(f"{label}: {problem}", obj=model, id="vectorindex.E101"))
         if isinstance(index, IvfflatIndex) and index.lists is not None:

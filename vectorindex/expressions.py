@@ -16,6 +16,7 @@ import numpy as np
 from django.core.exceptions import FieldError
 from django.db import NotSupportedError
 from django.db.models import F, FloatField, Func
+from django.db.models.functions import Cast
 
 from .engine import codec, distances
 
@@ -53,13 +54,19 @@ class Distance(Func):
     bits: ClassVar[bool] = False
     output_field = DistanceField()
 
-    def __init__(self, expression: str | F, vector: Any, **extra: Any) -> None:
+    def __init__(self, expression: str | F | Cast, vector: Any, **extra: Any) -> None:
         name = type(self).__name__
+        # Cast("embedding", HalfVectorField(...)): the distance between the
+        # field's values and the query vector, both in the cast's precision.
+        self.cast: Any = None
+        if isinstance(expression, Cast):
+            self.cast = expression.output_field
+            expression = expression.get_source_expressions()[0]
         if isinstance(expression, str):
             expression = F(expression)
         if not isinstance(expression, F):
             raise TypeError(
-                f"{name}: the first argument must be a field name or F(), "
+                f"{name}: the first argument must be a field name, F() or Cast() of one, "
                 f"got {expression!r}."
             )
         self.field_path: str = expression.name
@@ -90,6 +97,15 @@ class Distance(Func):
                 else ""
             )
             raise FieldError(f"{name}: '{self.field_path}' is a {type(field).__name__}, not {wanted}{hint}.")
+        if self.cast is not None and (
+            not isinstance(self.cast, VectorField) or self.cast.indexable != field.indexable
+            or self.cast.dimensions != field.dimensions
+        ):
+            raise FieldError(
+                f"{name}: '{self.field_path}' ({type(field).__name__}, {field.dimensions} dimensions) cannot be "
+                f"cast to {type(self.cast).__name__}({getattr(self.cast, 'dimensions', '')}): a vector field's "
+                "values cast to a VectorField or HalfVectorField of the same dimensions."
+            )
         if self.vector is not None and self.vector.shape[0] != field.dimensions:
             raise ValueError(
                 f"{name}: the query vector has {self.vector.shape[0]} dimensions, "
@@ -99,16 +115,22 @@ class Distance(Func):
         return resolved
 
     @property
-    def key(self) -> tuple[str, str, bytes | None]:
+    def key(self) -> tuple[str, str, bytes | None, str | None]:
         """Two distances with the same key always have the same value."""
         vector = None if self.vector is None else self.vector.tobytes()
-        return (self.metric, self.field_path, vector)
+        return (self.metric, self.field_path, vector, None if self.cast is None else type(self.cast).__name__)
 
     def compute(self, matrix: np.ndarray) -> np.ndarray:
         """Distances from each row of *matrix*; NaN where there is none (None)."""
         if self.vector is None:
             return np.full(matrix.shape[0], np.nan)
-        return distances.distances(self.metric, matrix, self.vector)
+        vector = self.vector
+        if self.cast is not None and self.cast.storage_dtype != codec.STORAGE_DTYPE:
+            # As the cast stores them (beyond float16's range: infinite, and so is the distance).
+            with np.errstate(over="ignore"):
+                matrix = matrix.astype(self.cast.storage_dtype).astype(np.float32)
+                vector = vector.astype(self.cast.storage_dtype).astype(np.float32)
+        return distances.distances(self.metric, matrix, vector)
 
     def estimate(self, entries: np.ndarray, payload: Any) -> np.ndarray:
         """:meth:`compute` estimated on posting entries: close, not exact (for ranking candidates)."""

@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 from django.core import serializers
 from django.db.models import Avg, Sum
+from django.db.models.functions import Cast
 from django.forms import ModelForm
 
 from tests.django_app.models import Item
 from vectorindex import (
     CosineDistance,
     HalfVector,
+    HalfVectorField,
     HammingDistance,
     JaccardDistance,
     L1Distance,
@@ -294,4 +296,9 @@ class TestDjango:
         assert Item.objects.first().binary_embedding is None
 
     # test_vector_array, test_double_array, test_numeric_array: PostgreSQL's ArrayField.
-    # test_half_precision: a distance to a Cast of a field is not there yet.
+    def test_half_precision(self):
+        create_items()
+        distance = L2Distance(Cast("embedding", HalfVectorField(dimensions=3)), [1, 1, 1])
+        items = Item.objects.annotate(distance=distance).order_by(distance)
+        assert [v.id for v in items] == [1, 3, 2]
+        assert [v.distance for v in items] == [0, 1, sqrt(3)]

@@ -13,10 +13,19 @@ from unittest import mock
 import pytest
 from django.core import serializers
 from django.db.models import Avg, Sum
+from django.db.models.functions import Cast
 from django.forms import ModelForm
 
 from tests.django_app.models import Item
-from vectorindex import CosineDistance, HammingDistance, JaccardDistance, L1Distance, L2Distance, MaxInnerProduct
+from vectorindex import (
+    CosineDistance,
+    HalfVectorField,
+    HammingDistance,
+    JaccardDistance,
+    L1Distance,
+    L2Distance,
+    MaxInnerProduct,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -302,4 +311,9 @@ class TestDjango:
         assert Item.objects.first().binary_embedding is None
 
     # test_vector_array, test_double_array, test_numeric_array: PostgreSQL's ArrayField.
-    # test_half_precision: a distance to a Cast of a field is not there yet.
+    def test_half_precision(self) -> None:
+        create_items()
+        distance = L2Distance(Cast("embedding", HalfVectorField(dimensions=3)), [1, 1, 1])
+        items = Item.objects.annotate(distance=distance).order_by(distance)
+        assert [v.id for v in items] == [1, 3, 2]
+        assert [v.distance for v in items] == [0, 1, sqrt(3)]

@@ -326,7 +326,7 @@ def test_clear_errors(db):
         CosineDistance("embedding", [float("nan")])
     with pytest.raises(FieldError, match="L2Distance: 'name' is a CharField, not a VectorField or HalfVectorField."):
         Item.objects.annotate(d=L2Distance("name", [1] * 8))
-    with pytest.raises(TypeError, match="L2Distance: the first argument must be a field name or F()"):
+    with pytest.raises(TypeError, match=r"L2Distance: the first argument must be a field name, F\(\) or Cast\(\) of one, got 42"):
         L2Distance(42, [1])
     with pytest.raises(NotSupportedError, match="combined with other conditions on distances by OR or NOT, but not with ordinary fields"):
         list(Item.objects.alias(d=L2Distance("embedding", [0] * 8)).filter(Q(d__lt=1) | Q(group=1)))

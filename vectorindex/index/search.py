@@ -60,8 +60,8 @@ def usable_index(queryset: Any, plan: DistancePlan) -> Declared | None:
     if plan.order_tail and plan.order_tail != ["pk"]:
         return None
     distance = plan.terms[term]
-    if "__" in distance.field_path or distance.vector is None:
-        return None
+    if "__" in distance.field_path or distance.vector is None or distance.cast is not None:
+        return None  # a cast's distance is answered exactly
     if any(t.field_path != distance.field_path for t in plan.terms):
         return None
     return index_for(queryset.model, distance.field_path, distance.metric)
