@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from django.contrib.postgres.indexes import OpClass
-from django.db import connection, models
+from django.db import NotSupportedError, connection, models
 from django.db.migrations.state import ProjectState
 from django.db.models.functions import Cast
 from django.test.utils import CaptureQueriesContext, isolate_apps
@@ -259,3 +259,40 @@ def test_a_second_index_for_the_same_field_and_distance_is_pointed_out():
             "'twice_ivf' does: every write keeps both, and queries read 'twice_ivf'.",
         )
     ]
+
+
+# Distances inside arithmetic: 1 - CosineDistance(...), as tutorials write similarity ----------------
+
+
+@pytest.mark.django_db
+def test_similarity_as_one_minus_the_cosine_distance():
+    from django.db.models import F
+
+    from tests.django_app.models import Item
+    from vectorindex import L2Distance
+
+    for pk, vector in [(1, [1, 1, 1]), (2, [2, 2, 2]), (3, [1, 1, 2]), (4, [-1, 0, 0]), (5, None)]:
+        Item.objects.create(id=pk, embedding=vector)
+    build("ivfflat_idx")  # an index on the field: an expression over distances is still answered exactly
+    similarity = 1 - CosineDistance("embedding", [1, 1, 1])
+    rows = Item.objects.annotate(similarity=similarity).order_by("-similarity", "pk")
+    assert [(r.pk, None if r.similarity is None else round(r.similarity, 6)) for r in rows] == [
+        (5, None),  # PostgreSQL's rule: NULL sorts above every value, so first when descending
+        (1, 1.0), (2, 1.0), (3, round(1 - 0.05719095841793653, 6)), (4, round(-1 / np.sqrt(3), 6)),
+    ]
+    assert [r.pk for r in Item.objects.alias(s=similarity).filter(s__gt=0.9).order_by("pk")] == [1, 2, 3]
+    assert list(Item.objects.annotate(s=similarity).filter(embedding__isnull=False).order_by("-s", "pk").values_list(
+        "pk", flat=True
+    )[:2]) == [1, 2]
+    # Built from an alias, two distances, and division: NULL where SQL would have none, or fail.
+    both = Item.objects.alias(d=L2Distance("embedding", [0, 0, 0])).annotate(
+        half=F("d") / 2, ratio=L2Distance("embedding", [1, 1, 1]) / F("d"), twice=2 * F("d") - 0
+    ).get(pk=1)
+    assert both.half == pytest.approx(np.sqrt(3) / 2) and both.twice == pytest.approx(2 * np.sqrt(3))
+    assert both.ratio == 0.0
+    zero = Item.objects.create(id=6, embedding=[0, 0, 0])
+    assert Item.objects.annotate(r=L2Distance("embedding", [1, 1, 1]) / L2Distance("embedding", [0, 0, 0])).get(
+        pk=zero.pk
+    ).r is None
+    with pytest.raises(NotSupportedError, match="only \\+, -, \\* and / with numbers"):
+        list(Item.objects.annotate(p=CosineDistance("embedding", [1, 1, 1]) ** 2))

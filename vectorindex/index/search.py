@@ -31,7 +31,8 @@ from django.db import connections
 
 from ..engine import candidates, routing
 from ..engine.candidates import Pool
-from ..orm.planner import DistancePlan, SearchOptions, evaluate
+from ..expressions import Distance
+from ..orm.planner import DistancePlan, SearchOptions, evaluate, term_values
 from ..storage import LISTS_PER_STATEMENT, dialect_for
 from ..storage.cache import posting_cache
 from ..storage.state import found_state, state_by_id
@@ -60,9 +61,11 @@ def usable_index(queryset: Any, plan: DistancePlan) -> Declared | None:
     if plan.order_tail and plan.order_tail != ["pk"]:
         return None
     distance = plan.terms[term]
+    if not isinstance(distance, Distance):
+        return None  # ordered by an expression over distances: answered exactly
     if "__" in distance.field_path or distance.vector is None or distance.cast is not None:
         return None  # a cast's distance is answered exactly
-    if any(t.field_path != distance.field_path for t in plan.terms):
+    if any(isinstance(t, Distance) and t.field_path != distance.field_path for t in plan.terms):
         return None
     return index_for(queryset.model, distance.field_path, distance.metric)
 
@@ -111,7 +114,7 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
             entries = storage.search_postings(fresh, state.generation, rows_per_head, keys)
             keys = None
             if len(entries):
-                values = [term.estimate(entries, storage.payload) for term in plan.terms]
+                values = term_values(plan, lambda term: term.estimate(entries, storage.payload))
                 errors = plan.terms[term_index].error_bound(entries, storage.payload)
                 pool.add(entries, values, _passing(plan, values), errors)
         chosen = candidates.best(
@@ -257,7 +260,7 @@ def _score(pool: Pool, plan: DistancePlan, positions: np.ndarray, exact: _Exact)
     """(the *positions* that pass on their exact distances, those distances per term)."""
     vectors, present = exact.vectors(pool, positions)
     positions = positions[present]
-    values = [term.compute(vectors) for term in plan.terms]
+    values = term_values(plan, lambda term: term.compute(vectors))
     passing = _passing(plan, values)
     return positions[passing], [column[passing] for column in values]
 

@@ -38,8 +38,9 @@ from django.db.models.sql.where import WhereNode
 from ..conf import vectorindex_settings
 from ..engine import codec
 from ..exceptions import ROWS_NAMED, CorruptVector, WrongSizedChunk
+from ..expressions import Distance
 from ..storage.backends import stream_rows
-from .planner import DistancePlan, evaluate
+from .planner import Derived, DistancePlan, evaluate
 
 
 @dataclass
@@ -92,8 +93,8 @@ def scan(
     *vectors* names fields whose raw vectors are wanted (``aggregate()``).
     """
     model = queryset.model
-    needed = range(len(plan.terms)) if terms else sorted(set(plan.lookup_terms.values()))
-    paths = sorted({plan.terms[index].field_path for index in needed} | set(vectors))
+    needed = range(len(plan.terms)) if terms else _with_parts(plan, set(plan.lookup_terms.values()))
+    paths = sorted({plan.terms[i].field_path for i in needed if isinstance(plan.terms[i], Distance)} | set(vectors))
     base = sql_queryset(queryset, plan).values_list("pk", *paths)
     connection = connections[base.db]
     compiler = base.query.get_compiler(using=base.db)
@@ -125,6 +126,9 @@ def scan(
             values = [np.full(len(rows), np.nan) for _ in plan.terms]
             for index in needed:
                 term = plan.terms[index]
+                if isinstance(term, Derived):  # after the terms it is made of
+                    values[index] = term.combine(values)
+                    continue
                 present, matrix = matrices[term.field_path]
                 values[index][present] = term.compute(matrix)
             chunk = Chunk(np.asarray(pks), values, {p: matrices[p] for p in vectors})
@@ -162,6 +166,21 @@ def _wrong_sized(queryset: Any, path: str, seen: list[tuple[Any, int]]) -> Corru
     rows = list(wrong[:ROWS_NAMED]) if count else list(seen)
     label = f"{field.model._meta.label}.{field.name}"
     return CorruptVector.in_rows(label, field.dimensions, rows, max(count, len(rows)), field.storage_dtype.itemsize)
+
+
+def _with_parts(plan: DistancePlan, wanted: set[int]) -> list[int]:
+    """*wanted* terms and the terms each derived one is made of, in the plan's order (parts first)."""
+    found: set[int] = set()
+    pending = list(wanted)
+    while pending:
+        index = pending.pop()
+        if index in found:
+            continue
+        found.add(index)
+        term = plan.terms[index]
+        if isinstance(term, Derived):
+            pending.extend(item for kind, item in term.parts if kind == "term")
+    return sorted(found)
 
 
 def _field(model: Any, path: str) -> Any:

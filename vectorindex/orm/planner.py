@@ -3,7 +3,9 @@
 A query that mentions a distance (in ``annotate``, ``alias``, ``filter`` or
 ``order_by``) is taken apart into a :class:`DistancePlan`:
 
-* the *distances* it needs, each computed once however often it is mentioned;
+* the *distances* it needs, each computed once however often it is mentioned,
+  and the terms derived from them with ``+ - * /`` and numbers
+  (``1 - CosineDistance(...)``, :class:`Derived`);
 * the part of the WHERE clause that SQL can evaluate, and the part — lookups on
   distances, combined with AND/OR/NOT — that numpy evaluates, in SQL's
   three-valued logic;
@@ -11,19 +13,21 @@ A query that mentions a distance (in ``annotate``, ``alias``, ``filter`` or
 * the slice.
 
 What cannot be split that way (a distance OR'ed with an ordinary condition, an
-ordinary ordering term before a distance, a distance inside a larger expression)
-is refused with ``NotSupportedError`` instead of being answered wrongly.
+ordinary ordering term before a distance, a distance inside an expression other
+than arithmetic with numbers and distances) is refused with ``NotSupportedError`` instead of being answered wrongly.
 """
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from django.db import NotSupportedError
 from django.db.models import F, OrderBy
-from django.db.models.expressions import Ref, Value
+from django.db.models.expressions import CombinedExpression, ExpressionWrapper, Ref, Value
 from django.db.models.sql.query import Query
 from django.db.models.sql.where import AND, OR, WhereNode
 
@@ -57,6 +61,46 @@ class OrderKey:
         return not self.descending, not self.nulls_first
 
 
+# Arithmetic numpy does on distances (``1 - CosineDistance(...)``), by Django's connector.
+ARITHMETIC: dict[str, Callable[[Any, Any], Any]] = {
+    CombinedExpression.ADD: operator.add,
+    CombinedExpression.SUB: operator.sub,
+    CombinedExpression.MUL: operator.mul,
+    CombinedExpression.DIV: operator.truediv,
+}
+
+
+@dataclass
+class Derived:
+    """A term computed from other terms and constants: ``1 - CosineDistance(...)``.
+
+    *parts* are (kind, item) pairs — ("term", index of a term before this
+    one) or ("constant", number) — combined by *connector*; NULL (NaN) in,
+    NULL out, as SQL's arithmetic.
+    """
+
+    connector: str
+    parts: tuple[tuple[str, Any], tuple[str, Any]]
+
+    @property
+    def key(self) -> tuple:
+        return ("derived", self.connector, self.parts)
+
+    def combine(self, values: list[np.ndarray]) -> np.ndarray:
+        lhs, rhs = (values[item] if kind == "term" else item for kind, item in self.parts)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            result = ARITHMETIC[self.connector](lhs, rhs)
+        return np.where(np.isfinite(result), result, np.nan)  # x / 0: NULL, where SQL would fail
+
+
+def term_values(plan: DistancePlan, distance_values: Callable[[Distance], np.ndarray]) -> list[np.ndarray]:
+    """Each term's values: a distance's from *distance_values*, a derived term's from those before it."""
+    values: list[np.ndarray] = []
+    for term in plan.terms:
+        values.append(term.combine(values) if isinstance(term, Derived) else distance_values(term))
+    return values
+
+
 @dataclass
 class DistancePlan:
     terms: list[Distance] = field(default_factory=list)
@@ -73,7 +117,38 @@ class DistancePlan:
 
     @property
     def field_paths(self) -> list[str]:
-        return sorted({term.field_path for term in self.terms})
+        return sorted({term.field_path for term in self.terms if isinstance(term, Distance)})
+
+    def derived_for(self, expression: Any, query: Query) -> int:
+        """The term of an expression over distances and numbers (``1 - CosineDistance(...)``); NotSupportedError for others."""
+        if isinstance(expression, ExpressionWrapper):
+            expression = expression.expression
+        if isinstance(expression, Ref):
+            expression = expression.source
+        if isinstance(expression, Distance):
+            return self.term_for(expression, query)
+        if not isinstance(expression, CombinedExpression) or expression.connector not in ARITHMETIC:
+            raise NotSupportedError(
+                f"{expression!r} puts a distance where only +, -, * and / with numbers and other distances "
+                "are computed (1 - CosineDistance(...), say); compute the rest in Python."
+            )
+        parts = []
+        for side in (expression.lhs, expression.rhs):
+            if contains_distance(side):
+                parts.append(("term", self.derived_for(side, query)))
+            elif isinstance(side, Value) and isinstance(side.value, (int, float)) and not isinstance(side.value, bool):
+                parts.append(("constant", float(side.value)))
+            else:
+                raise NotSupportedError(
+                    f"{side!r}: a distance is combined here only with numbers and other distances "
+                    "(1 - CosineDistance(...)), not with fields or other expressions."
+                )
+        derived = Derived(expression.connector, tuple(parts))
+        for index, known in enumerate(self.terms):
+            if known.key == derived.key:
+                return index
+        self.terms.append(derived)
+        return len(self.terms) - 1
 
     def term_for(self, distance: Distance, query: Query) -> int:
         if not hasattr(distance, "dimensions"):
@@ -109,13 +184,8 @@ def plan_query(query: Query) -> DistancePlan | None:
         )
     plan = DistancePlan(standard_ordering=query.standard_ordering)
     for name, annotation in query.annotations.items():
-        if isinstance(annotation, Distance):
-            plan.annotations[name] = plan.term_for(annotation, query)
-        elif contains_distance(annotation):
-            raise NotSupportedError(
-                f"The annotation '{name}' puts a distance inside a larger expression; "
-                "annotate the bare distance (L2Distance(...)) and compute the rest in Python."
-            )
+        if contains_distance(annotation):
+            plan.annotations[name] = plan.derived_for(annotation, query)
     plan.where_sql, plan.where_numpy = _split_where(query.where, plan, query)
     _plan_ordering(query, plan)
     plan.low, plan.high = query.low_mark, query.high_mark
@@ -130,8 +200,8 @@ def _mentions_distance(query: Query) -> bool:
     )
 
 
-def _order_term(item: Any, query: Query) -> tuple[Distance, bool, bool | None, bool | None] | None:
-    """(distance, descending, nulls_first, nulls_last) when *item* orders by a distance."""
+def _order_term(item: Any, query: Query) -> tuple[Any, bool, bool | None, bool | None] | None:
+    """(distance or expression over distances, descending, nulls_first, nulls_last) when *item* orders by one."""
     descending, nulls_first, nulls_last = False, None, None
     if isinstance(item, str):
         descending = item.startswith("-")
@@ -144,13 +214,8 @@ def _order_term(item: Any, query: Query) -> tuple[Distance, bool, bool | None, b
         item = query.annotations.get(item.name)
     if isinstance(item, Ref):
         item = item.source
-    if isinstance(item, Distance):
-        return item, descending, nulls_first, nulls_last
     if contains_distance(item):
-        raise NotSupportedError(
-            "order_by() accepts a distance on its own (L2Distance(...), "
-            "L2Distance(...).desc() or an annotation's name), not inside a larger expression."
-        )
+        return item, descending, nulls_first, nulls_last
     return None
 
 
@@ -172,7 +237,7 @@ def _plan_ordering(query: Query, plan: DistancePlan) -> None:
         if nulls_first is None and nulls_last is None:
             nulls_first = descending
         plan.order_keys.append(
-            OrderKey(plan.term_for(distance, query), descending, bool(nulls_first))
+            OrderKey(plan.derived_for(distance, query), descending, bool(nulls_first))
         )
 
 
@@ -207,7 +272,7 @@ def _check_numpy_only(node: Any, plan: DistancePlan, query: Query) -> None:
     lhs = getattr(node, "lhs", None)
     if isinstance(lhs, Ref):
         lhs = lhs.source
-    if not isinstance(lhs, Distance) or getattr(node, "lookup_name", None) not in NUMERIC_LOOKUPS:
+    if not contains_distance(lhs) or getattr(node, "lookup_name", None) not in NUMERIC_LOOKUPS:
         raise NotSupportedError(
             "A condition on a distance can be combined with other conditions on "
             "distances by OR or NOT, but not with ordinary fields; "
@@ -215,7 +280,7 @@ def _check_numpy_only(node: Any, plan: DistancePlan, query: Query) -> None:
         )
     if contains_distance(getattr(node, "rhs", None)):
         raise NotSupportedError("A distance cannot be compared with another distance.")
-    plan.lookup_terms[id(node)] = plan.term_for(lhs, query)
+    plan.lookup_terms[id(node)] = plan.derived_for(lhs, query)
 
 
 def _constant(value: Any) -> Any:
