@@ -77,8 +77,9 @@ def _register_indexes(using: str = "default", verbosity: int = 1, stdout: Any = 
                 out.write(message + "\n")
 
         states = sync_states(using, report=report, migrated=state_apps)
-        reset_runtimes()
+        reset_runtimes()  # before the builds: an index the sync reset must not be built from a stale head
         from .index.build import build_after_migrate
 
         build_after_migrate(states, using, report=report, progress=verbosity >= 1 and out.isatty())
-    reset_runtimes()
+    else:
+        reset_runtimes()

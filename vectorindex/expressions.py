@@ -85,9 +85,7 @@ class Distance(Func):
         resolved = super().resolve_expression(*args, **kwargs)
         field = resolved.source_expressions[0].output_field
         name = type(self).__name__
-        if not isinstance(field, BitField if self.bits else VectorField) or (
-            not self.bits and isinstance(field, BitField)
-        ):
+        if not isinstance(field, VectorField) or isinstance(field, BitField) != self.bits:
             wanted = "a BitField" if self.bits else "a VectorField or HalfVectorField"
             hint = (
                 "; bit strings are compared by HammingDistance or JaccardDistance"

@@ -57,7 +57,7 @@ def _as_vector(value: Any) -> np.ndarray | None:
 
 def _as_text(value: Any) -> Any:
     """An array or a ``HalfVector`` as ``[1.0, 2.0, …]`` text; anything else (submitted text) as it is."""
-    if isinstance(value, np.ndarray) or callable(getattr(value, "to_numpy", None)):
+    if isinstance(value, np.ndarray) or codec.is_vector_object(value):
         return codec.to_text(np.asarray(value, dtype=np.float32))
     return value
 
@@ -109,7 +109,7 @@ class VectorFormField(forms.Field):
         super().__init__(**kwargs)
 
     def prepare_value(self, value: Any) -> Any:
-        if isinstance(value, (list, tuple)) or callable(getattr(value, "to_numpy", None)):
+        if isinstance(value, (list, tuple)) or codec.is_vector_object(value):
             vector = _as_vector(value)
             return vector if vector is not None else value
         return value

@@ -110,7 +110,7 @@ def coerce(value: Any, dimensions: int | None) -> np.ndarray:
     """
     if isinstance(value, str):
         value = parse_text(value)
-    elif not isinstance(value, np.ndarray) and callable(getattr(value, "to_numpy", None)):
+    elif is_vector_object(value):
         value = np.asarray(value.to_numpy())
     if isinstance(value, (bytes, bytearray, memoryview)):
         raise InvalidVector(
@@ -192,6 +192,11 @@ def parse_bits(value: Any, length: int | None) -> np.ndarray:
 def bits_text(vector: Any) -> str:
     """0/1 values as ``"101"``."""
     return "".join("1" if bit else "0" for bit in np.asarray(vector).tolist())
+
+
+def is_vector_object(value: Any) -> bool:
+    """A vector value that is not an array: a ``HalfVector`` (anything with ``to_numpy()``)."""
+    return not isinstance(value, np.ndarray) and callable(getattr(value, "to_numpy", None))
 
 
 def to_half(vector: np.ndarray) -> np.ndarray:
