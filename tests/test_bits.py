@@ -53,8 +53,8 @@ def test_hamming_and_jaccard_distances_as_pgvector_computes_them():
 
 @pytest.mark.django_db
 def test_distances_of_the_wrong_kind_and_averages_of_bits_are_refused():
-    with pytest.raises(FieldError, match="L2Distance: 'binary_embedding' is a BitField, not a VectorField or "
-                       "HalfVectorField; bit strings are compared by HammingDistance or JaccardDistance"):
+    with pytest.raises(FieldError, match="L2Distance: 'binary_embedding' is a BitField, not a VectorField, "
+                       "HalfVectorField or SparseVectorField; bit strings are compared by HammingDistance or JaccardDistance"):
         list(Item.objects.order_by(L2Distance("binary_embedding", [1, 0, 1])))
     with pytest.raises(FieldError, match="HammingDistance: 'embedding' is a VectorField, not a BitField; "
                        "HammingDistance and JaccardDistance compare a BitField's bits"):

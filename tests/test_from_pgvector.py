@@ -12,6 +12,7 @@ from tests.indexing import build
 from tests.testapp.models import Clip, ClipManager, ClipQuerySet
 from vectorindex import (
     CosineDistance,
+    HalfVectorField,
     HnswIndex,
     IvfflatIndex,
     L2Distance,
@@ -294,5 +295,152 @@ def test_similarity_as_one_minus_the_cosine_distance():
     assert Item.objects.annotate(r=L2Distance("embedding", [1, 1, 1]) / L2Distance("embedding", [0, 0, 0])).get(
         pk=zero.pk
     ).r is None
-    with pytest.raises(NotSupportedError, match="only \\+, -, \\* and / with numbers"):
+    with pytest.raises(NotSupportedError, match="only \\+, -, \\* and /, Coalesce\\(\\) and Case\\(\\)/When\\(\\)"):
         list(Item.objects.annotate(p=CosineDistance("embedding", [1, 1, 1]) ** 2))
+
+
+# Case/When, Coalesce, fields beside distances; a distance between two columns of the row ----------------
+
+
+def _clips():
+    rows = {}
+    for seconds, vector in [(30, [1, 0, 0, 0, 0, 0, 0, 0]), (90, [0, 1, 0, 0, 0, 0, 0, 0]),
+                            (45, [1, 1, 0, 0, 0, 0, 0, 0]), (120, [0] * 8)]:
+        rows[seconds] = Clip.objects.create(seconds=seconds, embedding=vector).pk
+    return rows
+
+
+@pytest.mark.django_db
+def test_case_when_over_distances_and_fields():
+    from django.db.models import Case, F, IntegerField, Q, Value, When
+
+    pks = _clips()
+    query = [1, 0, 0, 0, 0, 0, 0, 0]
+    band = Case(
+        When(Q(d__lt=0.5), then=Value(1)),  # on the distance: numpy
+        When(Q(seconds__gt=100) | Q(seconds=90), then=Value(2)),  # on fields only: SQL
+        When(Q(seconds__lt=60, d__lte=1.0), then=Value(3)),  # both: each side where it is computed
+        default=Value(0),
+        output_field=IntegerField(),
+    )
+    rows = Clip.objects.alias(d=L2Distance("embedding", query)).annotate(band=band).order_by("seconds")
+    assert [(r.seconds, r.band) for r in rows] == [(30, 1), (45, 3), (90, 2), (120, 2)]
+    assert all(isinstance(r.band, int) for r in rows)
+    assert list(rows.values_list("seconds", "band")) == [(30, 1), (45, 3), (90, 2), (120, 2)]
+    assert [r.pk for r in Clip.objects.alias(d=L2Distance("embedding", query), band=band).filter(band=2)
+            .order_by("pk")] == [pks[90], pks[120]]
+    # A distance as a branch's value, a field's as another's; ordered by the whole.
+    score = Case(When(seconds__lt=60, then=CosineDistance("embedding", query)), default=F("seconds") / 100.0)
+    ordered = Clip.objects.annotate(score=score).order_by("score", "pk")
+    assert [(r.seconds, round(r.score, 6)) for r in ordered] == [
+        (30, 0.0), (45, round(1 - 1 / np.sqrt(2), 6)), (90, 0.9), (120, 1.2)
+    ]
+    # Unknown is not true: a NULL distance (the zero vector's cosine) matches no branch on it.
+    cosine = Case(When(Q(c__lt=2), then=Value(1)), default=Value(0))
+    assert Clip.objects.alias(c=CosineDistance("embedding", query)).annotate(k=cosine).get(seconds=120).k == 0
+
+
+@pytest.mark.django_db
+def test_coalesce_and_fields_in_arithmetic_with_distances():
+    from django.db.models import F, Value
+    from django.db.models.functions import Coalesce
+
+    _clips()
+    query = [1, 0, 0, 0, 0, 0, 0, 0]
+    rows = Clip.objects.annotate(
+        c=Coalesce(CosineDistance("embedding", query), Value(2.0)),
+        weighted=L2Distance("embedding", query) * F("seconds"),
+        fallback=Coalesce(CosineDistance("embedding", query), F("seconds")),
+    ).order_by("seconds")
+    assert [(r.seconds, round(r.c, 6), round(r.weighted, 6), round(r.fallback, 6)) for r in rows] == [
+        (30, 0.0, 0.0, 0.0),
+        (45, round(1 - 1 / np.sqrt(2), 6), 45.0, round(1 - 1 / np.sqrt(2), 6)),
+        (90, 1.0, round(90 * np.sqrt(2), 6), 1.0),
+        (120, 2.0, 120.0, 120.0),  # the zero vector has no cosine: the next value
+    ]
+    ranked = Clip.objects.alias(w=L2Distance("embedding", query) * F("seconds")).filter(w__lt=100).order_by("-w")
+    assert [r.seconds for r in ranked] == [45, 30]
+    with pytest.raises(NotSupportedError, match="only with numbers, numeric fields and other distances"):
+        list(Clip.objects.annotate(x=Coalesce(CosineDistance("embedding", query), F("embedding"))))
+
+
+@pytest.mark.django_db
+def test_a_distance_between_two_vector_columns_of_each_row():
+    from django.core.exceptions import FieldError
+    from django.db.models import F, OuterRef
+
+    from tests.django_app.models import Item
+    from vectorindex import L1Distance, MaxInnerProduct, SparseVector
+
+    rows = {1: ([1, 1, 1], [1, 1, 2]), 2: ([2, 2, 2], [0, 0, 0]), 3: ([3, 0, 0], [3, 0, 0]), 4: ([1, 2, 3], None)}
+    for pk, (vector, half) in rows.items():
+        Item.objects.create(id=pk, embedding=vector, half_embedding=half, sparse_embedding=half)
+    build("ivfflat_idx")  # the index does not answer it: the exact scan does
+    found = Item.objects.annotate(
+        l2=L2Distance("embedding", F("half_embedding")),
+        ip=MaxInnerProduct("half_embedding", F("embedding")),
+        cos=CosineDistance("embedding", F("half_embedding")),
+        l1=L1Distance(Cast("embedding", HalfVectorField(dimensions=3)), F("half_embedding")),
+    ).order_by("l2", "pk")
+    assert [(r.pk, r.l2, r.ip, None if r.cos is None else round(r.cos, 6), r.l1) for r in found] == [
+        (3, 0.0, -9.0, 0.0, 0.0),
+        (1, 1.0, -4.0, round(1 - 4 / np.sqrt(18), 6), 1.0),
+        (2, np.sqrt(12), -0.0, None, 6.0),  # the zero vector has no direction
+        (4, None, None, None, None),  # NULL where either vector is
+    ]
+    assert [r.pk for r in Item.objects.alias(d=L2Distance("embedding", F("half_embedding"))).filter(d__lt=2)
+            .order_by("pk")] == [1, 3]
+    with pytest.raises(FieldError, match="are not vectors of one kind and length"):
+        list(Item.objects.annotate(d=L2Distance("embedding", F("binary_embedding"))))
+    with pytest.raises(NotSupportedError, match="a distance between two sparse vector columns"):
+        list(Item.objects.annotate(d=L2Distance("sparse_embedding", F("sparse_embedding"))))
+    assert Item.objects.filter(pk=1).annotate(d=L2Distance("sparse_embedding", SparseVector([1, 1, 2]))).get().d == 0
+    with pytest.raises(NotSupportedError, match=r"OuterRef\('embedding'\)\) is a distance to the outer row: use it "
+                       r"inside Subquery\(...\) or Exists\(...\)"):
+        list(Item.objects.annotate(d=L2Distance("embedding", OuterRef("embedding"))))
+
+
+# A distance to the outer row in a subquery: Subquery(...) and Exists(...) with OuterRef --------------------
+
+
+@pytest.mark.django_db
+def test_subqueries_with_a_distance_to_the_outer_row():
+    from django.db.models import Exists, OuterRef, Q, Subquery
+
+    from tests.django_app.models import Item
+
+    for pk, vector in [(1, [1, 1, 1]), (2, [2, 2, 2]), (3, [1, 1, 2]), (4, [-1, 0, 0]), (5, None)]:
+        Item.objects.create(id=pk, embedding=vector)
+    build("ivfflat_idx")  # the inner queries are answered by the index, one per outer row
+    others = Item.objects.exclude(pk=OuterRef("pk")).filter(embedding__isnull=False)
+    nearest = others.order_by(L2Distance("embedding", OuterRef("embedding"))).values("pk")[:1]
+    rows = Item.objects.filter(embedding__isnull=False).annotate(nearest=Subquery(nearest)).order_by("pk")
+    with CaptureQueriesContext(connection) as queries:
+        assert [(r.pk, r.nearest) for r in rows] == [(1, 3), (2, 3), (3, 1), (4, 1)]
+    assert sum(Posting._meta.db_table in query["sql"] for query in queries.captured_queries) >= 4
+    # The nearest distance itself, and conditions on it (ANDed with the rest, sliced after them).
+    gap = others.annotate(d=L2Distance("embedding", OuterRef("embedding"))).order_by("d").values("d")[:1]
+    with_gap = Item.objects.annotate(gap=Subquery(gap)).order_by("pk")
+    assert [(r.pk, None if r.gap is None else round(r.gap, 6)) for r in with_gap] == [
+        (1, 1.0), (2, round(np.sqrt(2), 6)), (3, 1.0), (4, round(np.sqrt(6), 6)), (5, None)
+    ]
+    assert [r.pk for r in Item.objects.alias(gap=Subquery(gap)).filter(gap__lt=1.2).order_by("pk")] == [1, 3]
+    assert Item.objects.alias(gap=Subquery(gap)).filter(gap__isnull=True).get().pk == 5
+    # Exists: rows with a neighbour within 1.5; NOT EXISTS also where the distance is NULL (no vector).
+    close = others.alias(d=L2Distance("embedding", OuterRef("embedding"))).filter(d__lt=1.5)
+    assert [r.pk for r in Item.objects.filter(Exists(close)).order_by("pk")] == [1, 2, 3]
+    assert [r.pk for r in Item.objects.filter(~Exists(close)).order_by("pk")] == [4, 5]
+    assert [r.pk for r in Item.objects.filter(Exists(close)).order_by("pk")[1:3]] == [2, 3]
+    assert Item.objects.filter(Exists(close)).count() == 3 and Item.objects.filter(~Exists(close), pk=5).exists()
+    annotated = Item.objects.annotate(has_close=Exists(close)).order_by("pk")
+    assert [(r.pk, r.has_close) for r in annotated] == [(1, True), (2, True), (3, True), (4, False), (5, False)]
+    # The outer query's own distances work beside it.
+    outer = Item.objects.annotate(nearest=Subquery(nearest)).order_by(L2Distance("embedding", [1, 1, 1]))[:2]
+    assert [(r.pk, r.nearest) for r in outer] == [(1, 3), (3, 1)]
+    # What is not answered says what to write instead.
+    with pytest.raises(NotSupportedError, match="cannot be ordered by a subquery with a distance"):
+        list(Item.objects.annotate(nearest=Subquery(nearest)).order_by("nearest"))
+    with pytest.raises(NotSupportedError, match="for model instances only: drop values"):
+        list(Item.objects.annotate(nearest=Subquery(nearest)).values("pk", "nearest"))
+    with pytest.raises(NotSupportedError, match="can only be ANDed with the others"):
+        list(Item.objects.filter(Q(Exists(close)) | Q(pk=4)))

@@ -40,6 +40,8 @@ _PUBLIC = {
     "L1Distance": "expressions",
     "L2Distance": "expressions",
     "MaxInnerProduct": "expressions",
+    "SparseVector": "values",
+    "SparseVectorField": "fields",
     "VectorExtension": "operations",
     "VectorField": "fields",
     "VectorFormField": "forms",
@@ -63,6 +65,8 @@ __all__ = [
     "L1Distance",
     "L2Distance",
     "MaxInnerProduct",
+    "SparseVector",
+    "SparseVectorField",
     "VectorExtension",
     "VectorField",
     "VectorFormField",
@@ -101,9 +105,9 @@ if TYPE_CHECKING:
         L2Distance,
         MaxInnerProduct,
     )
-    from .fields import BitField, HalfVectorField, VectorField
+    from .fields import BitField, HalfVectorField, SparseVectorField, VectorField
     from .forms import VectorFormField, VectorPreviewWidget, VectorWidget
     from .indexes import HnswIndex, IvfflatIndex, VectorIndex
     from .operations import VectorExtension
     from .orm.queryset import VectorManager, VectorQuerySet
-    from .values import HalfVector
+    from .values import HalfVector, SparseVector

@@ -32,6 +32,7 @@ from .fields import VectorField
 from .forms import VectorPreviewWidget
 from .models import Head, IndexState, Version
 from .storage import posting_table_memory
+from .values import SparseVector
 from .wording import buffer_pool_warning, posting_data, posting_table_hint, posting_table_warning
 
 __all__ = ["IndexStateAdmin", "VectorAdminMixin", "VectorModelAdmin"]
@@ -40,36 +41,36 @@ PREVIEW_PREFIX = "vector_preview__"
 
 
 def preview_html(vector: Any, full: bool = True) -> str:
+    """A stored value as the admin shows it: a one-line summary, over the whole value when *full* and it is long."""
     if vector is None:
         return "-"
     if isinstance(vector, str):  # a BitField's bits
-        return _bits_html(vector, full)
+        shown = vector if len(vector) <= BITS_SHOWN else vector[:BITS_SHOWN] + "…"
+        return _summary_html(f"{len(vector):,} bits: {shown}", vector, full and len(vector) > BITS_SHOWN)
+    if isinstance(vector, SparseVector):
+        shown = vectorindex_settings.ADMIN_PREVIEW_VALUES
+        nonzero = len(vector.indices())
+        entries = [f"{i + 1}:{v:.4g}" for i, v in zip(vector.indices()[:shown], vector.values()[:shown])]
+        more = ", …" if nonzero > shown else ""
+        summary = f"{vector.dimensions():,} dimensions, {nonzero:,} non-zero: {{{', '.join(entries)}{more}}}"
+        return _summary_html(summary, vector.to_text(), full and nonzero > shown)
     vector = np.asarray(vector, dtype=np.float32)
-    summary = codec.preview(vector, vectorindex_settings.ADMIN_PREVIEW_VALUES)
-    if not full:
-        return format_html('<span title="{}">{}</span>', summary, summary)
-    return format_html(
-        '<details class="vectorindex-vector"><summary>{}</summary>'
-        '<code style="white-space: pre-wrap; word-break: break-all">{}</code></details>',
-        summary,
-        codec.to_text(vector),
-    )
+    return _summary_html(codec.preview(vector, vectorindex_settings.ADMIN_PREVIEW_VALUES), codec.to_text(vector), full)
 
 
 # Bits a preview shows before "…".
 BITS_SHOWN = 64
 
 
-def _bits_html(bits: str, full: bool) -> str:
-    shown = bits if len(bits) <= BITS_SHOWN else bits[:BITS_SHOWN] + "…"
-    summary = f"{len(bits):,} bits: {shown}"
-    if not full or len(bits) <= BITS_SHOWN:
+def _summary_html(summary: str, whole: str, details: bool) -> str:
+    """*summary* alone (its text as the title), or over *whole* in a collapsed ``<details>``."""
+    if not details:
         return format_html('<span title="{}">{}</span>', summary, summary)
     return format_html(
         '<details class="vectorindex-vector"><summary>{}</summary>'
         '<code style="white-space: pre-wrap; word-break: break-all">{}</code></details>',
         summary,
-        bits,
+        whole,
     )
 
 

@@ -9,7 +9,7 @@ from django.core import checks
 from django.core.exceptions import FieldDoesNotExist
 from django.db import DatabaseError, connections
 
-from .fields import VectorField
+from .fields import SparseVectorField, VectorField
 from .models import IndexState
 from .orm.queryset import VectorQuerySet
 from .storage import PostingMemory, posting_table_memory
@@ -141,7 +141,9 @@ def check_model_vector_indexes(model: Any) -> list[checks.CheckMessage]:
                     checks.Error(
                         f"{label} is on {index.field_name!r}, which is {kind}, not a VectorField or HalfVectorField"
                         + (
-                            " (no index serves bit strings: HammingDistance and JaccardDistance are answered "
+                            " (no index serves sparse vectors: their distances are answered by the exact scan)."
+                            if isinstance(field, SparseVectorField)
+                            else " (no index serves bit strings: HammingDistance and JaccardDistance are answered "
                             "by the exact scan)."
                             if isinstance(field, VectorField)
                             else "."

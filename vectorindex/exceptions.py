@@ -51,6 +51,19 @@ class CorruptVector(VectorIndexError):
             fix = f"fix or clear those rows (save them with {dimensions}-dimensional vectors, or delete them)"
         return cls(f"{field}: {found}; {fix}.")
 
+    @classmethod
+    def sparse_rows(cls, field: str, dimensions: int | None, rows: Sequence[tuple[Any, int]]) -> CorruptVector:
+        """The error for *rows* — (primary key, stored bytes) — of a sparse vector *field* that do not read as one."""
+        of = "" if dimensions is None else f" of {dimensions} dimensions"
+        wanted = f"a sparse vector{of}"
+        named = ", ".join(f"{pk} ({size} bytes)" for pk, size in rows[:ROWS_NAMED])
+        more = f" and {len(rows) - ROWS_NAMED} more" if len(rows) > ROWS_NAMED else ""
+        if len(rows) == 1:
+            found, fix = f"row {named} stores", f"that row (save it with {wanted}, or delete it)"
+        else:
+            found, fix = f"rows {named}{more} store", f"those rows (save them with sparse vectors{of}, or delete them)"
+        return cls(f"{field}: {found} something other than {wanted}; fix or clear {fix}.")
+
 
 def stored_size(size: int, width: int = 4) -> str:
     """A stored blob's length in words: ``"8 dimensions (32 bytes)"``; *width* bytes a value (4: float32, 2: float16)."""

@@ -17,11 +17,11 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from .conf import vectorindex_settings
-from .engine import codec
+from .engine import codec, sparse
 from .exceptions import CorruptVector, stored_size
-from .forms import BitFormField, EmptyValues, VectorFormField
+from .forms import BitFormField, EmptyValues, SparseVectorFormField, VectorFormField
 
-__all__ = ["BitField", "HalfVectorField", "VectorField", "as_returned"]
+__all__ = ["BitField", "HalfVectorField", "SparseVectorField", "VectorField", "as_returned"]
 
 
 def as_returned(vector: np.ndarray) -> np.ndarray | list[float]:
@@ -35,8 +35,10 @@ class VectorField(models.Field):
     description = "Vector of %(dimensions)s float32 values"
     # How a value is stored: little-endian float32 (HalfVectorField: float16).
     storage_dtype = codec.STORAGE_DTYPE
-    # Whether a VectorIndex can be declared on it (not on a BitField).
+    # Whether a VectorIndex can be declared on it (not on a BitField or a SparseVectorField).
     indexable = True
+    # Whether its values are averaged and summed by Avg() and Sum().
+    summable = True
     empty_strings_allowed = False
     empty_values = EmptyValues([None, "", [], (), {}])
     # Only these make sense on a vector; the rest (lt, contains, …) would
@@ -96,6 +98,10 @@ class VectorField(models.Field):
     def returned(self, vector: np.ndarray) -> Any:
         """A stored vector (float32) as the field hands it back: an array, or a list (``VECTORS_AS_LISTS``)."""
         return as_returned(vector)
+
+    def stack(self, blobs: list) -> np.ndarray:
+        """Stored blobs of one scanned chunk as a float32 matrix (codec.WrongSize names those of another size)."""
+        return codec.stack_bytes(blobs, self.dimensions, self.storage_dtype)
 
     def _coerce(self, value: Any) -> np.ndarray:
         try:
@@ -187,6 +193,7 @@ class BitField(VectorField):
     description = "String of %(dimensions)s bits"
     storage_dtype = codec.BIT_DTYPE
     indexable = False
+    summable = False  # pgvector has no avg(bit) either
 
     def __init__(self, *args: Any, length: int | None = None, **kwargs: Any) -> None:
         if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= codec.MAX_DIMENSIONS:
@@ -214,3 +221,76 @@ class BitField(VectorField):
 
     def formfield(self, **kwargs: Any):
         return models.Field.formfield(self, **{"form_class": BitFormField, "length": self.dimensions, **kwargs})
+
+
+class SparseVectorField(VectorField):
+    """A sparse vector, as pgvector's ``sparsevec``: a length and its non-zero values.
+
+    ``SparseVectorField(dimensions=30000)``, or without ``dimensions`` for
+    vectors of any length (up to a billion, with up to 16,000 non-zero values).
+    Takes a :class:`~vectorindex.values.SparseVector`, a dense list or array,
+    ``{1:0.5,3:2.0}/5`` text or a scipy sparse row; returns a ``SparseVector``
+    (with ``VECTORS_AS_LISTS`` too, as pgvector-python does). Stored as its
+    non-zero entries only; ``L2Distance``, ``MaxInnerProduct``,
+    ``CosineDistance`` and ``L1Distance`` compare it with a sparse query,
+    answered by the exact scan (no index serves it).
+    """
+
+    description = "Sparse vector"
+    indexable = False
+    summable = False  # pgvector has no avg(sparsevec) either
+
+    def __init__(self, *args: Any, dimensions: int | None = None, **kwargs: Any) -> None:
+        if dimensions is not None and (
+            isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= sparse.MAX_DIMENSIONS
+        ):
+            raise ValueError(
+                f"SparseVectorField.dimensions must be None or an integer from 1 to {sparse.MAX_DIMENSIONS:,}, "
+                f"got {dimensions!r}."
+            )
+        self.dimensions = dimensions
+        models.Field.__init__(self, *args, **kwargs)
+
+    def deconstruct(self) -> tuple[str, str, list, dict]:
+        name, path, args, kwargs = super().deconstruct()
+        if self.dimensions is None:
+            del kwargs["dimensions"]
+        return name, path, args, kwargs
+
+    def vector_of(self, value: Any) -> sparse.Parts:
+        return sparse.parse(value, self.dimensions)
+
+    def returned(self, parts: sparse.Parts) -> Any:
+        from .values import SparseVector
+
+        return SparseVector._of(parts)
+
+    def stack(self, blobs: list) -> sparse.Rows:
+        return sparse.stack(blobs, self.dimensions)
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return self.returned(sparse.from_bytes(value, self.dimensions))
+        except codec.InvalidVector as error:
+            raise CorruptVector(
+                f"{self.model._meta.label}.{self.name}: a row stores {error.message.removeprefix('expected a sparse vector, got ')}, "
+                f"expected a sparse vector{'' if self.dimensions is None else f' of {self.dimensions} dimensions'}; "
+                f"fix or clear such rows (a distance query over them names them, and .defer({self.name!r}) loads them)."
+            ) from None
+
+    def get_prep_value(self, value: Any) -> bytes | None:
+        value = models.Field.get_prep_value(self, value)
+        if value is None:
+            return None
+        return sparse.to_bytes(self._coerce(value))
+
+    def value_to_string(self, obj: models.Model) -> str | None:
+        value = self.value_from_object(obj)
+        return None if value is None else sparse.to_text(self._coerce(value))
+
+    def formfield(self, **kwargs: Any):
+        return models.Field.formfield(
+            self, **{"form_class": SparseVectorFormField, "dimensions": self.dimensions, **kwargs}
+        )

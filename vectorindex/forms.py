@@ -18,9 +18,9 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from .conf import vectorindex_settings
-from .engine import codec
+from .engine import codec, sparse
 
-__all__ = ["BitFormField", "VectorFormField", "VectorPreviewWidget", "VectorWidget"]
+__all__ = ["BitFormField", "SparseVectorFormField", "SparseVectorWidget", "VectorFormField", "VectorPreviewWidget", "VectorWidget"]
 
 
 class EmptyValues(list):
@@ -43,6 +43,11 @@ class EmptyValues(list):
 
 def _is_blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _refused(field: forms.Field, error: codec.InvalidVector) -> ValidationError:
+    """The form error for a value the codec refused: its message, under the codec's code."""
+    return ValidationError(field.error_messages["invalid"], code=error.code, params={"problem": error.message})
 
 
 def _as_vector(value: Any) -> np.ndarray | None:
@@ -120,11 +125,7 @@ class VectorFormField(forms.Field):
         try:
             return codec.coerce(value, self.dimensions)
         except codec.InvalidVector as error:
-            raise ValidationError(
-                self.error_messages["invalid"],
-                code=error.code,
-                params={"problem": error.message},
-            ) from None
+            raise _refused(self, error) from None
 
     def has_changed(self, initial: Any, data: Any) -> bool:
         if self.disabled:
@@ -156,6 +157,38 @@ class BitFormField(forms.CharField):
         try:
             return codec.bits_text(codec.parse_bits(value, self.length))
         except codec.InvalidVector as error:
-            raise ValidationError(
-                self.error_messages["invalid"], code=error.code, params={"problem": error.message}
-            ) from None
+            raise _refused(self, error) from None
+
+
+class SparseVectorWidget(forms.TextInput):
+    """A sparse vector as pgvector's ``{1:1.0,3:2.0}/5`` text (positions from 1) in a plain text input."""
+
+    def format_value(self, value: Any) -> str | None:
+        if sparse.looks_sparse(value) and not isinstance(value, str):
+            try:
+                value = sparse.to_text(sparse.parse(value, None))
+            except codec.InvalidVector:
+                pass
+        return super().format_value(value)
+
+
+class SparseVectorFormField(forms.Field):
+    """Reads ``{1:1.0,3:2.0}/5`` text (or ``[0, 1, 0]``) into a ``SparseVector`` (a ``SparseVectorField``'s form field)."""
+
+    widget = SparseVectorWidget
+    default_error_messages = {"invalid": "%(problem)s."}
+
+    def __init__(self, *, dimensions: int | None = None, **kwargs: Any) -> None:
+        self.dimensions = dimensions
+        kwargs.pop("max_length", None)
+        super().__init__(**kwargs)
+
+    def to_python(self, value: Any) -> Any:
+        from .values import SparseVector
+
+        if _is_blank(value):
+            return None
+        try:
+            return SparseVector._of(sparse.parse(value, self.dimensions))
+        except codec.InvalidVector as error:
+            raise _refused(self, error) from None

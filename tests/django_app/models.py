@@ -1,7 +1,6 @@
 """pgvector-python's Django test model (tests/test_django.py at v0.4.2), declared as it declares it.
 
-Only its names come from vectorindex instead of pgvector.django. Left out for
-now: the field vectorindex does not have yet (SparseVectorField) and
+Only its names come from vectorindex instead of pgvector.django. Left out:
 PostgreSQL's ArrayField ones.
 """
 
@@ -9,13 +8,14 @@ from django.contrib.postgres.indexes import OpClass
 from django.db import models
 from django.db.models.functions import Cast
 
-from vectorindex import BitField, HalfVectorField, HnswIndex, IvfflatIndex, VectorField
+from vectorindex import BitField, HalfVectorField, HnswIndex, IvfflatIndex, SparseVectorField, VectorField
 
 
 class Item(models.Model):
     embedding = VectorField(dimensions=3, null=True, blank=True)
     half_embedding = HalfVectorField(dimensions=3, null=True, blank=True)
     binary_embedding = BitField(length=3, null=True, blank=True)
+    sparse_embedding = SparseVectorField(dimensions=3, null=True, blank=True)
 
     class Meta:
         app_label = "django_app"

@@ -4,7 +4,7 @@ pgvector-python 1.0 returns vectors as Python lists; with
 ``VECTORINDEX = {"VECTORS_AS_LISTS": True}`` vectorindex does too. Run as
 test_django.py runs the v0.4.2 ones: the model as pgvector declares it,
 vectorindex's names, the suite's database. Left out, and named where they
-were: what vectorindex does not have yet, and PostgreSQL's ArrayField.
+were: the tests of PostgreSQL's ArrayField.
 """
 
 from math import sqrt
@@ -25,6 +25,7 @@ from vectorindex import (
     L1Distance,
     L2Distance,
     MaxInnerProduct,
+    SparseVector,
 )
 
 
@@ -34,10 +35,9 @@ def vectors_as_lists(settings):
 
 
 def create_items() -> None:
-    # The original also sets sparse_embedding.
-    Item(id=1, embedding=[1, 1, 1], half_embedding=[1, 1, 1], binary_embedding="000").save()
-    Item(id=2, embedding=[2, 2, 2], half_embedding=[2, 2, 2], binary_embedding="101").save()
-    Item(id=3, embedding=[1, 1, 2], half_embedding=[1, 1, 2], binary_embedding="111").save()
+    Item(id=1, embedding=[1, 1, 1], half_embedding=[1, 1, 1], binary_embedding="000", sparse_embedding=SparseVector([1, 1, 1])).save()
+    Item(id=2, embedding=[2, 2, 2], half_embedding=[2, 2, 2], binary_embedding="101", sparse_embedding=SparseVector([2, 2, 2])).save()
+    Item(id=3, embedding=[1, 1, 2], half_embedding=[1, 1, 2], binary_embedding="111", sparse_embedding=SparseVector([1, 1, 2])).save()
 
 
 class VectorForm(ModelForm):
@@ -56,6 +56,12 @@ class BitForm(ModelForm):
     class Meta:
         model = Item
         fields = ["binary_embedding"]
+
+
+class SparseVectorForm(ModelForm):
+    class Meta:
+        model = Item
+        fields = ["sparse_embedding"]
 
 
 @pytest.mark.django_db
@@ -161,7 +167,38 @@ class TestDjango:
         assert [v.id for v in items] == [2, 3, 1]
         # assert [v.distance for v in items] == [0, 1/3, 1]
 
-    # test_sparsevec*: SparseVectorField is not there yet.
+    def test_sparsevec(self) -> None:
+        Item(id=1, sparse_embedding=SparseVector([1, 2, 3])).save()
+        item = Item.objects.get(pk=1)
+        assert item.sparse_embedding == SparseVector([1, 2, 3])
+
+    def test_sparsevec_l2_distance(self) -> None:
+        create_items()
+        distance = L2Distance("sparse_embedding", SparseVector([1, 1, 1]))
+        items = Item.objects.annotate(distance=distance).order_by(distance)
+        assert [v.id for v in items] == [1, 3, 2]
+        assert [v.distance for v in items] == [0, 1, sqrt(3)]
+
+    def test_sparsevec_max_inner_product(self) -> None:
+        create_items()
+        distance = MaxInnerProduct("sparse_embedding", SparseVector([1, 1, 1]))
+        items = Item.objects.annotate(distance=distance).order_by(distance)
+        assert [v.id for v in items] == [2, 3, 1]
+        assert [v.distance for v in items] == [-6, -4, -3]
+
+    def test_sparsevec_cosine_distance(self) -> None:
+        create_items()
+        distance = CosineDistance("sparse_embedding", SparseVector([1, 1, 1]))
+        items = Item.objects.annotate(distance=distance).order_by(distance)
+        assert [v.id for v in items] == [1, 2, 3]
+        assert [v.distance for v in items] == [0, 0, 0.05719095841793653]
+
+    def test_sparsevec_l1_distance(self) -> None:
+        create_items()
+        distance = L1Distance("sparse_embedding", SparseVector([1, 1, 1]))
+        items = Item.objects.annotate(distance=distance).order_by(distance)
+        assert [v.id for v in items] == [1, 3, 2]
+        assert [v.distance for v in items] == [0, 1, 3]
 
     def test_filter(self) -> None:
         create_items()
@@ -295,10 +332,37 @@ class TestDjango:
         assert form.save()
         assert Item.objects.get(pk=1).binary_embedding is None
 
-    # test_sparsevec_form*: not there yet.
+    def test_sparsevec_form(self) -> None:
+        form = SparseVectorForm(data={"sparse_embedding": "{1:1,2:2,3:3}/3"})
+        assert form.is_valid()
+        assert 'value="{1:1,2:2,3:3}/3"' in form.as_div()
+
+    def test_sparsevec_form_instance(self) -> None:
+        Item(id=1, sparse_embedding=[1, 2, 3]).save()
+        item = Item.objects.get(pk=1)
+        form = SparseVectorForm(instance=item)
+        # TODO improve
+        assert 'value="{1:1.0,2:2.0,3:3.0}/3"' in form.as_div()
+
+    def test_sparsevec_form_save(self) -> None:
+        Item(id=1, sparse_embedding=[1, 2, 3]).save()
+        item = Item.objects.get(pk=1)
+        form = SparseVectorForm(instance=item, data={"sparse_embedding": "{1:4,2:5,3:6}/3"})
+        assert form.has_changed()
+        assert form.is_valid()
+        assert form.save()
+        assert Item.objects.get(pk=1).sparse_embedding == SparseVector([4, 5, 6])
+
+    def test_sparesevec_form_save_missing(self) -> None:
+        Item(id=1).save()
+        item = Item.objects.get(pk=1)
+        form = SparseVectorForm(instance=item, data={"sparse_embedding": ""})
+        assert form.is_valid()
+        assert form.save()
+        assert Item.objects.get(pk=1).sparse_embedding is None
 
     def test_clean(self) -> None:
-        item = Item(id=1, embedding=[1, 2, 3], half_embedding=[1, 2, 3], binary_embedding="101")  # and sparse_embedding
+        item = Item(id=1, embedding=[1, 2, 3], half_embedding=[1, 2, 3], binary_embedding="101", sparse_embedding=SparseVector([1, 2, 3]))
         item.full_clean()
 
     def test_get_or_create(self) -> None:
@@ -309,6 +373,7 @@ class TestDjango:
         assert Item.objects.first().embedding is None
         assert Item.objects.first().half_embedding is None
         assert Item.objects.first().binary_embedding is None
+        assert Item.objects.first().sparse_embedding is None
 
     # test_vector_array, test_double_array, test_numeric_array: PostgreSQL's ArrayField.
     def test_half_precision(self) -> None:

@@ -324,14 +324,14 @@ def test_clear_errors(db):
         list(Item.objects.order_by(L2Distance("embedding", [1, 2, 3])))
     with pytest.raises(ValueError, match="CosineDistance: query vector: expected finite numbers, got nan at position 0."):
         CosineDistance("embedding", [float("nan")])
-    with pytest.raises(FieldError, match="L2Distance: 'name' is a CharField, not a VectorField or HalfVectorField."):
+    with pytest.raises(FieldError, match="L2Distance: 'name' is a CharField, not a VectorField, HalfVectorField or SparseVectorField."):
         Item.objects.annotate(d=L2Distance("name", [1] * 8))
     with pytest.raises(TypeError, match=r"L2Distance: the first argument must be a field name, F\(\) or Cast\(\) of one, got 42"):
         L2Distance(42, [1])
     with pytest.raises(NotSupportedError, match="combined with other conditions on distances by OR or NOT, but not with ordinary fields"):
         list(Item.objects.alias(d=L2Distance("embedding", [0] * 8)).filter(Q(d__lt=1) | Q(group=1)))
-    with pytest.raises(NotSupportedError, match="a distance is combined here only with numbers and other distances"):
-        list(Item.objects.alias(d=L2Distance("embedding", [0] * 8)).annotate(e=F("d") * F("group")))
+    with pytest.raises(NotSupportedError, match="a distance is combined here only with numbers, numeric fields and other distances"):
+        list(Item.objects.alias(d=L2Distance("embedding", [0] * 8)).annotate(e=F("d") * F("name")))
     with pytest.raises(NotSupportedError, match="cannot be combined with aggregation"):
         list(Item.objects.values("group").annotate(n=Count("pk"), d=L2Distance("embedding", [0] * 8)))
     with pytest.raises(NotSupportedError, match="computed in numpy, not in SQL"):

@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from vectorindex import HalfVectorField, HnswIndex, VectorField, VectorIndex, VectorManager
+from vectorindex import HalfVectorField, HnswIndex, SparseVectorField, VectorField, VectorIndex, VectorManager
 
 
 class Category(models.Model):
@@ -152,3 +152,11 @@ class Frame(models.Model):
 
     class Meta:
         indexes = [HnswIndex(name="frame_half", fields=["embedding"], opclasses=["halfvec_l2_ops"])]
+
+
+class Bag(models.Model):
+    """A bag of words: sparse vectors of any length (no dimensions declared), and one of a fixed length."""
+
+    title = models.CharField(max_length=100, blank=True)
+    words = SparseVectorField(null=True, blank=True)
+    terms = SparseVectorField(dimensions=5000, null=True, blank=True)

@@ -115,3 +115,29 @@ def distances(metric: str, matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
     if matrix.shape[0] == 0:
         return np.empty(0, dtype=np.float64)
     return KERNELS[metric](matrix, query)
+
+
+def between_rows(metric: str, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Distances between each row of *left* and the same row of *right* (two columns of one table), as float64."""
+    if left.shape[0] == 0:
+        return np.empty(0, dtype=np.float64)
+    a, b = _widen(left), _widen(right)
+    both = np.einsum("ij,ij->i", a, b)
+    if metric == "ip":
+        return -both
+    if metric == "cosine":
+        norms = np.sqrt(np.einsum("ij,ij->i", a, a)) * np.sqrt(np.einsum("ij,ij->i", b, b))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            similarity = both / norms
+        np.clip(similarity, -1.0, 1.0, out=similarity)
+        return 1.0 - similarity
+    if metric == "jaccard":
+        either = a.sum(axis=1) + b.sum(axis=1) - both
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(both > 0, 1.0 - both / either, 1.0)
+    a -= b
+    if metric == "l2":
+        return np.sqrt(np.einsum("ij,ij->i", a, a))
+    if metric in ("l1", "hamming"):
+        return np.abs(a).sum(axis=1)
+    raise ValueError(f"no distance {metric!r}")

@@ -32,7 +32,7 @@ from django.db import connections
 from ..engine import candidates, routing
 from ..engine.candidates import Pool
 from ..expressions import Distance
-from ..orm.planner import DistancePlan, SearchOptions, evaluate, term_values
+from ..orm.planner import Derived, DistancePlan, SearchOptions, evaluate, term_values
 from ..storage import LISTS_PER_STATEMENT, dialect_for
 from ..storage.cache import posting_cache
 from ..storage.state import found_state, state_by_id
@@ -66,6 +66,10 @@ def usable_index(queryset: Any, plan: DistancePlan) -> Declared | None:
     if "__" in distance.field_path or distance.vector is None or distance.cast is not None:
         return None  # a cast's distance is answered exactly
     if any(isinstance(t, Distance) and t.field_path != distance.field_path for t in plan.terms):
+        return None
+    if any(not isinstance(t, (Distance, Derived)) for t in plan.terms):
+        return None  # Case() or a field's values in a term: SQL computes part of it, on every row
+    if any(isinstance(t, Distance) and t.other_path is not None for t in plan.terms):
         return None
     return index_for(queryset.model, distance.field_path, distance.metric)
 

@@ -22,7 +22,6 @@ This path is exact: it is the oracle that the index's recall is measured against
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,17 +29,18 @@ from typing import Any
 import numpy as np
 from django.core.exceptions import EmptyResultSet
 from django.db import connections
-from django.db.models import Case, FloatField, IntegerField, Value, When, prefetch_related_objects
+from django.db.models import BooleanField, Case, FloatField, IntegerField, Value, When, prefetch_related_objects
 from django.db.models.functions import Length
 from django.db.models.query import ModelIterable
 from django.db.models.sql.where import WhereNode
 
 from ..conf import vectorindex_settings
-from ..engine import codec
+from ..engine import codec, sparse
 from ..exceptions import ROWS_NAMED, CorruptVector, WrongSizedChunk
 from ..expressions import Distance
+from ..fields import SparseVectorField
 from ..storage.backends import stream_rows
-from .planner import Derived, DistancePlan, evaluate
+from .planner import Cases, Column, Derived, DistancePlan, evaluate, returned
 
 
 @dataclass
@@ -94,8 +94,18 @@ def scan(
     """
     model = queryset.model
     needed = range(len(plan.terms)) if terms else _with_parts(plan, set(plan.lookup_terms.values()))
-    paths = sorted({plan.terms[i].field_path for i in needed if isinstance(plan.terms[i], Distance)} | set(vectors))
-    base = sql_queryset(queryset, plan).values_list("pk", *paths)
+    paths = sorted(
+        {path for i in needed if isinstance(plan.terms[i], Distance) for path in plan.terms[i].field_paths}
+        | set(vectors)
+    )
+    # Ordinary expressions inside ones over distances (Column terms): SQL computes them, as extra columns.
+    computed = {index: f"vectorindex_term_{index}" for index in needed if isinstance(plan.terms[index], Column)}
+    base = sql_queryset(queryset, plan)
+    for index, alias in computed.items():
+        base.query.annotations[alias] = plan.terms[index].expression
+    if computed and base.query.annotation_select_mask is not None:
+        base.query.append_annotation_mask(computed.values())
+    base = base.values_list("pk", *paths, *computed.values())
     connection = connections[base.db]
     compiler = base.query.get_compiler(using=base.db)
     try:
@@ -103,6 +113,10 @@ def scan(
     except EmptyResultSet:
         return
     pk_converters = compiler.get_converters([compiler.select[0][0]])
+    first_computed = 1 + len(paths)
+    computed_converters = [
+        compiler.get_converters([compiler.select[first_computed + position][0]]) for position in range(len(computed))
+    ]
     fields = {path: _field(model, path) for path in paths}
     size = vectorindex_settings.EXACT_CHUNK_SIZE
     wrong: tuple[str, list[tuple[Any, int]]] | None = None
@@ -124,13 +138,22 @@ def scan(
                 wrong = (error.path, [(pks[i], nbytes) for i, nbytes in error.rows])
                 break
             values = [np.full(len(rows), np.nan) for _ in plan.terms]
+            for position, index in enumerate(computed):
+                values[index] = _numbers(columns[first_computed + position], compiler, computed_converters[position])
             for index in needed:
                 term = plan.terms[index]
-                if isinstance(term, Derived):  # after the terms it is made of
-                    values[index] = term.combine(values)
+                if isinstance(term, Column):
+                    continue
+                if isinstance(term, (Derived, Cases)):  # after the terms it is made of
+                    values[index] = term.combine(values, plan)
                     continue
                 present, matrix = matrices[term.field_path]
-                values[index][present] = term.compute(matrix)
+                if term.other_path is None:
+                    values[index][present] = term.compute(matrix)
+                else:  # NULL where either is
+                    other_present, other_matrix = matrices[term.other_path]
+                    both = present & other_present
+                    values[index][both] = term.compute_between(matrix[both[present]], other_matrix[both[other_present]])
             chunk = Chunk(np.asarray(pks), values, {p: matrices[p] for p in vectors})
             if plan.where_numpy is not None:
                 keep, _ = evaluate(plan.where_numpy, values, plan)
@@ -152,6 +175,9 @@ def _wrong_sized(queryset: Any, path: str, seen: list[tuple[Any, int]]) -> Corru
     (another transaction fixed them meanwhile).
     """
     field = _field(queryset.model, path)
+    label = f"{field.model._meta.label}.{field.name}"
+    if isinstance(field, SparseVectorField):  # no one stored size to count by: the rows the scan met
+        return CorruptVector.sparse_rows(label, field.dimensions, seen)
     *relations, _name = path.split("__")
     pk_path = "__".join([*relations, "pk"])
     wrong = (
@@ -164,8 +190,25 @@ def _wrong_sized(queryset: Any, path: str, seen: list[tuple[Any, int]]) -> Corru
     )
     count = wrong.count()
     rows = list(wrong[:ROWS_NAMED]) if count else list(seen)
-    label = f"{field.model._meta.label}.{field.name}"
     return CorruptVector.in_rows(label, field.dimensions, rows, max(count, len(rows)), field.storage_dtype.itemsize)
+
+
+# The field of a term's values, as constants in SQL (values() rows).
+OUTPUT_FIELDS = {"float": FloatField(), "int": IntegerField(), "bool": BooleanField()}
+
+
+def _output_field(term: Any) -> Any:
+    """The field of *term*'s values as constants in SQL: its labels' (CharField for text) or its kind's."""
+    if getattr(term, "labels", None) is not None:
+        return term.field
+    return OUTPUT_FIELDS[getattr(term, "kind", "float")]
+
+
+def _numbers(column: tuple, compiler: Any, converters: dict) -> np.ndarray:
+    """A computed column's values as floats, NaN for NULL (through the backend's converters: SQLite's decimals)."""
+    if converters:
+        column = [row[0] for row in compiler.apply_converters(([value] for value in column), converters)]
+    return np.array([np.nan if value is None else float(value) for value in column], dtype=np.float64)
 
 
 def _with_parts(plan: DistancePlan, wanted: set[int]) -> list[int]:
@@ -178,8 +221,8 @@ def _with_parts(plan: DistancePlan, wanted: set[int]) -> list[int]:
             continue
         found.add(index)
         term = plan.terms[index]
-        if isinstance(term, Derived):
-            pending.extend(item for kind, item in term.parts if kind == "term")
+        if not isinstance(term, Distance):
+            pending.extend(term.term_parts(plan))
     return sorted(found)
 
 
@@ -191,16 +234,16 @@ def _field(model: Any, path: str) -> Any:
     return opts.get_field(name)
 
 
-def _matrix(blobs: tuple, field: Any, path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(present mask, float32 matrix of the present rows) of one chunk's column of vector *field*."""
+def _matrix(blobs: tuple, field: Any, path: str) -> tuple[np.ndarray, Any]:
+    """(present mask, float32 matrix — sparse.Rows for a SparseVectorField — of the present rows) of one chunk's column."""
     if None in blobs:
         present = np.fromiter((blob is not None for blob in blobs), bool, len(blobs))
         blobs = tuple(blob for blob in blobs if blob is not None)
     else:
         present = np.ones(len(blobs), bool)
     try:
-        return present, codec.stack_bytes(list(blobs), field.dimensions, field.storage_dtype)
-    except codec.WrongSize as error:
+        return present, field.stack(list(blobs))
+    except (codec.WrongSize, sparse.Unreadable) as error:
         in_chunk = np.flatnonzero(present)[error.positions]
         raise WrongSizedChunk(path, list(zip(in_chunk.tolist(), error.sizes.tolist()))) from None
 
@@ -325,7 +368,7 @@ def _fetch_instances(queryset: Any, plan: DistancePlan, pks: list, values: list[
     qs.query.clear_ordering(force=True)
     found = {obj.pk: obj for obj in qs.filter(pk__in=pks)}
     selected = [
-        (name, values[term].tolist())
+        (name, plan.terms[term], values[term].tolist())
         for name, term in plan.annotations.items()
         if name in queryset.query.annotation_select
     ]
@@ -334,9 +377,8 @@ def _fetch_instances(queryset: Any, plan: DistancePlan, pks: list, values: list[
         obj = found.get(pk)
         if obj is None:  # deleted by another transaction since the scan
             continue
-        for name, column in selected:
-            value = column[position]
-            setattr(obj, name, None if math.isnan(value) else value)
+        for name, term, column in selected:
+            setattr(obj, name, returned(term, column[position]))
         rows.append(obj)
     return rows
 
@@ -349,11 +391,11 @@ def _fetch_rows(queryset: Any, plan: DistancePlan, pks: list, values: list[np.nd
     for name, term in plan.annotations.items():
         constants = Case(
             *[
-                When(pk=pk, then=Value(None if math.isnan(value) else value))
+                When(pk=pk, then=Value(returned(plan.terms[term], value)))
                 for pk, value in zip(pks, values[term].tolist())
             ],
             default=Value(None),
-            output_field=FloatField(),
+            output_field=_output_field(plan.terms[term]),
         )
         query.annotations[name] = constants.resolve_expression(query, allow_joins=True)
     query._annotation_select_cache = None

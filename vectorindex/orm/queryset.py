@@ -22,8 +22,8 @@ from django.db import NotSupportedError, connections, models, transaction
 from django.db.models import Avg, F, Sum
 
 from ..conf import vectorindex_settings
-from ..fields import VectorField
-from . import exact
+from ..fields import SparseVectorField, VectorField
+from . import correlated, exact
 from .planner import SearchOptions, plan_query
 
 __all__ = ["VectorManager", "VectorQuerySet", "give_vector_querysets"]
@@ -94,6 +94,8 @@ class VectorQuerySet(models.QuerySet):
         return search.answer(self, plan)
 
     def _fetch_all(self) -> None:
+        if self._result_cache is None and correlated.mentions(self.query):
+            self._result_cache = list(correlated.rows(self))
         if self._result_cache is None:
             plan = plan_query(self.query)
             if plan is not None:
@@ -101,6 +103,8 @@ class VectorQuerySet(models.QuerySet):
         super()._fetch_all()
 
     def iterator(self, chunk_size: int | None = None) -> Iterator[Any]:
+        if correlated.mentions(self.query):
+            return correlated.rows(self)
         plan = plan_query(self.query)
         if plan is None:
             return super().iterator(chunk_size=chunk_size)
@@ -111,6 +115,8 @@ class VectorQuerySet(models.QuerySet):
     def count(self) -> int:
         if self._result_cache is not None:
             return len(self._result_cache)
+        if correlated.mentions(self.query):
+            return sum(1 for _ in correlated.rows(self))
         plan = plan_query(self.query)
         if plan is None:
             return super().count()
@@ -119,6 +125,8 @@ class VectorQuerySet(models.QuerySet):
     def exists(self) -> bool:
         if self._result_cache is not None:
             return bool(self._result_cache)
+        if correlated.mentions(self.query):
+            return next(correlated.rows(self), None) is not None
         plan = plan_query(self.query)
         if plan is None:
             return super().exists()
@@ -170,8 +178,9 @@ class VectorQuerySet(models.QuerySet):
             return None
         if not isinstance(field, VectorField):
             return None
-        if not field.indexable:  # a BitField's bits: pgvector has no avg(bit) either
-            raise NotSupportedError(f"{type(aggregate).__name__}('{path}'): bit strings have no average or sum.")
+        if not field.summable:  # pgvector has no avg(bit) nor avg(sparsevec) either
+            what = "sparse vectors" if isinstance(field, SparseVectorField) else "bit strings"
+            raise NotSupportedError(f"{type(aggregate).__name__}('{path}'): {what} have no average or sum.")
         if aggregate.filter is not None or aggregate.distinct:
             raise NotSupportedError(
                 f"{type(aggregate).__name__}('{path}'): filter= and distinct= are not "

@@ -19,6 +19,7 @@ class Migration(migrations.Migration):
                 ("embedding", vectorindex.VectorField(dimensions=3, null=True, blank=True)),
                 ("half_embedding", vectorindex.HalfVectorField(dimensions=3, null=True, blank=True)),
                 ("binary_embedding", vectorindex.BitField(length=3, null=True, blank=True)),
+                ("sparse_embedding", vectorindex.SparseVectorField(dimensions=3, null=True, blank=True)),
             ],
         ),
         migrations.AddIndex(
