@@ -27,6 +27,7 @@ from django.db.models import Exists, F, Subquery
 from django.db.models.expressions import Col, NegatedExpression, Ref, Value
 from django.db.models.lookups import Lookup
 from django.db.models.query import ModelIterable, ValuesListIterable
+from django.db.models.sql.query import Query
 from django.db.models.sql.where import AND, WhereNode
 
 from ..expressions import Distance, contains_distance
@@ -41,16 +42,24 @@ def _inner_distance(query: Any) -> bool:
     )
 
 
-def _subquery(expression: Any) -> tuple[Subquery, bool] | None:
-    """(the subquery with a distance, negated) that *expression* is, or None."""
+def _subquery(expression: Any) -> tuple[Query, bool, bool] | None:
+    """(the inner query with a distance, whether it is an Exists, negated) that *expression* is, or None.
+
+    A ``Subquery`` annotation is the ``Subquery`` itself, or (Django 6.1) the
+    inner ``Query`` it resolved to.
+    """
     negated = False
     if isinstance(expression, NegatedExpression):
         expression, negated = expression.expression, True
     if isinstance(expression, Ref):
         expression = expression.source
-    if isinstance(expression, Subquery) and _inner_distance(expression.query):
-        return expression, negated
-    return None
+    if isinstance(expression, Subquery):
+        query, exists = expression.query, isinstance(expression, Exists)
+    elif isinstance(expression, Query) and expression.subquery:
+        query, exists = expression, False
+    else:
+        return None
+    return (query, exists, negated) if _inner_distance(query) else None
 
 
 def mentions(query: Any) -> bool:
@@ -174,11 +183,11 @@ def _holds(condition: Any, instance: Any, values: dict, base_alias: str, using: 
 
 def _answer(expression: Any, instance: Any, base_alias: str, using: str) -> Any:
     """The value of a subquery with a distance for one outer row: its first column, or (Exists) whether it has rows."""
-    subquery, negated = _subquery(expression)
-    inner = _bound(subquery.query, instance, base_alias)
+    query, exists, negated = _subquery(expression)
+    inner = _bound(query, instance, base_alias)
     queryset = inner.model._default_manager.db_manager(using).all()
     queryset.query = inner
-    if isinstance(subquery, Exists):
+    if exists:
         return queryset.exists() != negated
     queryset._iterable_class = ValuesListIterable
     first = next(iter(queryset), None)
