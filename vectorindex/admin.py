@@ -33,7 +33,12 @@ from .forms import VectorPreviewWidget
 from .models import Head, IndexState, Version
 from .storage import posting_table_memory
 from .values import SparseVector
-from .wording import buffer_pool_warning, posting_data, posting_table_hint, posting_table_warning
+from .wording import (
+    buffer_pool_warning,
+    posting_data,
+    posting_table_hint,
+    posting_table_warning,
+)
 
 __all__ = ["IndexStateAdmin", "VectorAdminMixin", "VectorModelAdmin"]
 

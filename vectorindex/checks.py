@@ -7,14 +7,27 @@ from typing import Any
 from django.apps import apps
 from django.core import checks
 from django.core.exceptions import FieldDoesNotExist
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, models
 
 from .fields import SparseVectorField, VectorField
-from .models import IndexState
+from .models import ROW_KEY_LENGTH, IndexState, is_integer_key
 from .orm.queryset import VectorQuerySet
 from .storage import PostingMemory, posting_table_memory
 from .storage.dialects import DIALECTS, supported_databases, vendor
 from .wording import posting_table_hint, posting_table_warning
+
+
+def _key_problem(pk: models.Field) -> str | None:
+    """What keeps an index from keying its vectors by this primary key, or None."""
+    composite = getattr(models, "CompositePrimaryKey", None)
+    if composite is not None and isinstance(pk, composite):
+        return "is a CompositePrimaryKey"
+    if is_integer_key(pk):
+        return None
+    length = getattr(pk, "max_length", None)
+    if length is not None and length > ROW_KEY_LENGTH:
+        return f"is a {type(pk).__name__} of up to {length} characters"
+    return None
 
 
 def _vector_models() -> list[Any]:
@@ -95,8 +108,6 @@ def check_vector_indexes(app_configs: Any = None, **kwargs: Any) -> list[checks.
 
 
 def check_model_vector_indexes(model: Any) -> list[checks.CheckMessage]:
-    from django.db import models
-
     from .indexes import IvfflatIndex, VectorIndex
 
     messages: list[checks.CheckMessage] = []
@@ -152,12 +163,14 @@ def check_model_vector_indexes(model: Any) -> list[checks.CheckMessage]:
                         id="vectorindex.E102",
                     )
                 )
-        if not isinstance(model._meta.pk, (models.AutoField, models.BigAutoField, models.IntegerField, models.OneToOneField)):
+        key_problem = _key_problem(model._meta.pk)
+        if key_problem:
             messages.append(
                 checks.Error(
-                    f"{label} needs an integer primary key; {model._meta.label}'s is a "
-                    f"{type(model._meta.pk).__name__}.",
-                    hint="Posting lists store the primary key as a 64-bit integer.",
+                    f"{label} needs a primary key of one column, an integer or one written in up to "
+                    f"{ROW_KEY_LENGTH} characters (a UUID, a string); {model._meta.label}'s {key_problem}.",
+                    hint="An integer key is the vector's id; any other is kept, as text, beside the id the index "
+                    "gives the vector.",
                     obj=model,
                     id="vectorindex.E103",
                 )

@@ -120,6 +120,17 @@ class Posting(models.Model):
     payload = models.BinaryField()
 
 
+# The longest primary key a version row keeps as text (``Version.row_key``).
+ROW_KEY_LENGTH = 255
+
+
+def is_integer_key(field: models.Field) -> bool:
+    """Whether a primary key is an integer, which an index uses as the vector id itself."""
+    while isinstance(field, (models.OneToOneField, models.ForeignKey)):  # multi-table inheritance's parent link
+        field = field.target_field
+    return isinstance(field, (models.AutoField, models.BigAutoField, models.SmallAutoField, models.IntegerField))
+
+
 class Version(models.Model):
     """The current version of each indexed vector, and whether its row is gone."""
 
@@ -128,12 +139,19 @@ class Version(models.Model):
     vector_id = models.BigIntegerField()
     version = models.PositiveIntegerField(default=1)
     deleted = models.BooleanField(default=False)
+    # The row's primary key as text, for a model whose key is not an integer
+    # (a UUID, a string): the vector id is then the index's own, given here
+    # when the row is first indexed, and this finds it. NULL otherwise.
+    row_key = models.CharField(max_length=ROW_KEY_LENGTH, null=True, blank=True)
 
     class Meta:
         # The deleted vectors' rows, without a pass over every row of the
         # index: the scan counts them, and the sweep reads them. Not version:
         # an update of a vector would then rewrite this index's entry too.
         indexes = [models.Index(fields=["index_id", "deleted"], name="vectorindex_version_deleted")]
+        constraints = [
+            models.UniqueConstraint(fields=["index_id", "row_key"], name="vectorindex_version_row_key"),
+        ]
 
 
 class WalEntry(models.Model):

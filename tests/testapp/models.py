@@ -1,5 +1,7 @@
 """Models the test suite runs against."""
 
+import uuid
+
 from django.db import models
 
 from vectorindex import HalfVectorField, HnswIndex, SparseVectorField, VectorField, VectorIndex, VectorManager
@@ -160,3 +162,24 @@ class Bag(models.Model):
     title = models.CharField(max_length=100, blank=True)
     words = SparseVectorField(null=True, blank=True)
     terms = SparseVectorField(dimensions=5000, null=True, blank=True)
+
+
+class Ticket(models.Model):
+    """A UUID primary key: the index gives each vector an id of its own and keeps the key beside it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    topic = models.CharField(max_length=40, blank=True)
+    embedding = VectorField(dimensions=16, null=True)
+
+    class Meta:
+        indexes = [VectorIndex(fields=["embedding"], name="ticket_embedding", posting_limit=32, merge_below=4)]
+
+
+class Sku(models.Model):
+    """A string primary key, indexed with float32 entries (no re-rank from the rows)."""
+
+    code = models.CharField(max_length=40, primary_key=True)
+    embedding = VectorField(dimensions=16, null=True)
+
+    class Meta:
+        indexes = [VectorIndex(fields=["embedding"], name="sku_embedding", payload="float32")]

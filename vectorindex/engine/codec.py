@@ -18,7 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import InvalidVector, WrongSize  # raised here, defined with the app's other errors
+from ..exceptions import (  # raised here, defined with the app's other errors
+    InvalidVector,
+    WrongSize,
+)
 
 MAX_DIMENSIONS = 16_383
 STORAGE_DTYPE = np.dtype("<f4")

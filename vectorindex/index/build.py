@@ -70,13 +70,22 @@ class BuildReport:
         return self.vectors / self.seconds if self.seconds else float("inf")
 
 
-def _read_vectors(declared: Declared, using: str, progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
-    """(pks, vectors) of every row whose vector is not NULL, streamed in chunks."""
+def _read_vectors(declared: Declared, using: str, progress: Progress | None) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """(vector ids, vectors, row keys) of every row whose vector is not NULL, streamed in chunks.
+
+    The ids are the rows' integer keys; a keyed index (:attr:`Declared.keyed`),
+    whose version rows were just cleared, numbers its rows from 1 and keeps
+    their keys as text (None for an integer key).
+    """
     total = declared.model._base_manager.using(using).filter(**{f"{declared.field.name}__isnull": False}).count()
     pks, blocks = [], []
+    keys: list[str] | None = [] if declared.keyed else None
     done = 0
     try:
-        for chunk_pks, matrix in stream_vectors(declared, using):
+        for chunk_pks, matrix, chunk_keys in stream_vectors(declared, using):
+            if keys is not None:
+                chunk_pks = np.arange(len(keys) + 1, len(keys) + 1 + len(chunk_keys), dtype=np.int64)
+                keys.extend(declared.key_text(pk) for pk in chunk_keys)
             pks.append(chunk_pks)
             blocks.append(matrix)
             done += len(chunk_pks)
@@ -87,8 +96,8 @@ def _read_vectors(declared: Declared, using: str, progress: Progress | None) -> 
         again = f"run `manage.py vectorindex build {declared.name}` again once they are fixed"
         raise CorruptVector(f"{error} The build changed nothing; {again}.") from None
     if not pks:
-        return np.empty(0, np.int64), np.empty((0, declared.field.dimensions), np.float32)
-    return np.concatenate(pks), np.concatenate(blocks)
+        return np.empty(0, np.int64), np.empty((0, declared.field.dimensions), np.float32), keys
+    return np.concatenate(pks), np.concatenate(blocks), keys
 
 
 def build_after_migrate(states: list[Any], using: str, *, report: Callable[[str], None], progress: bool) -> None:
@@ -168,7 +177,7 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
         storage.lock_state(exclusive=True)
         storage.lock_all_heads()
         storage.clear()
-        pks, vectors = _read_vectors(declared, using, progress)
+        pks, vectors, keys = _read_vectors(declared, using, progress)
         rng = np.random.default_rng(seed)
         generation = secrets.randbits(GENERATION_BITS)
         count = len(pks)
@@ -207,7 +216,9 @@ def _build(declared, using, rt, storage, options, progress, seed) -> BuildReport
                 progress("postings", len(rows), len(rows))
             entries = len(rows)
             for start in range(0, count, VERSION_ROWS):
-                storage.insert_versions(pks[start : start + VERSION_ROWS])
+                storage.insert_versions(
+                    pks[start : start + VERSION_ROWS], None if keys is None else keys[start : start + VERSION_ROWS]
+                )
         storage.write_snapshot(generation, 0, head.to_bytes(), len(head))
         storage.set_state(
             status=IndexState.Status.READY,

@@ -65,26 +65,32 @@ def survey(declared: Declared, using: str, storage: Storage, head: HeadIndex | N
     count = min(runtime(declared, using).reach_probes(), len(head)) if head is not None else 0
     alive = np.sort(head.ids()) if head is not None else np.empty(0, np.int64)
     seen: list[np.ndarray] = []
-    for pks, vectors in stream_vectors(declared, using):
+    for pks, vectors, keys in stream_vectors(declared, using, storage):
+        # Each row's primary key, as reported: the vector id itself, or (keyed) the row's own key.
+        names = pks if keys is None else np.array(keys, dtype=object)
         seen.append(pks)
         found.rows += len(pks)
         at = np.searchsorted(version_ids, pks).clip(max=max(len(version_ids) - 1, 0))
         has_version = (version_ids[at] == pks) & live[at] if len(version_ids) else np.zeros(len(pks), bool)
-        found.missing.extend(pks[~has_version].tolist())
-        pks, vectors, at = pks[has_version], vectors[has_version], at[has_version]
+        found.missing.extend(names[~has_version].tolist())
+        pks, vectors, at, names = pks[has_version], vectors[has_version], at[has_version], names[has_version]
         first = np.searchsorted(entry_ids, pks)
         indexed = first < len(entry_ids)
         indexed[indexed] = entry_ids[first[indexed]] == pks[indexed]
-        found.lost.extend(pks[~indexed].tolist())
-        pks, vectors, at, first = pks[indexed], vectors[indexed], at[indexed], first[indexed]
+        found.lost.extend(names[~indexed].tolist())
+        pks, vectors, at, first, names = pks[indexed], vectors[indexed], at[indexed], first[indexed], names[indexed]
         encoded = storage.payload.entries(pks, current[at].astype(np.uint32), vectors)
         same = storage.payload.fingerprints(encoded) == prints[first]
-        found.changed.extend(pks[~same].tolist())
+        found.changed.extend(names[~same].tolist())
         if head is not None and 0 < count < len(head):
-            pks, vectors = pks[same], vectors[same]
-            found.unreachable.extend(pks[~_reachable(head, pks, vectors, count, options["probe_epsilon"], entry_ids, owners, alive)].tolist())
+            pks, vectors, names = pks[same], vectors[same], names[same]
+            reached = _reachable(head, pks, vectors, count, options["probe_epsilon"], entry_ids, owners, alive)
+            found.unreachable.extend(names[~reached].tolist())
     rows = np.concatenate(seen) if seen else np.empty(0, np.int64)
     found.orphaned = version_ids[live & ~np.isin(version_ids, rows)].tolist()
+    if declared.keyed:  # as the rows' keys the version rows keep
+        keys_of = storage.keys_of_ids(found.orphaned)
+        found.orphaned = [declared.key_value(keys_of[vector_id]) for vector_id in found.orphaned if vector_id in keys_of]
     return found
 
 

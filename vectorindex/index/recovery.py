@@ -22,7 +22,14 @@ from ..engine.codec import STORAGE_DTYPE
 from ..engine.head import HeadIndex, prepare
 from ..exceptions import HeadIndexError, IndexNotReady, SnapshotError
 from ..models import Head, IndexState, Snapshot
-from ..storage import PostingMemory, StateRow, Storage, dialect_for, job_transaction, posting_memory
+from ..storage import (
+    PostingMemory,
+    StateRow,
+    Storage,
+    dialect_for,
+    job_transaction,
+    posting_memory,
+)
 from ..wording import buffer_pool_warning, counted
 from .integrity import Survey, survey
 from .registry import Declared

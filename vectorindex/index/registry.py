@@ -19,7 +19,7 @@ from django.db import connections, models, transaction
 
 from ..fields import VectorField
 from ..indexes import VectorIndex
-from ..models import IndexState
+from ..models import IndexState, is_integer_key
 from ..storage import Storage
 
 
@@ -38,6 +38,24 @@ class Declared:
     @property
     def metric(self) -> str:
         return self.index.distance
+
+    @property
+    def keyed(self) -> bool:
+        """Whether the rows' primary key is not an integer (a UUID, a string): the index then gives its own ids.
+
+        An integer key is the vector id itself; any other is kept as text in
+        the vector's version row (``row_key``), which maps it to an id of the
+        index's own (:meth:`Storage.ids_of_keys`).
+        """
+        return not is_integer_key(self.model._meta.pk)
+
+    def key_text(self, pk: Any) -> str:
+        """A primary key as the version row keeps it: its canonical text (a UUID's with dashes)."""
+        return str(self.model._meta.pk.to_python(pk))
+
+    def key_value(self, text: str) -> Any:
+        """The primary key that :meth:`key_text` wrote as *text*."""
+        return self.model._meta.pk.to_python(text)
 
     @property
     def options(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..storage import job_transaction
 from . import writes
@@ -67,16 +68,22 @@ def _index_again(declared: Declared, using: str, pks: list[int]) -> int:
     return sum(1 for _pk, vector in rows if vector is not None)
 
 
-def _mark_orphans_deleted(declared: Declared, using: str, vector_ids: list[int]) -> int:
+def _mark_orphans_deleted(declared: Declared, using: str, pks: list[Any]) -> int:
     model = declared.model
     with job_transaction(using):
         storage = open_index(declared, using).storage
-        locked = storage.lock_versions(vector_ids)  # live ones; a save of one of them waits
+        ids = pks
+        if declared.keyed:
+            by_key = storage.ids_of_keys([declared.key_text(pk) for pk in pks])
+            ids = list(by_key.values())
+            pk_of = {vector_id: declared.key_value(key) for key, vector_id in by_key.items()}
+        locked = storage.lock_versions(ids)  # live ones; a save of one of them waits
+        row_pks = {vector_id: pk_of[vector_id] for vector_id in locked} if declared.keyed else {i: i for i in locked}
         present = set(
             model._base_manager.using(using)
-            .filter(pk__in=list(locked), **{f"{declared.field.name}__isnull": False})
+            .filter(pk__in=list(row_pks.values()), **{f"{declared.field.name}__isnull": False})
             .values_list("pk", flat=True)
         )
-        orphans = [vector_id for vector_id in locked if vector_id not in present]
+        orphans = [vector_id for vector_id, pk in row_pks.items() if pk not in present]
         storage.delete_versions(orphans)
     return len(orphans)

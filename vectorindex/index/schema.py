@@ -23,7 +23,15 @@ from typing import Any
 from django.db import router
 from django.db.backends.ddl_references import Statement
 
-from ..models import Head, IndexState, Posting, Snapshot, SnapshotChunk, Version, WalEntry
+from ..models import (
+    Head,
+    IndexState,
+    Posting,
+    Snapshot,
+    SnapshotChunk,
+    Version,
+    WalEntry,
+)
 
 __all__ = ["adopt", "defer_drop", "drop_statements", "relabel", "rename_statements"]
 

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from django.db import connections
 
-from ..engine import candidates, routing
+from ..engine import candidates, codec, routing
 from ..engine.candidates import Pool
 from ..expressions import Distance
 from ..orm.planner import Derived, DistancePlan, SearchOptions, evaluate, term_values
@@ -37,7 +37,7 @@ from ..storage import LISTS_PER_STATEMENT, dialect_for
 from ..storage.cache import posting_cache
 from ..storage.state import found_state, state_by_id
 from .registry import Declared, index_for
-from .rows import decoded_vectors, row_source
+from .rows import decoded_vectors, row_source, rows_by_pk
 from .runtime import Opened, open_index, runtime
 
 # Fewer than *k* found: the next round probes this many times as many heads,
@@ -137,7 +137,10 @@ def answer(queryset: Any, plan: DistancePlan) -> tuple[list, list[np.ndarray]] |
     if chosen is None:
         return None  # the index ran out before k rows: the exact path decides
     ids, values = chosen
-    return ids[plan.low :].tolist(), [column[plan.low :] for column in values]
+    ids = ids[plan.low :].tolist()
+    if declared.keyed:  # every id chosen was resolved, its row's key read
+        ids = [exact.pks[vector_id] for vector_id in ids]
+    return ids, [column[plan.low :] for column in values]
 
 
 class _FirstRead(NamedTuple):
@@ -221,9 +224,13 @@ class _Exact:
         self.rerank = rerank
         # vector id -> its row's stored vector (None: no value), read with its version.
         self.stored: dict[int, bytes | None] = {}
+        # A keyed index's (Declared.keyed): vector id -> the row's primary key.
+        self.pks: dict[int, Any] = {}
 
     def current(self, vector_ids: list[int], sql_filter: Any) -> dict[int, int]:
         """The current version of each of these vectors that exists and that the query's SQL conditions allow."""
+        if self.declared.keyed:
+            return self._current_keyed(vector_ids, sql_filter)
         if self.storage.payload.lossy:
             found = self.storage.current_versions_with_rows(
                 vector_ids, *row_source(self.declared, self.storage.connection)
@@ -235,6 +242,24 @@ class _Exact:
         if sql_filter is not None and current:
             allowed = set(sql_filter.filter(pk__in=list(current)).values_list("pk", flat=True))
             current = {vid: version for vid, version in current.items() if vid in allowed}
+        return current
+
+    def _current_keyed(self, vector_ids: list[int], sql_filter: Any) -> dict[int, int]:
+        """:meth:`current` for a keyed index: the rows found by the keys their version rows keep, read with them."""
+        declared = self.declared
+        found = self.storage.current_versions_with_keys(vector_ids)
+        self.pks.update((vector_id, declared.key_value(key)) for vector_id, (_version, key) in found.items())
+        current = {vector_id: version for vector_id, (version, _key) in found.items()}
+        if self.storage.payload.lossy and current:
+            rows = rows_by_pk(declared, self.using, [self.pks[vector_id] for vector_id in current])
+            dtype = declared.field.storage_dtype
+            self.stored.update(
+                (vector_id, None if self.pks[vector_id] not in rows else codec.to_bytes(rows[self.pks[vector_id]], dtype))
+                for vector_id in current
+            )
+        if sql_filter is not None and current:
+            allowed = set(sql_filter.filter(pk__in=[self.pks[vid] for vid in current]).values_list("pk", flat=True))
+            current = {vid: version for vid, version in current.items() if self.pks[vid] in allowed}
         return current
 
     def vectors(self, pool: Pool, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

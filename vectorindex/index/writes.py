@@ -143,6 +143,8 @@ def index_vectors(
     if ready is None:
         return
     rt, storage, state, waited = ready
+    if declared.keyed:
+        rows = vector_ids(declared, storage, rows)
     present = [(pk, value) for pk, value in rows if value is not None]
     absent = [pk for pk, value in rows if value is None]
     if absent:
@@ -172,6 +174,8 @@ def _index_new_one(declared: Declared, using: str, pk: Any, value: Any, routed: 
     had been indexed before, what the batch left undone is done as any
     write's retry does it.
     """
+    if declared.keyed:  # its id is found (or given) first: a round trip of its own
+        return False
     rt = runtime(declared, using)
     head = rt.head
     storage = rt.storage_for(head)
@@ -276,4 +280,22 @@ def unindex(declared: Declared, using: str, pks: Iterable[Any]) -> None:
     jobs.wrote(declared.name, using)
     ready = _ready_storage(declared, using)
     if ready is not None:
-        ready[1].delete_versions(pks)
+        storage = ready[1]
+        if declared.keyed:
+            pks = [vector_id for vector_id, _ in vector_ids(declared, storage, [(pk, None) for pk in pks])]
+        storage.delete_versions(pks)
+
+
+def vector_ids(declared: Declared, storage: Any, rows: Sequence[tuple[Any, Any]]) -> list[tuple[int, Any]]:
+    """*rows* of (primary key, vector or None) of a keyed index as (vector id, vector or None).
+
+    A row with a vector that the index does not know yet is given an id; one
+    without (a vector set to NULL, a deleted row) is left out when the index
+    never knew it.
+    """
+    keys = [declared.key_text(pk) for pk, _ in rows]
+    ids = storage.ids_of_keys([key for key, (_, value) in zip(keys, rows) if value is not None], create=True)
+    absent = [key for key, (_, value) in zip(keys, rows) if value is None and key not in ids]
+    if absent:
+        ids.update(storage.ids_of_keys(absent))
+    return [(ids[key], value) for key, (_, value) in zip(keys, rows) if key in ids]

@@ -29,7 +29,15 @@ from typing import Any
 import numpy as np
 from django.core.exceptions import EmptyResultSet
 from django.db import connections
-from django.db.models import BooleanField, Case, FloatField, IntegerField, Value, When, prefetch_related_objects
+from django.db.models import (
+    BooleanField,
+    Case,
+    FloatField,
+    IntegerField,
+    Value,
+    When,
+    prefetch_related_objects,
+)
 from django.db.models.functions import Length
 from django.db.models.query import ModelIterable
 from django.db.models.sql.where import WhereNode

@@ -29,7 +29,13 @@ from .backends import job_transaction, lock_timeout, stream_rows
 from .base import IN_BATCH, LISTS_PER_STATEMENT
 from .dialects import Dialect, dialect_for, supported_databases
 from .heads import HeadRows
-from .memory import BufferPool, PostingMemory, buffer_pool, posting_memory, posting_table_memory
+from .memory import (
+    BufferPool,
+    PostingMemory,
+    buffer_pool,
+    posting_memory,
+    posting_table_memory,
+)
 from .postings import PostingRows
 from .readers import LISTS_PER_READER, ROWS_PER_READER, on_own_connection, read_by_keys
 from .snapshots import SNAPSHOT_CHUNK, SnapshotRows

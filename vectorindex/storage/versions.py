@@ -7,17 +7,22 @@ them, and its row until no list names it (the sweep).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 
 import numpy as np
+from django.db import IntegrityError, transaction
 
-from .base import IN_BATCH, StorageBase, in_batches
+from .base import IN_BATCH, StorageBase, in_batches, integers
 from .readers import ROWS_PER_READER, read_by_keys
 
 # Vectors per upsert that returns their versions: 4 parameters each, so
 # 4,000 a statement, under SQLite's limit (see IN_BATCH). The value the
 # upsert was written with.
 VERSIONS_PER_UPSERT = 1_000
+# Tries at giving new row keys their vector ids: a try fails only when a
+# random id is drawn twice or another writer gave the key meanwhile.
+KEY_ATTEMPTS = 5
 
 
 class VersionRows(StorageBase):
@@ -47,11 +52,71 @@ class VersionRows(StorageBase):
             versions = self.current_versions(ids)
         return np.array([versions[i] for i in ids], dtype=np.uint32)
 
-    def insert_versions(self, vector_ids: Sequence[int]) -> None:
+    def insert_versions(self, vector_ids: Sequence[int], keys: Sequence[str] | None = None) -> None:
+        """Version rows at version 1 for new vectors (a build's); *keys*: their rows' keys, for a keyed index."""
+        keys = keys if keys is not None else [None] * len(vector_ids)
         self._executemany(
-            f"INSERT INTO {self.version_table} (index_id, vector_id, version, deleted) VALUES (%s, %s, %s, %s)",
-            [(self.index_id, int(i), 1, False) for i in vector_ids],
+            f"INSERT INTO {self.version_table} (index_id, vector_id, version, deleted, row_key) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            [(self.index_id, int(i), 1, False, key) for i, key in zip(vector_ids, keys)],
         )
+
+    # Row keys: the vector ids of a model whose primary key is not an integer ---------------
+
+    def ids_of_keys(self, keys: Sequence[str], create: bool = False) -> dict[str, int]:
+        """row key -> vector id, for the keys the index knows; with *create*, each other key is given one.
+
+        A new id is random (62 bits: no counter row for writers to queue on);
+        its version row is written at version 0, deleted, for
+        :meth:`next_versions` to raise to 1 in the same transaction. Two
+        writers cannot give one key two ids (the unique ``(index_id, row_key)``):
+        the second finds the first's once it has committed.
+        """
+        found = self._ids_of_keys(keys)
+        missing = sorted(set(keys) - set(found)) if create else []
+        for _attempt in range(KEY_ATTEMPTS):
+            if not missing:
+                break
+            given = {key: secrets.randbits(62) + 1 for key in missing}
+            try:
+                with transaction.atomic(using=self.connection.alias):
+                    self._executemany(
+                        f"INSERT INTO {self.version_table} (index_id, vector_id, version, deleted, row_key) "
+                        "VALUES (%s, %s, %s, %s, %s)",
+                        [(self.index_id, vector_id, 0, True, key) for key, vector_id in given.items()],
+                    )
+            except IntegrityError:  # an id drawn twice, or the key given by another writer meanwhile
+                found.update(self._ids_of_keys(missing))
+                missing = [key for key in missing if key not in found]
+                continue
+            found.update(given)
+            missing = []
+        if missing:
+            raise IntegrityError(f"vector ids for {len(missing)} row keys could not be given")
+        return found
+
+    def _ids_of_keys(self, keys: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for batch in in_batches(sorted(set(keys))):
+            rows = self._execute(
+                f"SELECT row_key, vector_id FROM {self.version_table} "
+                f"WHERE index_id = %s AND row_key IN ({self._marks(len(batch))})",
+                [self.index_id, *batch],
+            )
+            found.update((key, int(vector_id)) for key, vector_id in rows)
+        return found
+
+    def keys_of_ids(self, vector_ids: Sequence[int]) -> dict[int, str]:
+        """vector id -> row key, for the ids of a keyed index that have a version row."""
+        found: dict[int, str] = {}
+        for batch in in_batches(sorted({int(i) for i in vector_ids})):
+            rows = self._execute(
+                f"SELECT vector_id, row_key FROM {self.version_table} "
+                f"WHERE index_id = %s AND vector_id IN ({integers(batch)})",
+                [self.index_id],
+            )
+            found.update((int(vector_id), key) for vector_id, key in rows if key is not None)
+        return found
 
     def bump_versions(self, vector_ids: Sequence[int]) -> None:
         for batch in in_batches([int(i) for i in vector_ids]):
@@ -117,6 +182,18 @@ class VersionRows(StorageBase):
         ids = [int(i) for i in vector_ids]
         rows = read_by_keys(self.connection, sql, [self.index_id], ids, kind="versions", per_reader=ROWS_PER_READER)
         return {vector_id: version for vector_id, version, deleted in rows if not deleted}
+
+    def current_versions_with_keys(self, vector_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+        """:meth:`current_versions` of a keyed index, each with its row's key: one statement for both."""
+        def sql(listed: str) -> str:
+            return (
+                f"SELECT vector_id, version, deleted, row_key FROM {self.version_table} WHERE index_id = %s "
+                f"AND vector_id IN ({listed})"
+            )
+
+        ids = [int(i) for i in vector_ids]
+        rows = read_by_keys(self.connection, sql, [self.index_id], ids, kind="versions", per_reader=ROWS_PER_READER)
+        return {vector_id: (version, key) for vector_id, version, deleted, key in rows if not deleted and key is not None}
 
     def current_versions_with_rows(
         self, vector_ids: Sequence[int], table: str, key: str, column: str

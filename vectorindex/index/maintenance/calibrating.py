@@ -31,7 +31,15 @@ from django.utils import timezone
 
 from ...conf import vectorindex_settings
 from ...engine import routing
-from ...engine.calibration import Calibration, K, Neighbours, as_near, curve, first_reach, ladder
+from ...engine.calibration import (
+    Calibration,
+    K,
+    Neighbours,
+    as_near,
+    curve,
+    first_reach,
+    ladder,
+)
 from ...storage import Storage
 from ...wording import counted
 from ..jobs import Outcome, runner
@@ -90,12 +98,13 @@ def calibration(
         found = Calibration(target, every, 1.0, 0, len(live), len(head), state.generation, 1.0, [(every, 1.0)], now)
         _keep(storage, found)
         return found
-    stored = model_vectors(declared, using, ids.tolist())
+    stored = model_vectors(declared, using, ids.tolist(), storage)
     ids = np.array([i for i in ids.tolist() if i in stored], dtype=np.int64)
     sample = np.stack([stored[i] for i in ids.tolist()])
     neighbours = Neighbours(declared.metric, sample, ids)
-    for pks, vectors in stream_vectors(declared, using):
-        neighbours.add(pks, vectors)
+    for pks, vectors, _keys in stream_vectors(declared, using, storage):
+        known = pks >= 0  # a keyed index's rows it does not know (yet): -1
+        neighbours.add(pks[known], vectors[known])
     truth = neighbours.answers()
 
     points = _curve(storage, head, declared, sample, truth, max(target, CURVE_TOP))
