@@ -166,7 +166,16 @@ class VersionRows(StorageBase):
             )
 
     def current_versions(self, vector_ids: Sequence[int]) -> dict[int, int]:
-        """vector id -> current version, for the ids whose rows are not deleted.
+        """vector id -> current version, for the ids whose rows are not deleted."""
+        return {vector_id: version for vector_id, version, deleted in self._version_rows(vector_ids) if not deleted}
+
+    def current_versions_with_keys(self, vector_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+        """:meth:`current_versions` of a keyed index, each with its row's key: one statement for both."""
+        rows = self._version_rows(vector_ids, ", row_key")
+        return {vector_id: (version, key) for vector_id, version, deleted, key in rows if not deleted and key is not None}
+
+    def _version_rows(self, vector_ids: Sequence[int], more: str = "") -> list[tuple]:
+        """(vector id, version, deleted, *more* columns) of these ids' version rows.
 
         The deleted flag is read, not filtered on: with ``deleted`` in the
         WHERE clause SQLite searches the ``(index_id, deleted)`` index, every
@@ -175,25 +184,12 @@ class VersionRows(StorageBase):
         """
         def sql(listed: str) -> str:
             return (
-                f"SELECT vector_id, version, deleted FROM {self.version_table} WHERE index_id = %s "
+                f"SELECT vector_id, version, deleted{more} FROM {self.version_table} WHERE index_id = %s "
                 f"AND vector_id IN ({listed})"
             )
 
         ids = [int(i) for i in vector_ids]
-        rows = read_by_keys(self.connection, sql, [self.index_id], ids, kind="versions", per_reader=ROWS_PER_READER)
-        return {vector_id: version for vector_id, version, deleted in rows if not deleted}
-
-    def current_versions_with_keys(self, vector_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
-        """:meth:`current_versions` of a keyed index, each with its row's key: one statement for both."""
-        def sql(listed: str) -> str:
-            return (
-                f"SELECT vector_id, version, deleted, row_key FROM {self.version_table} WHERE index_id = %s "
-                f"AND vector_id IN ({listed})"
-            )
-
-        ids = [int(i) for i in vector_ids]
-        rows = read_by_keys(self.connection, sql, [self.index_id], ids, kind="versions", per_reader=ROWS_PER_READER)
-        return {vector_id: (version, key) for vector_id, version, deleted, key in rows if not deleted and key is not None}
+        return read_by_keys(self.connection, sql, [self.index_id], ids, kind="versions", per_reader=ROWS_PER_READER)
 
     def current_versions_with_rows(
         self, vector_ids: Sequence[int], table: str, key: str, column: str
