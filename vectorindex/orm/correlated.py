@@ -105,11 +105,11 @@ def rows(queryset: Any) -> Iterator[Any]:
     outer_query.annotations = {n: a for n, a in outer_query.annotations.items() if n not in names}
     if outer_query.annotation_select_mask is not None:
         outer_query.set_annotation_mask(set(outer_query.annotation_select_mask) - names)
-    outer_query.where = WhereNode(
-        [child for child in query.where.children if not any(child is c for c in conditions)], AND
-    ) if query.where.connector == AND and not query.where.negated else query.where
     low, high = query.low_mark, query.high_mark
-    if conditions:
+    if conditions:  # all at the top level, ANDed (_conditions): the rest stays SQL's
+        outer_query.where = WhereNode(
+            [child for child in query.where.children if not any(child is c for c in conditions)], AND
+        )
         outer_query.clear_limits()  # the conditions decide which rows count towards the slice
     shown = [n for n in names if query.annotation_select_mask is None or n in query.annotation_select_mask]
     base_alias = outer_query.get_initial_alias()
