@@ -323,3 +323,79 @@ def test_the_index_list_warns_when_the_posting_table_outgrows_the_buffer_pool(su
     assert escape(warning) not in superuser_client.get(reverse(CHANGELIST)).content.decode()
     pretend_buffer_pool(monkeypatch, 128 * MiB, posting_table=286 * MiB)
     assert escape(warning) in superuser_client.get(reverse(CHANGELIST)).content.decode()
+
+
+# A row's nearest rows: the change page's panel, the changelist's action and filter ------------------
+
+
+def neighbour_rows(html):
+    """(link text, distance) of each row of the change page's panel, in order."""
+    panel = html[html.index("vectorindex-neighbours"):]
+    panel = panel[: panel.index("</fieldset>")]
+    return re.findall(r'<tr>\s*<td>\d+</td>\s*<td><a href="[^"]+">([^<]+)</a></td>\s*<td>([^<]+)</td>', panel)
+
+
+def test_a_change_page_lists_the_nearest_rows_from_the_index(superuser_client, built_point):
+    from tests.testapp.models import Point
+    from vectorindex import L2Distance
+
+    point = Point.objects.order_by("pk")[5]
+    html = superuser_client.get(reverse("admin:testapp_point_change", args=[point.pk])).content.decode()
+    assert "Nearest rows by embedding (L2Distance)" in html
+    expected = list(
+        Point.objects.exact().exclude(pk=point.pk).annotate(d=L2Distance("embedding", point.embedding)).order_by("d", "pk")[:10]
+    )
+    shown = neighbour_rows(html)
+    assert len(shown) == 10
+    assert len({text for text, _ in shown} & {str(p) for p in expected}) >= 9  # recall is approximate
+    assert [float(d) for _, d in shown] == sorted(float(d) for _, d in shown)
+    assert "Answered by the index in" in html
+    assert f'href="{reverse("admin:testapp_point_changelist")}?similar_to={point.pk}"' in html
+
+
+def test_without_an_index_the_exact_scan_answers_and_a_row_without_a_vector_says_so(superuser_client, db):
+    near = Item.objects.create(name="near", embedding=VECTOR + 0.01)
+    Item.objects.create(name="far", embedding=VECTOR + 5)
+    item = Item.objects.create(name="me", embedding=VECTOR)
+    html = superuser_client.get(reverse("admin:testapp_item_change", args=[item.pk])).content.decode()
+    assert [text for text, _ in neighbour_rows(html)][:2] == [str(near), "far"]
+    assert "Answered by the exact scan in" in html
+    from tests.testapp.models import Point
+
+    lone = Point.objects.create(embedding=None)
+    html = superuser_client.get(reverse("admin:testapp_point_change", args=[lone.pk])).content.decode()
+    assert "This row has no embedding: there is nothing to compare." in html
+
+
+def test_the_changelist_lists_every_row_by_similarity_to_the_one_chosen(superuser_client, built_point):
+    from tests.testapp.models import Point
+    from vectorindex import L2Distance
+
+    point = Point.objects.order_by("pk")[3]
+    url = reverse("admin:testapp_point_changelist")
+    response = superuser_client.post(url, {"action": "list_similar", "_selected_action": [point.pk]})
+    assert response.status_code == 302 and response["Location"] == f"{url}?similar_to={point.pk}"
+    html = superuser_client.get(response["Location"]).content.decode()
+    listed = [int(pk) for pk in re.findall(r'<a href="/admin/testapp/point/(\d+)/change/[^"]*">', html)]
+    exact = list(
+        Point.objects.exact().annotate(d=L2Distance("embedding", point.embedding)).order_by("d", "pk").values_list("pk", flat=True)[:100]
+    )
+    assert listed[0] == point.pk and len(set(listed) & set(exact)) >= 90
+    assert "similar to" in html and "<th" in html and "distance" in html
+    # Two rows chosen: which one is meant is not known.
+    two = superuser_client.post(url, {"action": "list_similar", "_selected_action": [point.pk, point.pk + 1]}, follow=True)
+    assert "Select one row to list the rows most similar to it." in two.content.decode()
+    # A key that is no row's: an empty list, not an error.
+    assert superuser_client.get(f"{url}?similar_to=999999").status_code == 200
+    assert superuser_client.get(f"{url}?similar_to=abc").status_code == 200
+
+
+def test_a_view_only_user_sees_the_nearest_rows_too(client, built_point):
+    from tests.testapp.models import Point
+
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(content_type__app_label="testapp", codename="view_point"))
+    client.force_login(viewer)
+    point = Point.objects.order_by("pk")[0]
+    html = client.get(reverse("admin:testapp_point_change", args=[point.pk])).content.decode()
+    assert len(neighbour_rows(html)) == 10

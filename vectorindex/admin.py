@@ -13,15 +13,20 @@ the full vector on demand.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Any, Callable
+from urllib.parse import urlencode
 
 import numpy as np
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import connections
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 from django.utils.html import format_html
 
 from .conf import vectorindex_settings
@@ -79,8 +84,171 @@ def _summary_html(summary: str, whole: str, details: bool) -> str:
     )
 
 
+# The annotation that carries each row's distance in a changelist listed by similarity.
+SIMILARITY = "vectorindex_similarity"
+
+
+@dataclass
+class Neighbours:
+    """What a change page's "nearest rows" panel shows."""
+
+    field: Any
+    distance: str
+    rows: list[tuple[Any, float | None, str | None]]  # (row, distance, change or view URL or None)
+    answered_by: str | None  # "index", "exact", or None (the row has no vector)
+    milliseconds: float
+    listing: str  # the changelist of every row, nearest first
+
+
+class SimilarToFilter(admin.SimpleListFilter):
+    """``?similar_to=<pk>``: the changelist lists every row by its distance to that row's vector, nearest first."""
+
+    title = "similar to"
+    parameter_name = "similar_to"
+
+    def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
+        value = self.value()
+        if value is None:
+            return []
+        try:
+            row = model_admin.get_queryset(request).filter(pk=value).first()
+        except (ValueError, ValidationError):  # not a key of this model
+            row = None
+        return [(value, str(row) if row is not None else f"{value} (not found)")]
+
+    def queryset(self, request: Any, queryset: QuerySet) -> QuerySet:
+        if self.value() is None:
+            return queryset
+        field, distance = self.model_admin_similarity
+        try:
+            row = queryset.model._default_manager.filter(pk=self.value()).values_list(field.attname, flat=True).first()
+        except (ValueError, ValidationError):  # not a key of this model
+            row = None
+        if row is None:  # no such row, or no vector: nothing is nearer than anything
+            return queryset.none()
+        return queryset.annotate(**{SIMILARITY: distance(field.name, row)})
+
+    def __init__(self, request: Any, params: Any, model: Any, model_admin: Any) -> None:
+        self.model_admin_similarity = model_admin.similarity()
+        super().__init__(request, params, model, model_admin)
+
+
 class VectorAdminMixin:
-    """Shows a model's vector fields compactly wherever the admin displays them."""
+    """Shows a model's vector fields compactly wherever the admin displays them; finds a row's nearest rows.
+
+    ``similar_items`` (10; 0 for none): the nearest rows a change page lists,
+    by ``similar_field`` (the field an index serves, else the first vector
+    field) and the index's distance (L2 without one). The changelist gets an
+    action that lists every row by its distance to a chosen one, and the
+    filter that does it (``?similar_to=<pk>``).
+    """
+
+    similar_items = 10
+    similar_field: str | None = None
+    change_form_template = "vectorindex/admin/change_form.html"
+
+    def similarity(self) -> tuple[Any, type]:
+        """(the vector field rows are compared by, the distance expression): the index's where one serves it."""
+        from .expressions import DISTANCE_FOR, L2Distance
+        from .index.registry import indexes_of
+
+        indexed = {declared.field.name: declared.metric for declared in indexes_of(self.model)}
+        name = self.similar_field or next(iter(indexed), None) or next(iter(sorted(self._comparable_fields())), None)
+        if name is None:
+            raise ImproperlyConfigured(f"{type(self).__name__}: {self.model._meta.label} has no vector field to compare.")
+        return self.model._meta.get_field(name), DISTANCE_FOR.get(indexed.get(name), L2Distance)
+
+    def _comparable_fields(self) -> set[str]:
+        return {
+            field.name
+            for field in self.model._meta.concrete_fields
+            if isinstance(field, VectorField) and field.indexable
+        }
+
+    def get_list_filter(self, request: Any) -> list:
+        found = list(super().get_list_filter(request))
+        return [*found, SimilarToFilter] if self._comparable_fields() else found
+
+    def get_actions(self, request: Any) -> dict:
+        actions = super().get_actions(request)
+        if self._comparable_fields():
+            actions["list_similar"] = (
+                type(self).list_similar, "list_similar", "List rows by similarity to the selected one"
+            )
+        return actions
+
+    def list_similar(self, request: Any, queryset: QuerySet) -> HttpResponseRedirect | None:
+        """The changelist action: every row, nearest to the one selected first."""
+        chosen = list(queryset.values_list("pk", flat=True)[:2])
+        if len(chosen) != 1:
+            self.message_user(request, "Select one row to list the rows most similar to it.", messages.WARNING)
+            return None
+        opts = self.model._meta
+        url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist", current_app=self.admin_site.name)
+        return HttpResponseRedirect(f"{url}?{urlencode({SimilarToFilter.parameter_name: chosen[0]})}")
+
+    def get_changelist(self, request: Any, **kwargs: Any) -> type:
+        base = super().get_changelist(request, **kwargs)
+        if SimilarToFilter.parameter_name not in request.GET or not self._comparable_fields():
+            return base
+
+        class SimilarChangeList(base):
+            # Nearest first, ties by key: the order the index can answer.
+            def get_ordering(self, request: Any, queryset: QuerySet) -> list:
+                if SIMILARITY not in queryset.query.annotations:  # no such row: the filter left none
+                    return super().get_ordering(request, queryset)
+                return [SIMILARITY, "pk"]
+
+        return SimilarChangeList
+
+    def get_list_display(self, request: Any) -> list:
+        shown = self._list_display_with_previews(request)
+        if SimilarToFilter.parameter_name in request.GET and self._comparable_fields():
+            shown.append("similarity_distance")
+        return shown
+
+    @admin.display(description="distance")
+    def similarity_distance(self, obj: Any) -> str:
+        value = getattr(obj, SIMILARITY, None)
+        return "-" if value is None else f"{value:.4g}"
+
+    def render_change_form(self, request: Any, context: dict, add: bool = False, change: bool = False,
+                           form_url: str = "", obj: Any = None) -> Any:
+        if obj is not None and not add and self.similar_items and self._comparable_fields():
+            context["vector_neighbours"] = self.nearest_rows(request, obj)
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+    def nearest_rows(self, request: Any, obj: Any) -> Neighbours:
+        """The rows nearest to *obj* that this user may see, by :meth:`similarity`, and what answered."""
+        field, distance = self.similarity()
+        opts = self.model._meta
+        listing = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist", current_app=self.admin_site.name)
+        listing = f"{listing}?{urlencode({SimilarToFilter.parameter_name: obj.pk})}"
+        vector = getattr(obj, field.attname)
+        if vector is None:
+            return Neighbours(field, distance.__name__, [], None, 0.0, listing)
+        started = time.perf_counter()
+        queryset = (
+            self.get_queryset(request)
+            .exclude(pk=obj.pk)
+            .filter(**{f"{field.name}__isnull": False})
+            .annotate(**{SIMILARITY: distance(field.name, vector)})
+            .order_by(SIMILARITY, "pk")[: self.similar_items]
+        )
+        found = list(queryset)
+        elapsed = (time.perf_counter() - started) * 1000
+        may_open = self.has_view_or_change_permission(request)
+        rows = [
+            (
+                row,
+                getattr(row, SIMILARITY),
+                reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[row.pk], current_app=self.admin_site.name)
+                if may_open
+                else None,
+            )
+            for row in found
+        ]
+        return Neighbours(field, distance.__name__, rows, getattr(queryset, "answered_by", None), elapsed, listing)
 
     def formfield_for_dbfield(self, db_field: Any, request: Any, **kwargs: Any) -> Any:
         if isinstance(db_field, VectorField) and db_field.indexable and "widget" not in kwargs:
@@ -136,7 +304,7 @@ class VectorAdminMixin:
             swapped.append((title, options))
         return swapped
 
-    def get_list_display(self, request: Any) -> list:
+    def _list_display_with_previews(self, request: Any) -> list:
         vector_names = self._vector_field_names()
         return [
             f"{PREVIEW_PREFIX}{name}__list" if name in vector_names else name

@@ -2,7 +2,7 @@ from django.contrib import admin
 
 from vectorindex.admin import VectorModelAdmin
 
-from .models import Document, Item
+from .models import Document, Item, Point
 
 
 @admin.register(Item)
@@ -13,3 +13,8 @@ class ItemAdmin(VectorModelAdmin):
 @admin.register(Document)
 class DocumentAdmin(VectorModelAdmin):
     readonly_fields = ["summary_embedding"]
+
+
+@admin.register(Point)
+class PointAdmin(VectorModelAdmin):
+    list_display = ["group", "embedding"]

@@ -37,6 +37,9 @@ class VectorQuerySet(models.QuerySet):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._vector_search = SearchOptions()
+        # Once evaluated: "index" when an index chose the rows, "exact" when
+        # the exact scan did, None when no distance was involved.
+        self.answered_by: str | None = None
 
     def _clone(self) -> VectorQuerySet:
         clone = super()._clone()
@@ -99,7 +102,9 @@ class VectorQuerySet(models.QuerySet):
         if self._result_cache is None:
             plan = plan_query(self.query)
             if plan is not None:
-                self._result_cache = list(exact.fetch(self, plan, selected=self._selected(plan)))
+                selected = self._selected(plan)
+                self.answered_by = "exact" if selected is None else "index"
+                self._result_cache = list(exact.fetch(self, plan, selected=selected))
         super()._fetch_all()
 
     def iterator(self, chunk_size: int | None = None) -> Iterator[Any]:
