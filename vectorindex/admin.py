@@ -111,7 +111,7 @@ class SimilarToFilter(admin.SimpleListFilter):
         if value is None:
             return []
         try:
-            row = model_admin.get_queryset(request).filter(pk=value).first()
+            row = self.admin_queryset.filter(pk=value).first()
         except (ValueError, ValidationError):  # not a key of this model
             row = None
         return [(value, str(row) if row is not None else f"{value} (not found)")]
@@ -120,8 +120,9 @@ class SimilarToFilter(admin.SimpleListFilter):
         if self.value() is None:
             return queryset
         field, distance = self.model_admin_similarity
-        try:
-            row = queryset.model._default_manager.filter(pk=self.value()).values_list(field.attname, flat=True).first()
+        try:  # through the admin's queryset: a row this user may not see is no row
+            visible = self.admin_queryset.filter(pk=self.value())
+            row = visible.values_list(field.attname, flat=True).first()
         except (ValueError, ValidationError):  # not a key of this model
             row = None
         if row is None:  # no such row, or no vector: nothing is nearer than anything
@@ -130,6 +131,7 @@ class SimilarToFilter(admin.SimpleListFilter):
 
     def __init__(self, request: Any, params: Any, model: Any, model_admin: Any) -> None:
         self.model_admin_similarity = model_admin.similarity()
+        self.admin_queryset = model_admin.get_queryset(request)
         super().__init__(request, params, model, model_admin)
 
 
