@@ -399,3 +399,54 @@ def test_a_view_only_user_sees_the_nearest_rows_too(client, built_point):
     point = Point.objects.order_by("pk")[0]
     html = client.get(reverse("admin:testapp_point_change", args=[point.pk])).content.decode()
     assert len(neighbour_rows(html)) == 10
+
+
+# The index's page: its health at a glance; build, maintain and recover behind permissions of their own ---------
+
+
+def test_an_index_page_shows_its_health_and_draws_its_lists(superuser_client, built_point):
+    from tests.testapp.models import Point
+    from vectorindex.models import Head
+
+    html = superuser_client.get(reverse("admin:vectorindex_indexstate_change", args=[built_point.pk])).content.decode()
+    table = html[html.index('class="vectorindex-health"'):]
+    table = table[: table.index("</table>")]
+    alive = Head.objects.filter(index=built_point, alive=True).count()
+    assert f"<th>vectors</th><td>{Point.objects.count():,} (0 deleted and not yet swept" in table
+    assert f"<th>heads</th><td>{alive:,} alive, 0 retired</td>" in table
+    for name in ("posting lists", "rows a list", "WAL", "snapshot", "head index in memory", "queries read", "entries"):
+        assert f"<th>{name}</th>" in table
+    chart = html[html.index('<svg class="vectorindex-chart"'):]
+    chart = chart[: chart.index("</svg>")]
+    bars = re.findall(r"<title>(\d+)–(\d+) entries: (\d+) lists</title>", chart)
+    assert sum(int(n) for _, _, n in bars) == alive  # every alive list, in some bar
+    assert "posting_limit" in chart and "<script" not in html[html.index("vectorindex-health"):html.index("</svg>")]
+
+
+@pytest.mark.parametrize(
+    "action, permission, said",
+    [
+        ("build_indexes", "build_indexstate", "“point_embedding”: point_embedding: 300 vectors"),
+        ("maintain_indexes", "maintain_indexstate", "“point_embedding”: "),
+        ("recover_indexes", "recover_indexstate", "“point_embedding”: head index loaded from the snapshot"),
+    ],
+)
+def test_build_maintain_and_recover_each_need_their_own_permission(client, built_point, action, permission, said):
+    from vectorindex.models import IndexState
+
+    client.force_login(staff("view_indexstate", name="viewer"))
+    html = client.get(reverse(CHANGELIST)).content.decode()
+    assert f'value="{action}"' not in html
+    generation = IndexState.objects.get(pk=built_point.pk).generation
+    assert 'class="messagelist"' not in post_action(client, action, built_point).content.decode()  # nothing ran
+    assert IndexState.objects.get(pk=built_point.pk).generation == generation  # nothing was rebuilt
+    client.force_login(staff("view_indexstate", permission, name="doer"))
+    assert f'value="{action}"' in client.get(reverse(CHANGELIST)).content.decode()
+    done = post_action(client, action, built_point).content.decode()
+    assert said in done, done[done.find("messagelist"):][:500]
+    if action == "build_indexes":
+        assert IndexState.objects.get(pk=built_point.pk).generation != generation
+    # Only a POST runs an action: a GET with the same parameters lists the indexes and runs nothing.
+    generation = IndexState.objects.get(pk=built_point.pk).generation
+    page = client.get(reverse(CHANGELIST), {"action": action, "_selected_action": built_point.pk})
+    assert page.status_code in (200, 302) and IndexState.objects.get(pk=built_point.pk).generation == generation

@@ -28,6 +28,7 @@ from django.db.models.functions import Coalesce
 from django.http import HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from .conf import vectorindex_settings
 from .engine import codec
@@ -330,12 +331,28 @@ class IndexStateAdmin(admin.ModelAdmin):
         "wal_lsn", "built_at",
     ]
     list_filter = ["status", "distance", "declared"]
-    actions = ["take_snapshot", "check_invariants"]
+    actions = ["build_indexes", "maintain_indexes", "check_invariants", "recover_indexes", "take_snapshot"]
     exclude = ["payload", "calibration"]  # shown as payload_format and calibration_summary
     SHOWN_AS = {"payload": "payload_format", "calibration": "calibration_summary"}
 
     def get_readonly_fields(self, request: Any, obj: Any = None) -> list[str]:
-        return [*(self.SHOWN_AS.get(field.name, field.name) for field in IndexState._meta.fields), "posting_data"]
+        return [
+            "health", *(self.SHOWN_AS.get(field.name, field.name) for field in IndexState._meta.fields), "posting_data"
+        ]
+
+    @admin.display(description="health")
+    def health(self, obj: IndexState) -> str:
+        """What ``vectorindex status`` reports, at a glance, with the posting lists' sizes drawn (server-side SVG)."""
+        from .index.recovery import status
+        from .index.registry import get_declared
+
+        try:
+            declared = get_declared(obj.name)
+            report = status(declared, obj._state.db)
+            sizes = _list_sizes(declared, obj._state.db) if "heads" in report else []
+        except (LookupError, VectorIndexError) as error:
+            return f"- ({error})"
+        return health_html(report, sizes)
 
     @admin.display(description="probes")
     def probes(self, obj: IndexState) -> str:
@@ -444,6 +461,49 @@ class IndexStateAdmin(admin.ModelAdmin):
     def has_check_permission(self, request: Any) -> bool:
         return self._has_permission(request, "check")
 
+    def has_build_permission(self, request: Any) -> bool:
+        return self._has_permission(request, "build")
+
+    def has_maintain_permission(self, request: Any) -> bool:
+        return self._has_permission(request, "maintain")
+
+    def has_recover_permission(self, request: Any) -> bool:
+        return self._has_permission(request, "recover")
+
+    @admin.action(description="Build the selected indexes again", permissions=["build"])
+    def build_indexes(self, request: Any, queryset: Any) -> None:
+        from .index.build import build
+        from .wording import built_lines
+
+        self._each(request, queryset, lambda declared, using: "; ".join(built_lines(declared.name, build(declared, using))))
+
+    @admin.action(description="Run the selected indexes' due maintenance now", permissions=["maintain"])
+    def maintain_indexes(self, request: Any, queryset: Any) -> None:
+        from .index.maintenance import maintain
+
+        def run(declared: Any, using: str) -> str:
+            result = maintain(declared, using)
+            ran = [outcome.job for outcome in result.outcomes if not outcome.busy]
+            done = f"{len(ran)} jobs ({', '.join(sorted(set(ran)))})" if ran else "nothing was due"
+            if result.finished:
+                return f"{done}; the index is in shape"
+            return f"{done}; more is due (other jobs held locks): run it again, or let the workers do it"
+
+        self._each(request, queryset, run)
+
+    @admin.action(description="Reload the selected indexes' head indexes (recover)", permissions=["recover"])
+    def recover_indexes(self, request: Any, queryset: Any) -> None:
+        from .index.recovery import recover
+
+        def run(declared: Any, using: str) -> str:
+            found = recover(declared, using)
+            loaded = f"head index loaded from the {found.source}, {found.heads} heads at LSN {found.lsn}"
+            if found.problems:
+                return f"{loaded}; found and replaced: {'; '.join(found.problems)}; take a snapshot to start from it"
+            return loaded
+
+        self._each(request, queryset, run)
+
     def _each(self, request: Any, queryset: Any, work: Callable[[Any, str], str]) -> None:
         # The name is quoted: the admin capitalises a message's first letter,
         # which would misspell an index name that began it.
@@ -473,6 +533,106 @@ class IndexStateAdmin(admin.ModelAdmin):
             return "ok" + (f" ({'; '.join(warnings)})" if warnings else "")
 
         self._each(request, queryset, run)
+
+
+def _list_sizes(declared: Any, using: str) -> list[int]:
+    """The entries of each alive head's posting list."""
+    from .index.runtime import open_index
+
+    storage = open_index(declared, using).storage
+    sizes = storage.posting_sizes()
+    return [sizes.get(head_id, (0, 0))[0] for head_id in storage.alive_head_ids()]
+
+
+# The histogram's size, in SVG user units, and its bars at most.
+CHART_WIDTH, CHART_HEIGHT, CHART_BARS = 480, 120, 24
+
+
+def size_chart(sizes: list[int], limit: int | None = None) -> str:
+    """A histogram of posting-list sizes as inline SVG (no script): lists per size range, the limit marked."""
+    if not sizes:
+        return ""
+    top = max(max(sizes), limit or 0, 1)
+    width = max(1, -(-top // CHART_BARS))  # entries a bar spans
+    counts = np.bincount(np.asarray(sizes) // width, minlength=-(-top // width) + 1)
+    tallest = max(int(counts.max()), 1)
+    bar = CHART_WIDTH / len(counts)
+    bars = "".join(
+        f'<rect x="{i * bar:.1f}" y="{CHART_HEIGHT - CHART_HEIGHT * n / tallest:.1f}" width="{max(bar - 1, 1):.1f}" '
+        f'height="{CHART_HEIGHT * n / tallest:.1f}" fill="#417690"><title>{i * width}–{(i + 1) * width - 1} entries: '
+        f"{n} lists</title></rect>"
+        for i, n in enumerate(counts.tolist())
+        if n
+    )
+    mark = ""
+    if limit:
+        x = CHART_WIDTH * limit / (len(counts) * width)
+        mark = f'<line x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{CHART_HEIGHT}" stroke="#ba2121" stroke-dasharray="4 3"><title>posting_limit {limit}</title></line>'
+    return (
+        f'<svg class="vectorindex-chart" role="img" width="{CHART_WIDTH}" height="{CHART_HEIGHT + 16}" '
+        f'viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT + 16}" aria-label="posting lists by size">'
+        f"<title>{len(sizes)} posting lists by number of entries</title>{bars}{mark}"
+        f'<text x="0" y="{CHART_HEIGHT + 13}" font-size="11">0</text>'
+        f'<text x="{CHART_WIDTH}" y="{CHART_HEIGHT + 13}" font-size="11" text-anchor="end">{len(counts) * width} entries</text>'
+        "</svg>"
+    )
+
+
+def health_html(report: dict[str, Any], sizes: list[int]) -> str:
+    """``vectorindex status``'s report as a table, with the posting lists' sizes drawn."""
+    from .index.registry import get_declared
+    from .wording import counted
+
+    if "heads" not in report:
+        waiting = report.get("rows_with_vectors")
+        text = f"{report['status']}" + (f": {counted(waiting, 'row')} with vectors wait for a build" if waiting else "")
+        return format_html("<p>{}</p>", text)
+    probes = report["probes"]
+    rows = [
+        ("status", report["status"]),
+        ("vectors", f"{report['vectors']:,} ({report['deleted_versions']:,} deleted and not yet swept: "
+                    f"{_share(report['deleted_versions'], report['vectors'] + report['deleted_versions'])})"),
+        ("heads", f"{report['heads']:,} alive, {report['retired_heads']:,} retired"),
+        ("posting lists", f"{report['posting_lists']:,} lists, {report['posting_entries']:,} entries; "
+                          f"entries a list {_spread(report['posting_sizes'])}"),
+        ("rows a list", _spread(report["posting_rows_per_list"])),
+        ("WAL", f"{counted(report['wal_entries'], 'entry', 'entries')} to replay after the snapshot "
+                f"(LSN {report['snapshot_lsn'] or 0} → {report['wal_lsn']})"),
+        ("snapshot", "none" if report["snapshot_age_s"] is None else f"{_age(report['snapshot_age_s'])} old, "
+                     f"{report['snapshot_bytes']:,} bytes"),
+        ("head index in memory", f"{report['head_index_bytes']:,} bytes, {_share(report['head_index_bytes'], report['raw_vector_bytes'])}"
+                                 f" of the raw vectors ({report['raw_vector_bytes']:,} bytes)"),
+        ("queries read", f"{probes['probes']} lists ({probes['source']}"
+                         + (f"; recall {probes['measured_recall']:.3f} measured for a target of {probes['target']}"
+                            if "measured_recall" in probes else "") + ")"),
+        ("entries", f"{report['payload']}, {report['entry_bytes']} bytes each"),
+    ]
+    try:
+        limit = get_declared(report["name"]).options["posting_limit"]
+    except LookupError:
+        limit = None
+    table = format_html(
+        '<table class="vectorindex-health">{}</table>',
+        format_html("".join("<tr><th>{}</th><td>{}</td></tr>" for _ in rows), *[x for row in rows for x in row]),
+    )
+    return format_html("{}{}", table, mark_safe(size_chart(sizes, limit)))
+
+
+def _share(part: int, whole: int) -> str:
+    return "-" if not whole else f"{100 * part / whole:.1f} %"
+
+
+def _spread(found: dict[str, float]) -> str:
+    if not found:
+        return "-"
+    return f"median {found['p50']:g}, p90 {found['p90']:g}, max {found['max']:g} (mean {found['mean']:g})"
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def _count(rows: QuerySet, key: str) -> Coalesce:

@@ -78,6 +78,9 @@ class IndexState(models.Model):
         permissions = [
             ("snapshot_indexstate", "Can take a snapshot of a vector index"),
             ("check_indexstate", "Can check a vector index's invariants"),
+            ("build_indexstate", "Can build a vector index again"),
+            ("maintain_indexstate", "Can run a vector index's maintenance"),
+            ("recover_indexstate", "Can reload a vector index's head index"),
         ]
 
     @property
