@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.staticfiles",
     "vectorindex",
     "tests.testapp",
     "tests.django_app",
@@ -74,3 +75,6 @@ VECTORINDEX = {"CALIBRATION_QUERIES": 0}
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE = {"vectorindex-scan": {"task": "vectorindex.scan", "schedule": 60.0}}
+
+# The browser tests' live server serves the admin's stylesheets and scripts.
+STATIC_URL = "static/"

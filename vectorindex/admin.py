@@ -615,7 +615,12 @@ def health_html(report: dict[str, Any], sizes: list[int]) -> str:
         '<table class="vectorindex-health">{}</table>',
         format_html("".join("<tr><th>{}</th><td>{}</td></tr>" for _ in rows), *[x for row in rows for x in row]),
     )
-    return format_html("{}{}", table, mark_safe(size_chart(sizes, limit)))
+    caption = (
+        f"{counted(len(sizes), 'posting list')} by entries: a bar's height is the lists whose size falls in its range"
+        + (f"; the dashed line is posting_limit ({limit}), past which a list is split" if limit else "")
+        + "."
+    )
+    return format_html('{}{}<p class="help">{}</p>', table, mark_safe(size_chart(sizes, limit)), caption)
 
 
 def _share(part: int, whole: int) -> str:

@@ -39,7 +39,7 @@ def _suggestions(text: str) -> list[str]:
 def search(request: HttpRequest) -> HttpResponse:
     """The search page: a package's nearest packages, the time the query took and what answered it."""
     name = request.GET.get("q", "").strip()
-    context: dict = {"q": name, "count": Package.objects.count()}
+    context: dict = {"q": name, "count": f"{Package.objects.count():,}"}
     package = Package.objects.filter(name=name).first() if name else None
     if package is not None:
         nearest = (
