@@ -1,5 +1,6 @@
 """The admin shows vectors compactly: editable, read-only, view-only and in lists."""
 
+import os
 import re
 
 import numpy as np
@@ -416,6 +417,9 @@ def test_an_index_page_shows_its_health_and_draws_its_lists(superuser_client, bu
     assert f"<th>heads</th><td>{alive:,} alive, 0 retired</td>" in table
     for name in ("posting lists", "rows a list", "WAL", "snapshot", "head index in memory", "queries read", "entries"):
         assert f"<th>{name}</th>" in table
+    assert "<th>recent head changes</th><td>none since the build</td>" in table
+    due = re.search(r"<th>maintenance due</th><td>([^<]*)</td>", table).group(1)
+    assert due == "nothing: the index is in shape" or re.fullmatch(r"(\d+ \w+)(, \d+ \w+)*", due), due
     chart = html[html.index('<svg class="vectorindex-chart"'):]
     chart = chart[: chart.index("</svg>")]
     bars = re.findall(r"<title>(\d+)–(\d+) entries: (\d+) lists</title>", chart)
@@ -450,3 +454,25 @@ def test_build_maintain_and_recover_each_need_their_own_permission(client, built
     generation = IndexState.objects.get(pk=built_point.pk).generation
     page = client.get(reverse(CHANGELIST), {"action": action, "_selected_action": built_point.pk})
     assert page.status_code in (200, 302) and IndexState.objects.get(pk=built_point.pk).generation == generation
+
+
+def test_the_index_page_says_what_maintenance_is_due_and_the_last_head_changes(superuser_client, built_point, settings):
+    from django.core.management import call_command
+
+    from tests.indexing import clustered
+    from tests.testapp.models import Point
+    from vectorindex.index.registry import get_declared
+    from vectorindex.models import Head
+
+    settings.VECTORINDEX = {"JOBS": "manual"}  # the splits wait for `maintain`
+    limit = get_declared("point_embedding").options["posting_limit"]
+    crowd = clustered(1)[0] + np.random.default_rng(9).normal(scale=0.01, size=(3 * limit, 16)).astype(np.float32)
+    Point.objects.bulk_create(Point(embedding=v) for v in crowd)  # into one list, three times its limit
+    html = superuser_client.get(reverse("admin:vectorindex_indexstate_change", args=[built_point.pk])).content.decode()
+    due = re.search(r"<th>maintenance due</th><td>([^<]*)</td>", html).group(1)
+    assert re.search(r"\d+ split", due), due
+    call_command("vectorindex", "maintain", "point_embedding", stdout=open(os.devnull, "w"))
+    html = superuser_client.get(reverse("admin:vectorindex_indexstate_change", args=[built_point.pk])).content.decode()
+    changes = re.search(r"<th>recent head changes</th><td>([^<]*)</td>", html).group(1)
+    retired = Head.objects.filter(index=built_point, alive=False).count()
+    assert retired and changes.count("head ") == min(retired, 5) and "ago" in changes, changes

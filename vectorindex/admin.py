@@ -27,6 +27,7 @@ from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
@@ -349,7 +350,12 @@ class IndexStateAdmin(admin.ModelAdmin):
         try:
             declared = get_declared(obj.name)
             report = status(declared, obj._state.db)
-            sizes = _list_sizes(declared, obj._state.db) if "heads" in report else []
+            if "heads" in report:
+                sizes = _list_sizes(declared, obj._state.db)
+                report["due"] = _due(declared, obj._state.db)
+                report["head_changes"] = _head_changes(obj)
+            else:
+                sizes = []
         except (LookupError, VectorIndexError) as error:
             return f"- ({error})"
         return health_html(report, sizes)
@@ -535,6 +541,38 @@ class IndexStateAdmin(admin.ModelAdmin):
         self._each(request, queryset, run)
 
 
+def _due(declared: Any, using: str) -> str:
+    """What the maintenance scan finds to do now (what a worker is asked for next, or was and has not done yet)."""
+    from collections import Counter
+
+    from .index.maintenance.scanning import scan
+
+    found = Counter(job for job, _arguments in scan(declared, using))
+    if not found:
+        return "nothing: the index is in shape"
+    return ", ".join(f"{count} {job}" for job, count in sorted(found.items()))
+
+
+# Head changes (splits, merges) the index page lists, newest first.
+HEAD_CHANGES = 5
+
+
+def _head_changes(state: IndexState) -> str:
+    """The last splits and merges, from the heads they retired (kept until the grace period has passed)."""
+    retired = (
+        Head.objects.using(state._state.db)
+        .filter(index=state, retired_at__isnull=False)
+        .order_by("-retired_at", "-pk")
+        .values_list("pk", "retired_at", "split_into")[:HEAD_CHANGES]
+    )
+    now = timezone.now()
+    lines = []
+    for head_id, retired_at, split_into in retired:
+        what = f"split into {len(split_into)}, its reassign pending" if split_into else "retired by a split or a merge"
+        lines.append(f"head {head_id} {what}, {_age((now - retired_at).total_seconds())} ago")
+    return "; ".join(lines) if lines else "none since the build"
+
+
 def _list_sizes(declared: Any, using: str) -> list[int]:
     """The entries of each alive head's posting list."""
     from .index.runtime import open_index
@@ -606,6 +644,8 @@ def health_html(report: dict[str, Any], sizes: list[int]) -> str:
                          + (f"; recall {probes['measured_recall']:.3f} measured for a target of {probes['target']}"
                             if "measured_recall" in probes else "") + ")"),
         ("entries", f"{report['payload']}, {report['entry_bytes']} bytes each"),
+        ("maintenance due", report.get("due", "-")),
+        ("recent head changes", report.get("head_changes", "-")),
     ]
     try:
         limit = get_declared(report["name"]).options["posting_limit"]
