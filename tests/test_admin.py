@@ -418,6 +418,13 @@ def test_an_index_page_shows_its_health_and_draws_its_lists(superuser_client, bu
     for name in ("posting lists", "rows a list", "WAL", "snapshot", "head index in memory", "queries read", "entries"):
         assert f"<th>{name}</th>" in table
     assert "<th>recent head changes</th><td>none since the build</td>" in table
+    assert "<th>stale entries</th><td>0.0 % (0 of " in table and "in every list)" in table
+    for point in Point.objects.order_by("pk")[:30]:  # each change leaves its old entries stale
+        point.embedding = point.embedding + 0.5
+        point.save()
+    html = superuser_client.get(reverse("admin:vectorindex_indexstate_change", args=[built_point.pk])).content.decode()
+    stale = re.search(r"<th>stale entries</th><td>[\d.]+ % \(([\d,]+) of", html).group(1)
+    assert int(stale.replace(",", "")) >= 30
     due = re.search(r"<th>maintenance due</th><td>([^<]*)</td>", table).group(1)
     assert due == "nothing: the index is in shape" or re.fullmatch(r"(\d+ \w+)(, \d+ \w+)*", due), due
     chart = html[html.index('<svg class="vectorindex-chart"'):]

@@ -353,6 +353,7 @@ class IndexStateAdmin(admin.ModelAdmin):
             if "heads" in report:
                 sizes = _list_sizes(declared, obj._state.db)
                 report["due"] = _due(declared, obj._state.db)
+                report["stale"] = _stale(declared, obj._state.db)
                 report["head_changes"] = _head_changes(obj)
             else:
                 sizes = []
@@ -541,6 +542,26 @@ class IndexStateAdmin(admin.ModelAdmin):
         self._each(request, queryset, run)
 
 
+# Posting lists the index page reads to tell the share of stale entries: all of a small index's, a sample of a large one's.
+STALE_SAMPLE = 32
+
+
+def _stale(declared: Any, using: str) -> str:
+    """The share of posting entries no longer at their vector's version (changed or deleted since): what rewrites drop."""
+    from .index.maintenance.lists import current
+    from .index.runtime import open_index
+
+    storage = open_index(declared, using).storage
+    alive = sorted(storage.alive_head_ids())
+    read = alive if len(alive) <= STALE_SAMPLE else sorted(np.random.default_rng(0).choice(alive, STALE_SAMPLE, replace=False))
+    entries = storage.read_postings(read)
+    if not len(entries):
+        return "-"
+    stale = int((~current(storage, entries)).sum())
+    of = "every list" if len(read) == len(alive) else f"a sample of {len(read)} of {len(alive):,} lists"
+    return f"{_share(stale, len(entries))} ({stale:,} of {len(entries):,} entries in {of})"
+
+
 def _due(declared: Any, using: str) -> str:
     """What the maintenance scan finds to do now (what a worker is asked for next, or was and has not done yet)."""
     from collections import Counter
@@ -630,6 +651,7 @@ def health_html(report: dict[str, Any], sizes: list[int]) -> str:
         ("status", report["status"]),
         ("vectors", f"{report['vectors']:,} ({report['deleted_versions']:,} deleted and not yet swept: "
                     f"{_share(report['deleted_versions'], report['vectors'] + report['deleted_versions'])})"),
+        ("stale entries", report.get("stale", "-")),
         ("heads", f"{report['heads']:,} alive, {report['retired_heads']:,} retired"),
         ("posting lists", f"{report['posting_lists']:,} lists, {report['posting_entries']:,} entries; "
                           f"entries a list {_spread(report['posting_sizes'])}"),
