@@ -418,6 +418,7 @@ def test_an_index_page_shows_its_health_and_draws_its_lists(superuser_client, bu
     for name in ("posting lists", "rows a list", "WAL", "snapshot", "head index in memory", "queries read", "entries"):
         assert f"<th>{name}</th>" in table
     assert "<th>recent head changes</th><td>none since the build</td>" in table
+    assert "<th>last jobs</th><td>none yet</td>" in table
     assert "<th>stale entries</th><td>0.0 % (0 of " in table and "in every list)" in table
     for point in Point.objects.order_by("pk")[:30]:  # each change leaves its old entries stale
         point.embedding = point.embedding + 0.5
@@ -468,8 +469,9 @@ def test_the_index_page_says_what_maintenance_is_due_and_the_last_head_changes(s
 
     from tests.indexing import clustered
     from tests.testapp.models import Point
+    from vectorindex.index.jobs import RUNS_KEPT
     from vectorindex.index.registry import get_declared
-    from vectorindex.models import Head
+    from vectorindex.models import Head, JobRun
 
     settings.VECTORINDEX = {"JOBS": "manual"}  # the splits wait for `maintain`
     limit = get_declared("point_embedding").options["posting_limit"]
@@ -483,3 +485,6 @@ def test_the_index_page_says_what_maintenance_is_due_and_the_last_head_changes(s
     changes = re.search(r"<th>recent head changes</th><td>([^<]*)</td>", html).group(1)
     retired = Head.objects.filter(index=built_point, alive=False).count()
     assert retired and changes.count("head ") == min(retired, 5) and "ago" in changes, changes
+    jobs = re.search(r"<th>last jobs</th><td>([^<]*)</td>", html).group(1)
+    assert re.search(r"\b(split|reassign|merge|calibrate|sweep|collect|compact|defragment) [\d.]+ \w+ ago: ", jobs), jobs
+    assert JobRun.objects.filter(index=built_point).count() <= RUNS_KEPT

@@ -37,7 +37,7 @@ from .engine.calibration import Calibration
 from .exceptions import InvariantViolated, VectorIndexError
 from .fields import VectorField
 from .forms import VectorPreviewWidget
-from .models import Head, IndexState, Version
+from .models import Head, IndexState, JobRun, Version
 from .storage import posting_table_memory
 from .values import SparseVector
 from .wording import (
@@ -355,6 +355,7 @@ class IndexStateAdmin(admin.ModelAdmin):
                 report["due"] = _due(declared, obj._state.db)
                 report["stale"] = _stale(declared, obj._state.db)
                 report["head_changes"] = _head_changes(obj)
+                report["jobs"] = _recent_jobs(obj)
             else:
                 sizes = []
         except (LookupError, VectorIndexError) as error:
@@ -578,6 +579,14 @@ def _due(declared: Any, using: str) -> str:
 HEAD_CHANGES = 5
 
 
+def _recent_jobs(state: IndexState) -> str:
+    """The last maintenance jobs that ran on the index, newest first: what, when, and what they said."""
+    runs = JobRun.objects.using(state._state.db).filter(index=state).order_by("-finished_at", "-pk")[:HEAD_CHANGES]
+    now = timezone.now()
+    lines = [f"{run.job} {_age((now - run.finished_at).total_seconds())} ago: {run.detail}" for run in runs]
+    return "; ".join(lines) if lines else "none yet"
+
+
 def _head_changes(state: IndexState) -> str:
     """The last splits and merges, from the heads they retired (kept until the grace period has passed)."""
     retired = (
@@ -667,6 +676,7 @@ def health_html(report: dict[str, Any], sizes: list[int]) -> str:
                             if "measured_recall" in probes else "") + ")"),
         ("entries", f"{report['payload']}, {report['entry_bytes']} bytes each"),
         ("maintenance due", report.get("due", "-")),
+        ("last jobs", report.get("jobs", "-")),
         ("recent head changes", report.get("head_changes", "-")),
     ]
     try:

@@ -195,3 +195,19 @@ class SnapshotChunk(models.Model):
     snapshot_id = models.BigIntegerField()
     number = models.PositiveIntegerField()
     data = models.BinaryField()
+
+
+class JobRun(models.Model):
+    """A maintenance job that ran: the last ones of each index, for its admin page (older ones are deleted)."""
+
+    index = models.ForeignKey(IndexState, on_delete=models.CASCADE, related_name="job_runs")
+    job = models.CharField(max_length=20)
+    detail = models.CharField(max_length=500)
+    finished_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "maintenance job run"
+        indexes = [models.Index(fields=["index", "-finished_at"], name="vectorindex_jobrun_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.job} on {self.index_id}: {self.detail}"

@@ -104,7 +104,7 @@ def test_remove_index_deletes_what_the_index_stored_and_adding_it_back_builds_af
 
     sql = run(removal, collect=True)  # what sqlmigrate prints
     deletes = [statement for statement in sql if statement.startswith("DELETE")]
-    assert len(deletes) == 7 and all("'point_embedding'" in statement for statement in deletes)
+    assert len(deletes) == 8 and all("'point_embedding'" in statement for statement in deletes)
     assert sql[-1].startswith("DELETE FROM") and "vectorindex_indexstate" in sql[-1]
     assert stored("point_embedding") == before  # collecting ran nothing
 
@@ -172,7 +172,7 @@ def test_what_sqlmigrate_shows_around_a_table_remake():
     ]
     sql = run(remove, collect=True)
     deletes = [number for number, statement in enumerate(sql) if statement.startswith("DELETE")]
-    assert deletes == list(range(len(sql) - 7, len(sql)))  # at the end of the migration, after the table's
+    assert deletes == list(range(len(sql) - 8, len(sql)))  # at the end of the migration, after the table's
     assert all("'renamed_vectors'" in sql[number] for number in deletes)
 
 

@@ -100,7 +100,10 @@ def run(name: str, declared: Declared, using: str = "default", **arguments: Any)
         for attempt in range(RETRIES):
             started = time.monotonic()
             try:
-                return RUNNERS[name](declared, using=using, **arguments)
+                outcome = RUNNERS[name](declared, using=using, **arguments)
+                if isinstance(outcome, Outcome) and not outcome.busy:
+                    remember(declared, using, outcome)
+                return outcome
             except OperationalError as error:
                 busy = dialect.lock_wait_ran_out(error)
                 # SQLite says "locked" at once, without waiting, where a wait
@@ -115,6 +118,25 @@ def run(name: str, declared: Declared, using: str = "default", **arguments: Any)
                     raise
                 time.sleep(RETRY_PAUSE * 2**attempt * (1 + random.random()))
     raise AssertionError("unreachable")
+
+
+# Job runs an index keeps for its admin page: the newest, the others deleted.
+RUNS_KEPT = 20
+
+
+def remember(declared: Declared, using: str, outcome: Outcome) -> None:
+    """Keep what a job did among its index's last :data:`RUNS_KEPT` runs (after its transaction, or in the caller's)."""
+    from django.utils import timezone
+
+    from ..models import IndexState, JobRun
+
+    index_id = IndexState.objects.using(using).filter(name=declared.name).values_list("pk", flat=True).first()
+    if index_id is None:
+        return
+    runs = JobRun.objects.using(using)
+    runs.create(index_id=index_id, job=outcome.job[:20], detail=outcome.detail[:500], finished_at=timezone.now())
+    oldest_kept = runs.filter(index_id=index_id).order_by("-pk").values_list("pk", flat=True)[RUNS_KEPT - 1 : RUNS_KEPT]
+    runs.filter(index_id=index_id, pk__lt=oldest_kept.first() or 0).delete()
 
 
 def follow_through(first: Iterable[Job], attempt: Callable[[str, dict[str, Any]], Outcome | None]) -> Iterator[Outcome]:

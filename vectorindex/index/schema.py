@@ -26,6 +26,7 @@ from django.db.backends.ddl_references import Statement
 from ..models import (
     Head,
     IndexState,
+    JobRun,
     Posting,
     Snapshot,
     SnapshotChunk,
@@ -58,6 +59,7 @@ def drop_statements(connection: Any, name: str) -> list[tuple[str, list[str]]]:
         f"WHERE snapshot_id IN (SELECT id FROM {snapshot} WHERE index_id = {index_id})",
         f"DELETE FROM {snapshot} WHERE index_id = {index_id}",
         f"DELETE FROM {quote(Head._meta.db_table)} WHERE index_id = {index_id}",
+        f"DELETE FROM {quote(JobRun._meta.db_table)} WHERE index_id = {index_id}",
         f"DELETE FROM {state} WHERE name = %s",
     ]
     return [(sql, [name]) for sql in statements]
