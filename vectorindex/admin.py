@@ -173,9 +173,13 @@ class VectorAdminMixin:
         found = list(super().get_list_filter(request))
         return [*found, SimilarToFilter] if self._comparable_fields() else found
 
-    def get_actions(self, request: Any) -> dict:
-        actions = super().get_actions(request)
-        if self._comparable_fields():
+    def get_actions(self, request: Any, action_location: Any = None) -> dict:
+        # action_location: Django 6.1's (the changelist's actions, or a change form's); 5.2 passes none.
+        if action_location is None:
+            actions = super().get_actions(request)
+        else:
+            actions = super().get_actions(request, action_location=action_location)
+        if self._comparable_fields() and getattr(action_location, "value", "CHANGE_LIST") == "CHANGE_LIST":
             actions["list_similar"] = (
                 type(self).list_similar, "list_similar", "List rows by similarity to the selected one"
             )
