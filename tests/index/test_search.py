@@ -326,3 +326,28 @@ def test_recall_on_real_embeddings():
     found = [[p.pk for p in Passage.objects.order_by(CosineDistance("embedding", q))[:10]] for q in queries]
     assert recall(found, truth) >= 0.90
     assert check("passage_embedding").strip().endswith("passage_embedding: ok")
+
+
+@pytest.mark.parametrize("shape", ["instances", "values_list"])
+def test_rows_deleted_between_the_choice_and_the_read_are_replaced(points, monkeypatch, shape):
+    """A delete that commits after the index chose the rows and before they are read: the slice still has k rows."""
+    from vectorindex.index import search
+
+    vectors, pks = points
+    query = vectors[7]
+    chosen_once = []
+    answer = search.answer
+
+    def answer_then_delete(queryset, plan):
+        found = answer(queryset, plan)
+        if not chosen_once:
+            chosen_once.extend(found[0][:2])
+            Point.objects.filter(pk__in=chosen_once).delete()  # as another connection's commit would
+        return found
+
+    monkeypatch.setattr(search, "answer", answer_then_delete)
+    ordered = Point.objects.order_by(L2Distance("embedding", query))
+    rows = list(ordered[:10]) if shape == "instances" else list(ordered.values_list("pk", flat=True)[:10])
+    got = [row.pk for row in rows] if shape == "instances" else rows
+    alive = np.isin(pks, chosen_once, invert=True)
+    assert got == exact_top(vectors, pks, query, mask=alive)

@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
-from django.db import OperationalError, connections, transaction
+from django.db import OperationalError, connections, router, transaction
 
 from ..conf import vectorindex_settings
 from ..exceptions import JobBusy
-from ..storage import dialect_for, lock_timeout
+from ..storage import dialect_for, lock_timeout, read_only
 from . import broker
 
 if TYPE_CHECKING:
@@ -183,17 +183,51 @@ def _first_request(key: tuple) -> bool:
         return True
 
 
-def enqueue(job: str, index: str, using: str, *, dedupe: bool = False, **arguments: Any) -> None:
-    """Run *job* on *index* once the current transaction commits.
+def enqueue(
+    job: str, index: str, using: str, *, dedupe: bool = False, on_commit_of: str | None = None, **arguments: Any
+) -> None:
+    """Run *job* on *index* on database *using* once the current transaction commits.
 
     *dedupe* drops a request this process made within the last few seconds
     (for jobs that reads ask for, which can repeat many times a second).
+    *on_commit_of*: the database whose transaction found the job necessary,
+    where that is not *using* (a read on a replica, :func:`enqueue_for_read`).
     """
     if mode() == "manual":
         return  # the scan of `manage.py vectorindex maintain` will find it
     if dedupe and not _first_request((job, index, using, tuple(sorted(arguments.items())))):
         return
-    transaction.on_commit(lambda: dispatch(job, index, using, **arguments), using=using, robust=True)
+    transaction.on_commit(
+        lambda: dispatch(job, index, using, **arguments), using=on_commit_of or using, robust=True
+    )
+
+
+def enqueue_for_read(job: str, index: str, using: str, **arguments: Any) -> None:
+    """:func:`enqueue`, for a job a read on *using* found necessary (deduplicated).
+
+    A replica (:func:`~vectorindex.storage.read_only`) takes no writes: the
+    job goes to the database the routers send the model's writes to, the
+    primary the replica copies, whose lists and heads are the replica's
+    (or newer: a job there finds what is left to do). Where that one takes
+    no writes either, nothing is asked: the scan of the primary finds the work.
+    """
+    target = writer_for(index, using)
+    if target is None:
+        logger.debug("vectorindex %s on %s not asked for: %r takes no writes", job, index, using)
+        return
+    enqueue(job, index, target, dedupe=True, on_commit_of=using, **arguments)
+
+
+def writer_for(index: str, using: str) -> str | None:
+    """The database a job asked for on *using* runs on: *using*, or for a replica its primary; None where none takes writes."""
+    if not read_only(using):
+        return using
+    from .registry import get_declared
+
+    target = router.db_for_write(get_declared(index).model)
+    if target != using and not read_only(target):
+        return target
+    return None
 
 
 def dispatch(job: str, index: str, using: str, **arguments: Any) -> None:

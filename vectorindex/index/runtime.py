@@ -28,7 +28,7 @@ from ..engine.postings import Payload
 from ..engine.snapshot import unpack
 from ..exceptions import HeadIndexError, IndexOutdated, SnapshotError
 from ..models import IndexState, Snapshot
-from ..storage import StateRow, Storage, dialect_for, on_own_connection
+from ..storage import StateRow, Storage, dialect_for, on_own_connection, read_only
 from ..storage.cache import posting_cache
 from ..storage.state import FoundState, find_state, stored_payload
 from . import jobs
@@ -37,6 +37,10 @@ from .registry import Declared, build_changes, outdated_message, register
 # Lists a query reads by default before the index's first calibration (and
 # what every query read before calibrations: right for about 300,000 vectors).
 UNCALIBRATED_PROBES = 128
+
+# The state of an index that has no state row on a replica (which may not
+# register one): not built.
+NOT_REGISTERED = StateRow(IndexState.Status.EMPTY, 0, 0)
 
 
 class Runtime:
@@ -112,6 +116,11 @@ class Runtime:
                 dimensions = self.declared.field.dimensions
                 payload = Payload(dimensions) if changes else self._payload(found.id, found.row.generation)
                 return Storage(self.connection, found.id, dimensions, payload), found.row
+            if read_only(self.using):
+                # A replica the state row has not reached (or an index never
+                # built): not ready, and nothing is written here.
+                payload = Payload(self.declared.field.dimensions)
+                return Storage(self.connection, 0, self.declared.field.dimensions, payload), NOT_REGISTERED
             register(self.declared, self.using)
             found = None
         raise ImproperlyConfigured(f"The vector index {self.declared.name!r} could not be registered.")
@@ -371,7 +380,7 @@ def _replace_snapshot(rt: Runtime, damaged: int) -> None:
     maintenance scan finds the damaged snapshot (:func:`damaged_snapshot`).
     """
     if rt.connection.in_atomic_block or jobs.mode() == "celery":
-        jobs.enqueue("compact", rt.declared.name, rt.using, dedupe=True, damaged=damaged)
+        jobs.enqueue_for_read("compact", rt.declared.name, rt.using, damaged=damaged)
 
 
 def damaged_snapshot(rt: Runtime, storage: Storage, generation: int) -> int | None:

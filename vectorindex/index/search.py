@@ -301,4 +301,4 @@ def _trigger_defragment(declared: Declared, using: str, rows_per_head: dict[int,
     most = declared.options["defragment_rows"]
     for head_id, rows in rows_per_head.items():
         if rows > most:
-            jobs.enqueue("defragment", declared.name, using, head_id=head_id, above_rows=most, dedupe=True)
+            jobs.enqueue_for_read("defragment", declared.name, using, head_id=head_id, above_rows=most)

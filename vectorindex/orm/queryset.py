@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from django.core.exceptions import FieldDoesNotExist
-from django.db import NotSupportedError, connections, models, transaction
+from django.db import NotSupportedError, connections, models, router, transaction
 from django.db.models import Avg, F, Sum
 
 from ..conf import vectorindex_settings
@@ -29,6 +29,11 @@ from .planner import SearchOptions, plan_query
 __all__ = ["VectorManager", "VectorQuerySet", "give_vector_querysets"]
 
 VECTOR_AGGREGATES = (Avg, Sum)
+
+
+# Times a query chooses its rows again when some it chose were deleted before
+# they were read (each try sees the deletes committed before it began).
+VANISHED_ATTEMPTS = 3
 
 
 class VectorQuerySet(models.QuerySet):
@@ -102,9 +107,17 @@ class VectorQuerySet(models.QuerySet):
         if self._result_cache is None:
             plan = plan_query(self.query)
             if plan is not None:
-                selected = self._selected(plan)
-                self.answered_by = "exact" if selected is None else "index"
-                self._result_cache = list(exact.fetch(self, plan, selected=selected))
+                for _attempt in range(VANISHED_ATTEMPTS):
+                    selected = self._selected(plan)
+                    self.answered_by = "exact" if selected is None else "index"
+                    chosen = selected if selected is not None else exact.select(self, plan)
+                    self._result_cache = list(exact.fetch(self, plan, selected=chosen))
+                    if len(self._result_cache) >= len(chosen[0]) or self.query.distinct:
+                        break
+                    # Rows chosen were deleted by a transaction that committed
+                    # between the choice and the read of the rows (outside a
+                    # transaction, or under READ COMMITTED): choose again, so
+                    # that a slice of k rows does not come back shorter.
         super()._fetch_all()
 
     def iterator(self, chunk_size: int | None = None) -> Iterator[Any]:
@@ -241,6 +254,16 @@ class VectorQuerySet(models.QuerySet):
         names = set(names)
         return [d for d in found if d.field.name in names or d.field.attname in names]
 
+    @property
+    def _write_db(self) -> str:
+        """The database a write through this queryset goes to: Django's ``QuerySet.db`` once the write sets ``_for_write``.
+
+        Read before Django's own method runs, ``self.db`` would name the
+        database the routers send reads to (a replica), and the index work
+        would go there rather than beside the rows.
+        """
+        return self._db or router.db_for_write(self.model, **self._hints)
+
     def bulk_create(self, objs: Iterable[models.Model], *args: Any, **kwargs: Any) -> list:
         objs = list(objs)
         self._check_vectors(objs, self._vector_fields())
@@ -256,14 +279,14 @@ class VectorQuerySet(models.QuerySet):
             )
         from ..index import instances, writes
 
-        with transaction.atomic(using=self.db, savepoint=False):
+        with transaction.atomic(using=self._write_db, savepoint=False):
             # Routing needs no primary keys: it runs while the rows go in.
             values = [[getattr(obj, declared.field.attname) for obj in objs] for declared in indexes]
-            routed = [writes.route_ahead(d, self.db, v) for d, v in zip(indexes, values, strict=True)]
+            routed = [writes.route_ahead(d, self._write_db, v) for d, v in zip(indexes, values, strict=True)]
             created = super().bulk_create(objs, *args, **kwargs)
             for declared, column, ahead in zip(indexes, values, routed, strict=True):
                 rows = [(obj.pk, value) for obj, value in zip(created, column, strict=True)]
-                writes.index_vectors(declared, self.db, rows, routed=ahead, new=True)
+                writes.index_vectors(declared, self._write_db, rows, routed=ahead, new=True)
         for obj in created:
             instances.remember_loaded(obj)
         return created
@@ -278,7 +301,7 @@ class VectorQuerySet(models.QuerySet):
             return super().bulk_update(objs, fields, *args, **kwargs)
         from ..index import instances, writes
 
-        with transaction.atomic(using=self.db, savepoint=False):
+        with transaction.atomic(using=self._write_db, savepoint=False):
             with instances.handled_by_caller():
                 updated = super().bulk_update(objs, fields, *args, **kwargs)
             # Objects whose rows were deleted meanwhile updated nothing, and get
@@ -290,7 +313,7 @@ class VectorQuerySet(models.QuerySet):
                 for obj in objs:
                     if obj.pk in present:
                         rows.extend(instances.changed_rows(obj, declared, False, names))
-                writes.index_vectors(declared, self.db, rows)
+                writes.index_vectors(declared, self._write_db, rows)
         for obj in objs:
             instances.remember_loaded(obj, names)
         return updated
@@ -303,7 +326,7 @@ class VectorQuerySet(models.QuerySet):
         transaction deleted before the update found nothing to update.
         """
         found: set[Any] = set()
-        rows = self.model._base_manager.using(self.db).select_for_update()
+        rows = self.model._base_manager.using(self._write_db).select_for_update()
         for start in range(0, len(pks), 1_000):
             batch = pks[start : start + 1_000]
             found.update(rows.filter(pk__in=batch).values_list("pk", flat=True))
@@ -312,10 +335,10 @@ class VectorQuerySet(models.QuerySet):
     def _by_primary_keys(self) -> Iterator[VectorQuerySet]:
         """The rows of a distance-filtered queryset, as plain pk__in querysets."""
         plan = plan_query(self.query)
-        pks, _ = exact.select(self, plan)
+        pks, _ = exact.select(self.using(self._write_db), plan)  # the rows as the database written to has them
         size = vectorindex_settings.RESULT_BATCH_SIZE
         for start in range(0, len(pks), size):
-            yield type(self)(self.model, using=self.db).filter(pk__in=pks[start : start + size])
+            yield type(self)(self.model, using=self._write_db).filter(pk__in=pks[start : start + size])
 
     def delete(self) -> tuple[int, dict[str, int]]:
         if plan_query(self.query) is None:
@@ -325,12 +348,12 @@ class VectorQuerySet(models.QuerySet):
 
             # One transaction for the rows and the index; the deleted rows'
             # version flips are gathered and written together.
-            with transaction.atomic(using=self.db, savepoint=False), instances.bulk_deleting():
+            with transaction.atomic(using=self._write_db, savepoint=False), instances.bulk_deleting():
                 return super().delete()
         if self.query.is_sliced:
             raise TypeError("Cannot use 'limit' or 'offset' with delete().")
         total, per_model = 0, Counter()
-        with transaction.atomic(using=self.db, savepoint=False):
+        with transaction.atomic(using=self._write_db, savepoint=False):
             for batch in list(self._by_primary_keys()):
                 deleted, counts = batch.delete()
                 total += deleted
@@ -345,7 +368,7 @@ class VectorQuerySet(models.QuerySet):
         if plan_query(self.query) is not None:
             if self.query.is_sliced:
                 raise TypeError("Cannot update a query once a slice has been taken.")
-            with transaction.atomic(using=self.db, savepoint=False):
+            with transaction.atomic(using=self._write_db, savepoint=False):
                 updated = sum(batch.update(**kwargs) for batch in list(self._by_primary_keys()))
             self._result_cache = None
             return updated
@@ -355,15 +378,15 @@ class VectorQuerySet(models.QuerySet):
         if not indexes or instances.caller_indexes():
             return super().update(**kwargs)
 
-        with transaction.atomic(using=self.db, savepoint=False):
-            rows = self.select_for_update() if connections[self.db].features.has_select_for_update else self
+        with transaction.atomic(using=self._write_db, savepoint=False):
+            rows = self.select_for_update() if connections[self._write_db].features.has_select_for_update else self
             pks = list(rows.values_list("pk", flat=True))
             updated = super().update(**kwargs)
             for declared in indexes:
                 for start in range(0, len(pks), 1_000):
                     batch = pks[start : start + 1_000]
-                    changed = self.model._base_manager.using(self.db).filter(pk__in=batch)
-                    writes.index_vectors(declared, self.db, list(changed.values_list("pk", declared.field.attname)))
+                    changed = self.model._base_manager.using(self._write_db).filter(pk__in=batch)
+                    writes.index_vectors(declared, self._write_db, list(changed.values_list("pk", declared.field.attname)))
         return updated
 
     update.alters_data = True

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from .backends import job_transaction, lock_timeout, stream_rows
 from .base import IN_BATCH, LISTS_PER_STATEMENT
-from .dialects import Dialect, dialect_for, supported_databases
+from .dialects import Dialect, dialect_for, read_only, supported_databases
 from .heads import HeadRows
 from .memory import (
     BufferPool,
@@ -62,6 +62,7 @@ __all__ = [
     "posting_memory",
     "posting_table_memory",
     "read_by_keys",
+    "read_only",
     "stream_rows",
     "supported_databases",
 ]

@@ -23,6 +23,7 @@ from ...exceptions import VectorIndexError
 from ...index import build as building
 from ...index import recovery, removal
 from ...index.registry import Declared, declared_indexes, declared_names, get_declared
+from ...storage import read_only
 from ...wording import built_lines, counted, remedy, status_lines
 from ..progress import progress_bars
 
@@ -65,6 +66,8 @@ class Action:
     every_by_default: bool = False
     # Its targets are declared indexes; otherwise, names of stored contents.
     declared: bool = True
+    # It writes to the database (refused on a replica).
+    writes: bool = True
 
 
 ACTIONS: dict[str, Action] = {
@@ -74,10 +77,11 @@ ACTIONS: dict[str, Action] = {
         "and what removed indexes left behind",
         _status_options,
         every_by_default=True,
+        writes=False,
     ),
     "snapshot": Action("write the head index to the database and truncate the WAL"),
     "recover": Action("load snapshot + WAL, verify against the heads table, rebuild the head index if needed"),
-    "check": Action("verify the index's invariants; exits non-zero on a violation"),
+    "check": Action("verify the index's invariants; exits non-zero on a violation", writes=False),
     "maintain": Action(
         "run maintenance (split, merge, defragment, snapshot, clean-up) until nothing is left to do",
         every_by_default=True,
@@ -129,6 +133,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
+        if ACTIONS[action].writes and read_only(options["database"]):
+            raise CommandError(
+                f"The {options['database']!r} database takes no writes (a replica, or a server set read_only): "
+                f"run `vectorindex {action}` on the database it copies; `status` and `check` read a replica."
+            )
         run = getattr(self, f"do_{action}")
         steps = [
             (getattr(target, "name", target), partial(run, target, options))

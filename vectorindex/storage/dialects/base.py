@@ -147,3 +147,7 @@ class Dialect(ABC):
     def table_bytes(self, connection: Any, table: str) -> int | None:
         """What *table*'s rows take on disk by the server's statistics, read without a scan; None where it keeps none or the table does not exist."""
         return None
+
+    def server_read_only(self, connection: Any) -> bool:
+        """Whether *connection*'s server takes no writes (a replica set ``read_only``), as far as it says."""
+        return False

@@ -178,6 +178,13 @@ class MySQLDialect(Dialect):
             row = cursor.fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
+    def server_read_only(self, connection: Any) -> bool:
+        # read_only: a replica as it is usually set (users with SUPER or
+        # READ_ONLY ADMIN may still write, but the index does not).
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT @@global.read_only")
+            return bool(cursor.fetchone()[0])
+
 
 def _execute_batch(connection: Any, statements: Sequence[tuple[str, Sequence]]) -> list[list[tuple]]:
     """Each statement's rows, the statements sent as one text: one round trip (``multi_statements``)."""

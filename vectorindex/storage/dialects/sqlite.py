@@ -33,6 +33,11 @@ class SQLiteDialect(Dialect):
     def update_lock(self, skip_locked: bool = False) -> str:
         return ""  # the write lock (write_lock) is already this transaction's
 
+    def server_read_only(self, connection: Any) -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA query_only")
+            return bool(cursor.fetchone()[0])
+
     def write_lock(self, table: str, column: str, where: str) -> str | None:
         return f"UPDATE {table} SET {column} = {column} WHERE {where}"
 
