@@ -68,9 +68,7 @@ def writes_in(captured: Any) -> list[str]:
 
 
 def command(*args: str) -> str:
-    from django.core.management import call_command
-
-    from django.core.management import CommandError
+    from django.core.management import CommandError, call_command
 
     out = io.StringIO()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 from django.conf import settings
@@ -21,3 +22,16 @@ class PrimaryReplicaRouter:
 
     def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints: Any) -> bool:
         return db == "default"
+
+
+# The tenant a request (or a test) is for: TenantRouter sends every query there.
+current_tenant: ContextVar[str | None] = ContextVar("current_tenant", default=None)
+
+
+class TenantRouter:
+    """A database per tenant: reads and writes go to the tenant set for the request, else the default."""
+
+    def db_for_read(self, model: Any, **hints: Any) -> str | None:
+        return current_tenant.get()
+
+    db_for_write = db_for_read

@@ -27,6 +27,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
     DATABASES["default"].setdefault("OPTIONS", {})["charset"] = "utf8mb4"
 
+# A second database of the same kind, for the tests of indexes on several
+# databases (tests/test_databases.py): its test database is made only for
+# the tests that ask for it.
+DATABASES["other"] = {**DATABASES["default"], "NAME": f"{DATABASES['default']['NAME']}_other", "TEST": {}}
+if DATABASES["other"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["other"]["NAME"] = str(BASE_DIR / "other.sqlite3")
+    DATABASES["other"]["TEST"] = {"NAME": str(BASE_DIR / "test-other.sqlite3")}
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

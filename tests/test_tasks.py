@@ -132,8 +132,9 @@ def test_a_split_that_meets_a_writers_lock_is_retried_with_a_countdown(worker_pr
     assert "point_embedding: ok" in check("point_embedding")
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(databases=["default", "other"])
 def test_the_scan_of_every_index_goes_on_past_one_that_fails(monkeypatch, caplog):
+    """Beat's scan, with no arguments: every index on every database that holds vectorindex's tables."""
     from vectorindex import tasks
     from vectorindex.index import maintenance
     from vectorindex.index.registry import declared_indexes
@@ -142,17 +143,18 @@ def test_the_scan_of_every_index_goes_on_past_one_that_fails(monkeypatch, caplog
     first = sorted(declared_indexes())[0]  # scanned first: the others come after it fails
 
     def scan(declared, using):
-        scanned.append(declared.name)
-        if declared.name == first:
+        scanned.append((using, declared.name))
+        if declared.name == first and using == "default":
             raise RuntimeError("not migrated")
         return []
 
     monkeypatch.setattr(maintenance, "scan", scan)
     assert tasks.scan() == 0
-    assert scanned == sorted(declared_indexes()) and len(scanned) > 1
-    assert f"the scan of {first} failed" in caplog.text
+    names = sorted(declared_indexes())
+    assert scanned == [("default", name) for name in names] + [("other", name) for name in names] and len(names) > 1
+    assert f"the scan of {first} on 'default' failed" in caplog.text
     with pytest.raises(RuntimeError, match="not migrated"):
-        tasks.scan(index=first)
+        tasks.scan(index=first, using="default")
 
 
 def test_follow_ups_and_the_jobs_a_scan_finds_go_through_the_bounded_send(monkeypatch):
@@ -175,7 +177,7 @@ def test_follow_ups_and_the_jobs_a_scan_finds_go_through_the_bounded_send(monkey
 
     monkeypatch.setattr(Task, "apply_async", published)
     assert tasks.split.apply(kwargs={"index": "point_embedding", "head_id": 1}).get() == "split"
-    assert tasks.scan.apply(kwargs={"index": "point_embedding"}).get() == 1
+    assert tasks.scan.apply(kwargs={"index": "point_embedding", "using": "default"}).get() == 1
     assert sent == [
         ("reassign", "point_embedding", "default", {"head_id": 7, "new_head_ids": [8, 9]}),
         ("merge", "point_embedding", "default", {"head_id": 3}),

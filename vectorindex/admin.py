@@ -22,10 +22,10 @@ import numpy as np
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import ImproperlyConfigured, ValidationError
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse, HttpResponseRedirect, QueryDict
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -37,6 +37,7 @@ from .engine.calibration import Calibration
 from .exceptions import InvariantViolated, VectorIndexError
 from .fields import VectorField
 from .forms import VectorPreviewWidget
+from .index.registry import index_databases
 from .models import Head, IndexState, JobRun, Version
 from .storage import posting_table_memory
 from .values import SparseVector
@@ -327,6 +328,42 @@ class VectorModelAdmin(VectorAdminMixin, admin.ModelAdmin):
 # Index health ----------------------------------------------------------------------
 
 
+class DatabaseFilter(admin.SimpleListFilter):
+    """Which database's indexes the list shows (``?database=``), where vectorindex's tables are on more than one.
+
+    Each database has indexes of its own (heads, lists, WAL), under the same
+    names: the list shows one database at a time, the default first; the
+    pages and actions reached from it keep to that database.
+    """
+
+    title = "database"
+    parameter_name = "database"
+
+    def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
+        databases = index_databases()
+        return [(alias, alias) for alias in databases] if len(databases) > 1 else []
+
+    def queryset(self, request: Any, queryset: QuerySet) -> QuerySet:
+        return queryset  # IndexStateAdmin.get_queryset() reads the database
+
+    def choices(self, changelist: Any) -> Any:
+        current = self.value() or DEFAULT_DB_ALIAS
+        for alias, title in self.lookup_choices:
+            yield {
+                "selected": current == alias,
+                "query_string": changelist.get_query_string({self.parameter_name: alias}),
+                "display": title,
+            }
+
+
+def requested_database(request: Any) -> str:
+    """The database an index page or action is for: ``?database=`` (or the list's, kept by its links), else the default."""
+    alias = request.GET.get(DatabaseFilter.parameter_name)
+    if alias is None:
+        alias = QueryDict(request.GET.get("_changelist_filters", "")).get(DatabaseFilter.parameter_name)
+    return alias if alias in index_databases() else DEFAULT_DB_ALIAS
+
+
 @admin.register(IndexState)
 class IndexStateAdmin(admin.ModelAdmin):
     """Each vector index at a glance: status, size, WAL, posting data against the buffer pool; snapshot and check actions."""
@@ -335,15 +372,26 @@ class IndexStateAdmin(admin.ModelAdmin):
         "name", "model_label", "field_name", "distance", "dimensions", "status", "heads", "vectors", "probes",
         "wal_lsn", "built_at",
     ]
-    list_filter = ["status", "distance", "declared"]
+    list_filter = [DatabaseFilter, "status", "distance", "declared"]
     actions = ["build_indexes", "maintain_indexes", "check_invariants", "recover_indexes", "take_snapshot"]
     exclude = ["payload", "calibration"]  # shown as payload_format and calibration_summary
     SHOWN_AS = {"payload": "payload_format", "calibration": "calibration_summary"}
 
     def get_readonly_fields(self, request: Any, obj: Any = None) -> list[str]:
         return [
-            "health", *(self.SHOWN_AS.get(field.name, field.name) for field in IndexState._meta.fields), "posting_data"
+            *(["database"] if len(index_databases()) > 1 else []),
+            "health",
+            *(self.SHOWN_AS.get(field.name, field.name) for field in IndexState._meta.fields),
+            "posting_data",
         ]
+
+    def get_list_display(self, request: Any) -> list[str]:
+        shown = list(super().get_list_display(request))
+        return [*shown[:1], "database", *shown[1:]] if len(index_databases()) > 1 else shown
+
+    @admin.display(description="database")
+    def database(self, obj: IndexState) -> str:
+        return obj._state.db
 
     @admin.display(description="health")
     def health(self, obj: IndexState) -> str:
@@ -447,7 +495,7 @@ class IndexStateAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: Any) -> QuerySet:
         # The counts come with the list's one query, not one query per row.
-        return super().get_queryset(request).annotate(
+        return super().get_queryset(request).using(requested_database(request)).annotate(
             alive_heads=_count(Head.objects.filter(index=OuterRef("pk"), alive=True), "index"),
             live_vectors=_count(Version.objects.filter(index_id=OuterRef("pk"), deleted=False), "index_id"),
         )
@@ -521,12 +569,13 @@ class IndexStateAdmin(admin.ModelAdmin):
         # which would misspell an index name that began it.
         from .index.registry import get_declared
 
+        where = "" if queryset.db == DEFAULT_DB_ALIAS else f" on database “{queryset.db}”"
         for state in queryset:
             try:
                 text = work(get_declared(state.name), queryset.db)
-                self.message_user(request, f"“{state.name}”: {text}", messages.SUCCESS)
+                self.message_user(request, f"“{state.name}”{where}: {text}", messages.SUCCESS)
             except (LookupError, VectorIndexError) as error:
-                self.message_user(request, f"“{state.name}”: {error}", messages.ERROR)
+                self.message_user(request, f"“{state.name}”{where}: {error}", messages.ERROR)
 
     @admin.action(description="Take a snapshot of the selected indexes", permissions=["snapshot"])
     def take_snapshot(self, request: Any, queryset: Any) -> None:

@@ -25,7 +25,7 @@ from celery import current_task, shared_task
 from .conf import vectorindex_settings
 from .exceptions import JobBusy
 from .index import broker, maintenance
-from .index.registry import declared_indexes, get_declared
+from .index.registry import declared_indexes, get_declared, index_databases
 
 logger = logging.getLogger("vectorindex.tasks")
 
@@ -97,16 +97,18 @@ def calibrate(index: str, using: str = "default") -> str:
 
 @broker.celery_task
 @shared_task(name="vectorindex.scan", **OPTIONS)
-def scan(index: str | None = None, using: str = "default") -> int:
-    """Enqueue what every index (or one) needs: the beat schedule's job."""
-    if index:
+def scan(index: str | None = None, using: str | None = None) -> int:
+    """Enqueue what every index (or one) needs on *using*, or on every database that holds the index's tables
+    and takes writes (replicas are their primary's to maintain): the beat schedule's job."""
+    if index and using:
         return _scan(index, using)
     sent = 0
-    for name in sorted(declared_indexes()):
-        try:
-            sent += _scan(name, using)
-        except Exception:  # noqa: BLE001 - one index's trouble (not migrated, say) does not stop the others' scans
-            logger.exception("vectorindex: the scan of %s failed", name)
+    for alias in [using] if using else index_databases(migrated=True, writable=True):
+        for name in [index] if index else sorted(declared_indexes()):
+            try:
+                sent += _scan(name, alias)
+            except Exception:  # noqa: BLE001 - one index's trouble (not migrated, say) does not stop the others' scans
+                logger.exception("vectorindex: the scan of %s on %r failed", name, alias)
     return sent
 
 

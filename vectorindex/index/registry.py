@@ -15,12 +15,13 @@ from typing import Any
 
 from django.apps import apps
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
-from django.db import connections, models, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, models, router, transaction
 
 from ..fields import VectorField
 from ..indexes import VectorIndex
 from ..models import IndexState, is_integer_key
-from ..storage import Storage
+from ..storage import Storage, read_only
+from ..storage.dialects import DIALECTS, vendor
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,30 @@ def _vector_indexes(app_registry: Any) -> list[tuple[type[models.Model], VectorI
         for index in model._meta.indexes
         if isinstance(index, VectorIndex)
     ]
+
+
+def index_databases(*, migrated: bool = False, writable: bool = False) -> list[str]:
+    """The databases vectorindex's tables may be on, the default first: where the routers allow
+    them to be migrated, on a database an index works on (SQLite, MySQL/MariaDB).
+
+    A replica that the routers keep migrations off is not one of them: its
+    tables are its primary's. *migrated*: only those where the tables are
+    (one read of each database's table names); *writable*: only those that
+    take writes (:func:`~vectorindex.storage.read_only`).
+    """
+    found = []
+    for alias in sorted(connections, key=lambda alias: (alias != DEFAULT_DB_ALIAS, alias)):
+        if vendor(alias) not in DIALECTS or not router.allow_migrate_model(alias, IndexState):
+            continue
+        try:
+            if migrated and IndexState._meta.db_table not in connections[alias].introspection.table_names():
+                continue
+            if writable and read_only(alias):
+                continue
+        except DatabaseError:
+            continue  # a database that cannot be reached now holds nothing to do now
+        found.append(alias)
+    return found
 
 
 def indexes_of(model: type[models.Model]) -> list[Declared]:
