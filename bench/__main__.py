@@ -9,6 +9,7 @@
     python -m bench torture --minutes 10     writers, worker and database killed over and over; every row checked
     python -m bench side-by-side --limit 20000   pgvector and vectorindex, sweeps alternated, compared at equal recall
     python -m bench synthetic --out DIR      a synthetic data set of any dimension, with its exact answers
+    python -m bench workers --workers 1,2,4  maintenance jobs a second with several Celery worker processes
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ BENCHMARKS = {
     "torture": "bench.torture",
     "side-by-side": "bench.side_by_side",
     "synthetic": "bench.synthetic",
+    "workers": "bench.workers",
 }
 
 

@@ -226,19 +226,19 @@ def write(seconds: float) -> dict[str, Any]:
     from tests.testapp.models import Point
 
     rng = np.random.default_rng(7)
+    base = clustered(3000, seed=1)  # the rows seed() wrote: new ones come from the same clusters
     deadline = time.monotonic() + seconds
     saved = deleted = updated = batches = 0
     while time.monotonic() < deadline:
         batches += 1
-        new = Point.objects.bulk_create(
-            [Point(group=8, embedding=v) for v in clustered(200, seed=100 + batches) + rng.normal(size=16) * 3]
-        )
+        near = base[rng.integers(0, len(base), 200)] + rng.normal(scale=0.5, size=(200, 16)).astype(np.float32)
+        new = Point.objects.bulk_create([Point(group=8, embedding=v) for v in near])
         saved += len(new)
         for point in new[:10]:
             point.embedding = point.embedding * 1.01
             point.save()
             updated += 1
-        victims = list(Point.objects.filter(group=8).order_by("?").values_list("pk", flat=True)[:60])
+        victims = rng.choice(sorted(Point.objects.filter(group=8).values_list("pk", flat=True)), 60, replace=False).tolist()
         deleted += Point.objects.filter(pk__in=victims).delete()[0]
         if batches % 3 == 0:
             command("maintain", INDEX)

@@ -81,6 +81,8 @@ VECTORINDEX = {"CALIBRATION_QUERIES": 0}
 # Maintenance runs inline unless a test (or the Celery worker a test starts)
 # sets a broker.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
+# A queue of a test's own (tests/test_workers.py), so that nothing left in a shared broker reaches its workers.
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE") or "celery"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE = {"vectorindex-scan": {"task": "vectorindex.scan", "schedule": 60.0}}
 
