@@ -45,11 +45,28 @@ def test_replicas_are_bounded_and_follow_the_rules(heads):
                 assert between >= ((x - centers[later]) ** 2).sum() - 1e-3
 
 
-def test_probe_keeps_heads_within_epsilon(heads):
+def test_probe_keeps_heads_within_epsilon_past_the_nearest_few(heads):
     head, centers = heads
     query = centers[0].astype(np.float32) + 0.5
-    assert routing.probe(head, query, 10, 0.0).tolist() == [0]
-    assert len(routing.probe(head, query, 10, 1000.0)) == 10
+    nearest = np.argsort(((centers - query) ** 2).sum(axis=1))
+    floor = routing.MIN_PROBED
+    # ε 0 keeps the nearest head alone, but a query reads its nearest few lists whatever the cut-off.
+    assert routing.probe(head, query, 20, 0.0).tolist() == nearest[:floor].tolist()
+    assert routing.probe(head, query, 3, 0.0).tolist() == nearest[:3].tolist()  # never more than asked for
+    assert len(routing.probe(head, query, 20, 1000.0)) == 20
+
+
+def test_a_row_beside_a_new_head_is_still_read_in_its_own_further_list(heads):
+    """A split may put a head right beside a vector whose list, further off, no reassign read: the nearest few
+    lists are read whatever the (1 + ε) cut-off, so that a query for the vector still reads the list holding it."""
+    head, centers = heads
+    vector = centers[5].astype(np.float32) + 0.01  # a head a split put beside it: the nearest, at 0.01
+    order = np.argsort(((centers - vector) ** 2).sum(axis=1))
+    holder = int(order[3])  # where it was routed before that head came, far beyond 3 × 0.01
+    labels, probed = routing.probe_many(head, vector[None, :], 16, 2.0)
+    assert holder in labels[0][probed[0]].tolist()
+    members, owners = routing.reach(head, vector[None, :], np.array([0]), np.array([holder]), 16, 2.0)
+    assert owners.tolist() == [holder]  # reachable as it is: no list added for it
 
 
 def test_a_query_for_a_heads_own_vector_reads_its_neighbours_lists_too(heads):
@@ -57,18 +74,20 @@ def test_a_query_for_a_heads_own_vector_reads_its_neighbours_lists_too(heads):
     head, centers = heads
     distances = np.sqrt(((centers - centers[0]) ** 2).sum(axis=1))
     apart = np.sort(distances)[1]  # the nearest other head
+    nearest = np.argsort(distances)[: routing.MIN_PROBED].tolist()
     for epsilon in (0.0, 0.5, 2.0):
         probed = routing.probe(head, centers[0].astype(np.float32), 100 - 1, epsilon)
         assert probed[0] == 0
-        assert sorted(probed.tolist()) == sorted(np.flatnonzero(distances <= apart * (1 + epsilon) + 1e-6).tolist())
-        assert len(probed) >= 2
+        within = np.flatnonzero(distances <= apart * (1 + epsilon) + 1e-6).tolist()
+        assert sorted(probed.tolist()) == sorted(set(within) | set(nearest))
+        assert len(within) >= 2
 
 
 def test_probing_every_head_reads_every_list_whatever_epsilon(heads):
     head, centers = heads
     head.remove(np.arange(0, 100, 4))  # retired heads stay in hnswlib's graph
-    query = centers[1].astype(np.float32)  # a head's own vector: ε 0 keeps it and the nearest other alone
-    assert routing.probe(head, query, 74, 0.0)[0] == 1 and len(routing.probe(head, query, 74, 0.0)) == 2
+    query = centers[1].astype(np.float32)  # a head's own vector: ε 0 keeps the nearest few alone
+    assert routing.probe(head, query, 74, 0.0)[0] == 1 and len(routing.probe(head, query, 74, 0.0)) == routing.MIN_PROBED
     for count in (75, 76, 10**4):
         probed = routing.probe(head, query, count, 0.0)
         assert probed[0] == 1 and sorted(probed.tolist()) == sorted(head.alive)

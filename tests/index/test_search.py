@@ -218,9 +218,10 @@ def test_an_infinite_epsilon_probes_as_many_heads_as_asked_with_no_cut_off(point
         for epsilon in (None, float("inf"), 10**400, 0.0)
     ]
     # An infinite ε (or an int beyond a float) cuts none of the 20 off; ε 0
-    # keeps the head itself and the nearest other; the default, a few.
+    # keeps the nearest few alone (routing.MIN_PROBED); the default, a few more.
     lengths = [len(heads) for heads in probed]
-    assert lengths[1:3] == [20, 20] and lengths[3] == 2 and 2 <= lengths[0] < 20
+    floor = search.routing.MIN_PROBED
+    assert lengths[1:3] == [20, 20] and lengths[3] == floor and floor <= lengths[0] < 20
     assert answers[1] == answers[2] and all(len(rows) == 10 for rows in answers)
 
 

@@ -133,16 +133,16 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
-        if ACTIONS[action].writes and read_only(options["database"]):
-            raise CommandError(
-                f"The {options['database']!r} database takes no writes (a replica, or a server set read_only): "
-                f"run `vectorindex {action}` on the database it copies; `status` and `check` read a replica."
-            )
         run = getattr(self, f"do_{action}")
         steps = [
             (getattr(target, "name", target), partial(run, target, options))
             for target in self._targets(ACTIONS[action], options)
         ]
+        if ACTIONS[action].writes and read_only(options["database"]):
+            raise CommandError(
+                f"The {options['database']!r} database takes no writes (a replica, or a server set read_only): "
+                f"run `vectorindex {action}` on the database it copies; `status` and `check` read a replica."
+            )
         finish = getattr(self, f"finish_{action}", None)
         if finish is not None:
             steps.append((action, partial(finish, options)))
