@@ -23,7 +23,7 @@ class OwnQuerySets(models.Manager):
         return models.QuerySet(self.model, using=self._db)
 
 
-@pytest.mark.django_db  # Django 6 asks the database during model checks
+@pytest.mark.django_db(databases=["default", "other"])  # Django 6 asks every database during model checks
 def test_every_manager_is_given_querysets_that_understand_distances():
     assert not [m for m in checks.run_checks(tags=[checks.Tags.models]) if m.id in ("vectorindex.W001", "vectorindex.E104")]
 
@@ -297,6 +297,7 @@ def test_posting_data_larger_than_the_buffer_pool_is_warned_of(built_point, monk
     assert buffer_pool_messages() == []
 
 
+@pytest.mark.django_db(databases=["default", "other"])  # Django 6 asks every database during model checks
 def test_the_buffer_pool_check_is_a_database_check(built_point, monkeypatch):
     """Django runs it for the databases `check --database` names (and `migrate` migrates), for none otherwise."""
     import io

@@ -110,7 +110,7 @@ def test_system_checks_catch_bad_declarations():
     assert "testapp.Bad: VectorIndex 'bad_title' is on 'title', which is a CharField, not a VectorField or HalfVectorField." in texts
 
 
-@pytest.mark.django_db  # Django 6 asks the database during model checks
+@pytest.mark.django_db(databases=["default", "other"])  # Django 6 asks every database during model checks
 def test_declared_indexes_pass_the_checks():
     messages = checks.run_checks(tags=[checks.Tags.models])
     assert not [m for m in messages if m.id.startswith("vectorindex.E")]
