@@ -208,7 +208,7 @@ def sync_states(
         state, created = IndexState.objects.using(using).get_or_create(name=name, defaults={**values, "declared": True})
         why = None if created else reset_if_left_behind(state, *present[name], item, using)
         IndexState.objects.using(using).filter(pk=state.pk).update(**values, declared=True)
-        state.refresh_from_db()
+        state.refresh_from_db(using=using)
         changes = reset_if_outdated(state, item, using)
         if report is not None and why is not None:
             report(_left_behind_message(item, why))
@@ -255,7 +255,7 @@ def reset_if_left_behind(state: IndexState, label: str, field_name: str, declare
     storage = Storage(connections[using], state.pk, declared.field.dimensions)
     with transaction.atomic(using=using):
         storage.lock_state(exclusive=True)  # a build in progress finishes first
-        state.refresh_from_db(fields=["status"])
+        state.refresh_from_db(using=using, fields=["status"])
         built = state.status != IndexState.Status.EMPTY
         storage.clear()
         # What it was built for was another index's: nothing changed "since it was built".
@@ -296,7 +296,7 @@ def reset_if_outdated(state: IndexState, declared: Declared, using: str) -> list
     storage = Storage(connections[using], state.pk, declared.field.dimensions)
     with transaction.atomic(using=using):
         storage.lock_state(exclusive=True)
-        state.refresh_from_db(fields=["status", "built_dimensions", "built_distance"])
+        state.refresh_from_db(using=using, fields=["status", "built_dimensions", "built_distance"])
         found = changes()
         if not found:
             return []
@@ -305,7 +305,7 @@ def reset_if_outdated(state: IndexState, declared: Declared, using: str) -> list
         storage.set_state(
             status=IndexState.Status.EMPTY, generation=0, wal_lsn=0, payload=json.dumps({}), built_at=None
         )
-    state.refresh_from_db()
+    state.refresh_from_db(using=using)
     return found
 
 

@@ -18,7 +18,7 @@ def record_builds(apps, schema_editor):
         vector = Head.objects.using(using).filter(index_id=state.pk).values_list("vector", flat=True).first()
         state.built_dimensions = len(vector) // 4 if vector is not None else state.dimensions
         state.built_distance = state.distance
-        state.save(update_fields=["built_dimensions", "built_distance"])
+        state.save(using=using, update_fields=["built_dimensions", "built_distance"])
 
 
 class Migration(migrations.Migration):
